@@ -1,0 +1,5 @@
+"""Allow ``python -m qsetup``."""
+
+from qsetup.cli import main
+
+main()
