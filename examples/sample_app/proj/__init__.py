@@ -1,0 +1,1 @@
+"""A small Celery app that qsetup ships to workers for its demo and tests."""

@@ -1,0 +1,260 @@
+"""Load and validate an inventory and its secrets, naming file, line and field for every problem."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from qsetup.errors import InventoryError
+from qsetup.inventory import Inventory, check_references, resolve_relative, secret_names
+from qsetup.secrets import Secrets, default_secrets_path, load_secrets_document
+from qsetup.yamlsource import PathKey, Position, YamlDocument, YamlSourceError, parse_yaml, read_text
+
+_PATTERN_HELP = {
+    "^[a-z][a-z0-9-]{0,30}$": "use lowercase letters, digits and '-', starting with a letter",
+    "^[a-z0-9][a-z0-9_.-]{0,62}$": "use lowercase letters, digits, '_', '.' and '-'",
+    "^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$": "use letters, digits, '_', '.', '@' and '-'",
+    "^/?[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$|^/$": "use '/' or letters, digits, '_', '.' and '-'",
+    "^[a-z_][a-z0-9_-]{0,30}$": "use a Unix name: lowercase letters, digits, '_' and '-'",
+    "^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$": "use an IP address or a DNS name",
+    "^rabbitmq_[a-z0-9_]+$": "plugin names look like rabbitmq_management",
+    "^[A-Z_][A-Z0-9_]*$": "environment variable names use A-Z, 0-9 and '_'",
+}
+
+
+@dataclass(frozen=True)
+class LoadedInventory:
+    """A validated inventory with the files it came from."""
+
+    inventory: Inventory
+    path: Path
+    secrets: Secrets
+    secrets_path: Path
+
+
+def format_path(path: PathKey) -> str:
+    """Render a field path as ``workers[0].hosts[1]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _line(doc_path: Path, pos: Position, field: PathKey, message: str) -> str:
+    return f"{doc_path}:{pos.line}:{pos.column}: {format_path(field)}: {message}"
+
+
+def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, int]:
+    """Find the model inside an annotation and how many container levels wrap it."""
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, 0
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found, depth = _model_in(arg)
+            if found is not None:
+                return found, depth
+        return None, 0
+    if origin in (tuple, list, dict):
+        args = typing.get_args(annotation)
+        inner = args[-1] if origin is dict else args[0]
+        found, depth = _model_in(inner)
+        return found, depth + 1
+    return None, 0
+
+
+def _model_at(path: PathKey) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Inventory
+    parts = list(path)
+    while parts and model is not None:
+        name = parts.pop(0)
+        field = model.model_fields.get(str(name))
+        if field is None:
+            return None
+        model, depth = _model_in(field.annotation)
+        del parts[:depth]
+    return model
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool]:
+    """Map a pydantic loc onto the data, dropping union tags; say whether it ends on a key."""
+    path: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if part == "[key]":
+            return tuple(path), True
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif i == len(loc) - 1 and isinstance(part, str) and isinstance(node, dict):
+            path.append(part)  # a missing field: name it, point at its parent
+        # anything else is a union member tag such as 'str' or 'function-after[...]'
+    return tuple(path), False
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _message(err: dict[str, Any], path: PathKey) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "missing":
+        return "required field is missing; add it"
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else "?"
+        model = _model_at(path[:-1])
+        allowed = sorted(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        if close:
+            return f"unknown key '{key}'; did you mean '{close[0]}'?"
+        return f"unknown key '{key}'; allowed keys: {', '.join(allowed)}"
+    if kind == "string_pattern_mismatch":
+        hint = _PATTERN_HELP.get(str(ctx.get("pattern")), f"must match {ctx.get('pattern')}")
+        return f"{_describe(value)} is not allowed here; {hint}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"expected a mapping (key: value lines), got {_describe(value)}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {_describe(value)}"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"got {_describe(value)}; {str(err['msg']).replace('Input should be', 'use')}"
+    msg = str(err["msg"])
+    msg = msg.replace("Input should be", "expected").replace("Input", "value")
+    return f"{msg}, got {_describe(value)}"
+
+
+def _pydantic_problems(doc: YamlDocument, exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    seen: set[PathKey] = set()
+    for err in exc.errors(include_url=False):
+        path, on_key = _data_path(tuple(err["loc"]), doc.data)
+        if err["type"] == "extra_forbidden":
+            on_key = True
+        if path in seen:
+            continue  # union members repeat the same problem; one line is enough
+        seen.add(path)
+        pos = doc.position(path, key=on_key)
+        lines.append(_line(doc.path, pos, path, _message(dict(err), path)))
+    return lines
+
+
+def read_document(path: Path, what: str) -> YamlDocument:
+    """Read a YAML file into a positioned document or raise InventoryError with one line."""
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        raise InventoryError([f"{path}:1:1: (file): {what} not found; check the path"]) from None
+    except IsADirectoryError:
+        raise InventoryError([f"{path}:1:1: (file): is a directory, not a {what}"]) from None
+    except PermissionError:
+        raise InventoryError([f"{path}:1:1: (file): permission denied reading the {what}"]) from None
+    except UnicodeDecodeError:
+        raise InventoryError(
+            [f"{path}:1:1: (file): not a text file; a {what} is UTF-8 YAML"]
+        ) from None
+    except OSError as exc:
+        raise InventoryError([f"{path}:1:1: (file): cannot read the {what} ({exc.strerror})"]) from None
+    try:
+        return parse_yaml(path, text)
+    except YamlSourceError as exc:
+        pos = exc.position
+        raise InventoryError([f"{path}:{pos.line}:{pos.column}: (yaml): {exc.message}"]) from None
+
+
+def validate_document(doc: YamlDocument) -> Inventory:
+    """Validate a parsed inventory document; raise InventoryError listing every problem."""
+    if doc.data is None:
+        raise InventoryError(
+            [
+                f"{doc.path}:1:1: (top level): the inventory is empty; "
+                "run 'qsetup init' to write a starting one"
+            ]
+        )
+    if not isinstance(doc.data, dict):
+        raise InventoryError(
+            [
+                f"{doc.path}:1:1: (top level): expected a mapping with hosts, broker, app and "
+                f"workers, got {_describe(doc.data)}"
+            ]
+        )
+    try:
+        inv = Inventory.model_validate(doc.data)
+    except ValidationError as exc:
+        raise InventoryError(_pydantic_problems(doc, exc)) from None
+    problems = [
+        _line(doc.path, doc.position(field), field, message)
+        for field, message in check_references(inv)
+    ]
+    if problems:
+        raise InventoryError(problems)
+    return inv
+
+
+def load_inventory(path: Path, secrets_path: Path | None = None) -> LoadedInventory:
+    """Load, validate and cross-check an inventory and its secrets file.
+
+    Args:
+        path: the inventory YAML file.
+        secrets_path: the secrets file (default: ``<inventory stem>.secrets.yml`` beside it).
+
+    Raises:
+        InventoryError: one line per problem, ``FILE:LINE:COL: field.path: message``.
+    """
+    doc = read_document(path, "inventory")
+    inv = validate_document(doc)
+    if inv.app.source.path is not None:
+        source = resolve_relative(path, inv.app.source.path)
+        if not source.is_dir():
+            field: PathKey = ("app", "source", "path")
+            raise InventoryError(
+                [
+                    _line(
+                        doc.path,
+                        doc.position(field),
+                        field,
+                        f"directory {source} does not exist; point it at the app's code",
+                    )
+                ]
+            )
+    secrets_file = secrets_path or default_secrets_path(path)
+    secrets = load_secrets_document(secrets_file, read_document)
+    missing = [
+        _line(
+            doc.path,
+            doc.position(field),
+            field,
+            f"secret '{name}' is not in {secrets_file}; add '{name}: <value>' there "
+            "(mode 0600) or rerun 'qsetup init'",
+        )
+        for field, name in secret_names(inv)
+        if name not in secrets.values
+    ]
+    if missing:
+        raise InventoryError(missing)
+    return LoadedInventory(inventory=inv, path=path, secrets=secrets, secrets_path=secrets_file)
