@@ -91,6 +91,121 @@ def _root(
 
 # --- commands ---------------------------------------------------------------
 
+InventoryOpt = Annotated[
+    Path,
+    typer.Option("--inventory", "-i", help="The inventory YAML file.", dir_okay=False),
+]
+SecretsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--secrets",
+        help="The secrets file (default: <inventory stem>.secrets.yml beside the inventory).",
+        dir_okay=False,
+    ),
+]
+
+
+@app.command()
+def init(
+    inventory: Annotated[
+        Path, typer.Option("--inventory", "-i", help="Where to write the inventory.")
+    ] = Path("inventory.yml"),
+    broker: Annotated[
+        str | None, typer.Option(help="Address or name of the RabbitMQ host.")
+    ] = None,
+    workers: Annotated[
+        str | None, typer.Option(help="Comma-separated addresses of the worker hosts.")
+    ] = None,
+    flower: Annotated[
+        str | None, typer.Option(help="Address of the Flower host (default: the broker host).")
+    ] = None,
+    app_module: Annotated[
+        str | None, typer.Option(help="The Celery app module, the -A argument.")
+    ] = None,
+    install: Annotated[
+        str | None, typer.Option(help="How workers install Celery: apt or pip.")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Take the defaults without prompting.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing inventory/secrets.")] = False,
+) -> None:
+    """Write a commented inventory and its secrets file (strong generated passwords, 0600)."""
+    from qsetup.scaffold import build_spec, write_starter_files
+
+    def ask(value: str | None, question: str, default: str) -> str:
+        if value is not None:
+            return value
+        if yes or not sys.stdin.isatty():
+            return default
+        return str(typer.prompt(question, default=default))
+
+    def core() -> tuple[Path, Path]:
+        b = ask(broker, "RabbitMQ host (address or DNS name)", "rabbit1")
+        w = ask(workers, "Worker hosts (comma-separated)", "worker1,worker2")
+        f = ask(flower, "Flower host", b)
+        m = ask(app_module, "Celery app module (-A)", "proj")
+        how = ask(install, "Install Celery on workers with apt or pip", "pip")
+        if how not in ("apt", "pip"):
+            raise QsetupError(f"--install must be apt or pip, got {how!r}")
+        hosts = [h.strip() for h in w.split(",") if h.strip()]
+        spec = build_spec(b, hosts, f, install=how, app_module=m)
+        return write_starter_files(inventory, spec, force=force)
+
+    inv_path, sec_path = run_guarded(core)
+    out.print(f"wrote {inv_path} and {sec_path} (mode 0600)")
+    out.print(f"next: qsetup validate --inventory {inv_path}")
+
+
+@app.command()
+def validate(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+) -> None:
+    """Check an inventory and its secrets; print FILE:LINE:COL: field: message per problem."""
+    from qsetup.loader import load_inventory
+
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    inv = loaded.inventory
+    out.print(
+        f"{inventory}: valid ({len(inv.hosts)} hosts, {len(inv.workers)} worker groups, "
+        f"{len(inv.broker.users)} broker users)"
+    )
+
+
+@app.command()
+def render(
+    inventory: InventoryOpt,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory to write DIR/<host>/<path> into.")
+    ],
+    secrets: SecretsOpt = None,
+) -> None:
+    """Write every file deploy would install, per host, under OUT/<host>/<absolute path>."""
+    from qsetup.loader import load_inventory
+    from qsetup.render import render_all, write_artifacts
+
+    def core() -> int:
+        loaded = load_inventory(inventory, secrets)
+        artifacts = render_all(loaded.inventory, loaded.secrets)
+        write_artifacts(artifacts, out_dir)
+        return len(artifacts)
+
+    count = run_guarded(core)
+    out.print(f"rendered {count} files into {out_dir}/<host>/")
+
+
+@app.command()
+def schema() -> None:
+    """Print the inventory's JSON Schema (for editors' YAML language servers)."""
+    import json
+
+    from qsetup.inventory import Inventory
+
+    text = run_guarded(lambda: json.dumps(Inventory.model_json_schema(), indent=2))
+    sys.stdout.write(text + "\n")
+
+
 # --- sandbox commands (qsetup/sandbox) ---------------------------------------
 # --- end sandbox commands -----------------------------------------------------
 

@@ -142,9 +142,9 @@ class Policy(Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     vhost: VhostName
     pattern: RegexStr
-    apply_to: Literal["all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams"] = (
-        "queues"
-    )
+    apply_to: Literal[
+        "all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams"
+    ] = "queues"
     priority: int = Field(0, ge=0, le=999)
     definition: dict[str, str | int | bool] = Field(
         description="Policy keys, e.g. {message-ttl: 60000, max-length: 10000}."
@@ -519,15 +519,15 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
             problems.append((("workers", i, "hosts"), "a host is listed twice"))
         user_name = group.broker_user or inv.app.broker_user
         vhost = group.vhost or inv.app.vhost
-        user = users.get(user_name)
-        if group.broker_user is not None and user is None:
+        group_user = users.get(user_name)
+        if group.broker_user is not None and group_user is None:
             problems.append(
                 (
                     ("workers", i, "broker_user"),
                     f"broker user '{user_name}' is not listed under broker.users",
                 )
             )
-        elif user is not None and not has_rights(user, vhost):
+        elif group_user is not None and not has_rights(group_user, vhost):
             where: tuple[str | int, ...] = (
                 ("workers", i, "broker_user") if group.broker_user else ("app", "broker_user")
             )
@@ -540,7 +540,10 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
             )
         if group.vhost is not None and group.vhost not in vhosts:
             problems.append(
-                (("workers", i, "vhost"), f"vhost '{group.vhost}' is not listed under broker.vhosts")
+                (
+                    ("workers", i, "vhost"),
+                    f"vhost '{group.vhost}' is not listed under broker.vhosts",
+                )
             )
     return problems
 

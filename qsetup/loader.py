@@ -14,7 +14,14 @@ from pydantic import BaseModel, ValidationError
 from qsetup.errors import InventoryError
 from qsetup.inventory import Inventory, check_references, resolve_relative, secret_names
 from qsetup.secrets import Secrets, default_secrets_path, load_secrets_document
-from qsetup.yamlsource import PathKey, Position, YamlDocument, YamlSourceError, parse_yaml, read_text
+from qsetup.yamlsource import (
+    PathKey,
+    Position,
+    YamlDocument,
+    YamlSourceError,
+    parse_yaml,
+    read_text,
+)
 
 _PATTERN_HELP = {
     "^[a-z][a-z0-9-]{0,30}$": "use lowercase letters, digits and '-', starting with a letter",
@@ -173,13 +180,17 @@ def read_document(path: Path, what: str) -> YamlDocument:
     except IsADirectoryError:
         raise InventoryError([f"{path}:1:1: (file): is a directory, not a {what}"]) from None
     except PermissionError:
-        raise InventoryError([f"{path}:1:1: (file): permission denied reading the {what}"]) from None
+        raise InventoryError(
+            [f"{path}:1:1: (file): permission denied reading the {what}"]
+        ) from None
     except UnicodeDecodeError:
         raise InventoryError(
             [f"{path}:1:1: (file): not a text file; a {what} is UTF-8 YAML"]
         ) from None
     except OSError as exc:
-        raise InventoryError([f"{path}:1:1: (file): cannot read the {what} ({exc.strerror})"]) from None
+        raise InventoryError(
+            [f"{path}:1:1: (file): cannot read the {what} ({exc.strerror})"]
+        ) from None
     try:
         return parse_yaml(path, text)
     except YamlSourceError as exc:

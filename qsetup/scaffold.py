@@ -1,4 +1,4 @@
-"""Write a starting inventory and its secrets file (``qsetup init``, ``sandbox --inventory-out``)."""
+"""Write a starting inventory and its secrets file (`qsetup init`, `sandbox up --inventory-out`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import jinja2
 
 from qsetup.errors import QsetupError
 from qsetup.resources import resource_dir
-from qsetup.secrets import default_secrets_path, generate_erlang_cookie, generate_password, save_secrets
+from qsetup.secrets import (
+    default_secrets_path,
+    generate_erlang_cookie,
+    generate_password,
+    save_secrets,
+)
 
 
 @dataclass(frozen=True)

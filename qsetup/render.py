@@ -1,0 +1,344 @@
+"""Render every file deploy installs, per host, from the inventory and its secrets.
+
+Pure: ``render_all`` returns Artifact values and touches no disk; deploy and
+``qsetup render`` both use it, so what is shown is what is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+from urllib.parse import quote
+
+import jinja2
+
+from qsetup.errors import RenderError
+from qsetup.inventory import (
+    Inventory,
+    WorkerGroup,
+    app_broker_user,
+    group_broker_user,
+    group_vhost,
+)
+from qsetup.resources import resource_dir
+from qsetup.secrets import Secrets
+
+OPT = PurePosixPath("/opt/qsetup")
+ETC = PurePosixPath("/etc/qsetup")
+UNIT_DIR = PurePosixPath("/etc/systemd/system")
+
+Role = Literal["broker", "worker", "beat", "flower"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file to install on one host."""
+
+    host: str
+    path: PurePosixPath
+    content: str
+    mode: int
+    owner: str
+    group: str
+    role: Role
+    service: str
+    """The unit (or unit template) that must restart when this file changes."""
+    secret: bool = False
+
+    def __repr__(self) -> str:
+        # Never show content: some artifacts hold passwords.
+        return f"Artifact(host={self.host!r}, path='{self.path}', mode={self.mode:o})"
+
+
+def code_dir(inv: Inventory) -> PurePosixPath:
+    """Where the app's code lives on worker and beat hosts."""
+    return OPT / "apps" / inv.app.name
+
+
+def venv_dir(name: str) -> PurePosixPath:
+    """Where a worker group's (or Flower's) virtualenv lives."""
+    return OPT / "venvs" / name
+
+
+def needs_venv(inv: Inventory, group: WorkerGroup) -> bool:
+    """True when a group runs from a virtualenv (pip, or apt plus extra requirements)."""
+    return (
+        group.install == "pip"
+        or bool(inv.app.requirements)
+        or inv.app.source.requirement is not None
+    )
+
+
+def celery_bin(inv: Inventory, group: WorkerGroup) -> str:
+    """The celery executable a group runs."""
+    if needs_venv(inv, group):
+        return str(venv_dir(group.name) / "bin" / "celery")
+    return "/usr/bin/celery"
+
+
+def broker_url(inv: Inventory, secrets: Secrets, user_name: str, vhost: str) -> str:
+    """Build the AMQP URL with the password quoted for a URL (contains a secret)."""
+    user = next(u for u in inv.broker.users if u.name == user_name)
+    address = inv.hosts[inv.broker.host].address
+    if ":" in address:
+        address = f"[{address}]"
+    password = secrets.get(user.secret)
+    return (
+        f"amqp://{quote(user.name, safe='')}:{quote(password, safe='')}@{address}:"
+        f"{inv.broker.port}/{quote(vhost, safe='')}"
+    )
+
+
+def _envquote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(resource_dir("templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        trim_blocks=False,
+    )
+    env.filters["envquote"] = _envquote
+    env.filters["pyrepr"] = repr
+    return env
+
+
+def _systemd_escape(pattern: str) -> str:
+    """Keep %i (the unit instance) for systemd; pass Celery's %h %n %d through as %%h ..."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "%" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            out.append("%i" if nxt == "i" else f"%%{nxt}")
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+class _Renderer:
+    def __init__(self, inv: Inventory, secrets: Secrets) -> None:
+        self.inv = inv
+        self.secrets = secrets
+        self.env = _environment()
+        self.out: list[Artifact] = []
+
+    def add(
+        self,
+        host: str,
+        path: PurePosixPath,
+        template: str,
+        *,
+        role: Role,
+        service: str,
+        mode: int = 0o644,
+        owner: str = "root",
+        group: str = "root",
+        secret: bool = False,
+        **context: Any,
+    ) -> None:
+        try:
+            content = self.env.get_template(template).render(app=self.inv.app, **context)
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {template} failed for host {host}: {exc}") from None
+        self.out.append(Artifact(host, path, content, mode, owner, group, role, service, secret))
+
+    def broker(self) -> None:
+        broker = self.inv.broker
+        self.add(
+            broker.host,
+            PurePosixPath("/etc/rabbitmq/rabbitmq.conf"),
+            "rabbitmq/rabbitmq.conf.j2",
+            role="broker",
+            service="rabbitmq-server.service",
+            group="rabbitmq",
+            mode=0o640,
+            broker=broker,
+        )
+        self.add(
+            broker.host,
+            UNIT_DIR / "rabbitmq-server.service.d" / "qsetup-limits.conf",
+            "rabbitmq/limits.conf.j2",
+            role="broker",
+            service="rabbitmq-server.service",
+            broker=broker,
+        )
+        cookie = self.secrets.get(broker.erlang_cookie_secret)
+        self.out.append(
+            Artifact(
+                broker.host,
+                PurePosixPath("/var/lib/rabbitmq/.erlang.cookie"),
+                cookie,
+                0o400,
+                "rabbitmq",
+                "rabbitmq",
+                "broker",
+                "rabbitmq-server.service",
+                secret=True,
+            )
+        )
+
+    def workers(self) -> None:
+        for group in self.inv.workers:
+            user = group_broker_user(self.inv, group)
+            url = broker_url(self.inv, self.secrets, user.name, group_vhost(self.inv, group))
+            env_file = ETC / f"worker-{group.name}.env"
+            state_dir = f"qsetup-worker-{group.name}"
+            stop_timeout = (group.time_limit or 600) + 30
+            for host in group.hosts:
+                self._worker_env(host, group, env_file, url)
+                self.add(
+                    host,
+                    UNIT_DIR / group.unit_template,
+                    "celery/worker.service.j2",
+                    role="worker",
+                    service=group.unit_template,
+                    worker=group,
+                    env_file=env_file,
+                    code_dir=code_dir(self.inv),
+                    celery_bin=celery_bin(self.inv, group),
+                    node_name=_systemd_escape(group.node_pattern),
+                    state_dir=state_dir,
+                    stop_timeout=stop_timeout,
+                )
+
+    def _worker_env(self, host: str, group: WorkerGroup, env_file: PurePosixPath, url: str) -> None:
+        content = self.env.get_template("celery/worker.env.j2").render(
+            app=self.inv.app, worker=group, broker_url=url, code_dir=code_dir(self.inv)
+        )
+        self.out.append(
+            Artifact(
+                host,
+                env_file,
+                content,
+                0o600,
+                "root",
+                "root",
+                "worker",
+                group.unit_template,
+                secret=True,
+            )
+        )
+
+    def beat(self) -> None:
+        beat = self.inv.beat
+        if beat is None:
+            return
+        on_host = [g for g in self.inv.workers if beat.host in g.hosts]
+        binary = (
+            celery_bin(self.inv, on_host[0]) if on_host else str(venv_dir("beat") / "bin/celery")
+        )
+        user = app_broker_user(self.inv)
+        url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost)
+        env_file = ETC / "beat.env"
+        content = self.env.get_template("celery/worker.env.j2").render(
+            app=self.inv.app, worker=None, broker_url=url, code_dir=code_dir(self.inv)
+        )
+        self.out.append(
+            Artifact(
+                beat.host,
+                env_file,
+                content,
+                0o600,
+                "root",
+                "root",
+                "beat",
+                "qsetup-beat.service",
+                secret=True,
+            )
+        )
+        self.add(
+            beat.host,
+            UNIT_DIR / "qsetup-beat.service",
+            "celery/beat.service.j2",
+            role="beat",
+            service="qsetup-beat.service",
+            beat=beat,
+            env_file=env_file,
+            code_dir=code_dir(self.inv),
+            celery_bin=binary,
+        )
+
+    def flower(self) -> None:
+        flower = self.inv.flower
+        if flower is None:
+            return
+        user = app_broker_user(self.inv)
+        url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost)
+        env_file = ETC / "flower.env"
+        config_file = ETC / "flower" / "flowerconfig.py"
+        broker_address = self.inv.hosts[self.inv.broker.host].address
+        if ":" in broker_address:
+            broker_address = f"[{broker_address}]"
+        api_password = self.secrets.get(flower.broker_api_secret)
+        broker_api = (
+            f"http://{quote(flower.broker_api_user, safe='')}:{quote(api_password, safe='')}"
+            f"@{broker_address}:{self.inv.broker.management_port}/api/"
+        )
+        basic_auth = [f"{u.name}:{self.secrets.get(u.secret)}" for u in flower.basic_auth]
+        self.add(
+            flower.host,
+            env_file,
+            "flower/flower.env.j2",
+            role="flower",
+            service="qsetup-flower.service",
+            mode=0o600,
+            secret=True,
+            broker_url=url,
+        )
+        self.add(
+            flower.host,
+            config_file,
+            "flower/flowerconfig.py.j2",
+            role="flower",
+            service="qsetup-flower.service",
+            mode=0o640,
+            group=flower.group,
+            secret=True,
+            flower=flower,
+            basic_auth=basic_auth,
+            broker_api=broker_api,
+        )
+        self.add(
+            flower.host,
+            UNIT_DIR / "qsetup-flower.service",
+            "flower/flower.service.j2",
+            role="flower",
+            service="qsetup-flower.service",
+            flower=flower,
+            env_file=env_file,
+            config_file=config_file,
+            venv=venv_dir("flower"),
+        )
+
+
+def render_all(inv: Inventory, secrets: Secrets) -> list[Artifact]:
+    """Render every file deploy installs, ordered by host and path."""
+    renderer = _Renderer(inv, secrets)
+    renderer.broker()
+    renderer.workers()
+    renderer.beat()
+    renderer.flower()
+    paths = [(a.host, a.path) for a in renderer.out]
+    if len(paths) != len(set(paths)):
+        raise RenderError("two roles render the same file on one host; rename a worker group")
+    return sorted(renderer.out, key=lambda a: (a.host, str(a.path)))
+
+
+def write_artifacts(artifacts: list[Artifact], out_dir: Path) -> None:
+    """Write artifacts as ``out_dir/<host>/<absolute path>``; secret files get mode 0600."""
+    for art in artifacts:
+        target = out_dir / art.host / str(art.path).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(art.content)
+        target.chmod(0o600 if art.secret else art.mode & 0o644)
