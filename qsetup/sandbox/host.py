@@ -5,7 +5,7 @@ Also the SSH plumbing the sandbox uses to ask a host whether it is ready.
 
 from __future__ import annotations
 
-import os
+import shutil
 import signal
 import subprocess
 import time
@@ -277,7 +277,7 @@ def request_stop(rec: HostRecord) -> None:
     """Ask the host to power off: SIGTERM to nspawn makes it stop the container cleanly."""
     if not signal_recorded(rec.pid, rec.pid_start, signal.SIGTERM):
         # nspawn is gone but the container may live on: SIGRTMIN+3 is systemd's poweroff.
-        signal_recorded(rec.leader_pid, rec.leader_start, signal.SIGRTMIN + 3)  # type: ignore[arg-type]
+        signal_recorded(rec.leader_pid, rec.leader_start, signal.Signals(signal.SIGRTMIN + 3))
 
 
 def force_stop(rec: HostRecord) -> None:
@@ -313,7 +313,7 @@ class ReadyProbe:
         self.rec = rec
         self.deadline = time.monotonic() + timeout
         script = (
-            "s=$(systemctl is-system-running); echo \"$s\"; "
+            's=$(systemctl is-system-running); echo "$s"; '
             'if [ "$s" = degraded ]; then systemctl --failed --plain --no-legend; fi'
         )
         self.proc = subprocess.Popen(
@@ -411,9 +411,9 @@ def wait_ready(
                 found = find_leader(rec)
                 if found is not None:
                     rec = current[name] = on_leader(rec, *found)
-            if not any_process_alive(rec) or not host_alive(rec):
-                for probe in probes.values():
-                    probe.proc.kill()
+            if not host_alive(rec):
+                for other in probes.values():
+                    other.proc.kill()
                 raise SandboxError(
                     f"sandbox host {name} stopped while booting; see {rec.log}, then run "
                     "`qsetup sandbox down` and try again"
@@ -436,8 +436,8 @@ def wait_ready(
                     + (extra if status.failed_units else "")
                 )
         if len(done) < len(recs) and time.monotonic() >= deadline:
-            for probe in probes.values():
-                probe.proc.kill()
+            for other in probes.values():
+                other.proc.kill()
             late = sorted(set(current) - set(done))
             raise SandboxError(
                 f"sandbox hosts {', '.join(late)} did not become ready within {timeout:.0f} s; "
@@ -449,14 +449,7 @@ def wait_ready(
 
 def wipe_host_dir(rec: HostRecord) -> None:
     """Delete the host's overlay directories (only after the overlay is unmounted)."""
-    import shutil
-
     if is_mounted(rec.merged):
         raise SandboxError(f"refusing to delete {rec.host_dir}: {rec.merged} is still mounted")
     if Path(rec.host_dir).exists():
         shutil.rmtree(rec.host_dir)
-
-
-def pid_exists(pid: int) -> bool:
-    """Return whether any process has that PID (used only to report leftovers)."""
-    return Path(f"/proc/{pid}").exists() and os.path.isdir(f"/proc/{pid}")

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from qsetup.errors import SandboxError
 from qsetup.sandbox.procs import run
@@ -69,7 +70,7 @@ def interface_names(name: str) -> tuple[str, str, str]:
     return names
 
 
-def _ip_json(*args: str) -> list[dict[str, object]]:
+def _ip_json(*args: str) -> list[dict[str, Any]]:
     proc = run(["ip", "-j", *args], timeout=15)
     data = json.loads(proc.stdout or "[]")
     return data if isinstance(data, list) else []
@@ -85,7 +86,7 @@ def find_subnet_conflicts(net: ipaddress.IPv4Network, bridge: str) -> list[str]:
         ifname = str(link.get("ifname", "?"))
         if ifname == bridge:
             continue
-        for info in link.get("addr_info", []) or []:  # type: ignore[attr-defined]
+        for info in link.get("addr_info", []) or []:
             local = info.get("local")
             plen = info.get("prefixlen", 32)
             if local is None:
@@ -124,7 +125,7 @@ def create_bridge(bridge: str, address: str) -> None:
     have = {
         info.get("local")
         for link in _ip_json("-4", "addr", "show", "dev", bridge)
-        for info in (link.get("addr_info", []) or [])  # type: ignore[attr-defined]
+        for info in (link.get("addr_info", []) or [])
     }
     if address not in have:
         run(["ip", "addr", "add", f"{address}/24", "dev", bridge], timeout=15)

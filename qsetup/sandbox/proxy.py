@@ -100,4 +100,3 @@ def proxy_alive(pid: int | None, start: int | None, listen: str, port: int) -> b
     if pid is None or start is None or process_start_time(pid) != start:
         return False
     return _listening(listen, port)
-

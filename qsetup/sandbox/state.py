@@ -123,9 +123,7 @@ class SandboxState:
         hosts = [h for h in self.hosts if h.name != rec.name]
         if len(hosts) == len(self.hosts):
             return replace(self, hosts=(*self.hosts, rec))
-        return replace(
-            self, hosts=tuple(rec if h.name == rec.name else h for h in self.hosts)
-        )
+        return replace(self, hosts=tuple(rec if h.name == rec.name else h for h in self.hosts))
 
     def without_host(self, name: str) -> SandboxState:
         """Return a copy without host ``name``."""
