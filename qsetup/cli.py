@@ -207,6 +207,89 @@ def schema() -> None:
 
 
 # --- sandbox commands (qsetup/sandbox) ---------------------------------------
+
+
+def _say(line: str) -> None:
+    out.print(line, markup=False, highlight=False)
+
+
+@sandbox_app.command()
+def up(
+    hosts: Annotated[
+        int | None,
+        typer.Option("--hosts", min=1, max=200, help="Number of hosts qs1..qsN (default 3)."),
+    ] = None,
+    names: Annotated[
+        str | None,
+        typer.Option("--names", help="Comma-separated host names instead of --hosts, e.g. a,b,c."),
+    ] = None,
+    release: Annotated[
+        str, typer.Option("--release", help="Debian release the hosts run.")
+    ] = "bookworm",
+    inventory_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory-out", help="Write a complete inventory (and secrets) for the hosts here."
+        ),
+    ] = None,
+) -> None:
+    """Build, boot and wait for local test hosts; adds hosts that are missing."""
+    from qsetup import sandbox
+
+    name_list = names.split(",") if names is not None else None
+    result = run_guarded(
+        lambda: sandbox.up(hosts, name_list, release, inventory_out, progress=_say)
+    )
+    for status in result.hosts:
+        _say(sandbox.format_status(status))
+    _say(f"ssh key: {result.key}" + ("" if result.started else " (already up; nothing changed)"))
+
+
+@sandbox_app.command()
+def down() -> None:
+    """Stop every sandbox host and remove its mounts, namespaces, links, bridge and proxy."""
+    from qsetup import sandbox
+
+    result = run_guarded(lambda: sandbox.down(progress=_say))
+    _say(f"stopped {len(result.stopped)} host(s)" if result.stopped else "nothing was up")
+
+
+@sandbox_app.command("list")
+def list_(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of {name, address, state}.")
+    ] = False,
+) -> None:
+    """Show each sandbox host with its address and state (running, degraded, dead...)."""
+    import json
+
+    from qsetup import sandbox
+
+    statuses = run_guarded(sandbox.list_hosts)
+    if as_json:
+        sys.stdout.write(json.dumps([s.as_dict() for s in statuses], indent=2) + "\n")
+        return
+    for status in statuses:
+        _say(sandbox.format_status(status))
+    if not statuses:
+        _say("no sandbox hosts; run `qsetup sandbox up`")
+
+
+@sandbox_app.command()
+def ssh(
+    name: Annotated[str, typer.Argument(help="Sandbox host name, e.g. qs1.")],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="Command to run after `--`; none opens a shell."),
+    ] = None,
+) -> None:
+    """Log in to a sandbox host as root, or run a command there (its exit code is passed on)."""
+    from qsetup import sandbox
+
+    code = run_guarded(lambda: sandbox.ssh(name, command or []))
+    raise typer.Exit(code)
+
+
 # --- end sandbox commands -----------------------------------------------------
 
 
