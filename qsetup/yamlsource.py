@@ -6,6 +6,7 @@ positions, so this composes the node tree and records a position per path.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,20 @@ def _explain(exc: yaml.MarkedYAMLError) -> str:
     problem = exc.problem or "invalid YAML"
     if "\\t" in problem or "'\\t'" in problem or "tab" in problem:
         return "a tab character; YAML indentation must use spaces"
-    if exc.context:
-        return f"invalid YAML: {problem} ({exc.context})"
-    return f"invalid YAML: {problem}"
+    if "another document" in problem:
+        return "more than one YAML document; keep one (remove the extra '---' line)"
+    context = exc.context or ""
+    start, mark = exc.context_mark, exc.problem_mark
+    if context and start is not None and mark is not None and start.line != mark.line:
+        context = f"{context} started at line {start.line + 1}"
+    detail = f"{problem} ({context})" if context else problem
+    return f"invalid YAML: {detail}; check quotes, brackets and indentation there"
+
+
+# Aliases let a few lines expand into millions of values ("billion laughs"), and a
+# recursive alias never ends; both are refused rather than built.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
 
 
 def parse_yaml(path: Path, text: str) -> YamlDocument:
@@ -80,38 +92,91 @@ def parse_yaml(path: Path, text: str) -> YamlDocument:
         raise YamlSourceError(_mark(exc.problem_mark or exc.context_mark), _explain(exc)) from None
     except yaml.YAMLError as exc:
         raise YamlSourceError(Position(1, 1), f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise YamlSourceError(
+            Position(1, 1), f"nested too deeply; an inventory needs at most {MAX_DEPTH} levels"
+        ) from None
     doc = YamlDocument(path=path, data=None)
     if node is None:
         return doc
-    constructor = yaml.SafeLoader("")
-    doc.data = _build(node, (), doc, constructor)
+    builder = _Builder(doc)
+    doc.data = builder.build(node, ())
     return doc
 
 
-def _build(node: yaml.Node, path: PathKey, doc: YamlDocument, ctor: yaml.SafeLoader) -> Any:
-    doc.values[path] = _mark(node.start_mark)
-    if isinstance(node, yaml.MappingNode):
+class _Builder:
+    """Turn a composed node tree into plain data, recording every position."""
+
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.ctor = yaml.SafeLoader("")
+        self.active: set[int] = set()  # ids of the nodes being built: an alias cycle check
+        self.count = 0
+
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise YamlSourceError(
+                _mark(node.start_mark),
+                f"more than {MAX_VALUES} values (aliases expand too far); write the data out",
+            )
+        if len(path) > MAX_DEPTH:
+            raise YamlSourceError(
+                _mark(node.start_mark),
+                f"nested too deeply; an inventory needs at most {MAX_DEPTH} levels",
+            )
+        if id(node) in self.active:
+            raise YamlSourceError(
+                _mark(node.start_mark), "an alias refers to its own anchor; remove the loop"
+            )
+        self.doc.values[path] = _mark(node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            self.active.add(id(node))
+            try:
+                return self._mapping(node, path)
+            finally:
+                self.active.discard(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            self.active.add(id(node))
+            try:
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            finally:
+                self.active.discard(id(node))
+        return _scalar(node, self.ctor)
+
+    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
+        explicit = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
         try:
-            ctor.flatten_mapping(node)
+            self.ctor.flatten_mapping(node)
         except yaml.MarkedYAMLError as exc:
             raise YamlSourceError(_mark(exc.problem_mark), _explain(exc)) from None
+        except RecursionError:
+            raise YamlSourceError(
+                _mark(node.start_mark), "a merge key (<<) refers to its own anchor; remove the loop"
+            ) from None
+        # flatten_mapping puts the merged (<<) pairs first; later pairs override them, as
+        # in PyYAML, but a key written twice by hand is an error.
+        merged = len(node.value) - explicit
+        written: set[str] = set()
         result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node, ctor)
+        for index, (key_node, value_node) in enumerate(node.value):
+            key = _scalar(key_node, self.ctor)
             if isinstance(key, list | dict) or key is None:
                 raise YamlSourceError(_mark(key_node.start_mark), "a mapping key must be a string")
             if not isinstance(key, str):
                 key = str(key)
-            if key in result:
+            if key in written:
+                first = self.doc.keys[(*path, key)]
                 raise YamlSourceError(
-                    _mark(key_node.start_mark), f"key '{key}' appears twice in the same mapping"
+                    _mark(key_node.start_mark),
+                    f"key '{key}' appears twice in the same mapping (first at line {first.line}); "
+                    "keep one",
                 )
-            doc.keys[(*path, key)] = _mark(key_node.start_mark)
-            result[key] = _build(value_node, (*path, key), doc, ctor)
+            if index >= merged:
+                written.add(key)
+            self.doc.keys[(*path, key)] = _mark(key_node.start_mark)
+            result[key] = self.build(value_node, (*path, key))
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), doc, ctor) for i, item in enumerate(node.value)]
-    return _scalar(node, ctor)
 
 
 def _scalar(node: yaml.Node, ctor: yaml.SafeLoader) -> Any:
@@ -123,12 +188,25 @@ def _scalar(node: yaml.Node, ctor: yaml.SafeLoader) -> Any:
         raise YamlSourceError(_mark(exc.problem_mark or node.start_mark), _explain(exc)) from None
     except (ValueError, TypeError, OverflowError) as exc:
         # PyYAML can fail on odd scalars (e.g. out-of-range timestamps).
-        raise YamlSourceError(_mark(node.start_mark), f"unreadable value ({exc})") from None
+        raise YamlSourceError(
+            _mark(node.start_mark), f"unreadable value ({exc}); quote it if it is text"
+        ) from None
+
+
+MAX_BYTES = 4 * 1024 * 1024
 
 
 def read_text(path: Path) -> str:
-    """Read a UTF-8 text file; raise YamlSourceError-style problems as OSError subclasses."""
-    raw = path.read_bytes()
+    """Read a UTF-8 text file; raise OSError (or UnicodeDecodeError) when it cannot be used.
+
+    Reads at most MAX_BYTES, so a device or an endless pipe given by mistake cannot hang.
+    """
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise OSError(
+            errno.EFBIG, f"larger than {MAX_BYTES // (1024 * 1024)} MiB; is it the right file?"
+        )
     if b"\x00" in raw:
         raise UnicodeDecodeError("utf-8", raw, 0, 1, "binary content (NUL byte)")
     return raw.decode("utf-8")
