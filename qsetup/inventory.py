@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
 SECRET_NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -56,6 +64,11 @@ class SshDefaults(Model):
     )
     become: bool = Field(False, description="Use sudo for tasks (needed when user is not root).")
     connect_timeout: int = Field(10, ge=1, le=300, description="Seconds to wait for SSH.")
+    host_key_checking: Literal["accept-new", "strict", "off"] = Field(
+        "accept-new",
+        description="accept-new: trust a host's key on first contact, refuse changes; "
+        "off: for throw-away test hosts only.",
+    )
 
 
 class Host(Model):
@@ -200,6 +213,18 @@ class AppSource(Model):
         return self
 
 
+RESERVED_ENV = frozenset({"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"})
+
+
+def _not_reserved(key: str) -> str:
+    if key in RESERVED_ENV:
+        raise ValueError(f"{key} is set by qsetup from broker_user and vhost; remove it")
+    return key
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$"), AfterValidator(_not_reserved)]
+
+
 class App(Model):
     """The Celery application the workers run."""
 
@@ -211,7 +236,7 @@ class App(Model):
     requirements: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = Field(
         (), description="Extra pip requirements the app needs."
     )
-    environment: dict[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")], str] = Field(
+    environment: dict[EnvName, str] = Field(
         default_factory=dict, description="Non-secret environment for workers, beat and Flower."
     )
     broker_user: BrokerUserName = Field(description="The broker user the workers connect as.")
@@ -219,14 +244,6 @@ class App(Model):
     result_backend: str = Field(
         "rpc://", description="Celery result backend URL (no secrets; rpc:// uses the broker)."
     )
-
-    @field_validator("environment")
-    @classmethod
-    def _no_reserved_env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if key in {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}:
-                raise ValueError(f"{key} is set by qsetup from broker_user and vhost; remove it")
-        return value
 
 
 class WorkerGroup(Model):
@@ -272,21 +289,33 @@ class WorkerGroup(Model):
             raise ValueError("use letters, digits, - _ . and the placeholders %i %h %n %d")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> WorkerGroup:
-        if self.concurrency is not None and self.autoscale is not None:
-            raise ValueError("set concurrency or autoscale, not both")
-        if self.autoscale is not None and self.autoscale[0] < self.autoscale[1]:
-            raise ValueError("autoscale is [max, min]; max must be >= min")
-        if self.celery_version is not None and self.install != "pip":
+    # Field validators (not one model validator) so each problem points at its own line;
+    # info.data holds the fields declared above the one being checked.
+    @field_validator("celery_version")
+    @classmethod
+    def _pip_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("install") == "apt":
             raise ValueError("celery_version applies to install: pip only (apt uses Debian's)")
-        if (
-            self.soft_time_limit is not None
-            and self.time_limit is not None
-            and self.soft_time_limit >= self.time_limit
-        ):
+        return value
+
+    @field_validator("autoscale")
+    @classmethod
+    def _autoscale(cls, value: tuple[int, int] | None, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        if info.data.get("concurrency") is not None:
+            raise ValueError("set concurrency or autoscale, not both")
+        if value[0] < value[1]:
+            raise ValueError("autoscale is [max, min]; max must be >= min")
+        return value
+
+    @field_validator("time_limit")
+    @classmethod
+    def _time_limits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        soft = info.data.get("soft_time_limit")
+        if value is not None and soft is not None and soft >= value:
             raise ValueError("soft_time_limit must be lower than time_limit")
-        return self
+        return value
 
     @property
     def node_pattern(self) -> str:
@@ -497,14 +526,16 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
                 f"broker user '{inv.app.broker_user}' is not listed under broker.users",
             )
         )
-    if inv.flower is not None and inv.flower.broker_api_user in users:
-        problems.append(
-            (
-                ("flower", "broker_api_user"),
-                f"'{inv.flower.broker_api_user}' is created by qsetup for Flower; "
-                "do not list it under broker.users",
-            )
-        )
+    if inv.flower is not None:
+        for i, user in enumerate(inv.broker.users):
+            if user.name == inv.flower.broker_api_user:
+                problems.append(
+                    (
+                        ("broker", "users", i, "name"),
+                        f"'{user.name}' is created by qsetup for Flower (flower.broker_api_user); "
+                        "remove it from broker.users",
+                    )
+                )
 
     seen_groups: set[str] = set()
     for i, group in enumerate(inv.workers):
@@ -527,7 +558,7 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
                     f"broker user '{user_name}' is not listed under broker.users",
                 )
             )
-        elif group_user is not None and not has_rights(group_user, vhost):
+        elif group_user is not None and vhost in vhosts and not has_rights(group_user, vhost):
             where: tuple[str | int, ...] = (
                 ("workers", i, "broker_user") if group.broker_user else ("app", "broker_user")
             )

@@ -126,6 +126,10 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _count(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
 def _message(err: dict[str, Any], path: PathKey) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -147,6 +151,32 @@ def _message(err: dict[str, Any], path: PathKey) -> str:
         return f"expected a mapping (key: value lines), got {_describe(value)}"
     if kind in ("tuple_type", "list_type"):
         return f"expected a list, got {_describe(value)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number, got {_describe(value)}"
+    if kind == "int_parsing_size":
+        return f"the number is far too large, got {_describe(value)}"
+    if kind == "string_type":
+        return f"expected a string (quote it if it looks like another type), got {_describe(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {_describe(value)}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {
+            "greater_than_equal": f"at least {ctx.get('ge')}",
+            "greater_than": f"more than {ctx.get('gt')}",
+            "less_than_equal": f"at most {ctx.get('le')}",
+            "less_than": f"less than {ctx.get('lt')}",
+        }[kind]
+        return f"must be {bound}, got {_describe(value)}"
+    if kind == "too_short":
+        want, got = int(ctx.get("min_length", 1)), int(ctx.get("actual_length", 0))
+        return f"needs at least {_count(want)}, got {got}; add one"
+    if kind == "too_long":
+        want, got = int(ctx.get("max_length", 0)), int(ctx.get("actual_length", 0))
+        return f"takes at most {_count(want)}, got {got}; remove some"
+    if kind == "string_too_short":
+        return f"must not be empty, got {_describe(value)}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters long"
     if kind == "value_error":
         return str(err["msg"]).removeprefix("Value error, ")
     if kind == "literal_error":
@@ -159,14 +189,26 @@ def _message(err: dict[str, Any], path: PathKey) -> str:
 def _pydantic_problems(doc: YamlDocument, exc: ValidationError) -> list[str]:
     lines: list[str] = []
     seen: set[PathKey] = set()
-    for err in exc.errors(include_url=False):
-        path, on_key = _data_path(tuple(err["loc"]), doc.data)
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "too_short" and any(
+            len(other["loc"]) > len(loc) and tuple(other["loc"][: len(loc)]) == loc
+            for other in errors
+        ):
+            # pydantic also reports a list as too short when its items failed; the item
+            # errors are the real problem.
+            continue
+        path, on_key = _data_path(loc, doc.data)
         if err["type"] == "extra_forbidden":
             on_key = True
         if path in seen:
             continue  # union members repeat the same problem; one line is enough
         seen.add(path)
-        pos = doc.position(path, key=on_key)
+        if err["type"] == "missing" and path[:-1] in doc.keys:
+            pos = doc.keys[path[:-1]]  # the key of the mapping that lacks the field
+        else:
+            pos = doc.position(path, key=on_key)
         lines.append(_line(doc.path, pos, path, _message(dict(err), path)))
     return lines
 
@@ -178,14 +220,16 @@ def read_document(path: Path, what: str) -> YamlDocument:
     except FileNotFoundError:
         raise InventoryError([f"{path}:1:1: (file): {what} not found; check the path"]) from None
     except IsADirectoryError:
-        raise InventoryError([f"{path}:1:1: (file): is a directory, not a {what}"]) from None
+        raise InventoryError(
+            [f"{path}:1:1: (file): is a directory; give the path of the {what}"]
+        ) from None
     except PermissionError:
         raise InventoryError(
             [f"{path}:1:1: (file): permission denied reading the {what}"]
         ) from None
     except UnicodeDecodeError:
         raise InventoryError(
-            [f"{path}:1:1: (file): not a text file; a {what} is UTF-8 YAML"]
+            [f"{path}:1:1: (file): not a text file; the {what} must be UTF-8 YAML"]
         ) from None
     except OSError as exc:
         raise InventoryError(
@@ -243,13 +287,14 @@ def load_inventory(path: Path, secrets_path: Path | None = None) -> LoadedInvent
         source = resolve_relative(path, inv.app.source.path)
         if not source.is_dir():
             field: PathKey = ("app", "source", "path")
+            what = "is not a directory" if source.exists() else "does not exist"
             raise InventoryError(
                 [
                     _line(
                         doc.path,
                         doc.position(field),
                         field,
-                        f"directory {source} does not exist; point it at the app's code",
+                        f"{source} {what}; point it at the directory with the app's code",
                     )
                 ]
             )
@@ -260,8 +305,8 @@ def load_inventory(path: Path, secrets_path: Path | None = None) -> LoadedInvent
             doc.path,
             doc.position(field),
             field,
-            f"secret '{name}' is not in {secrets_file}; add '{name}: <value>' there "
-            "(mode 0600) or rerun 'qsetup init'",
+            f"secret '{name}' is not in {secrets_file}; add a line '{name}: <long random value>' "
+            "there",
         )
         for field, name in secret_names(inv)
         if name not in secrets.values
