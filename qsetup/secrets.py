@@ -58,11 +58,17 @@ def check_private(path: Path) -> None:
     except FileNotFoundError:
         raise SecretsError(
             f"{path}:1:1: (file): secrets file not found; run 'qsetup init' or create it "
-            "with 'install -m 600 /dev/null FILE' and add the secrets the inventory names"
+            f"with 'install -m 600 /dev/null {path}' and add the secrets the inventory names"
         ) from None
+    except OSError as exc:
+        raise SecretsError(
+            f"{path}:1:1: (file): cannot read the secrets file ({exc.strerror}); check the path"
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise SecretsError(f"{path}:1:1: (file): is a directory, not a secrets file")
     if stat.S_IMODE(mode) & 0o077:
         raise SecretsError(
-            f"{path}:1:1: (file): secrets file is readable by others "
+            f"{path}:1:1: (file): secrets file is open to other users "
             f"(mode {stat.S_IMODE(mode):04o}); fix it with: chmod 600 {path}"
         )
 
@@ -76,8 +82,12 @@ def load_secrets_document(
     if doc.data is None:
         return Secrets(path=path)
     if not isinstance(doc.data, dict):
+        got = "a list" if isinstance(doc.data, list) else "one value"
         raise InventoryError(
-            [f"{path}:1:1: (top level): expected a mapping of secret names to values"]
+            [
+                f"{path}:1:1: (top level): expected a mapping of secret names to values "
+                f"('name: value' lines), got {got}"
+            ]
         )
     problems: list[str] = []
     values: dict[str, SecretStr] = {}
