@@ -93,14 +93,13 @@ def _root(
 
 InventoryOpt = Annotated[
     Path,
-    typer.Option("--inventory", "-i", help="The inventory YAML file.", dir_okay=False),
+    typer.Option("--inventory", "-i", help="The inventory YAML file."),
 ]
 SecretsOpt = Annotated[
     Path | None,
     typer.Option(
         "--secrets",
         help="The secrets file (default: <inventory stem>.secrets.yml beside the inventory).",
-        dir_okay=False,
     ),
 ]
 
@@ -136,9 +135,15 @@ def init(
     def ask(value: str | None, question: str, default: str) -> str:
         if value is not None:
             return value
-        if yes or not sys.stdin.isatty():
+        if yes:
             return default
-        return str(typer.prompt(question, default=default))
+        try:
+            return str(typer.prompt(question, default=default))
+        except typer.Abort:  # end of input (e.g. no terminal in CI) or Ctrl-C
+            raise QsetupError(
+                f"init got no answer to '{question}'; pass --yes to take the defaults "
+                "or give the values as options (--broker, --workers, ...)"
+            ) from None
 
     def core() -> tuple[Path, Path]:
         b = ask(broker, "RabbitMQ host (address or DNS name)", "rabbit1")
