@@ -277,7 +277,7 @@ def request_stop(rec: HostRecord) -> None:
     """Ask the host to power off: SIGTERM to nspawn makes it stop the container cleanly."""
     if not signal_recorded(rec.pid, rec.pid_start, signal.SIGTERM):
         # nspawn is gone but the container may live on: SIGRTMIN+3 is systemd's poweroff.
-        signal_recorded(rec.leader_pid, rec.leader_start, signal.Signals(signal.SIGRTMIN + 3))
+        signal_recorded(rec.leader_pid, rec.leader_start, signal.SIGRTMIN + 3)
 
 
 def force_stop(rec: HostRecord) -> None:

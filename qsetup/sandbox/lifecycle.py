@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qsetup.errors import SandboxError
 from qsetup.sandbox import host as hostmod
@@ -28,6 +29,9 @@ from qsetup.sandbox.state import (
     state_dir,
     state_lock,
 )
+
+if TYPE_CHECKING:
+    from qsetup.scaffold import StarterSpec
 
 Progress = Callable[[str], None]
 DEFAULT_RELEASE = "bookworm"
@@ -224,7 +228,7 @@ def up(
             _check_free(net)
             state = SandboxState(
                 subnet=str(net),
-                bridge=network.BRIDGE,
+                bridge=network.bridge_name(),
                 bridge_address=network.bridge_address(net),
                 proxy_port=proxy.PROXY_PORT,
             )
@@ -310,8 +314,9 @@ def up(
 
 def _check_free(net: ipaddress.IPv4Network) -> None:
     conflicts = network.find_subnet_conflicts(net, bridge="")
-    if network.link_exists(network.BRIDGE):
-        conflicts.append(f"interface {network.BRIDGE} exists but the sandbox did not record it")
+    bridge = network.bridge_name()
+    if network.link_exists(bridge):
+        conflicts.append(f"interface {bridge} exists but the sandbox did not record it")
     if conflicts:
         raise SandboxError(
             f"the sandbox address range {net} is already in use ({'; '.join(conflicts)}); "
@@ -517,6 +522,30 @@ def write_inventory(path: Path, state: SandboxState, key: Path) -> tuple[Path, P
         ssh_key=str(key.resolve()),
         app_module="proj",
         app_path=None,
+        # Sandbox hosts get new host keys whenever they are rebuilt.
+        host_key_checking="off",
     )
+    unchanged = _inventory_unchanged(path, spec)
+    if unchanged is not None:
+        return unchanged
     inventory, secrets = write_starter_files(path, spec, force=True)
     return Path(inventory), Path(secrets)
+
+
+def _inventory_unchanged(path: Path, spec: StarterSpec) -> tuple[Path, Path] | None:
+    """Return the existing (inventory, secrets) if rewriting would change nothing.
+
+    Rewriting would generate new secrets, so an ``up`` that is already up keeps them.
+    """
+    try:
+        from qsetup.scaffold import render_inventory
+        from qsetup.secrets import default_secrets_path
+    except ImportError:
+        return None
+    secrets = Path(default_secrets_path(path))
+    if not (path.is_file() and secrets.is_file() and (path.resolve().parent / "app").is_dir()):
+        return None
+    text = render_inventory(replace(spec, app_path="app"), path.name, secrets.name)
+    if path.read_text(encoding="utf-8") != text:
+        return None
+    return path, secrets

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,21 @@ def sandbox_subnet() -> ipaddress.IPv4Network:
             f"QSETUP_SANDBOX_SUBNET={text!r} must be a private /24 such as 10.213.8.0/24"
         )
     return net
+
+
+def bridge_name() -> str:
+    """Return the bridge name (``QSETUP_SANDBOX_BRIDGE`` overrides ``qsbr0``).
+
+    Raises:
+        SandboxError: the override is not a short interface name.
+    """
+    name = os.environ.get("QSETUP_SANDBOX_BRIDGE", BRIDGE)
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,14}", name):
+        raise SandboxError(
+            f"QSETUP_SANDBOX_BRIDGE={name!r} is not a valid interface name; use up to 15 "
+            "lowercase letters and digits, e.g. qsbr1"
+        )
+    return name
 
 
 def bridge_address(net: ipaddress.IPv4Network) -> str:

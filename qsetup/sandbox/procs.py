@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -108,7 +107,7 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
-def signal_recorded(pid: int | None, start: int | None, sig: signal.Signals) -> bool:
+def signal_recorded(pid: int | None, start: int | None, sig: int) -> bool:
     """Send ``sig`` to a recorded process only if it is still that process.
 
     Returns:
