@@ -40,6 +40,7 @@ class StarterSpec:
     ssh_key: str | None = None
     app_module: str = "proj"
     app_path: str | None = None
+    host_key_checking: str = "accept-new"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,581 @@
+"""Deploy: turn the validated inventory into an Ansible run through ansible-runner.
+
+The Ansible inventory and variables are generated from the qsetup model; the
+files installed are exactly what ``render_all`` renders. Secrets go to a 0700
+scratch directory (in RAM where possible) that is removed when the run ends, so
+the runner's data directory never holds one in plain text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qsetup.errors import DeployError
+from qsetup.inventory import Inventory, group_broker_user, group_vhost
+from qsetup.loader import LoadedInventory
+from qsetup.render import Artifact, celery_bin, code_dir, needs_venv, render_all, venv_dir
+from qsetup.resources import resource_dir
+
+TAGS = ("broker", "workers", "beat", "flower")
+RUNS_KEPT = 10
+ADMIN_USER = "qsetup-admin"
+ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """How to run a deploy."""
+
+    check: bool = False
+    diff: bool = False
+    limit: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class DeployEvent:
+    """One thing that happened during a run, for live progress."""
+
+    kind: str  # "play", "task", "ok", "changed", "failed", "unreachable", "skipped"
+    host: str = ""
+    task: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What the run did on one host."""
+
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: bool = False
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task that failed on a host, with the module's message."""
+
+    host: str
+    task: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """The outcome of a deploy; a failed play is a result, not an exception."""
+
+    status: str
+    rc: int
+    hosts: dict[str, HostResult]
+    failures: tuple[TaskFailure, ...]
+    run_dir: Path
+    elapsed: float
+    diffs: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """True when every host finished without a failure and was reachable."""
+        return (
+            self.status == "successful"
+            and self.rc == 0
+            and all(h.failed == 0 and not h.unreachable for h in self.hosts.values())
+        )
+
+
+# --- building the Ansible side -------------------------------------------------
+
+
+def _ssh_vars(inv: Inventory, name: str) -> dict[str, Any]:
+    host = inv.hosts[name]
+    user = host.ssh_user or inv.ssh.user
+    become = host.become if host.become is not None else inv.ssh.become
+    out: dict[str, Any] = {
+        "ansible_host": host.address,
+        "ansible_port": host.ssh_port or inv.ssh.port,
+        "ansible_user": user,
+        "ansible_become": bool(become),
+        "ansible_python_interpreter": "/usr/bin/python3",
+    }
+    key = host.ssh_key or inv.ssh.key
+    if key:
+        out["ansible_ssh_private_key_file"] = key
+    return out
+
+
+def _file_vars(arts: list[Artifact]) -> list[dict[str, Any]]:
+    return [
+        {
+            "src": f"{a.host}{a.path}",
+            "dest": str(a.path),
+            "mode": f"0{a.mode:o}",
+            "owner": a.owner,
+            "group": a.group,
+            "secret": a.secret,
+            "role": a.role,
+            "service": a.service,
+        }
+        for a in arts
+    ]
+
+
+def _pip_packages(inv: Inventory, spec: str | None) -> list[str]:
+    packages = [f"celery{spec}" if spec else "celery>=5.2,<6"]
+    if inv.app.source.requirement:
+        packages.append(inv.app.source.requirement)
+    packages.extend(inv.app.requirements)
+    return packages
+
+
+def _worker_groups(inv: Inventory, host: str) -> list[dict[str, Any]]:
+    groups = []
+    for group in inv.workers:
+        if host not in group.hosts:
+            continue
+        venv = needs_venv(inv, group)
+        groups.append(
+            {
+                "name": group.name,
+                "install": group.install,
+                "venv": str(venv_dir(group.name)) if venv else "",
+                "site_packages": group.install == "apt",
+                "pip_packages": _pip_packages(inv, group.celery_version) if venv else [],
+                "user": group.user,
+                "group": group.group,
+                "unit_template": group.unit_template,
+                "unit_prefix": group.unit_template.removesuffix("@.service"),
+                "instances": list(range(1, group.instances + 1)),
+                "celery_bin": celery_bin(inv, group),
+                "broker_user": group_broker_user(inv, group).name,
+                "vhost": group_vhost(inv, group),
+            }
+        )
+    return groups
+
+
+def _broker_vars(inv: Inventory) -> dict[str, Any]:
+    broker = inv.broker
+    users = [
+        {
+            "name": u.name,
+            "secret": u.secret,
+            "tags": ",".join(u.effective_tags),
+            "permissions": [
+                {
+                    "vhost": p.vhost,
+                    "configure_priv": p.configure,
+                    "write_priv": p.write,
+                    "read_priv": p.read,
+                }
+                for p in u.effective_permissions
+            ],
+            "topic_permissions": [
+                {
+                    "vhost": t.vhost,
+                    "exchange": t.exchange,
+                    "write_priv": t.write,
+                    "read_priv": t.read,
+                }
+                for t in u.topic_permissions
+            ],
+        }
+        for u in broker.users
+    ]
+    if inv.flower is not None:
+        users.append(
+            {
+                "name": inv.flower.broker_api_user,
+                "secret": inv.flower.broker_api_secret,
+                "tags": "monitoring",
+                # Vhost access (to read queue stats through the API), no message rights.
+                "permissions": [
+                    {
+                        "vhost": inv.app.vhost,
+                        "configure_priv": "^$",
+                        "write_priv": "^$",
+                        "read_priv": "^$",
+                    }
+                ],
+                "topic_permissions": [],
+            }
+        )
+    return {
+        "plugins": list(broker.plugins),
+        "vhosts": list(broker.vhosts),
+        "users": users,
+        "policies": [
+            {
+                "name": p.name,
+                "vhost": p.vhost,
+                "pattern": p.pattern,
+                "apply_to": p.apply_to,
+                "priority": p.priority,
+                "definition": dict(p.definition),
+            }
+            for p in broker.policies
+        ],
+        "delete_guest": broker.delete_guest,
+        "port": broker.port,
+        "management_port": broker.management_port,
+        "admin_user": ADMIN_USER,
+        "admin_secret": ADMIN_SECRET,
+    }
+
+
+def build_ansible_inventory(inv: Inventory, artifacts: list[Artifact]) -> dict[str, Any]:
+    """Build the Ansible inventory (hosts, groups, non-secret variables) from the model."""
+    by_host: dict[str, list[Artifact]] = {}
+    for art in artifacts:
+        by_host.setdefault(art.host, []).append(art)
+    hosts: dict[str, Any] = {}
+    for name in inv.hosts:
+        hv = _ssh_vars(inv, name)
+        hv["qsetup_files"] = _file_vars(by_host.get(name, []))
+        hv["qsetup_worker_groups"] = _worker_groups(inv, name)
+        hosts[name] = hv
+    workers = sorted({h for g in inv.workers for h in g.hosts})
+    children: dict[str, Any] = {
+        "qsetup_broker": {"hosts": {inv.broker.host: None}},
+        "qsetup_workers": {"hosts": dict.fromkeys(workers)},
+    }
+    if inv.beat is not None:
+        on_host = [g for g in inv.workers if inv.beat.host in g.hosts]
+        hosts[inv.beat.host]["qsetup_beat"] = {
+            "user": inv.beat.user,
+            "group": inv.beat.group,
+            "own_venv": "" if on_host else str(venv_dir("beat")),
+            "pip_packages": [] if on_host else _pip_packages(inv, None),
+        }
+        children["qsetup_beat"] = {"hosts": {inv.beat.host: None}}
+    if inv.flower is not None:
+        hosts[inv.flower.host]["qsetup_flower"] = {
+            "user": inv.flower.user,
+            "group": inv.flower.group,
+            "venv": str(venv_dir("flower")),
+            "pip_packages": [
+                f"flower{inv.flower.version}" if inv.flower.version else "flower>=2,<3"
+            ],
+            "port": inv.flower.port,
+        }
+        children["qsetup_flower"] = {"hosts": {inv.flower.host: None}}
+    return {
+        "all": {
+            "hosts": hosts,
+            "vars": {
+                "qsetup_app_name": inv.app.name,
+                "qsetup_code_dir": str(code_dir(inv)),
+                "qsetup_broker": _broker_vars(inv),
+                "qsetup_broker_host": inv.broker.host,
+            },
+            "children": children,
+        }
+    }
+
+
+def _secret_values(loaded: LoadedInventory) -> dict[str, str]:
+    inv = loaded.inventory
+    values = {name: loaded.secrets.get(name) for name in loaded.secrets.values}
+    if ADMIN_SECRET not in values:
+        # qsetup's own broker administrator, derived so that it is stable across runs
+        # without asking the user for one more secret.
+        import hashlib
+
+        seed = loaded.secrets.get(inv.broker.erlang_cookie_secret)
+        values[ADMIN_SECRET] = hashlib.sha256(f"qsetup-admin:{seed}".encode()).hexdigest()[:32]
+    return values
+
+
+def _stage_app(loaded: LoadedInventory, dest: Path) -> None:
+    source = loaded.inventory.app.source.path
+    dest.mkdir(parents=True, exist_ok=True)
+    if source is None:
+        return
+    src = Path(source).expanduser()
+    if not src.is_absolute():
+        src = loaded.path.resolve().parent / src
+    shutil.copytree(
+        src,
+        dest,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(
+            "__pycache__", "*.pyc", ".git", ".qsetup", ".venv", "venv", "*.secrets.yml"
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _scratch_dir() -> Iterator[Path]:
+    """A 0700 directory for secrets, in RAM when /dev/shm exists; removed afterwards."""
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - private 0700 dir
+    path = Path(tempfile.mkdtemp(prefix="qsetup-", dir=base))
+    try:
+        path.chmod(0o700)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _new_run_dir(inventory_path: Path) -> Path:
+    runs = inventory_path.resolve().parent / ".qsetup" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for parent in (runs.parent, runs):
+        parent.chmod(0o700)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    run_dir = runs / stamp
+    run_dir.mkdir(mode=0o700)
+    old = sorted(p for p in runs.iterdir() if p.is_dir())
+    for stale in old[:-RUNS_KEPT]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return run_dir
+
+
+def _envvars(inv: Inventory, inventory_path: Path, scratch: Path) -> dict[str, str]:
+    known_hosts = inventory_path.resolve().parent / ".qsetup" / "known_hosts"
+    checking = inv.ssh.host_key_checking
+    if checking == "off":
+        ssh_opts = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    else:
+        mode = "accept-new" if checking == "accept-new" else "yes"
+        ssh_opts = f"-o StrictHostKeyChecking={mode} -o UserKnownHostsFile={known_hosts}"
+    bindir = str(Path(sys.executable).parent)
+    return {
+        "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist=60s {ssh_opts}",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(scratch / "cp"),
+        "ANSIBLE_HOST_KEY_CHECKING": "False" if checking == "off" else "True",
+        "ANSIBLE_TIMEOUT": str(inv.ssh.connect_timeout),
+        "ANSIBLE_GATHERING": "explicit",
+        "ANSIBLE_NO_TARGET_SYSLOG": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_FORCE_COLOR": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_SYSTEM_WARNINGS": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
+        "ANSIBLE_LOCAL_TEMP": str(scratch / "tmp"),
+    }
+
+
+def check_options(inv: Inventory, options: DeployOptions) -> None:
+    """Refuse unknown hosts or tags before anything runs."""
+    for host in options.limit:
+        if host not in inv.hosts:
+            raise DeployError(
+                f"--limit: host '{host}' is not in the inventory (hosts: {', '.join(inv.hosts)})"
+            )
+    for tag in options.tags:
+        if tag not in TAGS:
+            raise DeployError(f"--tags: unknown tag '{tag}'; use some of {', '.join(TAGS)}")
+
+
+# --- running --------------------------------------------------------------------
+
+
+def _message(res: Any) -> str:
+    if not isinstance(res, dict):
+        return str(res)
+    if res.get("censored"):
+        return "a task that handles secrets failed (details hidden: no_log)"
+    for key in ("msg", "stderr", "module_stderr", "reason"):
+        value = res.get(key)
+        if value:
+            text = str(value).strip()
+            return text.splitlines()[-1][:500] if key != "msg" else text[:800]
+    results = res.get("results")
+    if isinstance(results, list):
+        for item in results:
+            if isinstance(item, dict) and item.get("failed"):
+                return _message(item)
+    return "failed (no message)"
+
+
+class _Collector:
+    def __init__(self, progress: Callable[[DeployEvent], None] | None) -> None:
+        self.progress = progress
+        self.failures: list[TaskFailure] = []
+        self.diffs: list[tuple[str, str, str]] = []
+        self.stats: dict[str, dict[str, int]] = {}
+
+    def emit(self, event: DeployEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    def __call__(self, raw: dict[str, Any]) -> bool:
+        kind = raw.get("event", "")
+        data = raw.get("event_data") or {}
+        host = str(data.get("host") or "")
+        task = str(data.get("task") or "")
+        res = data.get("res") or {}
+        if kind == "playbook_on_play_start":
+            self.emit(DeployEvent("play", task=str(data.get("play") or "")))
+        elif kind == "playbook_on_task_start":
+            self.emit(DeployEvent("task", task=task))
+        elif kind == "runner_on_ok":
+            changed = bool(isinstance(res, dict) and res.get("changed"))
+            self._diff(host, task, res)
+            self.emit(DeployEvent("changed" if changed else "ok", host, task))
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            msg = _message(res)
+            self.failures.append(TaskFailure(host, task, msg))
+            self.emit(DeployEvent("failed", host, task, msg))
+        elif kind == "runner_on_unreachable":
+            msg = _message(res)
+            self.failures.append(TaskFailure(host, task, f"unreachable: {msg}"))
+            self.emit(DeployEvent("unreachable", host, task, msg))
+        elif kind == "runner_on_skipped":
+            self.emit(DeployEvent("skipped", host, task))
+        elif kind == "playbook_on_stats":
+            for key in ("ok", "changed", "failures", "dark", "skipped", "ignored", "rescued"):
+                for h, n in (data.get(key) or {}).items():
+                    self.stats.setdefault(h, {})[key] = int(n)
+        # Returning False tells ansible-runner not to write this event's JSON to
+        # the artifacts directory; the plain stdout log is kept instead.
+        return True
+
+    def _diff(self, host: str, task: str, res: Any) -> None:
+        if not isinstance(res, dict) or res.get("censored"):
+            return
+        diff = res.get("diff")
+        items = diff if isinstance(diff, list) else [diff] if isinstance(diff, dict) else []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            before, after = item.get("before"), item.get("after")
+            if isinstance(before, str) and isinstance(after, str) and before != after:
+                header = str(item.get("after_header") or item.get("before_header") or "")
+                self.diffs.append((host, f"{task}: {header}", _unified(before, after, header)))
+
+
+def _unified(before: str, after: str, name: str) -> str:
+    import difflib
+
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"{name} (now)",
+            tofile=f"{name} (after deploy)",
+        )
+    )
+
+
+def run_deploy(
+    loaded: LoadedInventory,
+    options: DeployOptions,
+    progress: Callable[[DeployEvent], None] | None = None,
+) -> DeployResult:
+    """Run the playbooks against the inventory's hosts and return what happened.
+
+    Raises:
+        DeployError: when the run cannot start (bad options, ansible-runner missing).
+    """
+    inv = loaded.inventory
+    check_options(inv, options)
+    artifacts = render_all(inv, loaded.secrets)
+    try:
+        import ansible_runner
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise DeployError(f"ansible-runner is not installed ({exc}); reinstall qsetup") from None
+
+    run_dir = _new_run_dir(loaded.path)
+    started = time.monotonic()
+    with _scratch_dir() as scratch:
+        files = scratch / "files"
+        for art in artifacts:
+            target = files / art.host / str(art.path).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(art.content)
+        _stage_app(loaded, scratch / "app")
+        secrets_file = scratch / "secrets.yml"
+        fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump({"qsetup_secret_values": _secret_values(loaded)}, fh)
+        (scratch / "tmp").mkdir(mode=0o700)
+        (scratch / "cp").mkdir(mode=0o700)
+
+        ansible_inventory = build_ansible_inventory(inv, artifacts)
+        inv_file = run_dir / "inventory.json"
+        inv_file.write_text(json.dumps(ansible_inventory, indent=2), encoding="utf-8")
+        inv_file.chmod(0o600)
+
+        cmdline = []
+        if options.check:
+            cmdline.append("--check")
+        if options.diff:
+            cmdline.append("--diff")
+        collector = _Collector(progress)
+        forks = max(len(inv.hosts), 5)
+        runner = ansible_runner.run(
+            private_data_dir=str(run_dir),
+            project_dir=str(resource_dir("playbooks")),
+            playbook="site.yml",
+            inventory=str(inv_file),
+            extravars={
+                "qsetup_files_dir": str(files),
+                "qsetup_app_stage": str(scratch / "app") + "/",
+                "qsetup_secrets_file": str(secrets_file),
+            },
+            envvars=_envvars(inv, loaded.path, scratch),
+            forks=forks,
+            limit=",".join(options.limit) or None,
+            tags=",".join(options.tags) or None,
+            cmdline=" ".join(cmdline) or None,
+            verbosity=1 if options.verbose else 0,
+            quiet=True,
+            event_handler=collector,
+            ident="run",
+        )
+    elapsed = time.monotonic() - started
+    _scrub_run_dir(run_dir)
+
+    hosts: dict[str, HostResult] = {}
+    targets = options.limit or tuple(inv.hosts)
+    for name in targets:
+        st = collector.stats.get(name, {})
+        hosts[name] = HostResult(
+            ok=st.get("ok", 0),
+            changed=st.get("changed", 0),
+            failed=st.get("failures", 0),
+            skipped=st.get("skipped", 0),
+            unreachable=st.get("dark", 0) > 0,
+        )
+    return DeployResult(
+        status=str(runner.status),
+        rc=int(runner.rc or 0),
+        hosts=hosts,
+        failures=tuple(collector.failures),
+        run_dir=run_dir,
+        elapsed=elapsed,
+        diffs=tuple(collector.diffs),
+    )
+
+
+def _scrub_run_dir(run_dir: Path) -> None:
+    """Make the run directory private (0700 dirs, 0600 files); it holds no secrets."""
+    for root, dirs, names in os.walk(run_dir):
+        for d in dirs:
+            (Path(root) / d).chmod(0o700)
+        for n in names:
+            p = Path(root) / n
+            if not p.is_symlink():
+                p.chmod(stat.S_IRUSR | stat.S_IWUSR)
