@@ -126,6 +126,19 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _allowed(path: PathKey) -> list[str]:
+    """The keys the mapping holding ``path`` allows."""
+    model = _model_at(path[:-1])
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _suggest(path: PathKey) -> str | None:
+    """The allowed key closest to a misspelt one, if any is close."""
+    key = str(path[-1]) if path else ""
+    close = difflib.get_close_matches(key, _allowed(path), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _count(n: int) -> str:
     return f"{n} item" if n == 1 else f"{n} items"
 
@@ -138,12 +151,10 @@ def _message(err: dict[str, Any], path: PathKey) -> str:
         return "required field is missing; add it"
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else "?"
-        model = _model_at(path[:-1])
-        allowed = sorted(model.model_fields) if model is not None else []
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        close = _suggest(path)
         if close:
-            return f"unknown key '{key}'; did you mean '{close[0]}'?"
-        return f"unknown key '{key}'; allowed keys: {', '.join(allowed)}"
+            return f"unknown key '{key}'; did you mean '{close}'?"
+        return f"unknown key '{key}'; allowed keys: {', '.join(_allowed(path))}"
     if kind == "string_pattern_mismatch":
         hint = _PATTERN_HELP.get(str(ctx.get("pattern")), f"must match {ctx.get('pattern')}")
         return f"{_describe(value)} is not allowed here; {hint}"
@@ -187,9 +198,17 @@ def _message(err: dict[str, Any], path: PathKey) -> str:
 
 
 def _pydantic_problems(doc: YamlDocument, exc: ValidationError) -> list[str]:
-    lines: list[str] = []
+    problems: list[tuple[Position, str]] = []
     seen: set[PathKey] = set()
     errors = exc.errors(include_url=False)
+    # A misspelt key also makes its correct spelling "missing"; the did-you-mean line says it.
+    misspelt: set[PathKey] = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            path, _ = _data_path(tuple(err["loc"]), doc.data)
+            close = _suggest(path)
+            if close:
+                misspelt.add((*path[:-1], close))
     for err in errors:
         loc = tuple(err["loc"])
         if err["type"] == "too_short" and any(
@@ -202,15 +221,19 @@ def _pydantic_problems(doc: YamlDocument, exc: ValidationError) -> list[str]:
         path, on_key = _data_path(loc, doc.data)
         if err["type"] == "extra_forbidden":
             on_key = True
-        if path in seen:
+        if path in seen or (err["type"] == "missing" and path in misspelt):
             continue  # union members repeat the same problem; one line is enough
         seen.add(path)
         if err["type"] == "missing" and path[:-1] in doc.keys:
             pos = doc.keys[path[:-1]]  # the key of the mapping that lacks the field
         else:
             pos = doc.position(path, key=on_key)
-        lines.append(_line(doc.path, pos, path, _message(dict(err), path)))
-    return lines
+        problems.append((pos, _line(doc.path, pos, path, _message(dict(err), path))))
+    return _in_file_order(problems)
+
+
+def _in_file_order(problems: list[tuple[Position, str]]) -> list[str]:
+    return [line for _, line in sorted(problems, key=lambda p: (p[0].line, p[0].column))]
 
 
 def read_document(path: Path, what: str) -> YamlDocument:
@@ -262,10 +285,12 @@ def validate_document(doc: YamlDocument) -> Inventory:
         inv = Inventory.model_validate(doc.data)
     except ValidationError as exc:
         raise InventoryError(_pydantic_problems(doc, exc)) from None
-    problems = [
-        _line(doc.path, doc.position(field), field, message)
-        for field, message in check_references(inv)
-    ]
+    problems = _in_file_order(
+        [
+            (doc.position(field), _line(doc.path, doc.position(field), field, message))
+            for field, message in check_references(inv)
+        ]
+    )
     if problems:
         raise InventoryError(problems)
     return inv
