@@ -155,13 +155,37 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[4].replace("\\040", " ") == target for line in fh)
 
 
+def ensure_host_key(host_keys_dir: Path, address: str) -> Path:
+    """Return the SSH host key of the host at ``address``, generating it once.
+
+    Keys are kept per address across ``down``/``up`` so a client's known_hosts
+    (``accept-new``) stays valid when hosts are rebuilt.
+    """
+    host_keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = host_keys_dir / f"{address}_ed25519"
+    if not key.is_file() or not Path(f"{key}.pub").is_file():
+        key.unlink(missing_ok=True)
+        Path(f"{key}.pub").unlink(missing_ok=True)
+        run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"qsetup-sandbox@{address}"]
+            + ["-f", str(key)],
+            timeout=30,
+        )
+    return key
+
+
 def write_host_files(
-    rec: HostRecord, hosts: Sequence[tuple[str, str]], public_key: str, proxy_url: str
+    rec: HostRecord,
+    hosts: Sequence[tuple[str, str]],
+    public_key: str,
+    proxy_url: str,
+    host_keys_dir: Path,
 ) -> None:
     """Write the host's identity and configuration into its (mounted) root.
 
     Hostname, /etc/hosts, root's authorized_keys, apt and pip proxy settings, the
-    machine's extra CA certificates, a machine id and an SSH host key of its own.
+    machine's extra CA certificates, a machine id and an SSH host key of its own
+    (kept in ``host_keys_dir`` per address).
     """
     root = rec.merged
     _write(root / "etc/hostname", f"{rec.name}\n")
@@ -175,13 +199,12 @@ def write_host_files(
     machine_id = root / "etc/machine-id"
     if not machine_id.is_file() or not machine_id.read_text(encoding="utf-8").strip():
         _write(machine_id, uuid.uuid4().hex + "\n", 0o444)
-    host_key = root / "etc/ssh/ssh_host_ed25519_key"
-    if not host_key.is_file():
-        run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{rec.name}"]
-            + ["-f", str(host_key)],
-            timeout=30,
-        )
+    saved = ensure_host_key(host_keys_dir, rec.address)
+    for suffix in ("", ".pub"):
+        data = Path(f"{saved}{suffix}").read_bytes()
+        target = root / f"etc/ssh/ssh_host_ed25519_key{suffix}"
+        target.write_bytes(data)
+        target.chmod(0o600 if not suffix else 0o644)
     # The cached tree has the CAs of build time; the machine may have gained some since.
     if install_extra_cas(root):
         update_ca_certificates(root)

@@ -271,7 +271,9 @@ def up(
             progress(f"{h.name}: preparing {h.address} (overlay, network, ssh key, proxy)")
             h = rec.host(replace(h, mounted=True))
             hostmod.mount_overlay(h, lower)
-            hostmod.write_host_files(h, pairs, public_key, rec.state.proxy_url)
+            hostmod.write_host_files(
+                h, pairs, public_key, rec.state.proxy_url, state_dir() / "hostkeys"
+            )
             network.create_host_network(
                 h.netns,
                 h.veth_host,
@@ -522,8 +524,8 @@ def write_inventory(path: Path, state: SandboxState, key: Path) -> tuple[Path, P
         ssh_key=str(key.resolve()),
         app_module="proj",
         app_path=None,
-        # Sandbox hosts get new host keys whenever they are rebuilt.
-        host_key_checking="off",
+        # Host keys are kept per address across rebuilds, so accept-new stays valid.
+        host_key_checking="accept-new",
     )
     unchanged = _inventory_unchanged(path, spec)
     if unchanged is not None:

@@ -1,0 +1,137 @@
+"""Real sandbox hosts for the integration tier.
+
+``sandbox_hosts`` (session) boots three hosts with ``qsetup sandbox up`` and the
+inventory ``--inventory-out`` writes for them; teardown always runs ``down``.
+``isolated_sandbox`` gives tests that stop and kill hosts a second, separate
+sandbox (own state dir, subnet and bridge) so they never touch the shared one.
+
+Integration tests skip (with the reason) when the machine cannot boot hosts,
+except under CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+QSETUP = [sys.executable, "-m", "qsetup"]
+UP_TIMEOUT = 900  # a cold cache runs debootstrap first
+
+
+def _unusable_reason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "sandbox hosts need Linux"
+    if os.geteuid() != 0:
+        return "sandbox hosts need root"
+    if shutil.which("systemd-nspawn") is None:
+        return "systemd-nspawn is missing (apt-get install systemd-container)"
+    return None
+
+
+def require_sandbox_machine() -> None:
+    """Skip when the machine cannot run sandbox hosts; under CI=true, fail instead."""
+    reason = _unusable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+def qsetup(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run the qsetup CLI as a user would; fail the test with its output on error."""
+    proc = subprocess.run(
+        [*QSETUP, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"qsetup {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+@dataclass(frozen=True)
+class SandboxHosts:
+    """Running sandbox hosts and how to reach them."""
+
+    names: tuple[str, ...]
+    addresses: dict[str, str]
+    key: Path
+    inventory: Path
+    secrets: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def ssh(
+        self, name: str, *command: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command on a host through ``qsetup sandbox ssh``."""
+        return qsetup("sandbox", "ssh", name, "--", *command, env=self.env, timeout=timeout,
+                      check=check)  # fmt: skip
+
+    def list(self) -> list[dict[str, object]]:
+        """Return ``qsetup sandbox list --json``."""
+        data = json.loads(qsetup("sandbox", "list", "--json", env=self.env).stdout)
+        assert isinstance(data, list)
+        return data
+
+
+def _up(names_arg: list[str], inventory: Path, env: Mapping[str, str]) -> SandboxHosts:
+    qsetup("sandbox", "up", *names_arg, "--inventory-out", str(inventory), env=env,
+           timeout=UP_TIMEOUT)  # fmt: skip
+    listed = json.loads(qsetup("sandbox", "list", "--json", env=env).stdout)
+    state_dir = Path(env.get("QSETUP_SANDBOX_DIR", "/var/lib/qsetup/sandbox"))
+    return SandboxHosts(
+        names=tuple(h["name"] for h in listed),
+        addresses={h["name"]: h["address"] for h in listed},
+        key=state_dir / "id_ed25519",
+        inventory=inventory,
+        secrets=inventory.with_name(f"{inventory.stem}.secrets.yml"),
+        env=dict(env),
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHosts]:
+    """Three running sandbox hosts (qs1..qs3) and their inventory; always torn down."""
+    require_sandbox_machine()
+    inventory = tmp_path_factory.mktemp("sandbox") / "inventory.yml"
+    try:
+        yield _up(["--hosts", "3"], inventory, {})
+    finally:
+        qsetup("sandbox", "down", timeout=120)
+
+
+ISOLATED_ENV = {
+    "QSETUP_SANDBOX_SUBNET": "10.213.9.0/24",
+    "QSETUP_SANDBOX_BRIDGE": "qsbrt",
+}
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for a separate sandbox; whatever a test leaves up is brought down."""
+    require_sandbox_machine()
+    env = {**ISOLATED_ENV, "QSETUP_SANDBOX_DIR": str(tmp_path / "state")}
+    try:
+        yield env
+    finally:
+        qsetup("sandbox", "down", env=env, timeout=120, check=False)
