@@ -27,6 +27,9 @@ BROKER_USER_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$"
 VHOST_RE = r"^/?[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$|^/$"
 OS_NAME_RE = r"^[a-z_][a-z0-9_-]{0,30}$"
 HOSTLIKE_RE = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$"
+LISTEN_RE = r"^[A-Za-z0-9.:-]{1,253}$"
+# Rendered unquoted into env files: no spaces, quotes, backslashes or line breaks.
+BACKEND_URL_RE = r"^[a-z][a-z0-9+.-]*://[^\s\"'\\]*$"
 
 Name = Annotated[str, Field(pattern=NAME_RE)]
 SecretName = Annotated[str, Field(pattern=SECRET_NAME_RE)]
@@ -177,7 +180,10 @@ class Broker(Model):
     """The RabbitMQ server: one host, its vhosts, users, policies and plugins."""
 
     host: Name = Field(description="The host that runs RabbitMQ.")
-    listen_address: str = Field("0.0.0.0", description="AMQP listener address.")  # noqa: S104
+    listen_address: Annotated[str, Field(pattern=LISTEN_RE)] = Field(
+        "0.0.0.0",  # noqa: S104
+        description="AMQP listener address.",
+    )
     port: Port = Field(5672, description="AMQP port.")
     management_port: Port = Field(15672, description="Management API/UI port.")
     nofile: int = Field(65536, ge=1024, le=1048576, description="File-descriptor limit.")
@@ -241,7 +247,7 @@ class App(Model):
     )
     broker_user: BrokerUserName = Field(description="The broker user the workers connect as.")
     vhost: VhostName = Field(description="The vhost the workers use.")
-    result_backend: str = Field(
+    result_backend: Annotated[str, Field(pattern=BACKEND_URL_RE)] = Field(
         "rpc://", description="Celery result backend URL (no secrets; rpc:// uses the broker)."
     )
 
@@ -362,7 +368,7 @@ class Flower(Model):
     """Flower, the web monitor, on one host."""
 
     host: Name
-    listen_address: str = "0.0.0.0"  # noqa: S104
+    listen_address: Annotated[str, Field(pattern=LISTEN_RE)] = "0.0.0.0"  # noqa: S104
     port: Port = 5555
     url_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_/-]{0,64}$")] = ""
     version: str | None = Field(None, description="pip version spec for flower.")

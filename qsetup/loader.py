@@ -12,7 +12,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from qsetup.errors import InventoryError
-from qsetup.inventory import Inventory, check_references, resolve_relative, secret_names
+from qsetup.inventory import (
+    BACKEND_URL_RE,
+    LISTEN_RE,
+    Inventory,
+    check_references,
+    resolve_relative,
+    secret_names,
+)
 from qsetup.secrets import Secrets, default_secrets_path, load_secrets_document
 from qsetup.yamlsource import (
     PathKey,
@@ -32,6 +39,13 @@ _PATTERN_HELP = {
     "^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$": "use an IP address or a DNS name",
     "^rabbitmq_[a-z0-9_]+$": "plugin names look like rabbitmq_management",
     "^[A-Z_][A-Z0-9_]*$": "environment variable names use A-Z, 0-9 and '_'",
+    LISTEN_RE: "use an IP address (0.0.0.0 for all) or a host name",
+    BACKEND_URL_RE: "use a URL such as rpc:// or redis://host:6379/0, without spaces or quotes",
+    "^[A-Za-z_][A-Za-z0-9_.:]*$": "use a Python module path such as proj or proj.celery:app",
+    "^[A-Za-z0-9_.:-]{1,128}$": "queue names use letters, digits, '_', '.', ':' and '-'",
+    "^[A-Za-z0-9_.-]{1,64}$": "use letters, digits, '_', '.' and '-' (at most 64)",
+    "^[A-Za-z0-9_.@-]{1,64}$": "use letters, digits, '_', '.', '@' and '-' (at most 64)",
+    "^[A-Za-z0-9_/-]{0,64}$": "use letters, digits, '_', '-' and '/', e.g. flower",
 }
 
 
