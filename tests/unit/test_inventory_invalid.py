@@ -397,6 +397,30 @@ CASES: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "result-backend-with-quote",
+        edit("  vhost: orders\nworkers", "  vhost: orders\n  result_backend: 'rpc://\"x'\nworkers"),
+        [
+            "{inv}:19:19: app.result_backend: 'rpc://\"x' is not allowed here; use a URL such "
+            "as rpc:// or redis://host:6379/0, without spaces or quotes"
+        ],
+    ),
+    (
+        "listen-address-with-newline",
+        edit("  vhosts", '  listen_address: "0.0.0.0\\nlog.file = x"\n  vhosts'),
+        [
+            "{inv}:9:19: broker.listen_address: '0.0.0.0\\nlog.file = x' is not allowed here; "
+            "use an IP address (0.0.0.0 for all) or a host name"
+        ],
+    ),
+    (
+        "bad-module-path",
+        edit("  module: proj", "  module: my-proj"),
+        [
+            "{inv}:14:11: app.module: 'my-proj' is not allowed here; use a Python module path "
+            "such as proj or proj.celery:app"
+        ],
+    ),
+    (
         "empty-file",
         "",
         [
@@ -660,3 +684,24 @@ def test_every_problem_is_one_line_and_never_a_traceback() -> None:
         for line in expected:
             assert "\n" not in line
             assert "Traceback" not in line
+
+
+def test_every_name_pattern_has_a_readable_hint() -> None:
+    from qsetup.inventory import Inventory
+    from qsetup.loader import _PATTERN_HELP
+
+    patterns: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                patterns.add(node["pattern"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(Inventory.model_json_schema())
+    assert patterns, "the schema should carry the name patterns"
+    assert patterns <= set(_PATTERN_HELP), patterns - set(_PATTERN_HELP)

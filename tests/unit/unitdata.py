@@ -44,6 +44,111 @@ BASE_SECRETS: dict[str, str] = {
     "flower-user-admin": "admin-pw-0123456789abcdef",
 }
 
+# Every option set to something other than its default; the golden render uses it too.
+FULL_INVENTORY = """\
+version: 1
+ssh:
+  user: deploy
+  port: 2200
+  key: keys/id_ed25519
+  become: true
+hosts:
+  mq:
+    address: mq.example.org
+  w1:
+    address: 10.1.0.1
+    ssh_port: 22
+    ssh_user: root
+    become: false
+  w2:
+    address: "fd00::2"
+broker:
+  host: mq
+  port: 5673
+  management_port: 15673
+  nofile: 200000
+  plugins: [rabbitmq_management, rabbitmq_shovel]
+  delete_guest: false
+  erlang_cookie_secret: cookie
+  vhosts: [shop, reports]
+  users:
+    - name: Shop
+      vhost: shop
+    - name: reports
+      password_secret: reports-pw
+      tags: [monitoring, management]
+      permissions:
+        - {vhost: reports}
+        - {vhost: shop, configure: "^$", write: "^$", read: "^reports\\\\."}
+      topic_permissions:
+        - {vhost: shop, write: "^$", read: "^orders\\\\."}
+  policies:
+    - name: ttl
+      vhost: shop
+      pattern: "^celery$"
+      apply_to: quorum_queues
+      priority: 5
+      definition: {message-ttl: 60000, ha-mode: all, lazy: true}
+app:
+  name: shop
+  module: "shop.celery:app"
+  source:
+    requirement: "shop==1.2"
+  requirements: [requests>=2]
+  environment: {SHOP_ENV: prod, EMPTY: ""}
+  broker_user: Shop
+  vhost: shop
+  result_backend: "redis://cache:6379/0"
+workers:
+  - name: orders
+    hosts: [w1, w2]
+    install: apt
+    instances: 3
+    queues: [orders, celery]
+    autoscale: [8, 2]
+    soft_time_limit: 50
+    time_limit: 60
+    loglevel: WARNING
+  - name: reports
+    hosts: [w2]
+    install: pip
+    celery_version: "==5.4.*"
+    node_name: "rep-%i@%h"
+    pool: threads
+    concurrency: 16
+    max_tasks_per_child: 100
+    max_memory_per_child: 200000
+    user: reporter
+    group: reporter
+    broker_user: reports
+    vhost: reports
+beat:
+  host: w1
+  loglevel: DEBUG
+flower:
+  host: mq
+  port: 8080
+  url_prefix: flower
+  version: "==2.0.1"
+  persistent: false
+  broker_api_user: monitor
+  broker_api_password_secret: monitor-pw
+  basic_auth:
+    - name: Admin
+    - name: oncall
+      password_secret: oncall-pw
+"""
+
+FULL_SECRETS = {
+    "cookie": "C" * 32,
+    "rabbitmq-user-shop": "shop-password-xxxxxxxxxxxx",
+    "reports-pw": "r3p@rts/pass%word:x y",  # needs quoting in a URL
+    "monitor-pw": "monitor-password-xxxxxxxxx",
+    "flower-user-admin": "admin-password-xxxxxxxxxxx",
+    "oncall-pw": "oncall-password-xxxxxxxxxx",
+}
+
+
 WriteInventory = Callable[..., Path]
 
 
