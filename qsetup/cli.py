@@ -12,6 +12,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from qsetup import __version__
 from qsetup.errors import QsetupError
@@ -54,7 +55,8 @@ def run_guarded(core: Callable[[], T]) -> T:
         return core()
     except QsetupError as exc:
         for line in exc.lines():
-            err.print(f"[red]{line}[/red]", markup=True, highlight=False)
+            # Text, not markup: a line quotes user input, which may hold '[' (rich markup).
+            err.print(Text(line, style="red"), highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except typer.Exit:
         raise
@@ -69,7 +71,7 @@ def run_guarded(core: Callable[[], T]) -> T:
             where = f"details in {log}"
         except OSError:
             where = "no debug log could be written"
-        err.print(f"[red]internal error ({where}); please report it[/red]")
+        err.print(Text(f"internal error ({where}); please report it", style="red"))
         raise typer.Exit(EXIT_INTERNAL) from None
 
 

@@ -27,6 +27,7 @@ from qsetup.yamlsource import (
     YamlDocument,
     YamlSourceError,
     parse_yaml,
+    printable,
     read_text,
 )
 
@@ -71,7 +72,7 @@ def format_path(path: PathKey) -> str:
 
 
 def _line(doc_path: Path, pos: Position, field: PathKey, message: str) -> str:
-    return f"{doc_path}:{pos.line}:{pos.column}: {format_path(field)}: {message}"
+    return printable(f"{doc_path}:{pos.line}:{pos.column}: {format_path(field)}: {message}")
 
 
 def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, int]:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import SecretStr
 
 from qsetup.errors import InventoryError, SecretsError
+from qsetup.yamlsource import printable
 
 if TYPE_CHECKING:
     from qsetup.yamlsource import YamlDocument
@@ -93,15 +94,19 @@ def load_secrets_document(
     values: dict[str, SecretStr] = {}
     for name, value in doc.data.items():
         pos = doc.position((name,), key=True)
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             problems.append(
-                f"{path}:{pos.line}:{pos.column}: {name}: secret names use lowercase letters, "
-                "digits, '_', '.' and '-'"
+                printable(
+                    f"{path}:{pos.line}:{pos.column}: {name}: secret names use lowercase "
+                    "letters, digits, '_', '.' and '-'"
+                )
             )
         elif not isinstance(value, str | int) or isinstance(value, bool) or value == "":
             # The value itself is never echoed back.
             problems.append(
-                f"{path}:{pos.line}:{pos.column}: {name}: a secret must be a non-empty string"
+                printable(
+                    f"{path}:{pos.line}:{pos.column}: {name}: a secret must be a non-empty string"
+                )
             )
         else:
             values[name] = SecretStr(str(value))

@@ -49,6 +49,13 @@ class YamlDocument:
         return self.values.get((), Position(1, 1))
 
 
+def printable(text: str) -> str:
+    """Escape line breaks and other control characters, so a problem stays on one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class YamlSourceError(Exception):
     """The text is not YAML we can read; carries a position and a readable reason."""
 
