@@ -6,7 +6,9 @@ complete, so a crashed build never leaves a half tree that looks usable.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -266,6 +268,19 @@ def ensure_rootfs(release: str, progress: Progress) -> Path:
         progress(f"using cached Debian {release} tree {final}")
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    # Sandboxes with other state dirs share the cache: one build at a time.
+    fd = os.open(final.parent / ".build.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if final.is_dir():
+            progress(f"using cached Debian {release} tree {final}")
+            return final
+        return _build(final, release, progress)
+    finally:
+        os.close(fd)
+
+
+def _build(final: Path, release: str, progress: Progress) -> Path:
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
         progress(f"removing an unfinished build {stale}")
         remove_tree(stale)
