@@ -277,7 +277,9 @@ def read_document(path: Path, what: str) -> YamlDocument:
         return parse_yaml(path, text)
     except YamlSourceError as exc:
         pos = exc.position
-        raise InventoryError([f"{path}:{pos.line}:{pos.column}: (yaml): {exc.message}"]) from None
+        raise InventoryError(
+            [printable(f"{path}:{pos.line}:{pos.column}: (yaml): {exc.message}")]
+        ) from None
 
 
 def validate_document(doc: YamlDocument) -> Inventory:

@@ -97,8 +97,16 @@ def parse_yaml(path: Path, text: str) -> YamlDocument:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         raise YamlSourceError(_mark(exc.problem_mark or exc.context_mark), _explain(exc)) from None
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        where = Position(before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YamlSourceError(
+            where, f"character #x{code:04x} is not allowed in YAML; remove it"
+        ) from None
     except yaml.YAMLError as exc:
-        raise YamlSourceError(Position(1, 1), f"invalid YAML: {exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise YamlSourceError(Position(1, 1), f"invalid YAML: {first}") from None
     except RecursionError:
         raise YamlSourceError(
             Position(1, 1), f"nested too deeply; an inventory needs at most {MAX_DEPTH} levels"
