@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
@@ -297,7 +298,7 @@ EXPOSURE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d+)")
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 def test_units_score_low_on_systemd_analyze_security(
-    artifacts: list[Artifact], tmp_path: Path, record_property: pytest.RecordProperty
+    artifacts: list[Artifact], tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     scores: dict[str, float] = {}
     seen: set[str] = set()
