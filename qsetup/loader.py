@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -60,14 +61,19 @@ class LoadedInventory:
     secrets_path: Path
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def format_path(path: PathKey) -> str:
-    """Render a field path as ``workers[0].hosts[1]``."""
+    """Render a field path as ``workers[0].hosts[1]``; odd keys as ``hosts['a b']``."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            out += f"[{part!r}]"  # blank, dotted or spaced keys stay visible and unambiguous
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{part}" if out else part
     return out or "(top level)"
 
 

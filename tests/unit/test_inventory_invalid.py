@@ -421,6 +421,19 @@ CASES: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "blank-key",
+        BASE_INVENTORY + "' ': 1\n",
+        [f"{{inv}}:27:1: [' ']: unknown key ' '; allowed keys: {TOP_KEYS}"],
+    ),
+    (
+        "dotted-host-name",
+        edit("  worker1:\n", "  worker1.example:\n"),
+        [
+            "{inv}:5:3: hosts['worker1.example']: 'worker1.example' is not allowed here; use "
+            "lowercase letters, digits and '-', starting with a letter"
+        ],
+    ),
+    (
         "empty-file",
         "",
         [
@@ -705,3 +718,20 @@ def test_every_name_pattern_has_a_readable_hint() -> None:
     walk(Inventory.model_json_schema())
     assert patterns, "the schema should carry the name patterns"
     assert patterns <= set(_PATTERN_HELP), patterns - set(_PATTERN_HELP)
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ((), "(top level)"),
+        (("workers", 0, "hosts", 1), "workers[0].hosts[1]"),
+        (("app", "environment", "MY_VAR"), "app.environment.MY_VAR"),
+        (("hosts", "a.b", "address"), "hosts['a.b'].address"),
+        (("",), "['']"),
+        (("a\nb",), "['a\\nb']"),
+    ],
+)
+def test_format_path(path: tuple[str | int, ...], text: str) -> None:
+    from qsetup.loader import format_path
+
+    assert format_path(path) == text
