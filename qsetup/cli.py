@@ -195,7 +195,13 @@ def render(
     def core() -> int:
         loaded = load_inventory(inventory, secrets)
         artifacts = render_all(loaded.inventory, loaded.secrets)
-        write_artifacts(artifacts, out_dir)
+        try:
+            write_artifacts(artifacts, out_dir)
+        except OSError as exc:
+            where = exc.filename or out_dir
+            raise QsetupError(
+                f"cannot write {where} ({exc.strerror}); choose another --out directory"
+            ) from None
         return len(artifacts)
 
     count = run_guarded(core)

@@ -275,6 +275,18 @@ def test_render_invalid_inventory_writes_nothing(
     assert not out.exists()
 
 
+def test_render_into_a_file_is_a_clear_error(
+    write_inventory: WriteInventory, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "out"
+    blocker.write_text("not a directory")
+    code, output = run("render", "-i", str(write_inventory()), "-o", str(blocker))
+    assert code == 1
+    assert output.startswith(f"cannot write {blocker}/")
+    assert output.strip().endswith("(Not a directory); choose another --out directory")
+    assert "internal error" not in output
+
+
 # --- schema, version, help --------------------------------------------------------------
 
 
