@@ -82,7 +82,7 @@ def build_spec(
             name, n = f"{base}-{n}", n + 1
         hosts[name] = StarterHost(name=name, address=address)
         names[address] = name
-    worker_names = tuple(names[w] for w in workers)
+    worker_names = tuple(dict.fromkeys(names[w] for w in workers))  # a host once per group
     return StarterSpec(
         hosts=tuple(hosts.values()),
         broker=names[broker],
@@ -138,6 +138,26 @@ def copy_sample_app(dest: Path, module: str) -> None:
             path.write_text(path.read_text().replace("proj", package))
 
 
+def _check_starter(inventory: Path, text: str) -> None:
+    """Refuse answers that would make an invalid inventory, before writing anything."""
+    from qsetup.errors import InventoryError
+    from qsetup.loader import validate_document
+    from qsetup.yamlsource import YamlSourceError, parse_yaml
+
+    try:
+        validate_document(parse_yaml(inventory, text))
+    except InventoryError as exc:
+        prefix = re.compile(rf"^{re.escape(str(inventory))}:\d+:\d+: ")
+        raise InventoryError(
+            [
+                f"init: {prefix.sub('', line)} (from the answers; nothing was written)"
+                for line in exc.problems
+            ]
+        ) from None
+    except YamlSourceError as exc:
+        raise QsetupError(f"init: the answers do not make valid YAML ({exc.message})") from None
+
+
 def write_starter_files(inventory: Path, spec: StarterSpec, *, force: bool) -> tuple[Path, Path]:
     """Write the inventory, its secrets file (0600) and, if needed, the sample app.
 
@@ -148,12 +168,12 @@ def write_starter_files(inventory: Path, spec: StarterSpec, *, force: bool) -> t
         for path in (inventory, secrets_path):
             if path.exists():
                 raise QsetupError(f"{path} already exists; pass --force to overwrite it")
-    app_path = spec.app_path
-    if app_path is None:
-        app_path = "app"
-        copy_sample_app(inventory.resolve().parent / "app", spec.app_module)
-    spec = StarterSpec(**{**spec.__dict__, "app_path": app_path})
+    sample_app = spec.app_path is None
+    spec = StarterSpec(**{**spec.__dict__, "app_path": spec.app_path or "app"})
     text = render_inventory(spec, inventory.name, secrets_path.name)
+    _check_starter(inventory, text)
+    if sample_app:
+        copy_sample_app(inventory.resolve().parent / "app", spec.app_module)
     app_root = spec.app_module.split(".")[0].split(":")[0].replace("_", "-").lower()
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", app_root):
         app_root = "app"

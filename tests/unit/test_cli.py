@@ -118,6 +118,47 @@ def test_init_with_flags(in_tmp: Path) -> None:
     assert code == 0, output
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--broker", "10.0.0.1", "--workers", "10.0.0.1,10.0.0.1"],
+        ["--broker", "fd00::1", "--workers", "fd00::2,fd00::3"],
+        ["--broker", "MQ.Example.ORG", "--workers", "mq.example.org"],
+        ["--broker", "rabbit", "--workers", "rabbit-2,rabbit"],
+        ["--app-module", "my_app.celery:app"],
+        ["--app-module", "A"],
+    ],
+)
+def test_init_answers_always_give_a_valid_inventory(in_tmp: Path, flags: list[str]) -> None:
+    code, output = run("init", "--yes", *flags)
+    assert code == 0, output
+    code, output = run("validate", "-i", "inventory.yml")
+    assert code == 0, output
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (
+            ["--workers", "_w"],
+            "init: hosts.w.address: '_w' is not allowed here; use an IP address or a DNS name "
+            "(from the answers; nothing was written)",
+        ),
+        (
+            ["--app-module", "9lives"],
+            "init: app.module: '9lives' is not allowed here; use a Python module path such as "
+            "proj or proj.celery:app (from the answers; nothing was written)",
+        ),
+    ],
+)
+def test_init_refuses_answers_that_make_an_invalid_inventory(
+    in_tmp: Path, flags: list[str], problem: str
+) -> None:
+    code, output = run("init", "--yes", *flags)
+    assert (code, output.strip()) == (1, problem)
+    assert list(in_tmp.iterdir()) == []
+
+
 def test_init_rejects_unknown_install(in_tmp: Path) -> None:
     code, output = run("init", "--yes", "--install", "yum")
     assert code == 1
