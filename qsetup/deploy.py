@@ -394,16 +394,20 @@ def _message(res: Any) -> str:
         return str(res)
     if res.get("censored"):
         return "a task that handles secrets failed (details hidden: no_log)"
+    results = res.get("results")
+    if isinstance(results, list):
+        for item in results:
+            if isinstance(item, dict) and item.get("failed"):
+                label = item.get("item")
+                if isinstance(label, dict):
+                    label = label.get("dest") or label.get("name") or ""
+                prefix = f"{label}: " if label and not item.get("censored") else ""
+                return prefix + _message(item)
     for key in ("msg", "stderr", "module_stderr", "reason"):
         value = res.get(key)
         if value:
             text = str(value).strip()
             return text.splitlines()[-1][:500] if key != "msg" else text[:800]
-    results = res.get("results")
-    if isinstance(results, list):
-        for item in results:
-            if isinstance(item, dict) and item.get("failed"):
-                return _message(item)
     return "failed (no message)"
 
 
