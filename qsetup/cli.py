@@ -8,7 +8,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -217,6 +217,121 @@ def schema() -> None:
 
     text = run_guarded(lambda: json.dumps(Inventory.model_json_schema(), indent=2))
     sys.stdout.write(text + "\n")
+
+
+@app.command()
+def deploy(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    check: Annotated[bool, typer.Option(help="Show what would change; change nothing.")] = False,
+    diff: Annotated[bool, typer.Option(help="Show file differences.")] = False,
+    limit: Annotated[
+        str | None, typer.Option(help="Only these hosts (comma-separated inventory names).")
+    ] = None,
+    tags: Annotated[
+        str | None, typer.Option(help="Only these parts: broker,workers,beat,flower.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More Ansible detail.")] = False,
+) -> None:
+    """Install and configure RabbitMQ, the Celery workers, beat and Flower on the hosts.
+
+    Exit codes: 0 every host ok, 3 a host failed or was unreachable (the others
+    still finish), 1 bad input (no host touched), 4 internal error.
+    """
+    import json
+
+    from rich.live import Live
+
+    from qsetup.deploy import DeployEvent, DeployOptions, run_deploy
+    from qsetup.loader import load_inventory
+    from qsetup.report import DeployProgress, deploy_json, deploy_summary, event_line
+
+    options = DeployOptions(
+        check=check,
+        diff=diff,
+        limit=tuple(h.strip() for h in (limit or "").split(",") if h.strip()),
+        tags=tuple(t.strip() for t in (tags or "").split(",") if t.strip()),
+        verbose=verbose,
+    )
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    hosts = list(options.limit or loaded.inventory.hosts)
+    live_ok = out.is_terminal and not json_out
+    board = DeployProgress(hosts)
+
+    def core() -> Any:
+        if json_out:
+            return run_deploy(loaded, options)
+        if live_ok:
+            with Live(board.table(), console=out, refresh_per_second=4, transient=True) as live:
+
+                def on_event(event: DeployEvent) -> None:
+                    board.update(event)
+                    live.update(board.table())
+                    line = event_line(event)
+                    if line and event.kind in ("changed", "failed", "unreachable"):
+                        live.console.print(line, markup=False)
+
+                return run_deploy(loaded, options, on_event)
+
+        def on_line(event: DeployEvent) -> None:
+            line = event_line(event)
+            if line:
+                out.print(line, markup=False)
+
+        return run_deploy(loaded, options, on_line)
+
+    result = run_guarded(core)
+    if json_out:
+        sys.stdout.write(json.dumps(deploy_json(result), indent=2) + "\n")
+    else:
+        for host, title, text in result.diffs:
+            out.print(f"--- {host}: {title}", markup=False)
+            out.print(text, markup=False)
+        out.print(deploy_summary(result))
+    raise typer.Exit(0 if result.ok else EXIT_DEGRADED)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option("--dir", help="Where the demo's inventory and secrets go.")
+    ] = Path("qsetup-demo"),
+    down_: Annotated[
+        bool, typer.Option("--down", help="Remove the demo's sandbox hosts instead.")
+    ] = False,
+) -> None:
+    """Try qsetup on this machine: 3 sandbox hosts, a deploy, and a task round trip.
+
+    Needs root. The inventory stays in --dir, so `qsetup status --inventory
+    qsetup-demo/inventory.yml` works afterwards; `qsetup demo --down` removes the hosts.
+    """
+    from qsetup.demo import run_demo, stop_demo
+    from qsetup.report import deploy_summary, event_line
+
+    def say(line: str) -> None:
+        out.print(line, markup=False, highlight=False)
+
+    if down_:
+        run_guarded(lambda: stop_demo(say))
+        say("sandbox removed")
+        return
+
+    def on_event(event: Any) -> None:
+        line = event_line(event)
+        if line:
+            say(line)
+
+    result = run_guarded(lambda: run_demo(workdir, say, on_event))
+    out.print(deploy_summary(result.deploy))
+    if result.roundtrip is None:
+        raise typer.Exit(EXIT_DEGRADED)
+    trip = result.roundtrip
+    say(
+        f"{trip.task}{trip.args} = {trip.result} (worker on {trip.worker_host}, "
+        f"{trip.seconds:.2f} s round trip)"
+    )
+    say(f"inventory: {result.inventory}; Flower on the first host, port 5555")
 
 
 # --- sandbox commands (qsetup/sandbox) ---------------------------------------

@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,15 +26,14 @@ from typing import Any
 import yaml
 
 from qsetup.errors import DeployError
-from qsetup.inventory import Inventory, group_broker_user, group_vhost
+from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
-from qsetup.render import Artifact, celery_bin, code_dir, needs_venv, render_all, venv_dir
+from qsetup.plan import ADMIN_SECRET, PARTS, build_ansible_inventory
+from qsetup.render import render_all
 from qsetup.resources import resource_dir
 
-TAGS = ("broker", "workers", "beat", "flower")
+TAGS = PARTS
 RUNS_KEPT = 10
-ADMIN_USER = "qsetup-admin"
-ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
 
 
 @dataclass(frozen=True)
@@ -99,193 +99,7 @@ class DeployResult:
         )
 
 
-# --- building the Ansible side -------------------------------------------------
-
-
-def _ssh_vars(inv: Inventory, name: str) -> dict[str, Any]:
-    host = inv.hosts[name]
-    user = host.ssh_user or inv.ssh.user
-    become = host.become if host.become is not None else inv.ssh.become
-    out: dict[str, Any] = {
-        "ansible_host": host.address,
-        "ansible_port": host.ssh_port or inv.ssh.port,
-        "ansible_user": user,
-        "ansible_become": bool(become),
-        "ansible_python_interpreter": "/usr/bin/python3",
-    }
-    key = host.ssh_key or inv.ssh.key
-    if key:
-        out["ansible_ssh_private_key_file"] = key
-    return out
-
-
-def _file_vars(arts: list[Artifact]) -> list[dict[str, Any]]:
-    return [
-        {
-            "src": f"{a.host}{a.path}",
-            "dest": str(a.path),
-            "mode": f"0{a.mode:o}",
-            "owner": a.owner,
-            "group": a.group,
-            "secret": a.secret,
-            "role": a.role,
-            "service": a.service,
-        }
-        for a in arts
-    ]
-
-
-def _pip_packages(inv: Inventory, spec: str | None) -> list[str]:
-    packages = [f"celery{spec}" if spec else "celery>=5.2,<6"]
-    if inv.app.source.requirement:
-        packages.append(inv.app.source.requirement)
-    packages.extend(inv.app.requirements)
-    return packages
-
-
-def _worker_groups(inv: Inventory, host: str) -> list[dict[str, Any]]:
-    groups = []
-    for group in inv.workers:
-        if host not in group.hosts:
-            continue
-        venv = needs_venv(inv, group)
-        groups.append(
-            {
-                "name": group.name,
-                "install": group.install,
-                "venv": str(venv_dir(group.name)) if venv else "",
-                "site_packages": group.install == "apt",
-                "pip_packages": _pip_packages(inv, group.celery_version) if venv else [],
-                "user": group.user,
-                "group": group.group,
-                "unit_template": group.unit_template,
-                "unit_prefix": group.unit_template.removesuffix("@.service"),
-                "instances": list(range(1, group.instances + 1)),
-                "celery_bin": celery_bin(inv, group),
-                "broker_user": group_broker_user(inv, group).name,
-                "vhost": group_vhost(inv, group),
-            }
-        )
-    return groups
-
-
-def _broker_vars(inv: Inventory) -> dict[str, Any]:
-    broker = inv.broker
-    users = [
-        {
-            "name": u.name,
-            "secret": u.secret,
-            "tags": ",".join(u.effective_tags),
-            "permissions": [
-                {
-                    "vhost": p.vhost,
-                    "configure_priv": p.configure,
-                    "write_priv": p.write,
-                    "read_priv": p.read,
-                }
-                for p in u.effective_permissions
-            ],
-            "topic_permissions": [
-                {
-                    "vhost": t.vhost,
-                    "exchange": t.exchange,
-                    "write_priv": t.write,
-                    "read_priv": t.read,
-                }
-                for t in u.topic_permissions
-            ],
-        }
-        for u in broker.users
-    ]
-    if inv.flower is not None:
-        users.append(
-            {
-                "name": inv.flower.broker_api_user,
-                "secret": inv.flower.broker_api_secret,
-                "tags": "monitoring",
-                # Vhost access (to read queue stats through the API), no message rights.
-                "permissions": [
-                    {
-                        "vhost": inv.app.vhost,
-                        "configure_priv": "^$",
-                        "write_priv": "^$",
-                        "read_priv": "^$",
-                    }
-                ],
-                "topic_permissions": [],
-            }
-        )
-    return {
-        "plugins": list(broker.plugins),
-        "vhosts": list(broker.vhosts),
-        "users": users,
-        "policies": [
-            {
-                "name": p.name,
-                "vhost": p.vhost,
-                "pattern": p.pattern,
-                "apply_to": p.apply_to,
-                "priority": p.priority,
-                "definition": dict(p.definition),
-            }
-            for p in broker.policies
-        ],
-        "delete_guest": broker.delete_guest,
-        "port": broker.port,
-        "management_port": broker.management_port,
-        "admin_user": ADMIN_USER,
-        "admin_secret": ADMIN_SECRET,
-    }
-
-
-def build_ansible_inventory(inv: Inventory, artifacts: list[Artifact]) -> dict[str, Any]:
-    """Build the Ansible inventory (hosts, groups, non-secret variables) from the model."""
-    by_host: dict[str, list[Artifact]] = {}
-    for art in artifacts:
-        by_host.setdefault(art.host, []).append(art)
-    hosts: dict[str, Any] = {}
-    for name in inv.hosts:
-        hv = _ssh_vars(inv, name)
-        hv["qsetup_files"] = _file_vars(by_host.get(name, []))
-        hv["qsetup_worker_groups"] = _worker_groups(inv, name)
-        hosts[name] = hv
-    workers = sorted({h for g in inv.workers for h in g.hosts})
-    children: dict[str, Any] = {
-        "qsetup_broker": {"hosts": {inv.broker.host: None}},
-        "qsetup_workers": {"hosts": dict.fromkeys(workers)},
-    }
-    if inv.beat is not None:
-        on_host = [g for g in inv.workers if inv.beat.host in g.hosts]
-        hosts[inv.beat.host]["qsetup_beat"] = {
-            "user": inv.beat.user,
-            "group": inv.beat.group,
-            "own_venv": "" if on_host else str(venv_dir("beat")),
-            "pip_packages": [] if on_host else _pip_packages(inv, None),
-        }
-        children["qsetup_beat"] = {"hosts": {inv.beat.host: None}}
-    if inv.flower is not None:
-        hosts[inv.flower.host]["qsetup_flower"] = {
-            "user": inv.flower.user,
-            "group": inv.flower.group,
-            "venv": str(venv_dir("flower")),
-            "pip_packages": [
-                f"flower{inv.flower.version}" if inv.flower.version else "flower>=2,<3"
-            ],
-            "port": inv.flower.port,
-        }
-        children["qsetup_flower"] = {"hosts": {inv.flower.host: None}}
-    return {
-        "all": {
-            "hosts": hosts,
-            "vars": {
-                "qsetup_app_name": inv.app.name,
-                "qsetup_code_dir": str(code_dir(inv)),
-                "qsetup_broker": _broker_vars(inv),
-                "qsetup_broker_host": inv.broker.host,
-            },
-            "children": children,
-        }
-    }
+# --- preparing the run ------------------------------------------------------------
 
 
 def _secret_values(loaded: LoadedInventory) -> dict[str, str]:
@@ -301,22 +115,35 @@ def _secret_values(loaded: LoadedInventory) -> dict[str, str]:
     return values
 
 
+_SKIP = {"__pycache__", ".git", ".qsetup", ".venv", "venv", ".mypy_cache", ".pytest_cache"}
+
+
 def _stage_app(loaded: LoadedInventory, dest: Path) -> None:
+    """Pack the app's code into a reproducible tar: same code, same bytes, no change."""
     source = loaded.inventory.app.source.path
-    dest.mkdir(parents=True, exist_ok=True)
-    if source is None:
-        return
-    src = Path(source).expanduser()
-    if not src.is_absolute():
-        src = loaded.path.resolve().parent / src
-    shutil.copytree(
-        src,
-        dest,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns(
-            "__pycache__", "*.pyc", ".git", ".qsetup", ".venv", "venv", "*.secrets.yml"
-        ),
-    )
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+        if source is None:
+            return
+        src = Path(source).expanduser()
+        if not src.is_absolute():
+            src = loaded.path.resolve().parent / src
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src)
+            if any(part in _SKIP for part in rel.parts) or path.suffix == ".pyc":
+                continue
+            if path.name.endswith(".secrets.yml") or path.is_symlink():
+                continue
+            info = tar.gettarinfo(str(path), arcname=str(rel))
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode = 0o755 if path.is_dir() or info.mode & 0o100 else 0o644
+            info.mtime = int(path.stat().st_mtime)
+            info.pax_headers = {}
+            if path.is_dir():
+                tar.addfile(info)
+            else:
+                with path.open("rb") as fh:
+                    tar.addfile(info, fh)
 
 
 @contextlib.contextmanager
@@ -509,7 +336,7 @@ def run_deploy(
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(art.content)
-        _stage_app(loaded, scratch / "app")
+        _stage_app(loaded, scratch / "app.tar")
         secrets_file = scratch / "secrets.yml"
         fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -517,7 +344,7 @@ def run_deploy(
         (scratch / "tmp").mkdir(mode=0o700)
         (scratch / "cp").mkdir(mode=0o700)
 
-        ansible_inventory = build_ansible_inventory(inv, artifacts)
+        ansible_inventory = build_ansible_inventory(inv, artifacts, options.tags or PARTS)
         inv_file = run_dir / "inventory.json"
         inv_file.write_text(json.dumps(ansible_inventory, indent=2), encoding="utf-8")
         inv_file.chmod(0o600)
@@ -536,13 +363,12 @@ def run_deploy(
             inventory=str(inv_file),
             extravars={
                 "qsetup_files_dir": str(files),
-                "qsetup_app_stage": str(scratch / "app") + "/",
+                "qsetup_app_tar": str(scratch / "app.tar"),
                 "qsetup_secrets_file": str(secrets_file),
             },
             envvars=_envvars(inv, loaded.path, scratch),
             forks=forks,
             limit=",".join(options.limit) or None,
-            tags=",".join(options.tags) or None,
             cmdline=" ".join(cmdline) or None,
             verbosity=1 if options.verbose else 0,
             quiet=True,

@@ -171,6 +171,19 @@ class _Renderer:
             service="rabbitmq-server.service",
             broker=broker,
         )
+        # RabbitMQ reads enabled_plugins at start; management is always on (qsetup
+        # manages users through its API, and Flower reads queue stats from it).
+        plugins = sorted({"rabbitmq_management", *broker.plugins})
+        self.add(
+            broker.host,
+            PurePosixPath("/etc/rabbitmq/enabled_plugins"),
+            "rabbitmq/enabled_plugins.j2",
+            role="broker",
+            service="rabbitmq-server.service",
+            group="rabbitmq",
+            mode=0o644,
+            plugins=plugins,
+        )
         cookie = self.secrets.get(broker.erlang_cookie_secret)
         self.out.append(
             Artifact(

@@ -59,6 +59,7 @@ def units(artifacts: list[Artifact]) -> list[Artifact]:
 # One golden per template at least; (host, path) of the artifact that covers it.
 EXPECTED_FILES = {
     ("mq", "/etc/rabbitmq/rabbitmq.conf"),
+    ("mq", "/etc/rabbitmq/enabled_plugins"),
     ("mq", "/etc/systemd/system/rabbitmq-server.service.d/qsetup-limits.conf"),
     ("mq", "/var/lib/rabbitmq/.erlang.cookie"),
     ("mq", "/etc/qsetup/flower.env"),

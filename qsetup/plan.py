@@ -1,0 +1,320 @@
+"""The deploy plan: the Ansible inventory and per-host variables, built from the model.
+
+Everything the playbooks loop over is decided here, per host and per selected
+part (broker, workers, beat, flower), so the playbooks hold no logic of their
+own beyond ordering. Nothing here is secret: passwords stay in the scratch
+secrets file, referred to by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from qsetup.inventory import Inventory, group_broker_user, group_vhost
+from qsetup.render import Artifact, code_dir, needs_venv, venv_dir
+
+PARTS = ("broker", "workers", "beat", "flower")
+ADMIN_USER = "qsetup-admin"
+ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
+
+# Directories that exist once the host's packages are installed.
+_STANDARD_DIRS = {"/etc/systemd/system", "/etc/rabbitmq", "/var/lib/rabbitmq"}
+_ROLE_OF_PART = {"broker": "broker", "workers": "worker", "beat": "beat", "flower": "flower"}
+
+
+@dataclass
+class _HostPlan:
+    apt: set[str] = field(default_factory=set)
+    groups: set[str] = field(default_factory=set)
+    users: dict[str, str] = field(default_factory=dict)
+    dirs: dict[str, dict[str, str]] = field(default_factory=dict)
+    venvs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    ship_code: bool = False
+    broker: bool = False
+    flower_port: int | None = None
+    flower_address: str = "127.0.0.1"
+
+
+def _ssh_vars(inv: Inventory, name: str) -> dict[str, Any]:
+    host = inv.hosts[name]
+    become = host.become if host.become is not None else inv.ssh.become
+    out: dict[str, Any] = {
+        "ansible_host": host.address,
+        "ansible_port": host.ssh_port or inv.ssh.port,
+        "ansible_user": host.ssh_user or inv.ssh.user,
+        "ansible_become": bool(become),
+        "ansible_python_interpreter": "/usr/bin/python3",
+    }
+    key = host.ssh_key or inv.ssh.key
+    if key:
+        out["ansible_ssh_private_key_file"] = key
+    return out
+
+
+def pip_packages(inv: Inventory, spec: str | None) -> list[str]:
+    """Celery (pinned as the group asks) plus the app and its extra requirements."""
+    packages = [f"celery{spec}" if spec else "celery>=5.2,<6"]
+    if inv.app.source.requirement:
+        packages.append(inv.app.source.requirement)
+    packages.extend(inv.app.requirements)
+    return packages
+
+
+def _file_vars(arts: Iterable[Artifact]) -> list[dict[str, Any]]:
+    return [
+        {
+            "src": f"{a.host}{a.path}",
+            "dest": str(a.path),
+            "mode": f"0{a.mode:o}",
+            "owner": a.owner,
+            "group": a.group,
+            "secret": a.secret,
+            "role": a.role,
+            "service": a.service,
+        }
+        for a in arts
+    ]
+
+
+def _add_dirs(plan: _HostPlan, arts: Iterable[Artifact]) -> None:
+    for art in arts:
+        parent = str(PurePosixPath(art.path).parent)
+        if parent not in _STANDARD_DIRS and parent not in plan.dirs:
+            plan.dirs[parent] = {"path": parent, "owner": "root", "group": "root", "mode": "0755"}
+
+
+def _broker_vars(inv: Inventory) -> dict[str, Any]:
+    broker = inv.broker
+    users: list[dict[str, Any]] = [
+        {
+            "name": ADMIN_USER,
+            "secret": ADMIN_SECRET,
+            "tags": "administrator",
+            # Policies are managed per vhost, so qsetup's administrator needs access.
+            "permissions": [
+                {"vhost": v, "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}
+                for v in broker.vhosts
+            ],
+            "topic_permissions": [],
+        }
+    ]
+    for u in broker.users:
+        users.append(
+            {
+                "name": u.name,
+                "secret": u.secret,
+                "tags": ",".join(u.effective_tags),
+                "permissions": [
+                    {
+                        "vhost": p.vhost,
+                        "configure_priv": p.configure,
+                        "write_priv": p.write,
+                        "read_priv": p.read,
+                    }
+                    for p in u.effective_permissions
+                ],
+                "topic_permissions": [
+                    {
+                        "vhost": t.vhost,
+                        "exchange": t.exchange,
+                        "write_priv": t.write,
+                        "read_priv": t.read,
+                    }
+                    for t in u.topic_permissions
+                ],
+            }
+        )
+    if inv.flower is not None:
+        users.append(
+            {
+                "name": inv.flower.broker_api_user,
+                "secret": inv.flower.broker_api_secret,
+                "tags": "monitoring",
+                # Vhost access to read queue stats through the API; no message rights.
+                "permissions": [
+                    {
+                        "vhost": inv.app.vhost,
+                        "configure_priv": "^$",
+                        "write_priv": "^$",
+                        "read_priv": "^$",
+                    }
+                ],
+                "topic_permissions": [],
+            }
+        )
+    return {
+        "vhosts": list(broker.vhosts),
+        "users": users,
+        "policies": [
+            {
+                "name": p.name,
+                "vhost": p.vhost,
+                "pattern": p.pattern,
+                "apply_to": p.apply_to,
+                "priority": p.priority,
+                "definition": dict(p.definition),
+            }
+            for p in broker.policies
+        ],
+        "delete_guest": broker.delete_guest,
+        "port": broker.port,
+        "management_port": broker.management_port,
+        "admin_user": ADMIN_USER,
+        "admin_secret": ADMIN_SECRET,
+    }
+
+
+def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
+    for group in inv.workers:
+        venv = needs_venv(inv, group)
+        for host in group.hosts:
+            plan = plans[host]
+            plan.ship_code = True
+            plan.groups.add(group.group)
+            plan.users[group.user] = group.group
+            if group.install == "apt":
+                plan.apt.add("python-celery-common")
+            if venv:
+                plan.apt.update({"python3-venv", "python3-packaging"})
+                plan.venvs[group.name] = {
+                    "name": group.name,
+                    "path": str(venv_dir(group.name)),
+                    "packages": pip_packages(inv, group.celery_version),
+                    "site_packages": group.install == "apt",
+                }
+            for n in range(1, group.instances + 1):
+                plan.services.append(
+                    {
+                        "unit": group.unit_template.replace("@.service", f"@{n}.service"),
+                        "files_of": group.unit_template,
+                        "venv": group.name if venv else "",
+                        "code": True,
+                        "broker_user": group_broker_user(inv, group).name,
+                        "vhost": group_vhost(inv, group),
+                    }
+                )
+
+
+def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
+    beat = inv.beat
+    if beat is None:
+        return
+    plan = plans[beat.host]
+    plan.ship_code = True
+    plan.groups.add(beat.group)
+    plan.users[beat.user] = beat.group
+    on_host = [g for g in inv.workers if beat.host in g.hosts]
+    venv = ""
+    if on_host:
+        if needs_venv(inv, on_host[0]):
+            venv = on_host[0].name
+        else:
+            plan.apt.add("python-celery-common")
+    else:
+        venv = "beat"
+        plan.apt.update({"python3-venv", "python3-packaging"})
+        plan.venvs["beat"] = {
+            "name": "beat",
+            "path": str(venv_dir("beat")),
+            "packages": pip_packages(inv, None),
+            "site_packages": False,
+        }
+    plan.services.append(
+        {
+            "unit": "qsetup-beat.service",
+            "files_of": "qsetup-beat.service",
+            "venv": venv,
+            "code": True,
+        }
+    )
+
+
+def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
+    flower = inv.flower
+    if flower is None:
+        return
+    plan = plans[flower.host]
+    plan.groups.add(flower.group)
+    plan.users[flower.user] = flower.group
+    plan.apt.update({"python3-venv", "python3-packaging"})
+    plan.venvs["flower"] = {
+        "name": "flower",
+        "path": str(venv_dir("flower")),
+        "packages": [f"flower{flower.version}" if flower.version else "flower>=2,<3"],
+        "site_packages": False,
+    }
+    plan.services.append(
+        {"unit": "qsetup-flower.service", "files_of": "qsetup-flower.service", "venv": "flower"}
+    )
+    plan.flower_port = flower.port
+    if flower.listen_address not in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
+        plan.flower_address = flower.listen_address
+
+
+def build_ansible_inventory(
+    inv: Inventory, artifacts: list[Artifact], parts: Iterable[str] = PARTS
+) -> dict[str, Any]:
+    """Build the Ansible inventory (hosts, groups, non-secret variables) for the selected parts."""
+    selected = set(parts)
+    plans = {name: _HostPlan() for name in inv.hosts}
+    if "broker" in selected:
+        plan = plans[inv.broker.host]
+        plan.broker = True
+        plan.apt.update({"rabbitmq-server", "python3-requests"})
+    if "workers" in selected:
+        _plan_workers(inv, plans)
+    if "beat" in selected:
+        _plan_beat(inv, plans)
+    if "flower" in selected:
+        _plan_flower(inv, plans)
+        if inv.flower is not None:
+            cfg = "/etc/qsetup/flower"
+            plans[inv.flower.host].dirs[cfg] = {
+                "path": cfg,
+                "owner": "root",
+                "group": inv.flower.group,
+                "mode": "0750",
+            }
+
+    roles = {_ROLE_OF_PART[p] for p in selected}
+    hosts: dict[str, Any] = {}
+    for name, plan in plans.items():
+        arts = [a for a in artifacts if a.host == name and a.role in roles]
+        _add_dirs(plan, arts)
+        if plan.ship_code:
+            apps = str(code_dir(inv).parent)
+            plan.dirs[apps] = {"path": apps, "owner": "root", "group": "root", "mode": "0755"}
+        hv = _ssh_vars(inv, name)
+        hv.update(
+            {
+                "qsetup_apt_packages": sorted(plan.apt),
+                "qsetup_os_groups": sorted(plan.groups),
+                "qsetup_os_users": [{"user": u, "group": g} for u, g in sorted(plan.users.items())],
+                "qsetup_dirs": sorted(plan.dirs.values(), key=lambda d: d["path"]),
+                "qsetup_venvs": list(plan.venvs.values()),
+                "qsetup_files": _file_vars(a for a in arts if a.role != "broker"),
+                "qsetup_broker_files": _file_vars(a for a in arts if a.role == "broker"),
+                "qsetup_services": plan.services,
+                "qsetup_ship_code": plan.ship_code,
+                "qsetup_is_broker": plan.broker,
+                "qsetup_flower_port": plan.flower_port,
+                "qsetup_flower_address": plan.flower_address,
+            }
+        )
+        hosts[name] = hv
+    service_hosts = {n: None for n, p in plans.items() if p.services}
+    return {
+        "all": {
+            "hosts": hosts,
+            "vars": {
+                "qsetup_app_name": inv.app.name,
+                "qsetup_code_dir": str(code_dir(inv)),
+                "qsetup_broker": _broker_vars(inv),
+            },
+            "children": {"qsetup_services": {"hosts": service_hosts}},
+        }
+    }

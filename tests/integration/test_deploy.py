@@ -1,0 +1,208 @@
+"""Deploy on real sandbox hosts (broker, apt and pip workers, Flower): what a user cares about."""
+
+from __future__ import annotations
+
+import json
+import secrets as pyrandom
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from typer.testing import CliRunner
+
+from qsetup.cli import app
+from qsetup.loader import LoadedInventory, load_inventory
+from qsetup.roundtrip import send_task
+
+pytestmark = pytest.mark.integration
+
+CANARY = "Canary" + pyrandom.token_hex(12)
+
+
+@dataclass
+class Deployed:
+    inventory: Path
+    loaded: LoadedInventory
+    first: dict[str, Any]
+    first_output: str
+    second: dict[str, Any]
+    key: Path
+
+    def address(self, host: str) -> str:
+        return self.loaded.inventory.hosts[host].address
+
+    def ssh(self, host: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "ssh",
+                "-i",
+                str(self.key),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "BatchMode=yes",
+                f"root@{self.address(host)}",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def _prepare_inventory(src: Path, dest_dir: Path) -> Path:
+    """Copy the sandbox inventory, add a second vhost and user, and plant a canary password."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src.parent / "app", dest_dir / "app", dirs_exist_ok=True)
+    data = yaml.safe_load(src.read_text())
+    data["broker"]["vhosts"].append("other")
+    data["broker"]["users"].append(
+        {"name": "other", "vhost": "other", "password_secret": "rabbitmq-user-other"}
+    )
+    inv = dest_dir / "inventory.yml"
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    secrets = yaml.safe_load(src.with_name(src.stem + ".secrets.yml").read_text())
+    secrets["rabbitmq-user-other"] = pyrandom.token_hex(16)
+    secrets[f"rabbitmq-user-{data['app']['broker_user']}"] = CANARY
+    sec = dest_dir / "inventory.secrets.yml"
+    sec.write_text(yaml.safe_dump(secrets))
+    sec.chmod(0o600)
+    return inv
+
+
+@pytest.fixture(scope="module")
+def deployed(sandbox_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    inv = _prepare_inventory(Path(sandbox_hosts.inventory), tmp_path_factory.mktemp("deploy"))
+    runner = CliRunner()
+    first = runner.invoke(app, ["deploy", "--inventory", str(inv), "--json"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["deploy", "--inventory", str(inv), "--json"])
+    assert second.exit_code == 0, second.output
+    loaded = load_inventory(inv)
+    key = Path(str(loaded.inventory.ssh.key))
+    return Deployed(
+        inv, loaded, json.loads(first.stdout), first.output, json.loads(second.stdout), key
+    )
+
+
+def test_first_deploy_reports_every_host_ok(deployed: Deployed) -> None:
+    assert deployed.first["ok"] is True
+    for name, host in deployed.first["hosts"].items():
+        assert host["failed"] == 0 and not host["unreachable"], name
+        assert host["changed"] > 0, f"{name}: a first deploy must change something"
+
+
+def test_second_deploy_changes_nothing(deployed: Deployed) -> None:
+    assert deployed.second["ok"] is True
+    changed = {name: h["changed"] for name, h in deployed.second["hosts"].items()}
+    assert changed == dict.fromkeys(changed, 0)
+
+
+def test_task_round_trip_through_the_deployed_broker(deployed: Deployed) -> None:
+    trip = send_task(deployed.loaded, "proj.tasks.add", (2, 3), timeout=60)
+    assert trip.result == 5
+
+
+def test_both_worker_groups_answer_and_list_the_apps_tasks(deployed: Deployed) -> None:
+    from celery import Celery
+
+    from qsetup.render import broker_url
+
+    inv = deployed.loaded.inventory
+    url = broker_url(inv, deployed.loaded.secrets, inv.app.broker_user, inv.app.vhost)
+    celery_app = Celery("probe", broker=url)
+    try:
+        registered = celery_app.control.inspect(timeout=5).registered() or {}
+    finally:
+        celery_app.close()
+    groups = {g.name for g in inv.workers}
+    seen = {node.split("-1@")[0] for node in registered}
+    assert groups <= seen, registered
+    for tasks in registered.values():
+        assert "proj.tasks.add" in tasks
+
+
+def test_guest_cannot_log_in(deployed: Deployed) -> None:
+    inv = deployed.loaded.inventory
+    broker = deployed.address(inv.broker.host)
+    resp = requests.get(
+        f"http://{broker}:{inv.broker.management_port}/api/whoami",
+        auth=("guest", "guest"),
+        timeout=10,
+    )
+    assert resp.status_code == 401
+    users = deployed.ssh(inv.broker.host, "rabbitmqctl list_users --quiet --no-table-headers")
+    assert users.returncode == 0, users.stderr
+    assert "guest" not in users.stdout.split()
+
+
+def test_a_vhost_user_cannot_publish_to_another_vhost(deployed: Deployed) -> None:
+    from kombu import Connection
+
+    inv = deployed.loaded.inventory
+    broker = deployed.address(inv.broker.host)
+    password = deployed.loaded.secrets.get("rabbitmq-user-other")
+    ok_url = f"amqp://other:{password}@{broker}:{inv.broker.port}/other"
+    with Connection(ok_url, connect_timeout=10) as conn:
+        conn.connect()  # its own vhost works
+    bad_url = f"amqp://other:{password}@{broker}:{inv.broker.port}/{inv.app.vhost}"
+    with pytest.raises(Exception) as exc:  # noqa: B017 - kombu/amqp raise several kinds
+        with Connection(bad_url, connect_timeout=10) as conn:
+            conn.connect()
+            conn.default_channel.basic_publish(b"x", exchange="", routing_key="celery")
+    assert "refused" in str(exc.value).lower(), exc.value
+
+
+def test_flower_requires_credentials_and_sees_both_workers(deployed: Deployed) -> None:
+    inv = deployed.loaded.inventory
+    assert inv.flower is not None
+    base = f"http://{deployed.address(inv.flower.host)}:{inv.flower.port}"
+    assert requests.get(f"{base}/api/workers", timeout=10).status_code == 401
+    user = inv.flower.basic_auth[0]
+    auth = (user.name, deployed.loaded.secrets.get(user.secret))
+    resp = requests.get(f"{base}/api/workers", params={"refresh": "1"}, auth=auth, timeout=30)
+    assert resp.status_code == 200
+    groups = {g.name for g in inv.workers}
+    assert {name.split("-1@")[0] for name in resp.json()} >= groups, resp.text
+
+
+def test_workers_run_as_their_user_under_hardened_units(deployed: Deployed) -> None:
+    inv = deployed.loaded.inventory
+    for group in inv.workers:
+        unit = group.unit_template.replace("@.service", "@1.service")
+        for host in group.hosts:
+            show = deployed.ssh(
+                host,
+                f"systemctl show -p ActiveState,User,NoNewPrivileges,ProtectSystem,MainPID {unit}",
+            )
+            props = dict(line.split("=", 1) for line in show.stdout.split())
+            assert props["ActiveState"] == "active", (host, show.stdout)
+            assert props["User"] == group.user
+            assert props["NoNewPrivileges"] == "yes"
+            assert props["ProtectSystem"] == "strict"
+            owner = deployed.ssh(host, f"stat -c %U /proc/{props['MainPID']}").stdout.strip()
+            assert owner == group.user
+
+
+def test_the_canary_password_leaks_nowhere(deployed: Deployed) -> None:
+    assert CANARY not in deployed.first_output
+    runs = deployed.inventory.parent / ".qsetup" / "runs"
+    for path in runs.rglob("*"):
+        if path.is_file():
+            assert CANARY not in path.read_text(errors="replace"), path
+    for host in deployed.loaded.inventory.hosts:
+        journal = deployed.ssh(host, "journalctl --no-pager -o cat", timeout=120)
+        assert journal.returncode == 0
+        assert CANARY not in journal.stdout, f"canary in the journal of {host}"
+        units = deployed.ssh(host, "cat /etc/systemd/system/qsetup-*.service 2>/dev/null || true")
+        assert CANARY not in units.stdout
