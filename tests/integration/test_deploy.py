@@ -206,3 +206,41 @@ def test_the_canary_password_leaks_nowhere(deployed: Deployed) -> None:
         assert CANARY not in journal.stdout, f"canary in the journal of {host}"
         units = deployed.ssh(host, "cat /etc/systemd/system/qsetup-*.service 2>/dev/null || true")
         assert CANARY not in units.stdout
+
+
+def test_check_mode_shows_a_unit_change_and_changes_nothing(deployed: Deployed) -> None:
+    inv_file = deployed.inventory
+    original = inv_file.read_text()
+    data = yaml.safe_load(original)
+    data["workers"][0]["concurrency"] = 3
+    group = data["workers"][0]
+    unit = f"/etc/systemd/system/qsetup-worker-{group['name']}@.service"
+    host = group["hosts"][0]
+    before = deployed.ssh(host, f"cat {unit}").stdout
+    try:
+        inv_file.write_text(yaml.safe_dump(data, sort_keys=False))
+        result = CliRunner().invoke(
+            app, ["deploy", "--inventory", str(inv_file), "--check", "--diff"]
+        )
+    finally:
+        inv_file.write_text(original)
+    assert result.exit_code == 0, result.output
+    assert "+    --concurrency=3" in result.output
+    assert CANARY not in result.output
+    assert deployed.ssh(host, f"cat {unit}").stdout == before
+
+
+def test_a_changed_password_is_applied_without_deleting_the_user(deployed: Deployed) -> None:
+    inv = deployed.loaded.inventory
+    sec_file = deployed.loaded.secrets_path
+    values = yaml.safe_load(sec_file.read_text())
+    values[f"rabbitmq-user-{inv.app.broker_user}"] = "Rotated" + pyrandom.token_hex(10)
+    sec_file.write_text(yaml.safe_dump(values))
+    result = CliRunner().invoke(app, ["deploy", "--inventory", str(deployed.inventory), "--json"])
+    assert result.exit_code == 0, result.output
+    rotated = load_inventory(deployed.inventory)
+    for _ in range(3):  # lands on either worker group
+        assert send_task(rotated, "proj.tasks.add", (20, 22), timeout=60).result == 42
+    log = deployed.ssh(inv.broker.host, "cat /var/log/rabbitmq/*.log")
+    assert f"Deleted user '{inv.app.broker_user}'" not in log.stdout
+    assert f"Successfully changed password for user '{inv.app.broker_user}'" in log.stdout
