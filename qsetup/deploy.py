@@ -284,6 +284,8 @@ class _Collector:
     def _diff(self, host: str, task: str, res: Any) -> None:
         if not isinstance(res, dict) or res.get("censored"):
             return
+        for item in res.get("results") or []:
+            self._diff(host, task, item)
         diff = res.get("diff")
         items = diff if isinstance(diff, list) else [diff] if isinstance(diff, dict) else []
         for item in items:
@@ -291,7 +293,7 @@ class _Collector:
                 continue
             before, after = item.get("before"), item.get("after")
             if isinstance(before, str) and isinstance(after, str) and before != after:
-                header = str(item.get("after_header") or item.get("before_header") or "")
+                header = str(item.get("before_header") or item.get("after_header") or "")
                 self.diffs.append((host, f"{task}: {header}", _unified(before, after, header)))
 
 
