@@ -28,7 +28,7 @@ import yaml
 from qsetup.errors import DeployError
 from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
-from qsetup.plan import ADMIN_SECRET, PARTS, build_ansible_inventory
+from qsetup.plan import ADMIN_SECRET, PARTS, broker_admin_password, build_ansible_inventory
 from qsetup.render import render_all
 from qsetup.resources import resource_dir
 
@@ -103,15 +103,8 @@ class DeployResult:
 
 
 def _secret_values(loaded: LoadedInventory) -> dict[str, str]:
-    inv = loaded.inventory
     values = {name: loaded.secrets.get(name) for name in loaded.secrets.values}
-    if ADMIN_SECRET not in values:
-        # qsetup's own broker administrator, derived so that it is stable across runs
-        # without asking the user for one more secret.
-        import hashlib
-
-        seed = loaded.secrets.get(inv.broker.erlang_cookie_secret)
-        values[ADMIN_SECRET] = hashlib.sha256(f"qsetup-admin:{seed}".encode()).hexdigest()[:32]
+    values.setdefault(ADMIN_SECRET, broker_admin_password(loaded))
     return values
 
 

@@ -8,12 +8,14 @@ secrets file, referred to by name.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from qsetup.inventory import Inventory, group_broker_user, group_vhost
+from qsetup.loader import LoadedInventory
 from qsetup.render import Artifact, code_dir, needs_venv, venv_dir
 
 PARTS = ("broker", "workers", "beat", "flower")
@@ -37,6 +39,19 @@ class _HostPlan:
     broker: bool = False
     flower_port: int | None = None
     flower_address: str = "127.0.0.1"
+
+
+def broker_admin_password(loaded: LoadedInventory) -> str:
+    """The password of qsetup's own broker administrator (``qsetup-admin``).
+
+    A secrets file may hold it as ``rabbitmq-user-qsetup-admin``; otherwise it is
+    derived from the Erlang cookie, which already grants full control of the node,
+    so it is stable across runs without asking the user for one more secret.
+    """
+    if ADMIN_SECRET in loaded.secrets.values:
+        return loaded.secrets.get(ADMIN_SECRET)
+    seed = loaded.secrets.get(loaded.inventory.broker.erlang_cookie_secret)
+    return hashlib.sha256(f"qsetup-admin:{seed}".encode()).hexdigest()[:32]
 
 
 def _ssh_vars(inv: Inventory, name: str) -> dict[str, Any]:

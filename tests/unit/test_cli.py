@@ -288,7 +288,7 @@ def test_render_writes_per_host_files(write_inventory: WriteInventory, tmp_path:
     out = tmp_path / "out"
     code, output = run("render", "--inventory", str(inventory), "--out", str(out))
     assert code == 0, output
-    assert output.strip() == f"rendered 8 files into {out}/<host>/"
+    assert output.strip() == f"rendered 9 files into {out}/<host>/"
     files = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
     files = {k: v for k, v in files.items() if (out / k).is_file()}
     assert files == {
