@@ -295,6 +295,7 @@ def test_render_writes_per_host_files(write_inventory: WriteInventory, tmp_path:
         "rabbit1/etc/qsetup/flower.env": 0o600,
         "rabbit1/etc/qsetup/flower/flowerconfig.py": 0o600,
         "rabbit1/etc/rabbitmq/rabbitmq.conf": 0o640,
+        "rabbit1/etc/rabbitmq/enabled_plugins": 0o644,
         "rabbit1/etc/systemd/system/qsetup-flower.service": 0o644,
         "rabbit1/etc/systemd/system/rabbitmq-server.service.d/qsetup-limits.conf": 0o644,
         "rabbit1/var/lib/rabbitmq/.erlang.cookie": 0o600,
