@@ -293,6 +293,75 @@ def deploy(
 
 
 @app.command()
+def status(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
+    watch: Annotated[
+        float | None,
+        typer.Option(min=0.5, help="Check again every SECONDS, refreshing in place, until Ctrl-C."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5,
+            help="Seconds per host (SSH connect, command) and per HTTP call "
+            "(default: ssh.connect_timeout, at most 5).",
+        ),
+    ] = None,
+) -> None:
+    """Check every host, unit, the broker, the workers and Flower; list what is wrong.
+
+    Exit codes: 0 healthy, 3 degraded (a problem or an unreachable host), 1 bad
+    input, 4 internal error.
+    """
+    import json
+    import time
+
+    from rich.live import Live
+
+    from qsetup.loader import load_inventory
+    from qsetup.report import status_json, status_view
+    from qsetup.status import SystemStatus, check_status
+
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+
+    def show(result: SystemStatus) -> None:
+        if json_out:
+            sys.stdout.write(json.dumps(status_json(result), indent=None if watch else 2) + "\n")
+            sys.stdout.flush()
+        else:
+            out.print(status_view(result))
+
+    def watch_loop(every: float) -> SystemStatus | None:
+        last: SystemStatus | None = None
+        try:
+            if out.is_terminal and not json_out:
+                with Live(console=out, auto_refresh=False) as live:
+                    while True:
+                        last = check_status(loaded, timeout)
+                        live.update(status_view(last), refresh=True)
+                        time.sleep(every)
+            else:  # a pipe or --json: one report (one JSON line) per round
+                while True:
+                    last = check_status(loaded, timeout)
+                    show(last)
+                    time.sleep(every)
+        except KeyboardInterrupt:
+            return last
+
+    if watch is None:
+        result = run_guarded(lambda: check_status(loaded, timeout))
+        show(result)
+    else:
+        maybe = run_guarded(lambda: watch_loop(watch))
+        if maybe is None:
+            raise typer.Exit(130)
+        result = maybe
+    raise typer.Exit(0 if result.healthy else EXIT_DEGRADED)
+
+
+@app.command()
 def demo(
     workdir: Annotated[
         Path, typer.Option("--dir", help="Where the demo's inventory and secrets go.")

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from qsetup.deploy import DeployEvent, DeployResult
+from qsetup.status.model import SystemStatus, UnitStatus
 
 
 def deploy_json(result: DeployResult) -> dict[str, Any]:
@@ -117,3 +118,252 @@ def event_line(event: DeployEvent) -> str | None:
     if event.kind == "unreachable":
         return f"  UNREACHABLE {event.host}: {event.message}"
     return None
+
+
+# --- qsetup status -------------------------------------------------------------
+
+
+def status_json(status: SystemStatus) -> dict[str, Any]:
+    """The ``--json`` shape of a status check (documented in the README)."""
+    broker = status.broker
+    flower = status.flower
+    return {
+        "healthy": status.healthy,
+        "problems": list(status.problems),
+        "checked_at": status.checked_at,
+        "elapsed_seconds": round(status.seconds, 2),
+        "hosts": {
+            h.name: {
+                "reachable": h.reachable,
+                "error": h.error,
+                "address": h.address,
+                "hostname": h.hostname,
+                "roles": list(h.roles),
+                "units": {
+                    u.name: {
+                        "role": u.role,
+                        "ok": u.ok,
+                        "load_state": u.load_state,
+                        "active_state": u.active_state,
+                        "sub_state": u.sub_state,
+                        "since": u.since,
+                        "restarts": u.restarts,
+                    }
+                    for u in h.units
+                },
+                "celery_versions": dict(h.celery_versions),
+                "flower_version": h.flower_version,
+                "rabbitmq_package": h.rabbitmq_version,
+            }
+            for h in status.hosts
+        },
+        "broker": None
+        if broker is None
+        else {
+            "host": broker.host,
+            "api_url": broker.api_url,
+            "error": broker.error,
+            "rabbitmq_version": broker.rabbitmq_version,
+            "erlang_version": broker.erlang_version,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "running": n.running,
+                    "mem_alarm": n.mem_alarm,
+                    "disk_free_alarm": n.disk_free_alarm,
+                    "mem_used": n.mem_used,
+                    "mem_limit": n.mem_limit,
+                    "disk_free": n.disk_free,
+                    "disk_free_limit": n.disk_free_limit,
+                }
+                for n in broker.nodes
+            ],
+            "vhosts": list(broker.vhosts),
+            "users": list(broker.users),
+            "drift": [
+                {"kind": d.kind, "name": d.name, "state": d.state, "detail": d.detail}
+                for d in broker.drift
+            ],
+            "queues": [
+                {
+                    "vhost": q.vhost,
+                    "name": q.name,
+                    "ready": q.ready,
+                    "unacked": q.unacked,
+                    "consumers": q.consumers,
+                }
+                for q in broker.queues
+            ],
+        },
+        "workers": {
+            n.name: {
+                "host": n.host,
+                "group": n.group,
+                "unit": n.unit,
+                "vhost": n.vhost,
+                "expected": n.expected,
+                "answers_ping": n.answers_ping,
+                "registered": list(n.registered),
+                "active": n.active,
+            }
+            for n in status.workers
+        },
+        "flower": None
+        if flower is None
+        else {
+            "host": flower.host,
+            "url": flower.url,
+            "ok": flower.ok,
+            "without_credentials": flower.without_credentials,
+            "with_credentials": flower.with_credentials,
+            "error": flower.error,
+        },
+    }
+
+
+def _unit_row(unit: UnitStatus) -> tuple[Text, str]:
+    state = Text(f"{unit.active_state} ({unit.sub_state})", style="green" if unit.ok else "red")
+    if unit.load_state == "not-found":
+        state = Text("not installed", style="red")
+    detail = []
+    if unit.since:
+        detail.append(f"since {unit.since.replace('T', ' ').replace('+00:00', ' UTC')}")
+    if unit.restarts is not None:
+        detail.append(f"{unit.restarts} restarts")
+    return state, ", ".join(detail)
+
+
+def _internal_queue(name: str) -> bool:
+    # Celery's per-node control and per-connection event queues: one row each is noise.
+    return name.endswith(".pidbox") or name.startswith("celeryev.")
+
+
+def status_view(status: SystemStatus) -> Group:
+    """A table grouped by role (hosts, broker, workers, beat, flower), problems, a verdict."""
+    table = Table(title=f"qsetup status at {status.checked_at}", title_justify="left")
+    table.add_column("role")
+    table.add_column("host")
+    table.add_column("what", overflow="fold")  # fold, not "...": names must stay whole
+    table.add_column("state")
+    table.add_column("detail", overflow="fold")
+    ok, bad = "green", "red"
+
+    for h in status.hosts:
+        if h.reachable:
+            versions = [f"celery {v}" for _, v in h.celery_versions]
+            if h.flower_version:
+                versions.append(f"flower {h.flower_version}")
+            if h.rabbitmq_version:
+                versions.append(f"rabbitmq-server {h.rabbitmq_version}")
+            detail = f"hostname {h.hostname}; " + (", ".join(versions) or "no versions")
+            table.add_row("host", h.name, f"ssh {h.address}", Text("reachable", ok), detail)
+        else:
+            table.add_row(
+                "host", h.name, f"ssh {h.address}", Text("unreachable", bad), h.error or ""
+            )
+
+    def units_of(role: str) -> None:
+        for h in status.hosts:
+            for unit in h.units:
+                if unit.role == role:
+                    state, detail = _unit_row(unit)
+                    table.add_row(role, h.name, unit.name, state, detail)
+
+    table.add_section()
+    units_of("broker")
+    broker = status.broker
+    if broker is not None:
+        if broker.error is not None:
+            table.add_row("broker", broker.host, "management API", Text("error", bad), broker.error)
+        else:
+            alarms = [
+                f"{n.name}: {kind}"
+                for n in broker.nodes
+                for kind, on in (("memory", n.mem_alarm), ("disk", n.disk_free_alarm))
+                if on
+            ]
+            table.add_row(
+                "broker",
+                broker.host,
+                "management API",
+                Text(
+                    "ok" if not broker.drift and not alarms else "attention",
+                    ok if not broker.drift and not alarms else bad,
+                ),
+                f"RabbitMQ {broker.rabbitmq_version}, Erlang {broker.erlang_version}, "
+                f"{len(broker.vhosts)} vhosts, {len(broker.users)} users, "
+                f"alarms: {', '.join(alarms) or 'none'}, drift: {len(broker.drift) or 'none'}",
+            )
+            for d in broker.drift:
+                table.add_row(
+                    "broker", broker.host, f"{d.kind} {d.name}", Text(d.state, bad), d.detail
+                )
+            for q in broker.queues:
+                if _internal_queue(q.name):
+                    continue
+                table.add_row(
+                    "broker",
+                    broker.host,
+                    f"queue {q.vhost}/{q.name}",
+                    Text(f"{q.consumers} consumers", ok if q.consumers else bad),
+                    f"{q.ready} ready, {q.unacked} unacked",
+                )
+
+    table.add_section()
+    units_of("worker")
+    for n in status.workers:
+        if n.answers_ping:
+            state = Text("answers ping" if n.expected else "unexpected", ok if n.expected else bad)
+        else:
+            state = Text("no answer", bad)
+        active = "?" if n.active is None else str(n.active)
+        table.add_row(
+            "worker",
+            n.host or "?",
+            f"node {n.name}",
+            state,
+            f"{len(n.registered)} tasks registered, {active} active",
+        )
+
+    if any(u.role == "beat" for h in status.hosts for u in h.units):
+        table.add_section()
+        units_of("beat")
+
+    flower = status.flower
+    if flower is not None:
+        table.add_section()
+        units_of("flower")
+        if flower.error is not None:
+            state, detail = Text("error", bad), flower.error
+        else:
+            state = Text("ok" if flower.ok else "wrong answers", ok if flower.ok else bad)
+            detail = (
+                f"HTTP {flower.without_credentials} without credentials, "
+                f"{flower.with_credentials} with"
+            )
+        table.add_row("flower", flower.host, flower.url, state, detail)
+
+    parts: list[Any] = [table]
+    for line in status.problems:
+        parts.append(Text(line, style=bad))
+    seconds = f"{status.seconds:.1f} s"
+    if status.healthy:
+        nodes = sum(1 for n in status.workers if n.answers_ping)
+        parts.append(
+            Text(
+                f"healthy: {len(status.hosts)} hosts reachable, broker as inventoried, "
+                f"{nodes} worker nodes answer"
+                + (", Flower guarded" if flower is not None else "")
+                + f" ({seconds})",
+                style=ok,
+            )
+        )
+    else:
+        hosts = sorted({p.split(":", 1)[0] for p in status.problems})
+        parts.append(
+            Text(
+                f"degraded: {len(status.problems)} problem(s) on {', '.join(hosts)} ({seconds})",
+                style=bad,
+            )
+        )
+    return Group(*parts)

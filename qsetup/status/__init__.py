@@ -1,0 +1,37 @@
+"""``qsetup status``: is everything the inventory describes up and as described?
+
+``check_status(loaded)`` checks every host over SSH in parallel (fabric), the broker
+through its management API, the workers through a Celery broadcast and Flower over
+HTTP, all with bounded timeouts, and returns a frozen ``SystemStatus`` whose
+``problems`` name a host and a unit or object each. No typer or rich here.
+"""
+
+from __future__ import annotations
+
+from qsetup.status.check import DEFAULT_TIMEOUT, PING_TIMEOUT, check_status
+from qsetup.status.model import (
+    BrokerNode,
+    BrokerStatus,
+    Drift,
+    FlowerStatus,
+    HostStatus,
+    QueueStatus,
+    SystemStatus,
+    UnitStatus,
+    WorkerNode,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "PING_TIMEOUT",
+    "BrokerNode",
+    "BrokerStatus",
+    "Drift",
+    "FlowerStatus",
+    "HostStatus",
+    "QueueStatus",
+    "SystemStatus",
+    "UnitStatus",
+    "WorkerNode",
+    "check_status",
+]

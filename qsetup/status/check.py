@@ -1,0 +1,129 @@
+"""``check_status``: the SSH round and the controller's checks at the same time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Generic, TypeVar
+
+from qsetup.loader import LoadedInventory
+from qsetup.plan import broker_admin_password
+from qsetup.status.broker import broker_problems, fetch_broker
+from qsetup.status.flower import check_flower, flower_problems
+from qsetup.status.hosts import host_problems
+from qsetup.status.model import BrokerStatus, FlowerStatus, SystemStatus
+from qsetup.status.ssh import run_round
+from qsetup.status.workers import (
+    InspectResult,
+    broker_connections,
+    combine_nodes,
+    expected_nodes,
+    inspect_workers,
+    worker_problems,
+)
+
+DEFAULT_TIMEOUT = 5.0
+PING_TIMEOUT = 1.0
+"""How long the worker ping waits for nodes the inventory does not expect."""
+
+T = TypeVar("T")
+
+
+class _Background(Generic[T]):
+    """One call on its own thread; ``result()`` joins and re-raises what it raised."""
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._call = call
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller in result()
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+def effective_timeout(loaded: LoadedInventory, timeout: float | None) -> float:
+    """The per-host timeout: the one given, else the inventory's connect timeout up to 5 s."""
+    if timeout is not None:
+        return timeout
+    return float(min(loaded.inventory.ssh.connect_timeout, DEFAULT_TIMEOUT))
+
+
+def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
+    """Replace any secret value that slipped into a line with ``***``."""
+    values = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+    out = []
+    for line in lines:
+        for value in values:
+            line = line.replace(value, "***")
+        out.append(line)
+    return tuple(out)
+
+
+def check_status(
+    loaded: LoadedInventory,
+    timeout: float | None = None,
+    ping_timeout: float = PING_TIMEOUT,
+) -> SystemStatus:
+    """Check every host, the broker, the workers and Flower; list every problem.
+
+    The SSH round (all hosts in parallel) runs on this thread while the broker's
+    management API, Flower and one Celery broadcast per worker vhost run on their own,
+    so the whole check takes about as long as its slowest part.
+
+    Args:
+        loaded: the loaded inventory and its secrets.
+        timeout: seconds per host for SSH connect and for the command, and per HTTP call
+            (default: ``ssh.connect_timeout``, at most 5).
+        ping_timeout: seconds the worker ping waits for answers.
+    """
+    inv = loaded.inventory
+    seconds = effective_timeout(loaded, timeout)
+    started = time.monotonic()
+    checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def http_checks() -> tuple[BrokerStatus, FlowerStatus | None]:
+        return fetch_broker(loaded, seconds), check_flower(loaded, seconds)
+
+    http = _Background(http_checks)
+    inspections = [
+        _Background(partial(inspect_workers, loaded, user, vhost, seconds, ping_timeout))
+        for user, vhost in broker_connections(inv)
+    ]
+    hosts = run_round(loaded, seconds)
+    broker, flower = http.result()
+    results: list[InspectResult] = [i.result() for i in inspections]
+
+    hostnames = {name: h.hostname for name, h in hosts.items()}
+    nodes = combine_nodes(expected_nodes(inv, hostnames), results)
+    unreachable = frozenset(name for name, h in hosts.items() if not h.reachable)
+    problems: list[str] = []
+    for host in hosts.values():
+        problems += host_problems(host)
+    problems += broker_problems(inv, broker)
+    problems += worker_problems(nodes, results, inv.broker.host, unreachable)
+    problems += flower_problems(flower)
+    secrets = [loaded.secrets.get(n) for n in loaded.secrets.values]
+    secrets.append(broker_admin_password(loaded))
+    return SystemStatus(
+        hosts=tuple(hosts.values()),
+        broker=broker,
+        workers=tuple(nodes),
+        flower=flower,
+        problems=scrub(dict.fromkeys(problems), secrets),
+        checked_at=checked_at,
+        seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,69 @@
+"""Flower: it must refuse a request without credentials and answer its first user."""
+
+from __future__ import annotations
+
+from qsetup.loader import LoadedInventory
+from qsetup.status.model import FlowerStatus
+
+_ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
+
+
+def flower_url(loaded: LoadedInventory) -> str | None:
+    """The URL of Flower's worker list as the controller reaches it (None: no Flower)."""
+    inv = loaded.inventory
+    flower = inv.flower
+    if flower is None:
+        return None
+    address = inv.hosts[flower.host].address
+    if flower.listen_address not in _ANY_ADDRESS:
+        address = flower.listen_address
+    if ":" in address:
+        address = f"[{address}]"
+    prefix = flower.url_prefix.strip("/")
+    path = f"/{prefix}/api/workers" if prefix else "/api/workers"
+    return f"http://{address}:{flower.port}{path}"
+
+
+def check_flower(loaded: LoadedInventory, timeout: float) -> FlowerStatus | None:
+    """GET the worker list without credentials (401 expected), then as the first user (200)."""
+    import requests
+
+    inv = loaded.inventory
+    url = flower_url(loaded)
+    if inv.flower is None or url is None:
+        return None
+    user = inv.flower.basic_auth[0]
+    codes: list[int | None] = []
+    try:
+        with requests.Session() as session:
+            for auth in (None, (user.name, loaded.secrets.get(user.secret))):
+                resp = session.get(url, auth=auth, timeout=timeout, allow_redirects=False)
+                codes.append(resp.status_code)
+    except requests.Timeout:
+        error: str | None = f"no answer within {timeout:g} s"
+    except requests.ConnectionError:
+        error = "cannot connect (is qsetup-flower.service running?)"
+    else:
+        error = None
+    codes += [None] * (2 - len(codes))
+    return FlowerStatus(inv.flower.host, url, codes[0], codes[1], error)
+
+
+def flower_problems(flower: FlowerStatus | None) -> list[str]:
+    """One line per Flower problem, naming its host and URL."""
+    if flower is None:
+        return []
+    where = f"{flower.host}: flower {flower.url}"
+    if flower.error is not None:
+        return [f"{where}: {flower.error}"]
+    problems = []
+    if flower.without_credentials != 401:
+        problems.append(
+            f"{where}: answers HTTP {flower.without_credentials} without credentials (expected 401)"
+        )
+    if flower.with_credentials != 200:
+        problems.append(
+            f"{where}: answers HTTP {flower.with_credentials} to its first basic-auth user "
+            "(expected 200)"
+        )
+    return problems

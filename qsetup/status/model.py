@@ -1,0 +1,161 @@
+"""The values ``check_status`` returns: frozen, plain, and free of secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    """One qsetup-managed systemd unit on one host, as ``systemctl show`` reports it."""
+
+    name: str
+    role: str
+    """broker, worker, beat or flower."""
+    load_state: str
+    active_state: str
+    sub_state: str
+    since: str | None
+    """When the unit entered its current state (ISO 8601, UTC), if known."""
+    restarts: int | None
+    """How often systemd restarted it automatically (``NRestarts``)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the unit is installed and running."""
+        return (
+            self.load_state == "loaded"
+            and self.active_state == "active"
+            and self.sub_state == "running"
+        )
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """What one SSH round trip to a host found."""
+
+    name: str
+    address: str
+    roles: tuple[str, ...]
+    reachable: bool
+    error: str | None
+    """Why the host could not be checked (None when it was)."""
+    hostname: str | None
+    units: tuple[UnitStatus, ...]
+    celery_versions: tuple[tuple[str, str], ...]
+    """(celery executable, installed celery version) per executable qsetup runs there."""
+    flower_version: str | None
+    rabbitmq_version: str | None
+    """The rabbitmq-server package version, on the broker host."""
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference between the broker and the inventory."""
+
+    kind: str
+    """vhost, user, tags or permission."""
+    name: str
+    """The object: a vhost, a user, or ``user@vhost`` for a permission."""
+    state: str
+    """missing (in the inventory, not on the broker), extra (the reverse), or differs."""
+    detail: str
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """Message counts and consumers of one queue."""
+
+    vhost: str
+    name: str
+    ready: int
+    unacked: int
+    consumers: int
+
+
+@dataclass(frozen=True)
+class BrokerNode:
+    """One RabbitMQ node with its resource alarms."""
+
+    name: str
+    running: bool
+    mem_alarm: bool
+    disk_free_alarm: bool
+    mem_used: int | None
+    mem_limit: int | None
+    disk_free: int | None
+    disk_free_limit: int | None
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """The broker as its management API shows it, compared with the inventory."""
+
+    host: str
+    api_url: str
+    error: str | None
+    """Why the management API could not be read (None when it was)."""
+    rabbitmq_version: str | None
+    erlang_version: str | None
+    nodes: tuple[BrokerNode, ...]
+    vhosts: tuple[str, ...]
+    users: tuple[str, ...]
+    drift: tuple[Drift, ...]
+    queues: tuple[QueueStatus, ...]
+
+
+@dataclass(frozen=True)
+class WorkerNode:
+    """A Celery worker node: expected by the inventory, answering, or both."""
+
+    name: str
+    host: str | None
+    """The inventory host it runs on (None for a node the inventory does not expect)."""
+    group: str | None
+    unit: str | None
+    vhost: str
+    expected: bool
+    answers_ping: bool
+    registered: tuple[str, ...]
+    active: int | None
+
+
+@dataclass(frozen=True)
+class FlowerStatus:
+    """Whether Flower answers with credentials and refuses without."""
+
+    host: str
+    url: str
+    without_credentials: int | None
+    """HTTP status without credentials (401 expected)."""
+    with_credentials: int | None
+    """HTTP status as the first basic-auth user (200 expected)."""
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when Flower refuses strangers and lets its user in."""
+        return self.without_credentials == 401 and self.with_credentials == 200
+
+
+@dataclass(frozen=True)
+class SystemStatus:
+    """Everything one ``check_status`` run found, with one line per problem."""
+
+    hosts: tuple[HostStatus, ...]
+    broker: BrokerStatus | None
+    workers: tuple[WorkerNode, ...]
+    flower: FlowerStatus | None
+    problems: tuple[str, ...]
+    """Each names its host and the unit or object, e.g. ``qs2: unit x@1.service: ...``."""
+    checked_at: str
+    seconds: float
+
+    @property
+    def healthy(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.problems
+
+    def host(self, name: str) -> HostStatus:
+        """The status of one inventory host."""
+        return next(h for h in self.hosts if h.name == name)

@@ -1,0 +1,190 @@
+"""One SSH round trip per host, every host at once (fabric's ThreadingGroup).
+
+Connect and command timeouts bound each host, so a dead host costs at most its
+timeout and never hides the others.
+"""
+
+from __future__ import annotations
+
+import errno
+import shlex
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qsetup.inventory import Inventory, resolve_relative
+from qsetup.loader import LoadedInventory
+from qsetup.status.hosts import MARK, Outcome, assemble_hosts, build_script
+from qsetup.status.model import HostStatus
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach one inventory host."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    key: Path | None
+
+
+def ssh_targets(loaded: LoadedInventory) -> list[SshTarget]:
+    """Each host's address, port, user and key (host settings override ``ssh``)."""
+    inv = loaded.inventory
+    out = []
+    for name, host in inv.hosts.items():
+        key = host.ssh_key or inv.ssh.key
+        out.append(
+            SshTarget(
+                name=name,
+                address=host.address,
+                port=host.ssh_port or inv.ssh.port,
+                user=host.ssh_user or inv.ssh.user,
+                key=resolve_relative(loaded.path, key) if key else None,
+            )
+        )
+    return out
+
+
+def describe_ssh_error(exc: BaseException, timeout: float) -> str:
+    """Say in a few words why a host could not be checked."""
+    import paramiko
+    from invoke.exceptions import CommandTimedOut
+    from paramiko.ssh_exception import NoValidConnectionsError
+
+    if isinstance(exc, CommandTimedOut):
+        return f"the status command did not finish within {timeout:g} s"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return f"no answer within {timeout:g} s (SSH connect timeout)"
+    if isinstance(exc, NoValidConnectionsError):
+        codes = {getattr(e, "errno", None) for e in exc.errors.values()}
+        if errno.ECONNREFUSED in codes:
+            return f"connection refused on port {_port(exc)} (is sshd running?)"
+        return _oserror_text(next(iter(exc.errors.values())))
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return (
+            "its host key differs from the known one; if the host was rebuilt, "
+            "remove its line from the known_hosts file"
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        return "SSH authentication failed; check ssh.user and ssh.key"
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return (
+            "its host key is not in the known_hosts file and host_key_checking is strict; "
+            "run qsetup deploy with accept-new once"
+        )
+    if isinstance(exc, OSError):
+        return _oserror_text(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _port(exc: Any) -> str:
+    ports = {str(key[1]) for key in getattr(exc, "errors", {}) if len(key) > 1}
+    return ", ".join(sorted(ports)) or "?"
+
+
+def _oserror_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return "no route to host (is it powered on?)"
+        if exc.errno == errno.ECONNREFUSED:
+            return "connection refused (is sshd running?)"
+        if exc.strerror:
+            return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _connection(target: SshTarget, inv: Inventory, known_hosts: Path, timeout: float) -> Any:
+    import paramiko
+    from fabric import Config, Connection
+
+    seconds = max(1, round(timeout))
+    kwargs: dict[str, Any] = {
+        "banner_timeout": timeout,
+        "auth_timeout": timeout,
+        "channel_timeout": timeout,
+    }
+    if target.key is not None:
+        kwargs["key_filename"] = str(target.key)
+    config = Config(overrides={"run": {"in_stream": False, "hide": True, "warn": True}})
+    cxn = Connection(
+        target.address,
+        user=target.user,
+        port=target.port,
+        config=config,
+        connect_timeout=seconds,
+        connect_kwargs=kwargs,
+    )
+    checking = inv.ssh.host_key_checking
+    client = cxn.client
+    if checking == "off":
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        return cxn
+    if known_hosts.is_file():
+        # HostKeys.load, not load_host_keys: status reads the file deploy keeps, never writes it.
+        client.get_host_keys().load(str(known_hosts))
+    if checking == "strict":
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    else:
+        # accept-new: an unknown key is accepted (in memory); a changed one is refused by
+        # paramiko itself (BadHostKeyException) because the known key was loaded.
+        client.set_missing_host_key_policy(_AcceptNew())
+    return cxn
+
+
+class _AcceptNew:
+    """Accept a host key not yet known, without writing it anywhere."""
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        """Remember the key for this connection only."""
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def known_hosts_path(loaded: LoadedInventory) -> Path:
+    """The known_hosts file ``qsetup deploy`` keeps beside the inventory."""
+    return loaded.path.resolve().parent / ".qsetup" / "known_hosts"
+
+
+def run_round(loaded: LoadedInventory, timeout: float) -> dict[str, HostStatus]:
+    """Run the status script on every host in parallel; one HostStatus per host."""
+    from fabric import ThreadingGroup
+    from fabric.exceptions import GroupException
+
+    inv = loaded.inventory
+    targets = ssh_targets(loaded)
+    known_hosts = known_hosts_path(loaded)
+    # Hosts that are the same SSH endpoint share one connection (and one answer).
+    by_endpoint: dict[tuple[str, int, str], Any] = {}
+    for t in targets:
+        endpoint = (t.address, t.port, t.user)
+        if endpoint not in by_endpoint:
+            by_endpoint[endpoint] = _connection(t, inv, known_hosts, timeout)
+    group = ThreadingGroup.from_connections(list(by_endpoint.values()))
+    command = "sh -c " + shlex.quote(build_script(inv))
+    try:
+        results: Mapping[Any, Any] = group.run(command, timeout=max(1, round(timeout)))
+    except GroupException as exc:
+        results = exc.result
+    finally:
+        group.close()
+    outcomes = {}
+    for t in targets:
+        result = results.get(by_endpoint[(t.address, t.port, t.user)])
+        outcomes[t.name] = _outcome(t.address, result, timeout)
+    return assemble_hosts(inv, outcomes)
+
+
+def _outcome(address: str, result: Any, timeout: float) -> Outcome:
+    if result is None:
+        return Outcome(address, None, "no result from the SSH round")
+    if isinstance(result, BaseException):
+        return Outcome(address, None, describe_ssh_error(result, timeout))
+    stdout = str(result.stdout)
+    if MARK not in stdout:
+        stderr = str(result.stderr).strip().splitlines()
+        why = stderr[-1] if stderr else "no output"
+        return Outcome(address, None, f"the status command failed (exit {result.exited}): {why}")
+    return Outcome(address, stdout, None)
