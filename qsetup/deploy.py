@@ -9,6 +9,7 @@ the runner's data directory never holds one in plain text.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -332,10 +333,19 @@ def run_deploy(
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(art.content)
         _stage_app(loaded, scratch / "app.tar")
+        # Checksums (SHA-1, as Ansible's find reports them) of every file to install;
+        # kept with the secrets because some files hold passwords.
+        sums = {
+            f"{a.host}{a.path}": hashlib.sha1(a.content.encode()).hexdigest()  # noqa: S324
+            for a in artifacts
+        }
+        sums["app.tar"] = hashlib.sha1((scratch / "app.tar").read_bytes()).hexdigest()  # noqa: S324
         secrets_file = scratch / "secrets.yml"
         fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump({"qsetup_secret_values": _secret_values(loaded)}, fh)
+            yaml.safe_dump(
+                {"qsetup_secret_values": _secret_values(loaded), "qsetup_file_sums": sums}, fh
+            )
         (scratch / "tmp").mkdir(mode=0o700)
         (scratch / "cp").mkdir(mode=0o700)
 

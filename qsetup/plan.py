@@ -183,6 +183,21 @@ def _broker_vars(inv: Inventory) -> dict[str, Any]:
     }
 
 
+def _venv(name: str, packages: list[str], site_packages: bool) -> dict[str, Any]:
+    path = venv_dir(name)
+    # The marker records what pip installed; an unchanged marker skips pip entirely.
+    marker = "\n".join([*packages, f"site-packages={site_packages}"]) + "\n"
+    return {
+        "name": name,
+        "path": str(path),
+        "packages": packages,
+        "site_packages": site_packages,
+        "marker": str(path / ".qsetup-packages"),
+        "marker_content": marker,
+        "marker_sum": hashlib.sha1(marker.encode()).hexdigest(),  # noqa: S324 - Ansible's checksum
+    }
+
+
 def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     for group in inv.workers:
         venv = needs_venv(inv, group)
@@ -195,12 +210,9 @@ def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
                 plan.apt.add("python-celery-common")
             if venv:
                 plan.apt.update({"python3-venv", "python3-packaging"})
-                plan.venvs[group.name] = {
-                    "name": group.name,
-                    "path": str(venv_dir(group.name)),
-                    "packages": pip_packages(inv, group.celery_version),
-                    "site_packages": group.install == "apt",
-                }
+                plan.venvs[group.name] = _venv(
+                    group.name, pip_packages(inv, group.celery_version), group.install == "apt"
+                )
             for n in range(1, group.instances + 1):
                 plan.services.append(
                     {
@@ -232,12 +244,7 @@ def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     else:
         venv = "beat"
         plan.apt.update({"python3-venv", "python3-packaging"})
-        plan.venvs["beat"] = {
-            "name": "beat",
-            "path": str(venv_dir("beat")),
-            "packages": pip_packages(inv, None),
-            "site_packages": False,
-        }
+        plan.venvs["beat"] = _venv("beat", pip_packages(inv, None), False)
     plan.services.append(
         {
             "unit": "qsetup-beat.service",
@@ -256,12 +263,9 @@ def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     plan.groups.add(flower.group)
     plan.users[flower.user] = flower.group
     plan.apt.update({"python3-venv", "python3-packaging"})
-    plan.venvs["flower"] = {
-        "name": "flower",
-        "path": str(venv_dir("flower")),
-        "packages": [f"flower{flower.version}" if flower.version else "flower>=2,<3"],
-        "site_packages": False,
-    }
+    plan.venvs["flower"] = _venv(
+        "flower", [f"flower{flower.version}" if flower.version else "flower>=2,<3"], False
+    )
     plan.services.append(
         {"unit": "qsetup-flower.service", "files_of": "qsetup-flower.service", "venv": "flower"}
     )
@@ -303,6 +307,11 @@ def build_ansible_inventory(
         if plan.ship_code:
             apps = str(code_dir(inv).parent)
             plan.dirs[apps] = {"path": apps, "owner": "root", "group": "root", "mode": "0755"}
+        watched = [str(a.path) for a in arts]
+        watched += [d for d in plan.dirs]
+        watched += [v["marker"] for v in plan.venvs.values()]
+        if plan.ship_code:
+            watched += [f"{code_dir(inv)}.tar", str(code_dir(inv))]
         hv = _ssh_vars(inv, name)
         hv.update(
             {
@@ -318,6 +327,8 @@ def build_ansible_inventory(
                 "qsetup_is_broker": plan.broker,
                 "qsetup_flower_port": plan.flower_port,
                 "qsetup_flower_address": plan.flower_address,
+                "qsetup_find_paths": sorted({str(PurePosixPath(w).parent) for w in watched}),
+                "qsetup_find_patterns": sorted({PurePosixPath(w).name for w in watched}),
             }
         )
         hosts[name] = hv

@@ -1,0 +1,157 @@
+"""Filters that let a no-op deploy be a few comparisons instead of many module runs.
+
+Each takes what one read-only call found on a host (a ``find`` over qsetup's files,
+the broker's ``/api/definitions``) and what qsetup wants, and returns only what
+differs. They return names and paths, never a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+
+def _found_by_path(found: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    files = (found or {}).get("files") or []
+    return {f["path"]: f for f in files if isinstance(f, dict) and "path" in f}
+
+
+def _same_meta(now: dict[str, Any], want: dict[str, Any]) -> bool:
+    return (
+        str(now.get("mode", "")).lstrip("0") == str(want.get("mode", "")).lstrip("0")
+        and now.get("pw_name") == want.get("owner")
+        and now.get("gr_name") == want.get("group")
+    )
+
+
+def qsetup_stale_files(
+    files: list[dict[str, Any]], found: dict[str, Any] | None, sums: dict[str, str]
+) -> list[str]:
+    """Destinations whose content, mode, owner or group differ from what qsetup renders."""
+    now = _found_by_path(found)
+    stale = []
+    for f in files:
+        cur = now.get(f["dest"])
+        if cur is None or cur.get("checksum") != sums.get(f["src"]) or not _same_meta(cur, f):
+            stale.append(f["dest"])
+    return stale
+
+
+def qsetup_stale_dirs(dirs: list[dict[str, Any]], found: dict[str, Any] | None) -> list[str]:
+    """Directories that are missing or have another mode, owner or group."""
+    now = _found_by_path(found)
+    stale = []
+    for d in dirs:
+        cur = now.get(d["path"])
+        if cur is None or not cur.get("isdir") or not _same_meta(cur, d):
+            stale.append(d["path"])
+    return stale
+
+
+def qsetup_stale_venvs(venvs: list[dict[str, Any]], found: dict[str, Any] | None) -> list[str]:
+    """Virtualenvs whose marker (what pip last installed there) differs from the plan."""
+    now = _found_by_path(found)
+    return [
+        v["name"] for v in venvs if (now.get(v["marker"]) or {}).get("checksum") != v["marker_sum"]
+    ]
+
+
+def _password_matches(user: dict[str, Any], password: str) -> bool:
+    """Check a password against RabbitMQ's salted SHA-256 hash (4-byte salt)."""
+    if user.get("hashing_algorithm") not in (None, "rabbit_password_hashing_sha256"):
+        return False
+    try:
+        raw = base64.b64decode(str(user.get("password_hash", "")))
+    except ValueError:
+        return False
+    salt, digest = raw[:4], raw[4:]
+    return len(raw) == 36 and hashlib.sha256(salt + password.encode()).digest() == digest
+
+
+def _tags(value: Any) -> set[str]:
+    if isinstance(value, list):
+        return {str(t) for t in value if t}
+    return {t for t in str(value or "").split(",") if t}
+
+
+def qsetup_broker_drift(
+    definitions: dict[str, Any] | None, wanted: dict[str, Any], secrets: dict[str, str]
+) -> dict[str, Any]:
+    """Compare the broker's definitions with the plan; return what must be applied.
+
+    Returns:
+        ``vhosts`` to create, ``users`` whose existence, tags or permissions differ,
+        ``passwords`` (user names) whose password differs, ``policies`` as
+        ``vhost/name`` keys, and ``guest`` (True when guest must be deleted).
+    """
+    defs = definitions or {}
+    vhosts_now = {v.get("name") for v in defs.get("vhosts") or []}
+    users_now = {u.get("name"): u for u in defs.get("users") or []}
+    perms_now: dict[str, dict[str, tuple[str, str, str]]] = {}
+    for p in defs.get("permissions") or []:
+        perms_now.setdefault(p["user"], {})[p["vhost"]] = (p["configure"], p["write"], p["read"])
+    topics_now: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
+    for t in defs.get("topic_permissions") or []:
+        topics_now.setdefault(t["user"], {})[(t["vhost"], t["exchange"])] = (t["write"], t["read"])
+    policies_now = {(p.get("vhost"), p.get("name")): p for p in defs.get("policies") or []}
+
+    users, passwords = [], []
+    for u in wanted.get("users") or []:
+        name = u["name"]
+        cur = users_now.get(name)
+        if cur is None:
+            users.append(name)
+            continue
+        perms = {
+            p["vhost"]: (p["configure_priv"], p["write_priv"], p["read_priv"])
+            for p in u.get("permissions") or []
+        }
+        if not perms:
+            # community.rabbitmq gives a user without permissions "^$" rights on "/".
+            perms = {"/": ("^$", "^$", "^$")}
+        topics = {
+            (t["vhost"], t["exchange"]): (t["write_priv"], t["read_priv"])
+            for t in u.get("topic_permissions") or []
+        }
+        if (
+            _tags(cur.get("tags")) != _tags(u.get("tags"))
+            or perms_now.get(name, {}) != perms
+            or topics_now.get(name, {}) != topics
+        ):
+            users.append(name)
+        if not _password_matches(cur, secrets.get(u["secret"], "")):
+            passwords.append(name)
+
+    policies = []
+    for p in wanted.get("policies") or []:
+        cur = policies_now.get((p["vhost"], p["name"]))
+        if (
+            cur is None
+            or cur.get("pattern") != p["pattern"]
+            or cur.get("apply-to") != p["apply_to"]
+            or int(cur.get("priority", 0)) != int(p["priority"])
+            or cur.get("definition") != p["definition"]
+        ):
+            policies.append(f"{p['vhost']}/{p['name']}")
+
+    return {
+        "vhosts": [v for v in wanted.get("vhosts") or [] if v not in vhosts_now],
+        "users": users,
+        "passwords": passwords,
+        "policies": policies,
+        "guest": bool(wanted.get("delete_guest")) and "guest" in users_now,
+    }
+
+
+class FilterModule:
+    """Ansible's entry point for filter plugins."""
+
+    def filters(self) -> dict[str, Any]:
+        """Name the filters."""
+        return {
+            "qsetup_stale_files": qsetup_stale_files,
+            "qsetup_stale_dirs": qsetup_stale_dirs,
+            "qsetup_stale_venvs": qsetup_stale_venvs,
+            "qsetup_broker_drift": qsetup_broker_drift,
+        }

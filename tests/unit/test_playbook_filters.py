@@ -1,0 +1,164 @@
+"""The filters that decide what a deploy changes (playbooks/filter_plugins)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "filter_plugins" / "qsetup_filters.py"
+_spec = importlib.util.spec_from_file_location("qsetup_filters", _PATH)
+assert _spec is not None and _spec.loader is not None
+filters: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(filters)
+
+
+def rabbit_hash(password: str, salt: bytes = b"\x01\x02\x03\x04") -> str:
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+FILE = {"src": "h/etc/x", "dest": "/etc/x", "mode": "0600", "owner": "root", "group": "root"}
+
+
+def found(**over: Any) -> dict[str, Any]:
+    entry = {
+        "path": "/etc/x",
+        "checksum": "abc",
+        "mode": "0600",
+        "pw_name": "root",
+        "gr_name": "root",
+    }
+    entry.update(over)
+    return {"files": [entry]}
+
+
+def test_a_file_that_matches_is_not_stale() -> None:
+    assert filters.qsetup_stale_files([FILE], found(), {"h/etc/x": "abc"}) == []
+
+
+@pytest.mark.parametrize(
+    "over", [{"checksum": "old"}, {"mode": "0644"}, {"pw_name": "celery"}, {"gr_name": "celery"}]
+)
+def test_content_mode_owner_or_group_make_a_file_stale(over: dict[str, Any]) -> None:
+    assert filters.qsetup_stale_files([FILE], found(**over), {"h/etc/x": "abc"}) == ["/etc/x"]
+
+
+def test_a_missing_file_is_stale() -> None:
+    assert filters.qsetup_stale_files([FILE], {"files": []}, {"h/etc/x": "abc"}) == ["/etc/x"]
+
+
+def test_dirs_must_exist_as_directories_with_their_mode() -> None:
+    d = {"path": "/etc/x", "mode": "0750", "owner": "root", "group": "flower"}
+    ok = found(isdir=True, mode="0750", gr_name="flower")
+    assert filters.qsetup_stale_dirs([d], ok) == []
+    assert filters.qsetup_stale_dirs([d], found(isdir=True)) == ["/etc/x"]
+    assert filters.qsetup_stale_dirs([d], found(isdir=False, mode="0750", gr_name="flower")) == [
+        "/etc/x"
+    ]
+
+
+def test_a_venv_is_stale_until_its_marker_matches() -> None:
+    venv = {"name": "w", "marker": "/etc/x", "marker_sum": "abc"}
+    assert filters.qsetup_stale_venvs([venv], found()) == []
+    assert filters.qsetup_stale_venvs([venv], found(checksum="zzz")) == ["w"]
+
+
+WANTED = {
+    "vhosts": ["app"],
+    "users": [
+        {
+            "name": "app",
+            "secret": "s-app",
+            "tags": "",
+            "permissions": [
+                {"vhost": "app", "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}
+            ],
+            "topic_permissions": [],
+        },
+        {
+            "name": "ops",
+            "secret": "s-ops",
+            "tags": "administrator",
+            "permissions": [],
+            "topic_permissions": [],
+        },
+    ],
+    "policies": [
+        {
+            "name": "p",
+            "vhost": "app",
+            "pattern": "^c",
+            "apply_to": "queues",
+            "priority": 0,
+            "definition": {"max-length": 10},
+        }
+    ],
+    "delete_guest": True,
+}
+SECRETS = {"s-app": "pw-app", "s-ops": "pw-ops"}
+
+
+def definitions() -> dict[str, Any]:
+    return {
+        "vhosts": [{"name": "/"}, {"name": "app"}],
+        "users": [
+            {"name": "app", "password_hash": rabbit_hash("pw-app"), "tags": []},
+            {"name": "ops", "password_hash": rabbit_hash("pw-ops"), "tags": ["administrator"]},
+        ],
+        "permissions": [
+            {"user": "app", "vhost": "app", "configure": ".*", "write": ".*", "read": ".*"},
+            {"user": "ops", "vhost": "/", "configure": "^$", "write": "^$", "read": "^$"},
+        ],
+        "topic_permissions": [],
+        "policies": [
+            {
+                "vhost": "app",
+                "name": "p",
+                "pattern": "^c",
+                "apply-to": "queues",
+                "priority": 0,
+                "definition": {"max-length": 10},
+            }
+        ],
+    }
+
+
+NO_DRIFT = {"vhosts": [], "users": [], "passwords": [], "policies": [], "guest": False}
+
+
+def test_a_broker_that_matches_has_no_drift() -> None:
+    assert filters.qsetup_broker_drift(definitions(), WANTED, SECRETS) == NO_DRIFT
+
+
+def test_each_kind_of_drift_is_found() -> None:
+    d = definitions()
+    d["vhosts"] = [{"name": "/"}]
+    d["users"][0]["password_hash"] = rabbit_hash("old")
+    d["users"][1]["tags"] = []
+    d["users"].append({"name": "guest", "password_hash": rabbit_hash("guest"), "tags": []})
+    d["policies"][0]["definition"] = {"max-length": 11}
+    assert filters.qsetup_broker_drift(d, WANTED, SECRETS) == {
+        "vhosts": ["app"],
+        "users": ["ops"],
+        "passwords": ["app"],
+        "policies": ["app/p"],
+        "guest": True,
+    }
+
+
+def test_missing_users_and_changed_permissions_need_the_module() -> None:
+    d = definitions()
+    d["users"] = d["users"][1:]
+    d["permissions"][1]["write"] = ".*"
+    drift = filters.qsetup_broker_drift(d, WANTED, SECRETS)
+    assert drift["users"] == ["app", "ops"]
+    assert drift["passwords"] == []
+
+
+def test_nothing_read_means_everything_is_applied() -> None:
+    drift = filters.qsetup_broker_drift(None, WANTED, SECRETS)
+    assert drift["vhosts"] == ["app"] and drift["users"] == ["app", "ops"]
