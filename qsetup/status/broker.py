@@ -304,18 +304,18 @@ def broker_problems(inv: Inventory, broker: BrokerStatus) -> list[str]:
     for d in broker.drift:
         problems.append(f"{host}: broker {d.kind} '{d.name}': {d.state} ({d.detail})")
     queues = {(q.vhost, q.name): q for q in broker.queues}
+    consumers: dict[tuple[str, str], list[str]] = {}
     for group in inv.workers:
-        vhost = group_vhost(inv, group)
         for name in group.queues:
-            queue = queues.get((vhost, name))
-            if queue is None:
-                problems.append(
-                    f"{host}: broker queue '{name}' (vhost '{vhost}'): missing "
-                    f"(worker group '{group.name}' consumes it)"
-                )
-            elif queue.consumers == 0:
-                problems.append(
-                    f"{host}: broker queue '{name}' (vhost '{vhost}'): no consumers "
-                    f"(worker group '{group.name}' should consume it; {queue.ready} ready)"
-                )
+            consumers.setdefault((group_vhost(inv, group), name), []).append(group.name)
+    for (vhost, name), groups in consumers.items():
+        queue = queues.get((vhost, name))
+        who = "worker group" + ("s " if len(groups) > 1 else " ") + ", ".join(groups)
+        if queue is None:
+            problems.append(f"{host}: broker queue '{name}' (vhost '{vhost}'): missing ({who})")
+        elif queue.consumers == 0:
+            problems.append(
+                f"{host}: broker queue '{name}' (vhost '{vhost}'): no consumers "
+                f"({queue.ready} ready; {who} should consume it)"
+            )
     return list(dict.fromkeys(problems))

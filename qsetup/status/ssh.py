@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import shlex
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ def describe_ssh_error(exc: BaseException, timeout: float) -> str:
 
     if isinstance(exc, CommandTimedOut):
         return f"the status command did not finish within {timeout:g} s"
-    if isinstance(exc, socket.timeout | TimeoutError):
+    if isinstance(exc, TimeoutError):
         return f"no answer within {timeout:g} s (SSH connect timeout)"
     if isinstance(exc, NoValidConnectionsError):
         codes = {getattr(e, "errno", None) for e in exc.errors.values()}

@@ -1,0 +1,282 @@
+"""qsetup status, host side: the script, parsing its output, unit states, SSH errors."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import paramiko
+import pytest
+from invoke.exceptions import CommandTimedOut
+from paramiko.ssh_exception import NoValidConnectionsError
+from unitdata import FULL_INVENTORY, FULL_SECRETS, WriteInventory
+
+from qsetup.loader import load_inventory
+from qsetup.status.hosts import (
+    ExpectedUnit,
+    Outcome,
+    assemble_hosts,
+    build_script,
+    celery_binaries,
+    expected_units,
+    host_problems,
+    host_roles,
+    parse_dist_version,
+    parse_script_output,
+    parse_systemctl_show,
+    unit_status,
+)
+from qsetup.status.model import HostStatus, UnitStatus
+from qsetup.status.ssh import describe_ssh_error, ssh_targets
+
+SHOW = """\
+NRestarts=0
+Id=qsetup-worker-default@1.service
+LoadState=loaded
+ActiveState=active
+SubState=running
+StateChangeTimestamp=@1700000000
+
+NRestarts=3
+Id=qsetup-worker-default@2.service
+LoadState=loaded
+ActiveState=activating
+SubState=auto-restart
+StateChangeTimestamp=@1700000100
+
+NRestarts=0
+Id=qsetup-beat.service
+LoadState=not-found
+ActiveState=inactive
+SubState=dead
+StateChangeTimestamp=
+"""
+
+
+def test_parse_systemctl_show_splits_blocks_by_id() -> None:
+    units = parse_systemctl_show(SHOW)
+    assert list(units) == [
+        "qsetup-worker-default@1.service",
+        "qsetup-worker-default@2.service",
+        "qsetup-beat.service",
+    ]
+    assert units["qsetup-worker-default@2.service"]["SubState"] == "auto-restart"
+    assert units["qsetup-beat.service"]["StateChangeTimestamp"] == ""
+
+
+def test_unit_status_reads_state_since_and_restarts() -> None:
+    units = parse_systemctl_show(SHOW)
+    ok = unit_status(
+        ExpectedUnit("w1", "qsetup-worker-default@1.service", "worker"),
+        units["qsetup-worker-default@1.service"],
+    )
+    assert ok == UnitStatus(
+        "qsetup-worker-default@1.service",
+        "worker",
+        "loaded",
+        "active",
+        "running",
+        "2023-11-14T22:13:20+00:00",
+        0,
+    )
+    assert ok.ok
+    flapping = unit_status(
+        ExpectedUnit("w1", "qsetup-worker-default@2.service", "worker"),
+        units["qsetup-worker-default@2.service"],
+    )
+    assert not flapping.ok and flapping.restarts == 3
+    missing = unit_status(ExpectedUnit("w1", "qsetup-beat.service", "beat"), None)
+    assert missing.load_state == "unknown" and not missing.ok
+
+
+def test_unit_status_keeps_an_old_systemds_local_time() -> None:
+    props = {"Id": "x.service", "StateChangeTimestamp": "Mon 2024-05-06 10:11:12 CEST"}
+    assert unit_status(ExpectedUnit("h", "x.service", "beat"), props).since == (
+        "Mon 2024-05-06 10:11:12 CEST"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [
+        ("celery-5.2.6.egg-info", "5.2.6"),
+        ("celery-5.7.0.dist-info", "5.7.0"),
+        ("celery-5.2.6-py3.11.egg-info", "5.2.6"),
+        ("flower-2.2.0.dist-info", "2.2.0"),
+        ("-", None),
+        ("", None),
+    ],
+)
+def test_parse_dist_version(name: str, version: str | None) -> None:
+    assert parse_dist_version(name) == version
+
+
+def test_parse_script_output() -> None:
+    text = (
+        "@@hostname w1.example.org\n@@units\n"
+        + SHOW
+        + "@@end\n"
+        + "@@celery /usr/bin/celery celery-5.2.6.egg-info\n"
+        + "@@celery /opt/qsetup/venvs/reports/bin/celery absent\n"
+        + "@@flower -\n@@rabbitmq 3.10.8-1.1\n"
+    )
+    out = parse_script_output(text)
+    assert out.hostname == "w1.example.org"
+    assert len(out.units) == 3
+    assert out.celery == {
+        "/usr/bin/celery": "5.2.6",
+        "/opt/qsetup/venvs/reports/bin/celery": "absent",
+    }
+    assert out.flower is None
+    assert out.rabbitmq == "3.10.8-1.1"
+
+
+@pytest.fixture
+def full(write_inventory: WriteInventory) -> object:
+    return load_inventory(write_inventory(FULL_INVENTORY, FULL_SECRETS))
+
+
+def test_expected_units_per_host(full: object) -> None:
+    inv = full.inventory  # type: ignore[attr-defined]
+    units = {h: [u.unit for u in us] for h, us in expected_units(inv).items()}
+    assert units == {
+        "mq": ["rabbitmq-server.service", "qsetup-flower.service"],
+        "w1": [
+            "qsetup-worker-orders@1.service",
+            "qsetup-worker-orders@2.service",
+            "qsetup-worker-orders@3.service",
+            "qsetup-beat.service",
+        ],
+        "w2": [
+            "qsetup-worker-orders@1.service",
+            "qsetup-worker-orders@2.service",
+            "qsetup-worker-orders@3.service",
+            "qsetup-worker-reports@1.service",
+        ],
+    }
+    assert host_roles(inv) == {
+        "mq": ("broker", "flower"),
+        "w1": ("worker", "beat"),
+        "w2": ("worker",),
+    }
+
+
+def test_celery_binaries_follow_render(full: object) -> None:
+    inv = full.inventory  # type: ignore[attr-defined]
+    # app.source.requirement makes every group use a venv, beat runs the orders group's.
+    assert celery_binaries(inv) == {
+        "mq": [],
+        "w1": ["/opt/qsetup/venvs/orders/bin/celery"],
+        "w2": ["/opt/qsetup/venvs/orders/bin/celery", "/opt/qsetup/venvs/reports/bin/celery"],
+    }
+
+
+def test_one_script_for_every_host_lists_the_union_of_units(full: object) -> None:
+    script = build_script(full.inventory)  # type: ignore[attr-defined]
+    line = next(line for line in script.splitlines() if line.startswith("systemctl show"))
+    show, _, fallback = line.partition("||")
+    assert "--timestamp" not in fallback  # for a systemd older than 251
+    for unit in (
+        "rabbitmq-server.service",
+        "qsetup-flower.service",
+        "qsetup-beat.service",
+        "qsetup-worker-orders@3.service",
+        "qsetup-worker-reports@1.service",
+    ):
+        assert unit in show
+    assert show.count("qsetup-worker-orders@1.service") == 1
+    assert "--timestamp=unix" in show
+    assert "/opt/qsetup/venvs/reports/lib/python3*/site-packages/celery-*-info" in script
+    assert "flower-*-info" in script
+    assert script.rstrip().endswith("exit 0")
+    assert FULL_SECRETS["cookie"] not in script
+
+
+def test_ssh_targets_host_settings_override_defaults(full: object) -> None:
+    targets = {t.name: t for t in ssh_targets(full)}  # type: ignore[arg-type]
+    assert (targets["mq"].user, targets["mq"].port) == ("deploy", 2200)
+    assert (targets["w1"].user, targets["w1"].port) == ("root", 22)
+    key = targets["mq"].key
+    assert key is not None and key.is_absolute() and key.name == "id_ed25519"
+    assert key.parent.name == "keys"
+
+
+def test_assemble_hosts_marks_unreachable_and_keeps_only_this_hosts_units(full: object) -> None:
+    inv = full.inventory  # type: ignore[attr-defined]
+    out = "@@hostname w1\n@@units\n" + SHOW + "@@end\n@@rabbitmq -\n"
+    hosts = assemble_hosts(
+        inv,
+        {
+            "mq": Outcome("mq.example.org", None, "no route to host (is it powered on?)"),
+            "w1": Outcome("10.1.0.1", out, None),
+            "w2": Outcome("fd00::2", out, None),
+        },
+    )
+    assert not hosts["mq"].reachable and hosts["mq"].units == ()
+    w1 = hosts["w1"]
+    assert w1.reachable and w1.hostname == "w1"
+    assert [u.name for u in w1.units] == [u.unit for u in expected_units(inv)["w1"]]
+    # orders@3 was not in the output: reported, not invented
+    assert w1.units[2].load_state == "unknown"
+    assert w1.units[3].load_state == "not-found"
+    assert w1.celery_versions == (("/opt/qsetup/venvs/orders/bin/celery", "unknown"),)
+
+
+def test_host_problems_name_host_and_unit() -> None:
+    units = (
+        UnitStatus("qsetup-worker-a@1.service", "worker", "loaded", "active", "running", None, 0),
+        UnitStatus("qsetup-worker-a@2.service", "worker", "loaded", "inactive", "dead",
+                   "2024-01-01T00:00:00+00:00", 0),
+        UnitStatus("qsetup-beat.service", "beat", "not-found", "inactive", "dead", None, 0),
+        UnitStatus("qsetup-worker-b@1.service", "worker", "loaded", "activating",
+                   "auto-restart", None, 7),
+    )  # fmt: skip
+    host = HostStatus("w1", "10.0.0.2", ("worker", "beat"), True, None, "w1", units,
+                      (("/usr/bin/celery", "absent"),), None, None)  # fmt: skip
+    assert host_problems(host) == [
+        "w1: unit qsetup-worker-a@2.service: inactive (dead) since 2024-01-01T00:00:00+00:00; "
+        "expected active (running)",
+        "w1: unit qsetup-beat.service: not installed; run qsetup deploy",
+        "w1: unit qsetup-worker-b@1.service: activating (auto-restart), 7 automatic restarts; "
+        "expected active (running)",
+        "w1: /usr/bin/celery: missing; run qsetup deploy",
+    ]
+    down = HostStatus("w2", "10.0.0.3", ("worker",), False, "no route to host", None, (), (),
+                      None, None)  # fmt: skip
+    assert host_problems(down) == ["w2: unreachable (10.0.0.3): no route to host"]
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (TimeoutError(), "no answer within 5 s"),
+        (
+            NoValidConnectionsError({("10.0.0.1", 22): OSError(errno.ECONNREFUSED, "refused")}),
+            "connection refused on port 22",
+        ),
+        (
+            NoValidConnectionsError({("10.0.0.1", 22): OSError(errno.EHOSTUNREACH, "x")}),
+            "no route to host",
+        ),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "no route to host"),
+        (paramiko.AuthenticationException("bad"), "authentication failed"),
+        (paramiko.SSHException("Server '10.0.0.1' not found in known_hosts"), "strict"),
+    ],
+)
+def test_describe_ssh_error(exc: BaseException, words: str) -> None:
+    assert words in describe_ssh_error(exc, 5.0)
+
+
+def test_describe_command_timeout() -> None:
+    class _Result:
+        command = "sh -c ..."
+
+    exc = CommandTimedOut(_Result(), 5)  # type: ignore[arg-type]
+    assert "did not finish within 5 s" in describe_ssh_error(exc, 5.0)
+
+
+def test_known_hosts_is_the_one_deploy_keeps(full: object) -> None:
+    from qsetup.status.ssh import known_hosts_path
+
+    path = known_hosts_path(full)  # type: ignore[arg-type]
+    assert path == Path(full.path).resolve().parent / ".qsetup" / "known_hosts"  # type: ignore[attr-defined]

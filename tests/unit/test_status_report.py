@@ -1,0 +1,259 @@
+"""qsetup status: JSON shape, the table, the CLI's exit codes, secrets never shown."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
+
+from qsetup.cli import app
+from qsetup.report import status_json, status_view
+from qsetup.status.check import effective_timeout, scrub
+from qsetup.status.model import (
+    BrokerNode,
+    BrokerStatus,
+    Drift,
+    FlowerStatus,
+    HostStatus,
+    QueueStatus,
+    SystemStatus,
+    UnitStatus,
+    WorkerNode,
+)
+
+runner = CliRunner()
+
+
+def _status(problems: tuple[str, ...] = ()) -> SystemStatus:
+    unit = UnitStatus("rabbitmq-server.service", "broker", "loaded", "active", "running",
+                      "2024-01-01T00:00:00+00:00", 0)  # fmt: skip
+    worker = UnitStatus("qsetup-worker-default@1.service", "worker", "loaded", "inactive",
+                        "dead", None, 2)  # fmt: skip
+    return SystemStatus(
+        hosts=(
+            HostStatus(
+                "rabbit1",
+                "10.0.0.1",
+                ("broker", "flower"),
+                True,
+                None,
+                "rabbit1",
+                (unit,),
+                (),
+                "2.2.0",
+                "3.10.8-1",
+            ),
+            HostStatus(
+                "worker1",
+                "10.0.0.2",
+                ("worker",),
+                True,
+                None,
+                "worker1",
+                (worker,),
+                (("/opt/qsetup/venvs/default/bin/celery", "5.4.0"),),
+                None,
+                None,
+            ),
+            HostStatus(
+                "worker2",
+                "10.0.0.3",
+                ("worker",),
+                False,
+                "no route to host",
+                None,
+                (),
+                (),
+                None,
+                None,
+            ),
+        ),  # fmt: skip
+        broker=BrokerStatus(
+            "rabbit1",
+            "http://10.0.0.1:15672/api",
+            None,
+            "3.10.8",
+            "25.2.3",
+            (BrokerNode("rabbit@rabbit1", True, False, False, 1, 2, 3, 4),),
+            ("/", "orders"),
+            ("orders", "qsetup-admin"),
+            (Drift("user", "intruder", "extra", "on the broker, not in the inventory"),),
+            (
+                QueueStatus("orders", "celery", 3, 1, 0),
+                QueueStatus("orders", "x@y.celery.pidbox", 0, 0, 1),
+            ),
+        ),  # fmt: skip
+        workers=(
+            WorkerNode(
+                "default-1@worker1",
+                "worker1",
+                "default",
+                "qsetup-worker-default@1.service",
+                "orders",
+                True,
+                True,
+                ("proj.add",),
+                1,
+            ),
+        ),  # fmt: skip
+        flower=FlowerStatus("rabbit1", "http://10.0.0.1:5555/api/workers", 401, 200, None),
+        problems=problems,
+        checked_at="2024-01-01T00:00:00+00:00",
+        seconds=1.234,
+    )
+
+
+def test_json_shape() -> None:
+    data = status_json(_status(("worker2: unreachable (10.0.0.3): no route to host",)))
+    json.dumps(data)  # serialisable
+    assert data["healthy"] is False
+    assert data["problems"] == ["worker2: unreachable (10.0.0.3): no route to host"]
+    assert data["elapsed_seconds"] == 1.23
+    assert set(data) == {"healthy", "problems", "checked_at", "elapsed_seconds", "hosts",
+                         "broker", "workers", "flower"}  # fmt: skip
+    assert data["hosts"]["worker2"] == {
+        "reachable": False,
+        "error": "no route to host",
+        "address": "10.0.0.3",
+        "hostname": None,
+        "roles": ["worker"],
+        "units": {},
+        "celery_versions": {},
+        "flower_version": None,
+        "rabbitmq_package": None,
+    }
+    unit = data["hosts"]["worker1"]["units"]["qsetup-worker-default@1.service"]
+    assert unit == {
+        "role": "worker",
+        "ok": False,
+        "load_state": "loaded",
+        "active_state": "inactive",
+        "sub_state": "dead",
+        "since": None,
+        "restarts": 2,
+    }
+    assert data["hosts"]["worker1"]["celery_versions"] == {
+        "/opt/qsetup/venvs/default/bin/celery": "5.4.0"
+    }
+    broker = data["broker"]
+    assert broker["drift"] == [
+        {"kind": "user", "name": "intruder", "state": "extra",
+         "detail": "on the broker, not in the inventory"}
+    ]  # fmt: skip
+    assert broker["queues"][0] == {
+        "vhost": "orders", "name": "celery", "ready": 3, "unacked": 1, "consumers": 0
+    }  # fmt: skip
+    assert broker["nodes"][0]["mem_alarm"] is False
+    assert data["workers"]["default-1@worker1"]["answers_ping"] is True
+    assert data["workers"]["default-1@worker1"]["registered"] == ["proj.add"]
+    assert data["flower"]["ok"] is True
+
+
+def _render(status: SystemStatus) -> str:
+    buf = StringIO()
+    Console(file=buf, width=200, color_system=None).print(status_view(status))
+    return buf.getvalue()
+
+
+def test_table_groups_by_role_and_ends_with_a_verdict() -> None:
+    text = _render(_status(("worker2: unreachable (10.0.0.3): no route to host",)))
+    for words in ("rabbitmq-server.service", "management API", "queue orders/celery",
+                  "user intruder", "qsetup-worker-default@1.service", "node default-1@worker1",
+                  "unreachable", "no route to host", "/api/workers"):  # fmt: skip
+        assert words in text, words
+    assert "pidbox" not in text
+    assert text.rstrip().splitlines()[-1].startswith("degraded: 1 problem(s) on worker2")
+    healthy = _render(_status())
+    assert healthy.rstrip().splitlines()[-1].startswith("healthy: 3 hosts reachable")
+
+
+def test_scrub_hides_secrets() -> None:
+    assert scrub(["a pw-123456 b", "none"], ["pw-123456", ""]) == ("a *** b", "none")
+
+
+@pytest.fixture
+def inventory(write_inventory: WriteInventory) -> Path:
+    return write_inventory(BASE_INVENTORY, BASE_SECRETS)
+
+
+def test_timeout_defaults_to_the_inventory_at_most_five(inventory: Path) -> None:
+    from qsetup.loader import load_inventory
+
+    loaded = load_inventory(inventory)
+    assert effective_timeout(loaded, None) == 5.0
+    assert effective_timeout(loaded, 2.5) == 2.5
+
+
+def _patch(monkeypatch: pytest.MonkeyPatch, result: Any) -> list[Any]:
+    calls: list[Any] = []
+
+    def fake(loaded: Any, timeout: Any = None, **_: Any) -> Any:
+        calls.append(timeout)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    monkeypatch.setattr("qsetup.status.check_status", fake)
+    return calls
+
+
+def test_cli_healthy_exit_0(inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _patch(monkeypatch, _status())
+    res = runner.invoke(app, ["status", "--inventory", str(inventory), "--timeout", "2"])
+    assert res.exit_code == 0, res.output
+    assert "healthy" in res.output
+    assert calls == [2.0]
+
+
+def test_cli_degraded_exit_3_json(inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _patch(monkeypatch, _status(("worker2: unreachable (10.0.0.3): no route to host",)))
+    res = runner.invoke(app, ["status", "--inventory", str(inventory), "--json"])
+    assert res.exit_code == 3, res.output
+    data = json.loads(res.stdout)
+    assert data["healthy"] is False and data["problems"]
+
+
+def test_cli_bad_inventory_exit_1(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["status", "--inventory", str(tmp_path / "nope.yml")])
+    assert res.exit_code == 1
+    assert "not found" in res.output
+
+
+def test_cli_internal_error_exit_4(inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _patch(monkeypatch, RuntimeError("boom"))
+    res = runner.invoke(app, ["status", "--inventory", str(inventory)])
+    assert res.exit_code == 4
+    assert "internal error" in res.output and "Traceback" not in res.output
+
+
+def test_cli_watch_json_prints_a_line_per_round_and_ends_on_ctrl_c(
+    inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rounds = [_status(), _status(("worker2: unreachable (10.0.0.3): no route to host",))]
+
+    def fake(loaded: Any, timeout: Any = None, **_: Any) -> Any:
+        if not rounds:
+            raise KeyboardInterrupt
+        return rounds.pop(0)
+
+    monkeypatch.setattr("qsetup.status.check_status", fake)
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    res = runner.invoke(app, ["status", "--inventory", str(inventory), "--json", "--watch", "1"])
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert [json.loads(line)["healthy"] for line in lines] == [True, False]
+    assert res.exit_code == 3  # the last status's code
+
+
+def test_no_secret_in_any_output(inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _patch(monkeypatch, _status())
+    for args in ([], ["--json"]):
+        res = runner.invoke(app, ["status", "--inventory", str(inventory), *args])
+        for value in BASE_SECRETS.values():
+            assert value not in res.output
