@@ -7,6 +7,7 @@ timeout and never hides the others.
 from __future__ import annotations
 
 import errno
+import logging
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from qsetup.inventory import Inventory, resolve_relative
 from qsetup.loader import LoadedInventory
 from qsetup.status.hosts import MARK, Outcome, assemble_hosts, build_script
 from qsetup.status.model import HostStatus
+
+# paramiko logs a failed handshake as an ERROR; without a handler Python would print it
+# on stderr. The host's line in the report already says what happened.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ def describe_ssh_error(exc: BaseException, timeout: float) -> str:
             "its host key is not in the known_hosts file and host_key_checking is strict; "
             "run qsetup deploy with accept-new once"
         )
+    if isinstance(exc, paramiko.SSHException) and (
+        "banner" in str(exc) or "No existing session" in str(exc)
+    ):
+        return f"no SSH greeting within {timeout:g} s (the port answers, sshd does not)"
     if isinstance(exc, OSError):
         return _oserror_text(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import errno
+import socket
+import time
 from pathlib import Path
 
 import paramiko
 import pytest
 from invoke.exceptions import CommandTimedOut
 from paramiko.ssh_exception import NoValidConnectionsError
-from unitdata import FULL_INVENTORY, FULL_SECRETS, WriteInventory
+from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
 from qsetup.loader import load_inventory
 from qsetup.status.hosts import (
@@ -280,3 +282,35 @@ def test_known_hosts_is_the_one_deploy_keeps(full: object) -> None:
 
     path = known_hosts_path(full)  # type: ignore[arg-type]
     assert path == Path(full.path).resolve().parent / ".qsetup" / "known_hosts"  # type: ignore[attr-defined]
+
+
+def test_a_silent_port_costs_at_most_the_timeout_and_hides_no_other_host(
+    write_inventory: WriteInventory,
+) -> None:
+    """Loopback only: one port accepts TCP and never speaks; one refuses."""
+    from qsetup.status.ssh import run_round
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nobody ever answers
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()  # nothing listens here any more: refused
+    text = (
+        BASE_INVENTORY.replace("address: 10.0.0.1", "address: 127.0.0.1\n    ssh_port: "
+                               f"{silent.getsockname()[1]}")
+        .replace("address: 10.0.0.2", f"address: 127.0.0.1\n    ssh_port: {closed_port}")
+    )  # fmt: skip
+    text += "ssh: {host_key_checking: 'off'}\n"
+    loaded = load_inventory(write_inventory(text, BASE_SECRETS))
+    try:
+        started = time.monotonic()
+        hosts = run_round(loaded, timeout=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert elapsed < 4.0, elapsed  # banner wait 1 s (+ paramiko's own polling)
+    assert not hosts["rabbit1"].reachable and not hosts["worker1"].reachable
+    assert "no SSH greeting within 1 s" in str(hosts["rabbit1"].error)
+    assert "refused" in str(hosts["worker1"].error)
