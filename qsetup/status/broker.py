@@ -313,9 +313,12 @@ def broker_problems(inv: Inventory, broker: BrokerStatus) -> list[str]:
         who = "worker group" + ("s " if len(groups) > 1 else " ") + ", ".join(groups)
         if queue is None:
             problems.append(f"{host}: broker queue '{name}' (vhost '{vhost}'): missing ({who})")
-        elif queue.consumers == 0:
+        elif queue.consumers == 0 and queue.ready > 0:
+            # Not "no consumers" alone: the API's counts lag up to 5 s (its statistics
+            # interval), so a worker that just started may not be counted yet. Messages
+            # waiting with nobody to take them is the symptom that matters.
             problems.append(
-                f"{host}: broker queue '{name}' (vhost '{vhost}'): no consumers "
-                f"({queue.ready} ready; {who} should consume it)"
+                f"{host}: broker queue '{name}' (vhost '{vhost}'): {queue.ready} messages "
+                f"ready and no consumers ({who} should consume it)"
             )
     return list(dict.fromkeys(problems))

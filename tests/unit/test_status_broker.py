@@ -182,8 +182,8 @@ def test_broker_problems_alarms_drift_and_idle_queues(base: Inventory) -> None:
         "rabbit1: broker node rabbit@mq: memory alarm (publishers are blocked)",
         "rabbit1: broker node rabbit@mq: disk free alarm (publishers are blocked)",
         "rabbit1: broker user 'intruder': extra (on the broker, not in the inventory)",
-        "rabbit1: broker queue 'celery' (vhost 'orders'): no consumers (9 ready; worker group "
-        "default should consume it)",
+        "rabbit1: broker queue 'celery' (vhost 'orders'): 9 messages ready and no consumers "
+        "(worker group default should consume it)",
     ]
 
 
