@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qsetup.errors import QsetupError
 from qsetup.inventory import Inventory, resolve_relative
 from qsetup.loader import LoadedInventory
 from qsetup.status.hosts import MARK, Outcome, assemble_hosts, build_script
@@ -163,6 +164,11 @@ def run_round(loaded: LoadedInventory, timeout: float) -> dict[str, HostStatus]:
 
     inv = loaded.inventory
     targets = ssh_targets(loaded)
+    for key in dict.fromkeys(t.key for t in targets if t.key is not None):
+        if not key.is_file():
+            raise QsetupError(
+                f"SSH key {key} does not exist; fix ssh.key (or a host's ssh_key) in {loaded.path}"
+            )
     known_hosts = known_hosts_path(loaded)
     # Hosts that are the same SSH endpoint share one connection (and one answer).
     by_endpoint: dict[tuple[str, int, str], Any] = {}

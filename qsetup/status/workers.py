@@ -101,7 +101,9 @@ def inspect_workers(
     app = Celery("qsetup-status", broker=url, set_as_current=False)
     app.conf.broker_connection_timeout = timeout
     app.conf.broker_connection_retry = False
-    app.conf.broker_connection_max_retries = 0
+    # The broadcast's own connection retries after 2 s by default; one try keeps the
+    # check within its timeout when the broker is down.
+    app.conf.broker_transport_options = {"max_retries": 0}
     try:
         pings = app.control.inspect(timeout=ping_timeout).ping() or {}
         answered = frozenset(pings)

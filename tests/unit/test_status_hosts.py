@@ -314,3 +314,13 @@ def test_a_silent_port_costs_at_most_the_timeout_and_hides_no_other_host(
     assert not hosts["rabbit1"].reachable and not hosts["worker1"].reachable
     assert "no SSH greeting within 1 s" in str(hosts["rabbit1"].error)
     assert "refused" in str(hosts["worker1"].error)
+
+
+def test_a_missing_key_file_is_bad_input(write_inventory: WriteInventory, tmp_path: Path) -> None:
+    from qsetup.errors import QsetupError
+    from qsetup.status.ssh import run_round
+
+    text = BASE_INVENTORY + "ssh: {key: keys/nope}\n"
+    loaded = load_inventory(write_inventory(text, BASE_SECRETS))
+    with pytest.raises(QsetupError, match="keys/nope does not exist"):
+        run_round(loaded, timeout=1.0)

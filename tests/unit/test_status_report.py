@@ -257,3 +257,24 @@ def test_no_secret_in_any_output(inventory: Path, monkeypatch: pytest.MonkeyPatc
         res = runner.invoke(app, ["status", "--inventory", str(inventory), *args])
         for value in BASE_SECRETS.values():
             assert value not in res.output
+
+
+def test_cli_watch_on_a_terminal_refreshes_in_place(
+    inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rounds = [_status(("worker2: unreachable (10.0.0.3): no route to host",)), _status()]
+
+    def fake(loaded: Any, timeout: Any = None, **_: Any) -> Any:
+        if not rounds:
+            raise KeyboardInterrupt
+        return rounds.pop(0)
+
+    screen = StringIO()
+    monkeypatch.setattr("qsetup.cli.out", Console(file=screen, force_terminal=True, width=160))
+    monkeypatch.setattr("qsetup.status.check_status", fake)
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    res = runner.invoke(app, ["status", "--inventory", str(inventory), "--watch", "2"])
+    assert res.exit_code == 0  # the last round was healthy
+    text = screen.getvalue()
+    assert "degraded: 1 problem(s)" in text and "healthy: 3 hosts" in text
+    assert "\x1b[" in text  # cursor movement: the table was redrawn in place
