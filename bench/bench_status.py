@@ -116,7 +116,8 @@ def inventories(src: Path, workdir: Path) -> tuple[Path, Path]:
         sec.write_bytes(secrets.read_bytes())
         sec.chmod(0o600)
         out.append(path)
-    (workdir / "app").symlink_to(src.parent / "app")
+    if not (workdir / "app").exists():  # sandbox up writes the sample app beside its inventory
+        (workdir / "app").symlink_to(src.parent / "app")
     return out[0], out[1]
 
 

@@ -202,3 +202,9 @@ def test_api_failure_is_one_line(base: Inventory) -> None:
     assert broker_problems(base, status) == [
         "rabbit1: broker management API http://10.0.0.1:15672/api: cannot connect"
     ]
+
+
+def test_an_idle_queue_without_consumers_is_not_a_problem(base: Inventory) -> None:
+    # Right after a worker starts the API may still count 0 consumers (5 s statistics).
+    answers = _api(base, queues=[{"vhost": "orders", "name": "celery", "consumers": 0}])
+    assert broker_problems(base, parse_api(base, **answers)) == []
