@@ -362,6 +362,47 @@ def status(
 
 
 @app.command()
+def restart(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    role: Annotated[
+        str, typer.Option(help="Which services: workers, flower, beat or broker (comma-separated).")
+    ] = "workers",
+    limit: Annotated[
+        str | None, typer.Option(help="Only these hosts (comma-separated inventory names).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
+) -> None:
+    """Restart services one host at a time, waiting until each host's workers answer ping.
+
+    Each worker gets a warm shutdown (running tasks finish within TimeoutStopSec).
+    A host that does not come back stops the restart there. Exit codes: 0 done,
+    3 a host failed or did not come back, 1 bad input, 4 internal error.
+    """
+    import json
+
+    from qsetup.deploy import run_restart
+    from qsetup.loader import load_inventory
+    from qsetup.report import deploy_json, deploy_summary, event_line
+
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    roles = tuple(r.strip() for r in role.split(",") if r.strip())
+    hosts = tuple(h.strip() for h in (limit or "").split(",") if h.strip())
+
+    def on_event(event: Any) -> None:
+        line = event_line(event)
+        if line and not json_out:
+            out.print(line, markup=False)
+
+    result = run_guarded(lambda: run_restart(loaded, roles, hosts, on_event))
+    if json_out:
+        sys.stdout.write(json.dumps(deploy_json(result), indent=2) + "\n")
+    else:
+        out.print(deploy_summary(result, "restart"))
+    raise typer.Exit(0 if result.ok else EXIT_DEGRADED)
+
+
+@app.command()
 def demo(
     workdir: Annotated[
         Path, typer.Option("--dir", help="Where the demo's inventory and secrets go.")

@@ -314,8 +314,46 @@ def run_deploy(
     Raises:
         DeployError: when the run cannot start (bad options, ansible-runner missing).
     """
+    check_options(loaded.inventory, options)
+    return _run_playbook(loaded, options, "site.yml", {}, progress)
+
+
+ROLES = ("workers", "flower", "beat", "broker")
+
+
+def run_restart(
+    loaded: LoadedInventory,
+    roles: tuple[str, ...],
+    limit: tuple[str, ...] = (),
+    progress: Callable[[DeployEvent], None] | None = None,
+) -> DeployResult:
+    """Restart the services of the given roles, one host at a time (rolling).
+
+    Each host's services get a warm shutdown and a start; the next host waits until
+    this host's workers answer ping again. A host that does not come back stops the
+    rollout there and is reported as failed.
+
+    Raises:
+        DeployError: unknown roles or hosts.
+    """
+    for role in roles:
+        if role not in ROLES:
+            raise DeployError(f"--role: unknown role '{role}'; use one of {', '.join(ROLES)}")
+    options = DeployOptions(limit=limit)
+    check_options(loaded.inventory, options)
+    return _run_playbook(
+        loaded, options, "restart.yml", {"qsetup_restart_roles": list(roles)}, progress
+    )
+
+
+def _run_playbook(
+    loaded: LoadedInventory,
+    options: DeployOptions,
+    playbook: str,
+    extra: dict[str, Any],
+    progress: Callable[[DeployEvent], None] | None,
+) -> DeployResult:
     inv = loaded.inventory
-    check_options(inv, options)
     artifacts = render_all(inv, loaded.secrets)
     try:
         import ansible_runner
@@ -364,12 +402,13 @@ def run_deploy(
         runner = ansible_runner.run(
             private_data_dir=str(run_dir),
             project_dir=str(resource_dir("playbooks")),
-            playbook="site.yml",
+            playbook=playbook,
             inventory=str(inv_file),
             extravars={
                 "qsetup_files_dir": str(files),
                 "qsetup_app_tar": str(scratch / "app.tar"),
                 "qsetup_secrets_file": str(secrets_file),
+                **extra,
             },
             envvars=_envvars(inv, loaded.path, scratch),
             forks=forks,

@@ -16,7 +16,7 @@ from typing import Any
 
 from qsetup.inventory import Inventory, group_broker_user, group_vhost
 from qsetup.loader import LoadedInventory
-from qsetup.render import Artifact, code_dir, needs_venv, venv_dir
+from qsetup.render import Artifact, celery_bin, code_dir, needs_venv, venv_dir
 
 PARTS = ("broker", "workers", "beat", "flower")
 ADMIN_USER = "qsetup-admin"
@@ -214,14 +214,21 @@ def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
                     group.name, pip_packages(inv, group.celery_version), group.install == "apt"
                 )
             for n in range(1, group.instances + 1):
+                node = group.node_pattern.replace("%i", str(n))
                 plan.services.append(
                     {
                         "unit": group.unit_template.replace("@.service", f"@{n}.service"),
+                        "role": "workers",
                         "files_of": group.unit_template,
                         "venv": group.name if venv else "",
                         "code": True,
                         "broker_user": group_broker_user(inv, group).name,
                         "vhost": group_vhost(inv, group),
+                        # What `celery inspect ping` prints for this node, up to the '@'.
+                        "ping_prefix": node.split("@", 1)[0] + "@",
+                        "celery_bin": celery_bin(inv, group),
+                        "env_file": f"/etc/qsetup/worker-{group.name}.env",
+                        "user": group.user,
                     }
                 )
 
@@ -248,6 +255,7 @@ def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     plan.services.append(
         {
             "unit": "qsetup-beat.service",
+            "role": "beat",
             "files_of": "qsetup-beat.service",
             "venv": venv,
             "code": True,
@@ -267,7 +275,12 @@ def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
         "flower", [f"flower{flower.version}" if flower.version else "flower>=2,<3"], False
     )
     plan.services.append(
-        {"unit": "qsetup-flower.service", "files_of": "qsetup-flower.service", "venv": "flower"}
+        {
+            "unit": "qsetup-flower.service",
+            "role": "flower",
+            "files_of": "qsetup-flower.service",
+            "venv": "flower",
+        }
     )
     plan.flower_port = flower.port
     if flower.listen_address not in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound

@@ -35,9 +35,9 @@ def deploy_json(result: DeployResult) -> dict[str, Any]:
     }
 
 
-def deploy_summary(result: DeployResult) -> Group:
+def deploy_summary(result: DeployResult, what: str = "deploy") -> Group:
     """A per-host summary table, the failures, and one verdict line."""
-    table = Table(title="deploy summary", title_justify="left")
+    table = Table(title=f"{what} summary", title_justify="left")
     table.add_column("host")
     table.add_column("ok", justify="right")
     table.add_column("changed", justify="right")
@@ -59,10 +59,10 @@ def deploy_summary(result: DeployResult) -> Group:
     for f in result.failures:
         parts.append(Text(f"{f.host}: {f.task}: {f.message}", style="red"))
     verdict = (
-        Text(f"deploy ok in {result.elapsed:.1f} s", style="green")
+        Text(f"{what} ok in {result.elapsed:.1f} s", style="green")
         if result.ok
         else Text(
-            f"deploy failed on {sum(1 for h in result.hosts.values() if h.failed or h.unreachable)}"
+            f"{what} failed on {sum(1 for h in result.hosts.values() if h.failed or h.unreachable)}"
             f" host(s) after {result.elapsed:.1f} s; full log in {result.run_dir}",
             style="red",
         )

@@ -144,6 +144,35 @@ def qsetup_broker_drift(
     }
 
 
+def qsetup_units_to_restart(
+    services: list[dict[str, Any]],
+    started: dict[str, Any] | None,
+    code_changed: bool,
+    changed_venvs: list[str],
+    changed_services: list[str],
+) -> list[dict[str, Any]]:
+    """Services already running whose code, packages, environment or unit changed.
+
+    A service that the deploy has just started runs the new version already.
+    """
+    results = (started or {}).get("results") or []
+    just_started = {
+        r["item"]["unit"]
+        for r in results
+        if isinstance(r, dict) and r.get("changed") and "item" in r
+    }
+    return [
+        s
+        for s in services
+        if s["unit"] not in just_started
+        and (
+            (s.get("code") and code_changed)
+            or (s.get("venv") and s["venv"] in changed_venvs)
+            or s["files_of"] in changed_services
+        )
+    ]
+
+
 class FilterModule:
     """Ansible's entry point for filter plugins."""
 
@@ -154,4 +183,5 @@ class FilterModule:
             "qsetup_stale_dirs": qsetup_stale_dirs,
             "qsetup_stale_venvs": qsetup_stale_venvs,
             "qsetup_broker_drift": qsetup_broker_drift,
+            "qsetup_units_to_restart": qsetup_units_to_restart,
         }
