@@ -156,6 +156,16 @@ def create_host_network(
     eth0 gets ``address``/24 and a default route via ``gateway`` (the bridge); as the
     machine does not forward, that route leads nowhere beyond the bridge.
     """
+    if link_exists(veth_host):
+        # Names are per host, not per sandbox: a link on another bridge means another
+        # sandbox (other state dir) uses this host name, and joining it would break both.
+        info = _ip_json("link", "show", veth_host)
+        master = info[0].get("master") if info else None
+        if master not in (None, bridge):
+            raise SandboxError(
+                f"host name {netns.removeprefix('qs-')!r} is in use by another sandbox "
+                f"(link {veth_host} is on bridge {master}); pick other names with --names"
+            )
     if not netns_exists(netns):
         run(["ip", "netns", "add", netns], timeout=15)
     if not link_exists(veth_host):
