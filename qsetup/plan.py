@@ -19,6 +19,7 @@ from qsetup.loader import LoadedInventory
 from qsetup.render import Artifact, celery_bin, code_dir, needs_venv, venv_dir
 
 PARTS = ("broker", "workers", "beat", "flower")
+DPKG_INFO = "/var/lib/dpkg/info"
 ADMIN_USER = "qsetup-admin"
 ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
 
@@ -340,8 +341,17 @@ def build_ansible_inventory(
                 "qsetup_is_broker": plan.broker,
                 "qsetup_flower_port": plan.flower_port,
                 "qsetup_flower_address": plan.flower_address,
-                "qsetup_find_paths": sorted({str(PurePosixPath(w).parent) for w in watched}),
-                "qsetup_find_patterns": sorted({PurePosixPath(w).name for w in watched}),
+                "qsetup_find_paths": sorted(
+                    {str(PurePosixPath(w).parent) for w in watched}
+                    | ({DPKG_INFO} if plan.apt else set())
+                ),
+                # dpkg keeps <package>.list (or <package>:<arch>.list) for each
+                # installed package: apt runs only when one is missing.
+                "qsetup_find_patterns": sorted(
+                    {PurePosixPath(w).name for w in watched}
+                    | {f"{p}.list" for p in plan.apt}
+                    | {f"{p}:*.list" for p in plan.apt}
+                ),
             }
         )
         hosts[name] = hv
