@@ -111,11 +111,19 @@ def _up(names_arg: list[str], inventory: Path, env: Mapping[str, str]) -> Sandbo
 
 @pytest.fixture(scope="session")
 def sandbox_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHosts]:
-    """Three running sandbox hosts (qs1..qs3) and their inventory; always torn down."""
+    """Three running sandbox hosts (qs1..qs3) and their inventory; always torn down.
+
+    ``QSETUP_TEST_HOST_NAMES`` (comma-separated, e.g. ``da1,da2,da3``) names the hosts
+    instead, so a second sandbox (own ``QSETUP_SANDBOX_DIR``, subnet and bridge) can run
+    beside one that already uses qs1..qs3.
+    """
     require_sandbox_machine()
     inventory = tmp_path_factory.mktemp("sandbox") / "inventory.yml"
+    names = os.environ.get("QSETUP_TEST_HOST_NAMES", "").strip()
+    # An exported QSETUP_SANDBOX_DIR moves the SSH key too.
+    env = {k: v for k, v in os.environ.items() if k == "QSETUP_SANDBOX_DIR"}
     try:
-        yield _up(["--hosts", "3"], inventory, {})
+        yield _up(["--names", names] if names else ["--hosts", "3"], inventory, env)
     finally:
         qsetup("sandbox", "down", timeout=120)
 
