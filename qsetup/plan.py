@@ -16,7 +16,7 @@ from typing import Any
 
 from qsetup.inventory import Inventory, group_broker_user, group_vhost
 from qsetup.loader import LoadedInventory
-from qsetup.render import Artifact, celery_bin, code_dir, needs_venv, venv_dir
+from qsetup.render import Artifact, celery_command, code_dir, needs_venv, venv_dir
 
 PARTS = ("broker", "workers", "beat", "flower")
 DPKG_INFO = "/var/lib/dpkg/info"
@@ -227,7 +227,7 @@ def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
                         "vhost": group_vhost(inv, group),
                         # What `celery inspect ping` prints for this node, up to the '@'.
                         "ping_prefix": node.split("@", 1)[0] + "@",
-                        "celery_bin": celery_bin(inv, group),
+                        "celery_argv": celery_command(inv, group).split(),
                         "env_file": f"/etc/qsetup/worker-{group.name}.env",
                         "user": group.user,
                     }

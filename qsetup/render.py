@@ -72,10 +72,22 @@ def needs_venv(inv: Inventory, group: WorkerGroup) -> bool:
 
 
 def celery_bin(inv: Inventory, group: WorkerGroup) -> str:
-    """The celery executable a group runs."""
-    if needs_venv(inv, group):
+    """The celery executable of the Celery a group uses (Debian's for apt groups)."""
+    if group.install == "pip":
         return str(venv_dir(group.name) / "bin" / "celery")
     return "/usr/bin/celery"
+
+
+def celery_command(inv: Inventory, group: WorkerGroup) -> str:
+    """The command a group's units run as ``celery``.
+
+    An apt group whose app needs more packages runs Debian's Celery from a virtualenv
+    with the system's site-packages: ``python -m celery`` there sees both, and pip
+    installs no celery script into that virtualenv.
+    """
+    if group.install == "apt" and needs_venv(inv, group):
+        return f"{venv_dir(group.name) / 'bin' / 'python'} -m celery"
+    return celery_bin(inv, group)
 
 
 def broker_url(inv: Inventory, secrets: Secrets, user_name: str, vhost: str) -> str:
@@ -217,7 +229,7 @@ class _Renderer:
                     worker=group,
                     env_file=env_file,
                     code_dir=code_dir(self.inv),
-                    celery_bin=celery_bin(self.inv, group),
+                    celery_bin=celery_command(self.inv, group),
                     node_name=_systemd_escape(group.node_pattern),
                     state_dir=state_dir,
                     stop_timeout=stop_timeout,
@@ -247,7 +259,9 @@ class _Renderer:
             return
         on_host = [g for g in self.inv.workers if beat.host in g.hosts]
         binary = (
-            celery_bin(self.inv, on_host[0]) if on_host else str(venv_dir("beat") / "bin/celery")
+            celery_command(self.inv, on_host[0])
+            if on_host
+            else str(venv_dir("beat") / "bin/celery")
         )
         user = app_broker_user(self.inv)
         url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost)

