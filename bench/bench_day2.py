@@ -78,11 +78,39 @@ def celery_client(inventory: Path) -> Iterator[Any]:
 @dataclass
 class Completion:
     sent: float  # wall clock
-    done: float | None  # wall clock (the worker's date_done), None when lost
+    done: float | None  # wall clock (the worker's log line), None when lost
     host: str | None
 
 
-def stream(capp: Any, until: subprocess.Popen[str] | float) -> tuple[list[Completion], float]:
+def worker_log(inventory: Path, since: float) -> dict[str, tuple[str, float]]:
+    """task id -> (host, when) for every ``where`` the workers logged as succeeded.
+
+    The workers' logs are the clock: rpc results from the apt group's Celery carry no
+    ``date_done``; the sandbox hosts share this machine's clock.
+    """
+    from qsetup.loader import load_inventory
+
+    inv = load_inventory(inventory).inventory
+    seen: dict[str, tuple[str, float]] = {}
+    for host in sorted({h for g in inv.workers for h in g.hosts}):
+        out = subprocess.run(
+            ["ssh", "-i", str(inv.ssh.key), "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+             f"root@{inv.hosts[host].address}",
+             f"journalctl -u 'qsetup-worker-*' --since=@{int(since) - 1} --no-pager "
+             "-o short-unix --grep='proj.tasks.where.*succeeded'"],
+            capture_output=True, text=True, timeout=120, check=False,
+        ).stdout  # fmt: skip
+        for line in out.splitlines():
+            if "proj.tasks.where[" in line:
+                task_id = line.split("proj.tasks.where[", 1)[1].split("]", 1)[0]
+                seen[task_id] = (host, float(line.split()[0]))
+    return seen
+
+
+def stream(
+    capp: Any, inventory: Path, until: subprocess.Popen[str] | float
+) -> tuple[list[Completion], float]:
     """Send ``where`` at RATE/s until the process exits (2 s before and after) or for
     ``until`` seconds; return each task's completion and the longest pause in sending."""
     pending: list[tuple[Any, float]] = []
@@ -103,11 +131,15 @@ def stream(capp: Any, until: subprocess.Popen[str] | float) -> tuple[list[Comple
     out = []
     for res, sent in pending:
         try:
-            host = str(res.get(timeout=120))
-            done = res.date_done.timestamp() if res.date_done else None
+            res.get(timeout=120)
         except Exception:  # noqa: BLE001 - a lost task
-            host, done = None, None
-        out.append(Completion(sent, done, host))
+            out.append(Completion(sent, None, None))
+        else:
+            out.append(Completion(sent, 0.0, None))
+    logged = worker_log(inventory, pending[0][1])
+    for c, (res, _) in zip(out, pending, strict=True):
+        if c.done is not None and res.id in logged:
+            c.host, c.done = logged[res.id]
     return out, send_gap
 
 
@@ -146,7 +178,7 @@ def main() -> None:
         print(f"first deploy on 3 fresh hosts: {seconds:.1f} s")
 
         with celery_client(inventory) as capp:
-            idle, _ = stream(capp, 10.0)
+            idle, _ = stream(capp, inventory, 10.0)
             print(f"noise floor (10 s stream, nothing happening): longest gap "
                   f"{gaps(idle)[0]:.2f} s, per host {fmt(host_pauses(idle))}")  # fmt: skip
             for n in range(args.repeat):
@@ -155,7 +187,7 @@ def main() -> None:
                     [*QSETUP, "restart", "--inventory", str(inventory), "--role", "workers"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 )  # fmt: skip
-                done, send_gap = stream(capp, proc)
+                done, send_gap = stream(capp, inventory, proc)
                 wall = time.monotonic() - started
                 err = proc.communicate()[1]
                 lost = sum(c.done is None for c in done)
