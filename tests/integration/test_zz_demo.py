@@ -14,6 +14,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_deploys_and_prints_the_task_result(sandbox_hosts: Any, tmp_path: Path) -> None:
+    # Earlier modules power hosts off and reboot them; the demo starts from nothing,
+    # as on a fresh machine (the session fixture's teardown still runs `down`).
+    down = CliRunner().invoke(app, ["sandbox", "down"])
+    assert down.exit_code == 0, down.output
     workdir = tmp_path / "qsetup-demo"
     result = CliRunner().invoke(app, ["demo", "--dir", str(workdir)])
     assert result.exit_code == 0, result.output
