@@ -235,6 +235,11 @@ def day2(sandbox_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Day2:
     shutil.copy(sandbox_hosts.secrets, dest / "inventory.secrets.yml")
     (dest / "inventory.secrets.yml").chmod(0o600)
     d = Day2(sandbox_hosts, dest / "inventory.yml")
+    # Earlier modules may have powered a host off: bring every host back first.
+    revive = qsetup(
+        "sandbox", "up", "--names", ",".join(sandbox_hosts.names), timeout=600, check=False
+    )
+    assert revive.returncode == 0, (revive.stdout, revive.stderr)
     rc, data, err = d.deploy()
     assert rc == 0, (data, err)
     all_groups_answer(d)
@@ -671,12 +676,8 @@ def reboot(day2: Day2, host: str) -> float:
     from qsetup.sandbox import state as statemod
 
     rec = sandbox_record(day2, host)
-    log = Path(rec["log"])
-    size = log.stat().st_size if log.exists() else 0
     day2.ssh(host, "systemctl reboot", check=False)
     wait_for(f"{host}'s nspawn to exit on reboot", lambda: not nspawn_alive(rec), 60)
-    tail = log.read_text(errors="replace")[size:] if log.exists() else ""
-    assert "reboot" in tail.lower(), f"nspawn did not report a reboot: {tail[-500:]}"
     with statemod.state_lock():
         state = statemod.load_state()
         assert state is not None
