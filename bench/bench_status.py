@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from qsetup.sandbox.host import ssh_args
+
 QSETUP = [sys.executable, "-m", "qsetup"]
 ENV = {
     "QSETUP_SANDBOX_DIR": "/var/lib/qsetup/sandbox-bench-status",
@@ -58,26 +60,7 @@ def run(*args: str, timeout: float = 3600, ok: tuple[int, ...] = (0,)) -> str:
 def ssh_floor(key: Path, addresses: list[str]) -> float:
     """Wall time of ``ssh host true`` on every host at once."""
     started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [
-                "ssh",
-                "-i",
-                str(key),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "BatchMode=yes",
-                f"root@{a}",
-                "true",
-            ]
-        )  # fmt: skip
-        for a in addresses
-    ]
+    procs = [subprocess.Popen([*ssh_args(key, a), "true"]) for a in addresses]
     codes = [p.wait(timeout=60) for p in procs]
     if any(codes):
         raise SystemExit(f"ssh floor: exit codes {codes}")

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from qsetup.cli import app
 from qsetup.loader import LoadedInventory, load_inventory
 from qsetup.roundtrip import send_task
+from qsetup.sandbox.host import ssh_args
 
 pytestmark = pytest.mark.integration
 
@@ -38,21 +39,7 @@ class Deployed:
 
     def ssh(self, host: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [
-                "ssh",
-                "-i",
-                str(self.key),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "BatchMode=yes",
-                f"root@{self.address(host)}",
-                command,
-            ],
+            [*ssh_args(self.key, self.address(host)), command],
             capture_output=True,
             text=True,
             timeout=timeout,
