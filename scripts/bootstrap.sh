@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Install what qsetup needs on a Debian machine (as root) into a virtualenv.
-#   bash scripts/bootstrap.sh [--test]
+#   bash scripts/bootstrap.sh
 # Debian packages: the sandbox's (debootstrap, systemd-container, tinyproxy, iproute2,
-# openssh-client) and python3-venv. Python packages: qsetup and, with --test, its test tools.
+# openssh-client) and python3-venv. Python packages: qsetup exactly as a user installs it
+# (`pip install .`, no extras); the test tools live in another virtualenv (scripts/test.sh).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${QSETUP_VENV:-/var/cache/qsetup/venv}"
-extras=""
-[[ "${1:-}" == "--test" ]] && extras="[test]"
 
 debs=(debootstrap systemd-container tinyproxy iproute2 openssh-client ca-certificates)
 python3 -c 'import venv, ensurepip' 2>/dev/null || debs+=(python3-venv)
@@ -32,5 +31,6 @@ if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install -q "${here}${extras}"
+# A local directory is always rebuilt and reinstalled, so the venv holds this checkout.
+"$venv/bin/python" -m pip install -q "$here"
 echo "qsetup: installed in $venv ($("$venv/bin/qsetup" --version))" >&2

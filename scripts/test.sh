@@ -10,10 +10,19 @@ venv="${QSETUP_VENV:-/var/cache/qsetup/venv}"
 tier="${1:-all}"
 cd "$here"
 
-bash scripts/bootstrap.sh --test
-# The tests run against this checkout (editable), not a copy of it.
-"$venv/bin/python" -m pip install -q --no-deps -e . >/dev/null
-export PATH="$venv/bin:$PATH"
+# qsetup as the README's first command installs it (`pip install .`, no extras): the
+# integration tier drives that installed `qsetup`, so a dependency missing from
+# [project.dependencies] fails here as it would for a user.
+bash scripts/bootstrap.sh
+export QSETUP_BIN="$venv/bin/qsetup"
+
+# Test tools (pytest, hypothesis, ruff, mypy, ...) in their own virtualenv, with this
+# checkout importable for the unit tier.
+test_venv="${QSETUP_TEST_VENV:-/var/cache/qsetup/test-venv}"
+[[ -x "$test_venv/bin/python" ]] || python3 -m venv "$test_venv"
+"$test_venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$test_venv/bin/python" -m pip install -q -e ".[test]"
+export PATH="$test_venv/bin:$PATH"
 
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy

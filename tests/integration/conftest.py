@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from harness import QSETUP, qsetup  # noqa: F401 - re-exported for the modules
 
-QSETUP = [sys.executable, "-m", "qsetup"]
 UP_TIMEOUT = 900  # a cold cache runs debootstrap first
 
 
@@ -44,29 +44,6 @@ def require_sandbox_machine() -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
-
-
-def qsetup(
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 300,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run the qsetup CLI as a user would; fail the test with its output on error."""
-    proc = subprocess.run(
-        [*QSETUP, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(
-            f"qsetup {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    return proc
 
 
 @dataclass(frozen=True)

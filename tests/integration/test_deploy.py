@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from typer.testing import CliRunner
+from harness import qsetup
 
-from qsetup.cli import app
 from qsetup.loader import LoadedInventory, load_inventory
 from qsetup.roundtrip import send_task
 from qsetup.sandbox.host import ssh_args
@@ -70,15 +69,17 @@ def _prepare_inventory(src: Path, dest_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def deployed(sandbox_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
     inv = _prepare_inventory(Path(sandbox_hosts.inventory), tmp_path_factory.mktemp("deploy"))
-    runner = CliRunner()
-    first = runner.invoke(app, ["deploy", "--inventory", str(inv), "--json"])
-    assert first.exit_code == 0, first.output
-    second = runner.invoke(app, ["deploy", "--inventory", str(inv), "--json"])
-    assert second.exit_code == 0, second.output
+    first = qsetup("deploy", "--inventory", str(inv), "--json", timeout=900)
+    second = qsetup("deploy", "--inventory", str(inv), "--json", timeout=900)
     loaded = load_inventory(inv)
     key = Path(str(loaded.inventory.ssh.key))
     return Deployed(
-        inv, loaded, json.loads(first.stdout), first.output, json.loads(second.stdout), key
+        inv,
+        loaded,
+        json.loads(first.stdout),
+        first.stdout + first.stderr,
+        json.loads(second.stdout),
+        key,
     )
 
 
@@ -206,14 +207,12 @@ def test_check_mode_shows_a_unit_change_and_changes_nothing(deployed: Deployed) 
     before = deployed.ssh(host, f"cat {unit}").stdout
     try:
         inv_file.write_text(yaml.safe_dump(data, sort_keys=False))
-        result = CliRunner().invoke(
-            app, ["deploy", "--inventory", str(inv_file), "--check", "--diff"]
-        )
+        result = qsetup("deploy", "--inventory", str(inv_file), "--check", "--diff", timeout=600)
     finally:
         inv_file.write_text(original)
-    assert result.exit_code == 0, result.output
-    assert "+    --concurrency=3" in result.output
-    assert CANARY not in result.output
+    output = result.stdout + result.stderr
+    assert "+    --concurrency=3" in output
+    assert CANARY not in output
     assert deployed.ssh(host, f"cat {unit}").stdout == before
 
 
@@ -223,8 +222,7 @@ def test_a_changed_password_is_applied_without_deleting_the_user(deployed: Deplo
     values = yaml.safe_load(sec_file.read_text())
     values[f"rabbitmq-user-{inv.app.broker_user}"] = "Rotated" + pyrandom.token_hex(10)
     sec_file.write_text(yaml.safe_dump(values))
-    result = CliRunner().invoke(app, ["deploy", "--inventory", str(deployed.inventory), "--json"])
-    assert result.exit_code == 0, result.output
+    qsetup("deploy", "--inventory", str(deployed.inventory), "--json", timeout=900)
     rotated = load_inventory(deployed.inventory)
     for _ in range(3):  # lands on either worker group
         assert send_task(rotated, "proj.tasks.add", (20, 22), timeout=60).result == 42

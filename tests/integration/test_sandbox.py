@@ -6,9 +6,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,27 +15,7 @@ import pytest
 if TYPE_CHECKING:
     from conftest import SandboxHosts
 
-QSETUP = [sys.executable, "-m", "qsetup"]
-
-
-def qsetup(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 300, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [*QSETUP, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(
-            f"qsetup {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    return proc
-
+from harness import QSETUP, qsetup
 
 pytestmark = pytest.mark.integration
 

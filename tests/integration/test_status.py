@@ -10,21 +10,17 @@ import json
 import secrets as pyrandom
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from harness import QSETUP, qsetup
 
-from qsetup.cli import app
 from qsetup.loader import LoadedInventory, load_inventory
 
 pytestmark = pytest.mark.integration
-
-QSETUP = [sys.executable, "-m", "qsetup"]
 
 
 @dataclass
@@ -65,8 +61,7 @@ def system(sandbox_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Syst
     shutil.copy(src, dest / "inventory.yml")
     shutil.copy(src.with_name(f"{src.stem}.secrets.yml"), dest / "inventory.secrets.yml")
     inv = dest / "inventory.yml"
-    result = CliRunner().invoke(app, ["deploy", "--inventory", str(inv), "--json"])
-    assert result.exit_code == 0, result.output
+    qsetup("deploy", "--inventory", str(inv), "--json", timeout=900)
     loaded = load_inventory(inv)
     sys_ = System(inv, loaded, Path(str(loaded.inventory.ssh.key)))
     # Another module's deploy (test_deploy adds a vhost and a user) leaves extras behind.

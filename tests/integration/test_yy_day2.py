@@ -19,7 +19,6 @@ import secrets as pyrandom
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,6 +29,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from harness import QSETUP
+from harness import qsetup as run_qsetup
 
 from qsetup.loader import LoadedInventory, load_inventory
 from qsetup.render import broker_url, code_dir
@@ -39,19 +40,13 @@ pytestmark = pytest.mark.integration
 RESTART_SEC = 5  # templates/celery/worker.service.j2
 START_LIMIT_BURST = 10
 DEPLOY_TIMEOUT = 900
-QSETUP = [sys.executable, "-m", "qsetup"]
 
 
 def qsetup(
     *args: str, timeout: float = 300, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would (the sandbox settings come from the environment)."""
-    proc = subprocess.run(
-        [*QSETUP, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"qsetup {' '.join(args)} exited {proc.returncode}: {proc.stdout}{proc.stderr}")
-    return proc
+    """Run the installed CLI as a user would (sandbox settings come from the environment)."""
+    return run_qsetup(*args, timeout=timeout, check=check)
 
 
 # --- helpers ----------------------------------------------------------------------
