@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -24,8 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from qsetup.ansible_data import dump_inventory, dump_vars_file
 from qsetup.errors import DeployError
 from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
@@ -381,15 +379,21 @@ def _run_playbook(
         secrets_file = scratch / "secrets.yml"
         fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(
-                {"qsetup_secret_values": _secret_values(loaded), "qsetup_file_sums": sums}, fh
+            fh.write(
+                dump_vars_file(
+                    {"qsetup_secret_values": _secret_values(loaded), "qsetup_file_sums": sums}
+                )
             )
         (scratch / "tmp").mkdir(mode=0o700)
         (scratch / "cp").mkdir(mode=0o700)
 
-        ansible_inventory = build_ansible_inventory(inv, artifacts, options.tags or PARTS)
-        inv_file = run_dir / "inventory.json"
-        inv_file.write_text(json.dumps(ansible_inventory, indent=2), encoding="utf-8")
+        ansible_inventory = build_ansible_inventory(
+            inv, artifacts, options.tags or PARTS, loaded.path
+        )
+        # YAML, not JSON: only YAML carries the !unsafe tag that keeps values from being
+        # evaluated as templates.
+        inv_file = run_dir / "inventory.yml"
+        inv_file.write_text(dump_inventory(ansible_inventory), encoding="utf-8")
         inv_file.chmod(0o600)
 
         cmdline = []
