@@ -11,15 +11,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from qsetup.desired import (
+    CELERY_APT_MARK,
+    RELEASES,
+    SshEndpoint,
+    apt_packages_by_release,
+    ssh_endpoints,
+)
 from qsetup.inventory import Inventory, group_broker_user, group_vhost
 from qsetup.loader import LoadedInventory
 from qsetup.render import Artifact, celery_command, code_dir, needs_venv, venv_dir
 
 PARTS = ("broker", "workers", "beat", "flower")
-DPKG_INFO = "/var/lib/dpkg/info"
 ADMIN_USER = "qsetup-admin"
 ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
 
@@ -55,19 +61,16 @@ def broker_admin_password(loaded: LoadedInventory) -> str:
     return hashlib.sha256(f"qsetup-admin:{seed}".encode()).hexdigest()[:32]
 
 
-def _ssh_vars(inv: Inventory, name: str) -> dict[str, Any]:
-    host = inv.hosts[name]
-    become = host.become if host.become is not None else inv.ssh.become
+def _ssh_vars(endpoint: SshEndpoint) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "ansible_host": host.address,
-        "ansible_port": host.ssh_port or inv.ssh.port,
-        "ansible_user": host.ssh_user or inv.ssh.user,
-        "ansible_become": bool(become),
+        "ansible_host": endpoint.address,
+        "ansible_port": endpoint.port,
+        "ansible_user": endpoint.user,
+        "ansible_become": endpoint.become,
         "ansible_python_interpreter": "/usr/bin/python3",
     }
-    key = host.ssh_key or inv.ssh.key
-    if key:
-        out["ansible_ssh_private_key_file"] = key
+    if endpoint.key is not None:
+        out["ansible_ssh_private_key_file"] = str(endpoint.key)
     return out
 
 
@@ -208,7 +211,7 @@ def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
             plan.groups.add(group.group)
             plan.users[group.user] = group.group
             if group.install == "apt":
-                plan.apt.add("python-celery-common")
+                plan.apt.add(CELERY_APT_MARK)
             if venv:
                 plan.apt.update({"python3-venv", "python3-packaging"})
                 plan.venvs[group.name] = _venv(
@@ -248,7 +251,7 @@ def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
         if needs_venv(inv, on_host[0]):
             venv = on_host[0].name
         else:
-            plan.apt.add("python-celery-common")
+            plan.apt.add(CELERY_APT_MARK)
     else:
         venv = "beat"
         plan.apt.update({"python3-venv", "python3-packaging"})
@@ -289,7 +292,10 @@ def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
 
 
 def build_ansible_inventory(
-    inv: Inventory, artifacts: list[Artifact], parts: Iterable[str] = PARTS
+    inv: Inventory,
+    artifacts: list[Artifact],
+    parts: Iterable[str] = PARTS,
+    inventory_path: Path = Path("inventory.yml"),
 ) -> dict[str, Any]:
     """Build the Ansible inventory (hosts, groups, non-secret variables) for the selected parts."""
     selected = set(parts)
@@ -314,6 +320,7 @@ def build_ansible_inventory(
             }
 
     roles = {_ROLE_OF_PART[p] for p in selected}
+    endpoints = ssh_endpoints(inv, inventory_path)
     hosts: dict[str, Any] = {}
     for name, plan in plans.items():
         arts = [a for a in artifacts if a.host == name and a.role in roles]
@@ -326,10 +333,10 @@ def build_ansible_inventory(
         watched += [v["marker"] for v in plan.venvs.values()]
         if plan.ship_code:
             watched += [f"{code_dir(inv)}.tar", str(code_dir(inv))]
-        hv = _ssh_vars(inv, name)
+        hv = _ssh_vars(endpoints[name])
         hv.update(
             {
-                "qsetup_apt_packages": sorted(plan.apt),
+                "qsetup_apt_packages": apt_packages_by_release(plan.apt),
                 "qsetup_os_groups": sorted(plan.groups),
                 "qsetup_os_users": [{"user": u, "group": g} for u, g in sorted(plan.users.items())],
                 "qsetup_dirs": sorted(plan.dirs.values(), key=lambda d: d["path"]),
@@ -341,17 +348,8 @@ def build_ansible_inventory(
                 "qsetup_is_broker": plan.broker,
                 "qsetup_flower_port": plan.flower_port,
                 "qsetup_flower_address": plan.flower_address,
-                "qsetup_find_paths": sorted(
-                    {str(PurePosixPath(w).parent) for w in watched}
-                    | ({DPKG_INFO} if plan.apt else set())
-                ),
-                # dpkg keeps <package>.list (or <package>:<arch>.list) for each
-                # installed package: apt runs only when one is missing.
-                "qsetup_find_patterns": sorted(
-                    {PurePosixPath(w).name for w in watched}
-                    | {f"{p}.list" for p in plan.apt}
-                    | {f"{p}:*.list" for p in plan.apt}
-                ),
+                "qsetup_find_paths": sorted({str(PurePosixPath(w).parent) for w in watched}),
+                "qsetup_find_patterns": sorted({PurePosixPath(w).name for w in watched}),
             }
         )
         hosts[name] = hv
@@ -361,6 +359,7 @@ def build_ansible_inventory(
             "hosts": hosts,
             "vars": {
                 "qsetup_app_name": inv.app.name,
+                "qsetup_releases": dict(RELEASES),
                 "qsetup_code_dir": str(code_dir(inv)),
                 "qsetup_broker": _broker_vars(inv),
             },

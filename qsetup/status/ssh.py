@@ -10,12 +10,12 @@ import errno
 import logging
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qsetup.desired import SshEndpoint, ssh_endpoints
 from qsetup.errors import QsetupError
-from qsetup.inventory import Inventory, resolve_relative
+from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
 from qsetup.status.hosts import MARK, Outcome, assemble_hosts, build_script
 from qsetup.status.model import HostStatus
@@ -25,33 +25,12 @@ from qsetup.status.model import HostStatus
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
-@dataclass(frozen=True)
-class SshTarget:
-    """How to reach one inventory host."""
-
-    name: str
-    address: str
-    port: int
-    user: str
-    key: Path | None
+SshTarget = SshEndpoint
 
 
 def ssh_targets(loaded: LoadedInventory) -> list[SshTarget]:
-    """Each host's address, port, user and key (host settings override ``ssh``)."""
-    inv = loaded.inventory
-    out = []
-    for name, host in inv.hosts.items():
-        key = host.ssh_key or inv.ssh.key
-        out.append(
-            SshTarget(
-                name=name,
-                address=host.address,
-                port=host.ssh_port or inv.ssh.port,
-                user=host.ssh_user or inv.ssh.user,
-                key=resolve_relative(loaded.path, key) if key else None,
-            )
-        )
-    return out
+    """Each host's address, port, user and key, as deploy reaches it too."""
+    return list(ssh_endpoints(loaded.inventory, loaded.path).values())
 
 
 def describe_ssh_error(exc: BaseException, timeout: float) -> str:

@@ -1,0 +1,143 @@
+#!/usr/bin/python
+"""Ansible module: read what a deploy must know about a host before changing it.
+
+One round trip per host: the Debian release (``/etc/os-release``), the hostname the
+host reports (what Celery's ``%h`` becomes), which of the packages the plan needs are
+installed (``dpkg-query``), and, for the missing ones, whether apt can install them
+(``apt-cache policy``; the package lists are refreshed first when older than a day).
+It changes nothing that a service reads: at most apt's package lists.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: qsetup_host_facts
+short_description: Read a host's release, hostname and package state for qsetup's preflight
+options:
+  packages:
+    description: Debian packages the plan needs, per release codename.
+    type: dict
+    required: true
+  releases:
+    description: Supported release codenames mapped to a human name.
+    type: dict
+    required: true
+"""
+
+LISTS_MAX_AGE = 86400
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """Parse ``/etc/os-release`` (KEY=VALUE lines, values optionally quoted)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.startswith("#"):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+def parse_dpkg_installed(text: str) -> set[str]:
+    """Package names that ``dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n'`` shows installed."""
+    installed = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith("ii"):
+            installed.add(parts[-1].split(":")[0])
+    return installed
+
+
+def parse_apt_candidates(text: str) -> set[str]:
+    """Package names that ``apt-cache policy`` shows with an installable candidate."""
+    available = set()
+    current = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            current = line.rstrip()[:-1].split(":")[0]
+        elif current and line.strip().startswith("Candidate:"):
+            if line.split(":", 1)[1].strip() not in ("", "(none)"):
+                available.add(current)
+    return available
+
+
+def _lists_age() -> float:
+    lists = "/var/lib/apt/lists"
+    try:
+        stamps = [
+            os.stat(os.path.join(lists, n)).st_mtime
+            for n in os.listdir(lists)
+            if n.endswith("Packages") or n.endswith("Packages.lz4") or "_Packages" in n
+        ]
+    except OSError:
+        return float("inf")
+    return time.time() - max(stamps) if stamps else float("inf")
+
+
+def main() -> None:
+    """Run the module."""
+    module = AnsibleModule(
+        argument_spec={
+            "packages": {"type": "dict", "required": True},
+            "releases": {"type": "dict", "required": True},
+        },
+        supports_check_mode=True,
+    )
+    result: dict[str, Any] = {"changed": False, "problems": []}
+    try:
+        with open("/etc/os-release", encoding="utf-8") as fh:
+            os_release = parse_os_release(fh.read())
+    except OSError as exc:
+        os_release = {}
+        result["problems"].append(f"cannot read /etc/os-release ({exc.strerror})")
+    with open("/proc/sys/kernel/hostname", encoding="utf-8") as fh:
+        result["hostname"] = fh.read().strip()
+    release = os_release.get("VERSION_CODENAME", "")
+    result["release"] = release
+    result["pretty_name"] = os_release.get("PRETTY_NAME", release or "an unknown system")
+    releases: dict[str, str] = module.params["releases"]
+    if os_release.get("ID") != "debian" or release not in releases:
+        result["problems"].append(
+            f"runs {result['pretty_name']}; qsetup supports {' and '.join(releases.values())}"
+        )
+        result["packages"] = []
+        result["installed"] = []
+        module.exit_json(**result)
+    wanted = sorted(set(module.params["packages"].get(release) or []))
+    result["packages"] = wanted
+    installed: set[str] = set()
+    if wanted:
+        _rc, out, _err = module.run_command(
+            ["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Package}\\n", *wanted]
+        )
+        installed = parse_dpkg_installed(out)
+    result["installed"] = sorted(installed)
+    missing = [p for p in wanted if p not in installed]
+    if missing:
+        if _lists_age() > LISTS_MAX_AGE:
+            rc, _out, err = module.run_command(["apt-get", "update", "-q"])
+            if rc != 0:
+                last = (err.strip().splitlines() or ["apt-get update failed"])[-1]
+                result["problems"].append(f"apt-get update failed: {last}")
+        _rc, out, _err = module.run_command(["apt-cache", "policy", *missing])
+        available = parse_apt_candidates(out)
+        for name in missing:
+            if name not in available:
+                result["problems"].append(
+                    f"Debian package '{name}' is not available on {result['pretty_name']}"
+                    " (apt-cache policy shows no candidate)"
+                )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
