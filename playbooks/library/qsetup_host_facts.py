@@ -107,7 +107,8 @@ def main() -> None:
     releases: dict[str, str] = module.params["releases"]
     if os_release.get("ID") != "debian" or release not in releases:
         result["problems"].append(
-            f"runs {result['pretty_name']}; qsetup supports {' and '.join(releases.values())}"
+            f"runs {result['pretty_name']} (release '{release or 'unknown'}'); "
+            f"qsetup supports {' and '.join(releases.values())}"
         )
         result["packages"] = []
         result["installed"] = []
