@@ -6,10 +6,26 @@ read these values; none of them works the same facts out again.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from qsetup.inventory import Inventory, resolve_relative
+from qsetup.inventory import (
+    Inventory,
+    WorkerGroup,
+    group_broker_user,
+    group_vhost,
+    resolve_relative,
+)
+
+OPT = PurePosixPath("/opt/qsetup")
+ETC = PurePosixPath("/etc/qsetup")
+UNIT_DIR = PurePosixPath("/etc/systemd/system")
+BROKER_UNIT = "rabbitmq-server.service"
+BEAT_UNIT = "qsetup-beat.service"
+FLOWER_UNIT = "qsetup-flower.service"
+UNIT_PREFIX = "qsetup-"
+"""Every unit qsetup installs is named qsetup-*; status reports others' as not ours."""
 
 
 @dataclass(frozen=True)
@@ -66,3 +82,170 @@ def apt_packages_by_release(packages: set[str]) -> dict[str, list[str]]:
             names.update(_CELERY_APT[release])
         out[release] = sorted(names)
     return out
+
+
+# --- services -------------------------------------------------------------------------
+
+
+def code_dir(inv: Inventory) -> PurePosixPath:
+    """Where the app's code lives on worker and beat hosts."""
+    return OPT / "apps" / inv.app.name
+
+
+def venv_dir(name: str) -> PurePosixPath:
+    """Where a worker group's (or beat's, or Flower's) virtualenv lives."""
+    return OPT / "venvs" / name
+
+
+def needs_venv(inv: Inventory, group: WorkerGroup) -> bool:
+    """True when a group runs from a virtualenv (pip, or apt plus extra requirements)."""
+    return (
+        group.install == "pip"
+        or bool(inv.app.requirements)
+        or inv.app.source.requirement is not None
+    )
+
+
+def celery_argv(inv: Inventory, group: WorkerGroup) -> tuple[str, ...]:
+    """The command a group's units run as ``celery``.
+
+    An apt group whose app needs more packages runs Debian's Celery from a virtualenv
+    with the system's site-packages: ``python -m celery`` there sees both, and pip
+    installs no celery script into that virtualenv.
+    """
+    if group.install == "pip":
+        return (str(venv_dir(group.name) / "bin" / "celery"),)
+    if needs_venv(inv, group):
+        return (str(venv_dir(group.name) / "bin" / "python"), "-m", "celery")
+    return ("/usr/bin/celery",)
+
+
+_FORMAT_RE = re.compile(r"%([%\w])")
+
+
+def expand_node_name(pattern: str, instance: int, hostname: str) -> str:
+    """The node name a worker gets from its ``-n`` pattern, as systemd and Celery expand it.
+
+    systemd replaces ``%i`` with the instance; Celery then adds ``celery@`` to a name
+    without ``@`` (the name becomes the host part) and expands ``%h`` (the host's full
+    name), ``%n`` (its first label), ``%d`` (its domain) and ``%%``; other ``%x`` stay.
+    """
+    name = pattern.replace("%i", str(instance))
+    if "@" not in name:
+        name = f"celery@{name}"
+    short, _, domain = hostname.partition(".")
+    keys = {"h": hostname, "n": short, "d": domain, "%": "%"}
+    return _FORMAT_RE.sub(lambda m: keys.get(m.group(1), m.group(0)), name)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One systemd unit qsetup runs on one host, with everything that identifies it."""
+
+    host: str
+    name: str
+    """The unit as systemctl knows it, e.g. ``qsetup-worker-orders@2.service``."""
+    role: str
+    """broker, worker, beat or flower."""
+    unit_file: str
+    """The unit file it comes from (a template for workers), under /etc/systemd/system."""
+    group: str | None = None
+    instance: int | None = None
+    node_pattern: str | None = None
+    """Workers: the ``-n`` pattern with ``%i`` filled in; :func:`node_name` expands it."""
+    env_file: str | None = None
+    user: str | None = None
+    celery_argv: tuple[str, ...] = ()
+    venv: str | None = None
+    """The virtualenv (by name) whose change restarts this unit."""
+    code: bool = False
+    """True when the unit runs the app's code (a code change restarts it)."""
+    runtime_prefix: str | None = None
+    """Where the unit's Python packages live (``/usr`` or a virtualenv), for versions."""
+    broker_user: str | None = None
+    vhost: str | None = None
+
+    def node_name(self, hostname: str) -> str:
+        """The exact Celery node name on a host that reports ``hostname``."""
+        assert self.node_pattern is not None, self.name
+        return expand_node_name(self.node_pattern, 1, hostname)
+
+
+def worker_unit(group_name: str, instance: int) -> str:
+    """The unit name of one worker instance, e.g. ``qsetup-worker-orders@2.service``."""
+    return f"qsetup-worker-{group_name}@{instance}.service"
+
+
+def beat_runtime(inv: Inventory) -> tuple[tuple[str, ...], str | None]:
+    """The celery command beat runs and the virtualenv it uses (None: Debian's)."""
+    assert inv.beat is not None
+    on_host = [g for g in inv.workers if inv.beat.host in g.hosts]
+    if on_host:
+        group = on_host[0]
+        return celery_argv(inv, group), (group.name if needs_venv(inv, group) else None)
+    return (str(venv_dir("beat") / "bin" / "celery"),), "beat"
+
+
+def _prefix(argv: tuple[str, ...]) -> str:
+    return argv[0].rsplit("/bin/", 1)[0]
+
+
+def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
+    """Every unit the inventory puts on each host (every host listed, maybe with none)."""
+    units: dict[str, list[Unit]] = {name: [] for name in inv.hosts}
+    units[inv.broker.host].append(
+        Unit(inv.broker.host, BROKER_UNIT, "broker", BROKER_UNIT, runtime_prefix=None)
+    )
+    for group in inv.workers:
+        argv = celery_argv(inv, group)
+        for host in group.hosts:
+            for n in range(1, group.instances + 1):
+                units[host].append(
+                    Unit(
+                        host,
+                        worker_unit(group.name, n),
+                        "worker",
+                        group.unit_template,
+                        group=group.name,
+                        instance=n,
+                        node_pattern=group.node_pattern.replace("%i", str(n)),
+                        env_file=str(ETC / f"worker-{group.name}.env"),
+                        user=group.user,
+                        celery_argv=argv,
+                        venv=group.name if needs_venv(inv, group) else None,
+                        code=True,
+                        runtime_prefix=_prefix(argv),
+                        broker_user=group_broker_user(inv, group).name,
+                        vhost=group_vhost(inv, group),
+                    )
+                )
+    if inv.beat is not None:
+        argv, venv = beat_runtime(inv)
+        units[inv.beat.host].append(
+            Unit(
+                inv.beat.host,
+                BEAT_UNIT,
+                "beat",
+                BEAT_UNIT,
+                env_file=str(ETC / "beat.env"),
+                user=inv.beat.user,
+                celery_argv=argv,
+                venv=venv,
+                code=True,
+                runtime_prefix=_prefix(argv),
+            )
+        )
+    if inv.flower is not None:
+        units[inv.flower.host].append(
+            Unit(
+                inv.flower.host,
+                FLOWER_UNIT,
+                "flower",
+                FLOWER_UNIT,
+                env_file=str(ETC / "flower.env"),
+                user=inv.flower.user,
+                venv="flower",
+                runtime_prefix=str(venv_dir("flower")),
+            )
+        )
+    return {host: tuple(us) for host, us in units.items()}

@@ -18,12 +18,18 @@ from qsetup.desired import (
     CELERY_APT_MARK,
     RELEASES,
     SshEndpoint,
+    Unit,
     apt_packages_by_release,
+    beat_runtime,
+    code_dir,
+    needs_venv,
     ssh_endpoints,
+    units_by_host,
+    venv_dir,
 )
-from qsetup.inventory import Inventory, group_broker_user, group_vhost
+from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
-from qsetup.render import Artifact, celery_command, code_dir, needs_venv, venv_dir
+from qsetup.render import Artifact
 
 PARTS = ("broker", "workers", "beat", "flower")
 ADMIN_USER = "qsetup-admin"
@@ -202,6 +208,26 @@ def _venv(name: str, packages: list[str], site_packages: bool) -> dict[str, Any]
     }
 
 
+_PART_OF_ROLE = {"worker": "workers", "beat": "beat", "flower": "flower"}
+
+
+def _service(unit: Unit) -> dict[str, Any]:
+    """A unit as the playbooks loop over it (role named by deploy part)."""
+    return {
+        "unit": unit.name,
+        "role": _PART_OF_ROLE[unit.role],
+        "files_of": unit.unit_file,
+        "venv": unit.venv or "",
+        "code": unit.code,
+        # Workers: the exact node name is this pattern with the host's hostname filled in
+        # (qsetup_node_name); the gate waits for that node and no other.
+        "node_pattern": unit.node_pattern or "",
+        "celery_argv": list(unit.celery_argv),
+        "env_file": unit.env_file or "",
+        "user": unit.user or "",
+    }
+
+
 def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     for group in inv.workers:
         venv = needs_venv(inv, group)
@@ -217,24 +243,6 @@ def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
                 plan.venvs[group.name] = _venv(
                     group.name, pip_packages(inv, group.celery_version), group.install == "apt"
                 )
-            for n in range(1, group.instances + 1):
-                node = group.node_pattern.replace("%i", str(n))
-                plan.services.append(
-                    {
-                        "unit": group.unit_template.replace("@.service", f"@{n}.service"),
-                        "role": "workers",
-                        "files_of": group.unit_template,
-                        "venv": group.name if venv else "",
-                        "code": True,
-                        "broker_user": group_broker_user(inv, group).name,
-                        "vhost": group_vhost(inv, group),
-                        # What `celery inspect ping` prints for this node, up to the '@'.
-                        "ping_prefix": node.split("@", 1)[0] + "@",
-                        "celery_argv": celery_command(inv, group).split(),
-                        "env_file": f"/etc/qsetup/worker-{group.name}.env",
-                        "user": group.user,
-                    }
-                )
 
 
 def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
@@ -245,26 +253,12 @@ def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     plan.ship_code = True
     plan.groups.add(beat.group)
     plan.users[beat.user] = beat.group
-    on_host = [g for g in inv.workers if beat.host in g.hosts]
-    venv = ""
-    if on_host:
-        if needs_venv(inv, on_host[0]):
-            venv = on_host[0].name
-        else:
-            plan.apt.add(CELERY_APT_MARK)
-    else:
-        venv = "beat"
+    _argv, venv = beat_runtime(inv)
+    if venv == "beat":
         plan.apt.update({"python3-venv", "python3-packaging"})
         plan.venvs["beat"] = _venv("beat", pip_packages(inv, None), False)
-    plan.services.append(
-        {
-            "unit": "qsetup-beat.service",
-            "role": "beat",
-            "files_of": "qsetup-beat.service",
-            "venv": venv,
-            "code": True,
-        }
-    )
+    elif venv is None:
+        plan.apt.add(CELERY_APT_MARK)
 
 
 def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
@@ -277,14 +271,6 @@ def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     plan.apt.update({"python3-venv", "python3-packaging"})
     plan.venvs["flower"] = _venv(
         "flower", [f"flower{flower.version}" if flower.version else "flower>=2,<3"], False
-    )
-    plan.services.append(
-        {
-            "unit": "qsetup-flower.service",
-            "role": "flower",
-            "files_of": "qsetup-flower.service",
-            "venv": "flower",
-        }
     )
     plan.flower_port = flower.port
     if flower.listen_address not in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
@@ -308,6 +294,10 @@ def build_ansible_inventory(
         _plan_workers(inv, plans)
     if "beat" in selected:
         _plan_beat(inv, plans)
+    for host, units in units_by_host(inv).items():
+        plans[host].services = [
+            _service(u) for u in units if u.role != "broker" and _PART_OF_ROLE[u.role] in selected
+        ]
     if "flower" in selected:
         _plan_flower(inv, plans)
         if inv.flower is not None:

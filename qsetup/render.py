@@ -14,6 +14,14 @@ from urllib.parse import quote
 
 import jinja2
 
+from qsetup.desired import (
+    ETC,
+    UNIT_DIR,
+    beat_runtime,
+    celery_argv,
+    code_dir,
+    venv_dir,
+)
 from qsetup.errors import RenderError
 from qsetup.inventory import (
     Inventory,
@@ -24,10 +32,6 @@ from qsetup.inventory import (
 )
 from qsetup.resources import resource_dir
 from qsetup.secrets import Secrets
-
-OPT = PurePosixPath("/opt/qsetup")
-ETC = PurePosixPath("/etc/qsetup")
-UNIT_DIR = PurePosixPath("/etc/systemd/system")
 
 Role = Literal["broker", "worker", "beat", "flower"]
 
@@ -52,42 +56,9 @@ class Artifact:
         return f"Artifact(host={self.host!r}, path='{self.path}', mode={self.mode:o})"
 
 
-def code_dir(inv: Inventory) -> PurePosixPath:
-    """Where the app's code lives on worker and beat hosts."""
-    return OPT / "apps" / inv.app.name
-
-
-def venv_dir(name: str) -> PurePosixPath:
-    """Where a worker group's (or Flower's) virtualenv lives."""
-    return OPT / "venvs" / name
-
-
-def needs_venv(inv: Inventory, group: WorkerGroup) -> bool:
-    """True when a group runs from a virtualenv (pip, or apt plus extra requirements)."""
-    return (
-        group.install == "pip"
-        or bool(inv.app.requirements)
-        or inv.app.source.requirement is not None
-    )
-
-
-def celery_bin(inv: Inventory, group: WorkerGroup) -> str:
-    """The celery executable of the Celery a group uses (Debian's for apt groups)."""
-    if group.install == "pip":
-        return str(venv_dir(group.name) / "bin" / "celery")
-    return "/usr/bin/celery"
-
-
 def celery_command(inv: Inventory, group: WorkerGroup) -> str:
-    """The command a group's units run as ``celery``.
-
-    An apt group whose app needs more packages runs Debian's Celery from a virtualenv
-    with the system's site-packages: ``python -m celery`` there sees both, and pip
-    installs no celery script into that virtualenv.
-    """
-    if group.install == "apt" and needs_venv(inv, group):
-        return f"{venv_dir(group.name) / 'bin' / 'python'} -m celery"
-    return celery_bin(inv, group)
+    """The command a group's units run as ``celery`` (see :func:`qsetup.desired.celery_argv`)."""
+    return " ".join(celery_argv(inv, group))
 
 
 def broker_url(inv: Inventory, secrets: Secrets, user_name: str, vhost: str) -> str:
@@ -257,12 +228,7 @@ class _Renderer:
         beat = self.inv.beat
         if beat is None:
             return
-        on_host = [g for g in self.inv.workers if beat.host in g.hosts]
-        binary = (
-            celery_command(self.inv, on_host[0])
-            if on_host
-            else str(venv_dir("beat") / "bin/celery")
-        )
+        binary = " ".join(beat_runtime(self.inv)[0])
         user = app_broker_user(self.inv)
         url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost)
         env_file = ETC / "beat.env"

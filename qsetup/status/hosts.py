@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from qsetup.desired import units_by_host, venv_dir
 from qsetup.inventory import Inventory
-from qsetup.render import celery_bin, venv_dir
 from qsetup.status.model import HostStatus, UnitStatus
 
 BROKER_UNIT = "rabbitmq-server.service"
@@ -69,20 +69,14 @@ def host_roles(inv: Inventory) -> dict[str, tuple[str, ...]]:
 
 
 def celery_binaries(inv: Inventory) -> dict[str, list[str]]:
-    """The celery executables each host runs (worker groups and beat)."""
+    """The celery each host's units run, named ``<where its packages live>/bin/celery``."""
     out: dict[str, list[str]] = {name: [] for name in inv.hosts}
-    for group in inv.workers:
-        for host in group.hosts:
-            binary = celery_bin(inv, group)
-            if binary not in out[host]:
-                out[host].append(binary)
-    if inv.beat is not None:
-        on_host = [g for g in inv.workers if inv.beat.host in g.hosts]
-        binary = (
-            celery_bin(inv, on_host[0]) if on_host else str(venv_dir("beat") / "bin" / "celery")
-        )
-        if binary not in out[inv.beat.host]:
-            out[inv.beat.host].append(binary)
+    for host, units in units_by_host(inv).items():
+        for unit in units:
+            if unit.celery_argv and unit.runtime_prefix:
+                binary = f"{unit.runtime_prefix}/bin/celery"
+                if binary not in out[host]:
+                    out[host].append(binary)
     return out
 
 
