@@ -223,7 +223,7 @@ def test_assemble_hosts_marks_unreachable_and_keeps_only_this_hosts_units(full: 
     # orders@3 was not in the output: reported, not invented
     assert w1.units[2].load_state == "unknown"
     assert w1.units[3].load_state == "not-found"
-    assert w1.celery_versions == (("/usr/bin/celery", "unknown"),)
+    assert w1.celery_versions == (("/opt/qsetup/venvs/orders/bin/celery", "unknown"),)
 
 
 def test_host_problems_name_host_and_unit() -> None:
