@@ -173,6 +173,81 @@ def qsetup_units_to_restart(
     ]
 
 
+def qsetup_node_name(pattern: str, hostname: str) -> str:
+    """The exact Celery node name of a unit (``%i`` already filled) on a host."""
+    from qsetup.desired import expand_node_name
+
+    return expand_node_name(str(pattern), 1, str(hostname))
+
+
+def qsetup_ping_answered(stdout: str, node: str) -> bool:
+    """True when ``celery inspect ping`` output holds an OK answer from exactly ``node``."""
+    for line in str(stdout).splitlines():
+        text = line.strip()
+        if text.startswith("->"):
+            name, _, rest = text[2:].strip().partition(":")
+            if name.strip() == node and "OK" in rest:
+                return True
+    return False
+
+
+def qsetup_silent_units(ping: dict[str, Any] | None, hostname: str) -> list[dict[str, Any]]:
+    """The units whose exact node did not answer in a looped ping result."""
+    silent = []
+    for res in (ping or {}).get("results") or []:
+        if not isinstance(res, dict) or res.get("skipped") or "item" not in res:
+            continue
+        unit = res["item"]
+        node = qsetup_node_name(unit["node_pattern"], hostname)
+        if not qsetup_ping_answered(str(res.get("stdout", "")), node):
+            silent.append({**unit, "node": node})
+    return silent
+
+
+_SYSTEMD_NOISE = (
+    "Started ",
+    "Stopped ",
+    "Stopping ",
+    "Starting ",
+    "Failed to start ",
+    "Scheduled restart job",
+    "Start request repeated",
+    "Failed with result",
+    "Main process exited",
+    "Consumed ",
+    "Deactivated successfully",
+    "Failed to kill control group",
+)
+
+
+def _python_error(journal: str) -> list[str]:
+    """The last lines of a unit's journal that are not systemd's own (the Python error)."""
+    lines = [x.strip() for x in journal.splitlines() if x.strip()]
+    ours = [x for x in lines if not any(n in x for n in _SYSTEMD_NOISE)]
+    # The last traceback's file line and exception line say what broke.
+    for i in range(len(ours) - 1, -1, -1):
+        if ours[i].startswith("Traceback"):
+            tail = ours[i:]
+            files = [x for x in tail if x.startswith('File "')]
+            return [*files[-1:], *tail[-2:]] if files else tail[-3:]
+    return ours[-4:]
+
+
+def qsetup_journal_tail(journal: dict[str, Any] | None) -> list[str]:
+    """One line per silent unit: unit, node, and the last lines its journal holds."""
+    lines = []
+    for res in (journal or {}).get("results") or []:
+        if not isinstance(res, dict) or "item" not in res:
+            continue
+        unit = res["item"]
+        tail = _python_error(str(res.get("stdout", "")))
+        lines.append(
+            f"{unit['unit']} (node {unit['node']}) does not answer ping; its journal ends: "
+            + " | ".join(tail)
+        )
+    return lines
+
+
 class FilterModule:
     """Ansible's entry point for filter plugins."""
 
@@ -184,4 +259,8 @@ class FilterModule:
             "qsetup_stale_venvs": qsetup_stale_venvs,
             "qsetup_broker_drift": qsetup_broker_drift,
             "qsetup_units_to_restart": qsetup_units_to_restart,
+            "qsetup_node_name": qsetup_node_name,
+            "qsetup_ping_answered": qsetup_ping_answered,
+            "qsetup_silent_units": qsetup_silent_units,
+            "qsetup_journal_tail": qsetup_journal_tail,
         }
