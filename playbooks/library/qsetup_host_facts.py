@@ -10,8 +10,8 @@ It changes nothing that a service reads: at most apt's package lists.
 
 from __future__ import annotations
 
-import os
 import time
+from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -48,7 +48,7 @@ def parse_os_release(text: str) -> dict[str, str]:
 
 
 def parse_dpkg_installed(text: str) -> set[str]:
-    """Package names that ``dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n'`` shows installed."""
+    """Package names that dpkg-query shows installed (``${db:Status-Abbrev} ${Package}``)."""
     installed = set()
     for line in text.splitlines():
         parts = line.split()
@@ -71,12 +71,11 @@ def parse_apt_candidates(text: str) -> set[str]:
 
 
 def _lists_age() -> float:
-    lists = "/var/lib/apt/lists"
     try:
         stamps = [
-            os.stat(os.path.join(lists, n)).st_mtime
-            for n in os.listdir(lists)
-            if n.endswith("Packages") or n.endswith("Packages.lz4") or "_Packages" in n
+            path.stat().st_mtime
+            for path in Path("/var/lib/apt/lists").iterdir()
+            if "_Packages" in path.name
         ]
     except OSError:
         return float("inf")
@@ -94,13 +93,11 @@ def main() -> None:
     )
     result: dict[str, Any] = {"changed": False, "problems": []}
     try:
-        with open("/etc/os-release", encoding="utf-8") as fh:
-            os_release = parse_os_release(fh.read())
+        os_release = parse_os_release(Path("/etc/os-release").read_text(encoding="utf-8"))
     except OSError as exc:
         os_release = {}
         result["problems"].append(f"cannot read /etc/os-release ({exc.strerror})")
-    with open("/proc/sys/kernel/hostname", encoding="utf-8") as fh:
-        result["hostname"] = fh.read().strip()
+    result["hostname"] = Path("/proc/sys/kernel/hostname").read_text(encoding="utf-8").strip()
     release = os_release.get("VERSION_CODENAME", "")
     result["release"] = release
     result["pretty_name"] = os_release.get("PRETTY_NAME", release or "an unknown system")
