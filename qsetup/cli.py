@@ -172,7 +172,7 @@ def validate(
     """Check an inventory and its secrets; print FILE:LINE:COL: field: message per problem."""
     from qsetup.loader import load_inventory
 
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
     inv = loaded.inventory
     out.print(
         f"{inventory}: valid ({len(inv.hosts)} hosts, {len(inv.workers)} worker groups, "
@@ -254,7 +254,7 @@ def deploy(
         tags=tuple(t.strip() for t in (tags or "").split(",") if t.strip()),
         verbose=verbose,
     )
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
     hosts = list(options.limit or loaded.inventory.hosts)
     live_ok = out.is_terminal and not json_out
     board = DeployProgress(hosts)
@@ -385,7 +385,7 @@ def restart(
     from qsetup.loader import load_inventory
     from qsetup.report import deploy_json, deploy_summary, event_line
 
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
     roles = tuple(r.strip() for r in role.split(",") if r.strip())
     hosts = tuple(h.strip() for h in (limit or "").split(",") if h.strip())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import types
 import typing
@@ -15,18 +16,27 @@ from pydantic import BaseModel, ValidationError
 from qsetup.errors import InventoryError
 from qsetup.inventory import (
     BACKEND_URL_RE,
+    EXCHANGE_RE,
+    HOSTLIKE_RE,
     LISTEN_RE,
+    POLICY_KEY_RE,
     Inventory,
     check_references,
     resolve_relative,
     secret_names,
 )
-from qsetup.secrets import Secrets, default_secrets_path, load_secrets_document
+from qsetup.secrets import (
+    Secrets,
+    default_secrets_path,
+    erlang_cookie_problem,
+    load_secrets_document,
+)
 from qsetup.yamlsource import (
     PathKey,
     Position,
     YamlDocument,
     YamlSourceError,
+    bad_character,
     parse_yaml,
     printable,
     read_text,
@@ -38,7 +48,7 @@ _PATTERN_HELP = {
     "^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$": "use letters, digits, '_', '.', '@' and '-'",
     "^/?[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$|^/$": "use '/' or letters, digits, '_', '.' and '-'",
     "^[a-z_][a-z0-9_-]{0,30}$": "use a Unix name: lowercase letters, digits, '_' and '-'",
-    "^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$": "use an IP address or a DNS name",
+    HOSTLIKE_RE: "use an IP address or a DNS name",
     "^rabbitmq_[a-z0-9_]+$": "plugin names look like rabbitmq_management",
     "^[A-Z_][A-Z0-9_]*$": "environment variable names use A-Z, 0-9 and '_'",
     LISTEN_RE: "use an IP address (0.0.0.0 for all) or a host name",
@@ -48,6 +58,8 @@ _PATTERN_HELP = {
     "^[A-Za-z0-9_.-]{1,64}$": "use letters, digits, '_', '.' and '-' (at most 64)",
     "^[A-Za-z0-9_.@-]{1,64}$": "use letters, digits, '_', '.', '@' and '-' (at most 64)",
     "^[A-Za-z0-9_/-]{0,64}$": "use letters, digits, '_', '-' and '/', e.g. flower",
+    EXCHANGE_RE: "exchange names use letters, digits, '_', '.', ':' and '-', e.g. amq.topic",
+    POLICY_KEY_RE: "policy keys look like message-ttl or max-length",
 }
 
 
@@ -169,6 +181,9 @@ def _message(err: dict[str, Any], path: PathKey) -> str:
     ctx = err.get("ctx") or {}
     value = err.get("input")
     if kind == "missing":
+        last = err["loc"][-1] if err["loc"] else None
+        if isinstance(last, int):  # a fixed-length list such as autoscale [max, min]
+            return f"needs {last + 1} items, got {last}; add the missing one"
         return "required field is missing; add it"
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else "?"
@@ -218,8 +233,10 @@ def _message(err: dict[str, Any], path: PathKey) -> str:
     return f"{msg}, got {_describe(value)}"
 
 
-def _pydantic_problems(doc: YamlDocument, exc: ValidationError) -> list[str]:
-    problems: list[tuple[Position, str]] = []
+def _pydantic_problems(
+    doc: YamlDocument, exc: ValidationError
+) -> list[tuple[PathKey, Position, str]]:
+    problems: list[tuple[PathKey, Position, str]] = []
     seen: set[PathKey] = set()
     errors = exc.errors(include_url=False)
     # A misspelt key also makes its correct spelling "missing"; the did-you-mean line says it.
@@ -231,6 +248,8 @@ def _pydantic_problems(doc: YamlDocument, exc: ValidationError) -> list[str]:
             if close:
                 misspelt.add((*path[:-1], close))
     for err in errors:
+        if err["type"] == "string_unicode":
+            continue  # a lone surrogate: _text_problems names it, at its own position
         loc = tuple(err["loc"])
         if err["type"] == "too_short" and any(
             len(other["loc"]) > len(loc) and tuple(other["loc"][: len(loc)]) == loc
@@ -249,8 +268,8 @@ def _pydantic_problems(doc: YamlDocument, exc: ValidationError) -> list[str]:
             pos = doc.keys[path[:-1]]  # the key of the mapping that lacks the field
         else:
             pos = doc.position(path, key=on_key)
-        problems.append((pos, _line(doc.path, pos, path, _message(dict(err), path))))
-    return _in_file_order(problems)
+        problems.append((path, pos, _line(doc.path, pos, path, _message(dict(err), path))))
+    return problems
 
 
 def _in_file_order(problems: list[tuple[Position, str]]) -> list[str]:
@@ -288,6 +307,54 @@ def read_document(path: Path, what: str) -> YamlDocument:
         ) from None
 
 
+def _text_problems(doc: YamlDocument) -> list[tuple[PathKey, Position, str, bool]]:
+    """Keys and strings holding NUL, surrogates or control characters: (path, pos, line, severe)."""
+    found: list[tuple[PathKey, Position, str, bool]] = []
+    named: set[PathKey] = set()
+
+    def add(path: PathKey, text: str, on_key: bool) -> None:
+        what = bad_character(text)
+        if what and path not in named:
+            named.add(path)
+            pos = doc.position(path, key=on_key)
+            severe = what.startswith(("a NUL", "a lone"))
+            found.append(
+                (path, pos, _line(doc.path, pos, path, f"contains {what}; remove it"), severe)
+            )
+
+    def walk(node: Any, path: PathKey) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str):
+                    add((*path, key), key, True)
+                walk(value, (*path, key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, (*path, i))
+        elif isinstance(node, str):
+            add(path, node, False)
+
+    walk(doc.data, ())
+    for path, written in doc.odd_numbers.items():
+        pos = doc.position(path)
+        value = _describe(_value_at(doc.data, path))
+        message = (
+            f"YAML reads {written} as {value}; write the number in plain decimal, or quote it "
+            "if it is text"
+        )
+        found.append((path, pos, _line(doc.path, pos, path, message), True))
+    return found
+
+
+def _value_at(data: Any, path: PathKey) -> Any:
+    try:
+        for part in path:
+            data = data[part]
+    except (KeyError, IndexError, TypeError):
+        return "another number"
+    return data
+
+
 def validate_document(doc: YamlDocument) -> Inventory:
     """Validate a parsed inventory document; raise InventoryError listing every problem."""
     if doc.data is None:
@@ -304,10 +371,20 @@ def validate_document(doc: YamlDocument) -> Inventory:
                 f"workers, got {_describe(doc.data)}"
             ]
         )
+    text = _text_problems(doc)
     try:
         inv = Inventory.model_validate(doc.data)
     except ValidationError as exc:
-        raise InventoryError(_pydantic_problems(doc, exc)) from None
+        # A NUL or a surrogate is the problem wherever it is; other control characters
+        # are usually refused by a field's own rule, which says more.
+        severe = {path for path, _, _, bad in text if bad}
+        shape = [p for p in _pydantic_problems(doc, exc) if p[0] not in severe]
+        reported = {path for path, _, _ in shape}
+        found = [(pos, line) for _, pos, line in shape]
+        found += [(pos, line) for path, pos, line, _ in text if path not in reported]
+        raise InventoryError(_in_file_order(found)) from None
+    if text:
+        raise InventoryError(_in_file_order([(pos, line) for _, pos, line, _ in text]))
     problems = _in_file_order(
         [
             (doc.position(field), _line(doc.path, doc.position(field), field, message))
@@ -319,34 +396,27 @@ def validate_document(doc: YamlDocument) -> Inventory:
     return inv
 
 
-def load_inventory(path: Path, secrets_path: Path | None = None) -> LoadedInventory:
+def load_inventory(
+    path: Path, secrets_path: Path | None = None, *, check_files: bool = False
+) -> LoadedInventory:
     """Load, validate and cross-check an inventory and its secrets file.
 
     Args:
         path: the inventory YAML file.
         secrets_path: the secrets file (default: ``<inventory stem>.secrets.yml`` beside it).
+        check_files: also refuse what only matters when deploying from this machine: a
+            missing SSH key file and an app source directory without files (``validate``
+            and ``deploy`` check them; ``status`` and ``render`` need neither).
 
     Raises:
         InventoryError: one line per problem, ``FILE:LINE:COL: field.path: message``.
     """
     doc = read_document(path, "inventory")
     inv = validate_document(doc)
-    if inv.app.source.path is not None:
-        source = resolve_relative(path, inv.app.source.path)
-        if not source.is_dir():
-            field: PathKey = ("app", "source", "path")
-            what = "is not a directory" if source.exists() else "does not exist"
-            raise InventoryError(
-                [
-                    _line(
-                        doc.path,
-                        doc.position(field),
-                        field,
-                        f"{source} {what}; point it at the directory with the app's code",
-                    )
-                ]
-            )
     secrets_file = secrets_path or default_secrets_path(path)
+    problems = _file_problems(doc, inv, secrets_file, strict=check_files)
+    if problems:
+        raise InventoryError(_in_file_order(problems))
     secrets = load_secrets_document(secrets_file, read_document)
     missing = [
         _line(
@@ -359,6 +429,99 @@ def load_inventory(path: Path, secrets_path: Path | None = None) -> LoadedInvent
         for field, name in secret_names(inv)
         if name not in secrets.values
     ]
+    cookie = inv.broker.erlang_cookie_secret
+    if cookie in secrets.values:
+        problem = erlang_cookie_problem(secrets.get(cookie))
+        if problem:
+            pos = secrets.positions.get(cookie, Position(1, 1))
+            missing.append(
+                printable(f"{secrets_file}:{pos.line}:{pos.column}: {cookie}: {problem}")
+            )
     if missing:
         raise InventoryError(missing)
     return LoadedInventory(inventory=inv, path=path, secrets=secrets, secrets_path=secrets_file)
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(directory.resolve())
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def _has_files(directory: Path, budget: int = 10_000) -> bool:
+    """True when the tree holds a regular file (looks at no more than ``budget`` entries)."""
+    for _, dirs, files in os.walk(directory):
+        if files:
+            return True
+        budget -= len(dirs) + 1
+        if budget <= 0:
+            return True  # a huge tree of directories: not worth walking to the end
+    return False
+
+
+def _key_files(doc: YamlDocument, inv: Inventory) -> list[tuple[PathKey, Path]]:
+    keys: list[tuple[PathKey, Path]] = []
+    if inv.ssh.key is not None:
+        keys.append((("ssh", "key"), resolve_relative(doc.path, inv.ssh.key)))
+    for name, host in inv.hosts.items():
+        if host.ssh_key is not None:
+            keys.append((("hosts", name, "ssh_key"), resolve_relative(doc.path, host.ssh_key)))
+    return keys
+
+
+def _file_problems(
+    doc: YamlDocument, inv: Inventory, secrets_file: Path, *, strict: bool
+) -> list[tuple[Position, str]]:
+    """The local files the inventory names: the app's source directory and the SSH keys."""
+    found: list[tuple[Position, str]] = []
+
+    def add(field: PathKey, message: str) -> None:
+        pos = doc.position(field)
+        found.append((pos, _line(doc.path, pos, field, message)))
+
+    keys = _key_files(doc, inv)
+    field: PathKey
+    for field, key in keys:
+        try:
+            if key.is_dir():
+                add(field, f"{key} is a directory; give the SSH private key file")
+            elif key.exists() and not os.access(key, os.R_OK):
+                add(field, f"{key} cannot be read (permission denied); check the file's owner")
+            elif strict and not key.exists():
+                add(
+                    field,
+                    f"SSH key {key} does not exist; check the path (relative paths start at "
+                    "the inventory's directory)",
+                )
+        except (OSError, ValueError) as exc:
+            add(field, f"{key} cannot be used ({getattr(exc, 'strerror', None) or exc})")
+    if inv.app.source.path is not None:
+        field = ("app", "source", "path")
+        source = resolve_relative(doc.path, inv.app.source.path)
+        hint = "point it at the directory with the app's code"
+        try:
+            if not source.is_dir():
+                what = "is not a directory" if source.exists() else "does not exist"
+                add(field, f"{source} {what}; {hint}")
+            elif source.resolve() == Path(source.anchor):
+                add(field, f"{source} is the root directory; {hint}")
+            elif not os.access(source, os.R_OK | os.X_OK):
+                add(field, f"{source} cannot be read (permission denied); {hint}")
+            elif _inside(secrets_file, source):
+                add(
+                    field,
+                    f"{source} holds the secrets file {secrets_file}, which deploy would "
+                    f"copy to the workers; {hint} only",
+                )
+            elif any(_inside(key, source) for _, key in keys):
+                add(
+                    field,
+                    f"{source} holds the SSH key, which deploy would copy to the workers; "
+                    f"{hint} only",
+                )
+            elif strict and not _has_files(source):
+                add(field, f"{source} has no files; {hint}")
+        except (OSError, ValueError) as exc:
+            add(field, f"{source} cannot be used ({getattr(exc, 'strerror', None) or exc}); {hint}")
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import secrets as _random
@@ -16,7 +17,7 @@ import yaml
 from pydantic import SecretStr
 
 from qsetup.errors import InventoryError, SecretsError
-from qsetup.yamlsource import printable
+from qsetup.yamlsource import Position, bad_character, printable
 
 if TYPE_CHECKING:
     from qsetup.yamlsource import YamlDocument
@@ -30,6 +31,8 @@ class Secrets:
 
     path: Path
     values: Mapping[str, SecretStr] = field(default_factory=dict)
+    positions: Mapping[str, Position] = field(default_factory=dict, repr=False, compare=False)
+    """Where each secret's name is in the file, for problems about its value."""
 
     def get(self, name: str) -> str:
         """Return the plain value of one secret (only for writing it where it belongs)."""
@@ -92,27 +95,56 @@ def load_secrets_document(
         )
     problems: list[str] = []
     values: dict[str, SecretStr] = {}
+    positions: dict[str, Position] = {}
     for name, value in doc.data.items():
         pos = doc.position((name,), key=True)
         if not _NAME.fullmatch(name):
-            problems.append(
-                printable(
-                    f"{path}:{pos.line}:{pos.column}: {name}: secret names use lowercase "
-                    "letters, digits, '_', '.' and '-'"
-                )
-            )
-        elif not isinstance(value, str | int) or isinstance(value, bool) or value == "":
-            # The value itself is never echoed back.
-            problems.append(
-                printable(
-                    f"{path}:{pos.line}:{pos.column}: {name}: a secret must be a non-empty string"
-                )
-            )
+            problem: str | None = "secret names use lowercase letters, digits, '_', '.' and '-'"
         else:
-            values[name] = SecretStr(str(value))
+            problem = secret_value_problem(value)  # never echoes the value
+        if problem:
+            problems.append(printable(f"{path}:{pos.line}:{pos.column}: {name}: {problem}"))
+        else:
+            values[name] = SecretStr(value)
+            positions[name] = pos
     if problems:
         raise InventoryError(problems)
-    return Secrets(path=path, values=values)
+    return Secrets(path=path, values=values, positions=positions)
+
+
+MAX_SECRET = 4096
+
+
+def secret_value_problem(value: object) -> str | None:
+    """Why a value from the secrets file cannot be a secret (never quoting it), or None."""
+    if isinstance(value, bool):
+        kind = "true/false"
+    elif isinstance(value, int | float):
+        kind = "a number"  # 0755 becomes 493, 1e3 becomes 1000.0: the password would change
+    elif isinstance(value, datetime.date):
+        kind = "a date"
+    elif isinstance(value, str) and value:
+        what = bad_character(value, show=False)
+        if what:
+            return f"the value contains {what}; a secret is one line of printable text"
+        if len(value) > MAX_SECRET:
+            return f"the value is longer than {MAX_SECRET} characters; use a shorter one"
+        return None
+    else:
+        return "a secret must be a non-empty string"
+    return f"YAML reads this value as {kind}, not as text, which changes it; put it in quotes"
+
+
+def erlang_cookie_problem(value: str) -> str | None:
+    """Why RabbitMQ cannot use a value as its Erlang cookie (never quoting it), or None."""
+    advice = "use 20 to 255 letters and digits, e.g. the output of: openssl rand -hex 32"
+    if len(value) < 20:
+        return f"an Erlang cookie of {len(value)} characters is too short; {advice}"
+    if len(value) > 255:
+        return f"an Erlang cookie of {len(value)} characters is too long; {advice}"
+    if not all("!" <= ch <= "~" and ch not in "'\"\\`" for ch in value):
+        return f"an Erlang cookie must be printable ASCII without spaces or quotes; {advice}"
+    return None
 
 
 def save_secrets(path: Path, values: Mapping[str, str], *, force: bool = False) -> None:

@@ -7,6 +7,8 @@ positions, so this composes the node tree and records a position per path.
 from __future__ import annotations
 
 import errno
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ class YamlDocument:
     data: Any
     values: dict[PathKey, Position] = field(default_factory=dict)
     keys: dict[PathKey, Position] = field(default_factory=dict)
+    odd_numbers: dict[PathKey, str] = field(default_factory=dict)
+    """Numbers YAML 1.1 reads other than they look (0755 is 493, 1:30 is 90), as written."""
 
     def position(self, path: PathKey, *, key: bool = False) -> Position:
         """Return the best known position for a field path.
@@ -54,6 +58,32 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def bad_character(text: str, *, show: bool = True) -> str | None:
+    """Describe the first character that cannot travel as text (NUL, surrogate, control).
+
+    YAML's double-quoted escapes (backslash 0, backslash ud800, backslash n) put characters
+    into values that the raw file may not hold; none of them belongs in a name, path, URL
+    or environment file. Returns None when the text is clean; ``show=False`` leaves the
+    character out (for secrets).
+    """
+    if text.isprintable():
+        return None
+    for ch in text:
+        if ch == "\0":
+            return "a NUL character"
+        category = unicodedata.category(ch)
+        shown = f" ({repr(ch)[1:-1]})" if show else ""
+        if category == "Cs":
+            return f"a lone surrogate{shown}, which is not text"
+        if category in ("Cc", "Zl", "Zp"):
+            return f"a control character{shown}"
+        code = ord(ch)
+        if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+            # systemd drops an environment line holding one ("invalid UTF-8")
+            return f"a Unicode noncharacter{shown}"
+    return None
 
 
 class YamlSourceError(Exception):
@@ -91,10 +121,35 @@ MAX_VALUES = 100_000
 MAX_DEPTH = 64
 
 
+def _tag_name(tag: str) -> str:
+    prefix = "tag:yaml.org,2002:"
+    short = "!!" + tag.removeprefix(prefix) if tag.startswith(prefix) else tag
+    return printable(short if len(short) <= 40 else short[:37] + "...")
+
+
+class _UntaggedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses explicit tags (``!!binary``, ``!!python/...``, ``!x``).
+
+    A tag changes what a value becomes (bytes, a set, a float from text), so the
+    inventory and secrets keep to plain YAML: strings, numbers, booleans, lists, maps.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        tag = getattr(event, "tag", None)
+        if tag is not None and not isinstance(event, yaml.AliasEvent):
+            raise YamlSourceError(
+                _mark(event.start_mark),
+                f"the YAML tag '{_tag_name(tag)}' is not allowed; remove it and write a plain "
+                "value (put text in quotes)",
+            )
+        return super().compose_node(parent, index)
+
+
 def parse_yaml(path: Path, text: str) -> YamlDocument:
     """Parse one YAML document, recording positions; raise YamlSourceError when unreadable."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_UntaggedLoader)
     except yaml.MarkedYAMLError as exc:
         raise YamlSourceError(_mark(exc.problem_mark or exc.context_mark), _explain(exc)) from None
     except yaml.reader.ReaderError as exc:
@@ -117,6 +172,9 @@ def parse_yaml(path: Path, text: str) -> YamlDocument:
     builder = _Builder(doc)
     doc.data = builder.build(node, ())
     return doc
+
+
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
 
 
 class _Builder:
@@ -157,7 +215,12 @@ class _Builder:
                 return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
             finally:
                 self.active.discard(id(node))
-        return _scalar(node, self.ctor)
+        value = _scalar(node, self.ctor)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            text = str(node.value)
+            if ":" in text or _OCTAL.fullmatch(text):
+                self.doc.odd_numbers[path] = text
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
         explicit = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
@@ -190,6 +253,10 @@ class _Builder:
             if index >= merged:
                 written.add(key)
             self.doc.keys[(*path, key)] = _mark(key_node.start_mark)
+            if self.doc.odd_numbers:  # a later pair overrides a merged (<<) one, and its notes
+                under = (*path, key)
+                for odd in [p for p in self.doc.odd_numbers if p[: len(under)] == under]:
+                    del self.doc.odd_numbers[odd]
             result[key] = self.build(value_node, (*path, key))
         return result
 

@@ -20,7 +20,9 @@ def write_inventory(tmp_path: Path) -> WriteInventory:
         name: str = "inventory.yml",
         secrets_mode: int = 0o600,
     ) -> Path:
-        (tmp_path / "app").mkdir(exist_ok=True)
+        # A real app directory: validate/deploy refuse an empty one.
+        (tmp_path / "app" / "proj").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "app" / "proj" / "__init__.py").touch()
         inventory = tmp_path / name
         inventory.write_text(text, encoding="utf-8")
         stem = inventory.stem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from qsetup.inventory import (
     has_rights,
     secret_names,
 )
-from qsetup.loader import load_inventory, read_document, validate_document
+from qsetup.loader import LoadedInventory, load_inventory, read_document, validate_document
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,3 +186,244 @@ def test_repository_example_inventory(tmp_path: Path) -> None:
     for group in inv.workers:
         assert has_rights(group_broker_user(inv, group), group_vhost(inv, group))
         assert group.user != "root"
+
+
+# --- edges that must stay accepted (and reach the services as written) --------------------
+
+
+def _load_strict(
+    write_inventory: WriteInventory, text: str, secrets: dict[str, str] | None = None
+) -> LoadedInventory:
+    inventory = write_inventory(text, secrets)
+    (inventory.parent / "app" / "proj.py").write_text("app = None\n")
+    return load_inventory(inventory, check_files=True)
+
+
+def test_base_inventory_passes_the_file_checks(write_inventory: WriteInventory) -> None:
+    text = BASE_INVENTORY + "ssh: {key: keys/id_ed25519}\n"
+    inventory = write_inventory(text)
+    (inventory.parent / "keys").mkdir()
+    (inventory.parent / "keys" / "id_ed25519").write_text("key\n")
+    (inventory.parent / "app" / "proj.py").write_text("app = None\n")
+    loaded = load_inventory(inventory, check_files=True)
+    assert loaded.inventory.ssh.key == "keys/id_ed25519"
+
+
+@pytest.mark.parametrize(
+    ("rabbit", "worker"),
+    [
+        ("'fd00::1'", "'fd00::2'"),
+        ("'2001:db8::10'", "10.0.0.2"),
+        ("MQ.Example.org", "worker-1.example.org"),
+        ("mq", "w1"),
+        ("xn--bcher-kva.example", "10.0.0.2"),
+        ("10.0.0.1", "'::ffff:10.0.0.2'"),
+    ],
+)
+def test_addresses_ip_and_dns(write_inventory: WriteInventory, rabbit: str, worker: str) -> None:
+    text = BASE_INVENTORY.replace("address: 10.0.0.1", f"address: {rabbit}").replace(
+        "address: 10.0.0.2", f"address: {worker}"
+    )
+    inv = _load_strict(write_inventory, text).inventory
+    assert inv.hosts["rabbit1"].address == rabbit.strip("'")
+    assert inv.hosts["worker1"].address == worker.strip("'")
+
+
+def test_one_address_with_two_ssh_ports(write_inventory: WriteInventory) -> None:
+    # Two machines behind one address (port forwarding): the SSH port tells them apart.
+    text = BASE_INVENTORY.replace(
+        "    address: 10.0.0.1\n", "    address: 10.0.0.1\n    ssh_port: 2201\n"
+    ).replace("    address: 10.0.0.2\n", "    address: 10.0.0.1\n    ssh_port: 2202\n")
+    inv = _load_strict(write_inventory, text).inventory
+    assert [h.ssh_port for h in inv.hosts.values()] == [2201, 2202]
+
+
+def test_everything_on_one_loopback_host(write_inventory: WriteInventory) -> None:
+    text = (
+        BASE_INVENTORY.replace("address: 10.0.0.1", "address: 127.0.0.1")
+        .replace("  vhosts", "  listen_address: 127.0.0.1\n  vhosts")
+        .replace("hosts: [worker1]", "hosts: [rabbit1]")
+    )
+    inv = _load_strict(write_inventory, text).inventory
+    assert inv.broker.listen_address == "127.0.0.1"
+
+
+def test_ipv6_listen_addresses_and_a_local_only_flower(write_inventory: WriteInventory) -> None:
+    text = BASE_INVENTORY.replace("  vhosts", "  listen_address: '::'\n  vhosts").replace(
+        "  host: rabbit1\n  basic_auth",
+        "  host: worker1\n  listen_address: 127.0.0.1\n  port: 5672\n  basic_auth",
+    )
+    inv = _load_strict(write_inventory, text).inventory
+    assert inv.flower is not None and inv.flower.port == 5672  # another host than the broker
+    assert inv.broker.listen_address == "::"
+
+
+@pytest.mark.parametrize(
+    ("node_name", "extra"),
+    [
+        ("w-%i@%h", ""),
+        ("%n-%i@%h", ""),
+        ("w-%i.%d@%h", ""),
+        ("solo@%h", ""),
+        ("solo@fixed-name", ""),
+        ("w-%i@%n", ""),
+        ("w_%i.x@%h", "    instances: 4\n"),
+    ],
+)
+def test_node_name_patterns(write_inventory: WriteInventory, node_name: str, extra: str) -> None:
+    text = BASE_INVENTORY.replace(
+        "    install: pip\n", f"    install: pip\n    node_name: '{node_name}'\n{extra}"
+    )
+    if "%h" in node_name or "%n" in node_name:
+        text = text.replace("hosts: [worker1]", "hosts: [worker1, rabbit1]")
+    (group,) = _load_strict(write_inventory, text).inventory.workers
+    assert group.node_pattern == node_name
+
+
+def test_two_groups_on_one_host_with_their_own_node_names(write_inventory: WriteInventory) -> None:
+    text = BASE_INVENTORY.replace(
+        "flower:",
+        "  - name: second\n    hosts: [worker1]\n    install: pip\n    instances: 2\n"
+        "  - name: third\n    hosts: [worker1]\n    install: pip\n    node_name: 'default-9@%h'\n"
+        "flower:",
+    )
+    inv = _load_strict(write_inventory, text).inventory
+    assert [g.node_pattern for g in inv.workers] == [
+        "default-%i@%h",
+        "second-%i@%h",
+        "default-9@%h",
+    ]
+
+
+def test_environment_values_are_kept_as_written(write_inventory: WriteInventory) -> None:
+    values = {
+        "QUOTES": "say \"hi\" and 'bye'",
+        "BACKSLASH": "C:\\temp\\ and a trailing \\",
+        "DOLLAR": "$HOME ${PATH} `id` $(id)",
+        "UNICODE": "café ☕ 日本",
+        "SPACES": "  padded  ",
+        "HASH": "#not-a-comment",
+        "EMPTY": "",
+        "LANG": "C.UTF-8",
+        "CELERY_CONFIG_MODULE": "proj.settings",
+    }
+    lines = "".join(f"    {k}: {json.dumps(v, ensure_ascii=False)}\n" for k, v in values.items())
+    text = BASE_INVENTORY.replace(
+        "  vhost: orders\nworkers", f"  vhost: orders\n  environment:\n{lines}workers"
+    )
+    loaded = _load_strict(write_inventory, text)
+    assert loaded.inventory.app.environment == values
+
+    # ... and through the environment file, read the way systemd reads it.
+    from qsetup.render import render_all
+
+    (env_file,) = [
+        a
+        for a in render_all(loaded.inventory, loaded.secrets)
+        if a.path.name == "worker-default.env"
+    ]
+    assert {k: v for k, v in systemd_env(env_file.content).items() if k in values} == values
+
+
+def systemd_env(content: str) -> dict[str, str]:
+    """Parse KEY="value" lines as systemd's EnvironmentFile= does (double-quoted values)."""
+    out: dict[str, str] = {}
+    for line in content.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, rest = line.partition("=")
+        assert rest.startswith('"') and rest.endswith('"'), line
+        body, value, i = rest[1:-1], "", 0
+        while i < len(body):
+            ch = body[i]
+            if ch == "\\" and i + 1 < len(body):
+                nxt = body[i + 1]
+                value += nxt if nxt in '"\\`$' else ch + nxt
+                i += 2
+                continue
+            value += ch
+            i += 1
+        out[key] = value
+    return out
+
+
+def test_rights_that_grant_nothing_do_not_count(write_inventory: WriteInventory) -> None:
+    text = BASE_INVENTORY.replace("  vhosts: [orders]", "  vhosts: [orders, audit]").replace(
+        "      vhost: orders\n",
+        "      permissions:\n        - {vhost: orders}\n"
+        "        - {vhost: audit, configure: '^$', write: '^$', read: '^$'}\n",
+    )
+    (user,) = _load_strict(write_inventory, text).inventory.broker.users
+    assert has_rights(user, "orders") and not has_rights(user, "audit")
+
+
+@pytest.mark.parametrize(
+    "spec", [">=5.3,<6", "~=5.4", "==5.4.0", "!=5.4.1, >=5.3", "==5.4.*", "===5.4.0"]
+)
+def test_celery_version_specifiers(write_inventory: WriteInventory, spec: str) -> None:
+    text = BASE_INVENTORY.replace(
+        "    install: pip\n", f"    install: pip\n    celery_version: '{spec}'\n"
+    ).replace("  basic_auth:", "  version: '>=2,<3'\n  basic_auth:")
+    inv = _load_strict(write_inventory, text).inventory
+    assert inv.workers[0].celery_version == spec
+    assert inv.flower is not None and inv.flower.version == ">=2,<3"
+
+
+def test_requirements_of_every_kind(write_inventory: WriteInventory) -> None:
+    reqs = [
+        "requests[socks]>=2; python_version >= '3.8'",
+        "./dist/shop-1.0-py3-none-any.whl",
+        "shop @ https://example.org/shop-1.0.tar.gz",
+        "git+https://example.org/shop.git@v1#egg=shop",
+        "Django~=4.2",
+    ]
+    text = BASE_INVENTORY.replace(
+        "  broker_user: orders\n", f"  requirements: {json.dumps(reqs)}\n  broker_user: orders\n"
+    )
+    assert _load_strict(write_inventory, text).inventory.app.requirements == tuple(reqs)
+
+
+def test_limits_at_their_bounds(write_inventory: WriteInventory) -> None:
+    text = BASE_INVENTORY.replace(
+        "    install: pip\n",
+        "    install: pip\n    autoscale: [1024, 0]\n    soft_time_limit: 604799\n"
+        "    time_limit: 604800\n",
+    ).replace("  vhosts", "  port: 45535\n  vhosts")
+    inv = _load_strict(write_inventory, text).inventory
+    assert inv.workers[0].autoscale == (1024, 0) and inv.workers[0].time_limit == 604800
+    assert inv.broker.port == 45535
+
+
+def test_user_name_with_at_and_its_own_secret(write_inventory: WriteInventory) -> None:
+    text = BASE_INVENTORY.replace(
+        "      vhost: orders\n",
+        "      vhost: orders\n    - name: svc@orders\n      password_secret: svc-orders\n"
+        "      vhost: orders\n",
+    )
+    secrets = {**BASE_SECRETS, "svc-orders": "svc-password-0123456789"}
+    users = _load_strict(write_inventory, text, secrets).inventory.broker.users
+    assert users[1].secret == "svc-orders"
+
+
+def test_secret_values_kept_as_text(write_inventory: WriteInventory) -> None:
+    secrets = {
+        **BASE_SECRETS,
+        "rabbitmq-erlang-cookie": "value-of-cookie_0123456789.~!",
+        "rabbitmq-user-orders": "0755",  # quoted by write_secrets: stays text
+        "flower-user-admin": "p@ss word:with/odd%chars",
+    }
+    loaded = _load_strict(write_inventory, BASE_INVENTORY, secrets)
+    for name, value in secrets.items():
+        assert loaded.secrets.get(name) == value
+
+
+def test_source_path_outside_the_inventory_folder(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "proj.py").write_text("app = None\n")
+    inventory = conf / "inventory.yml"
+    inventory.write_text(BASE_INVENTORY.replace("path: app", "path: ../src"))
+    write_secrets(conf / "inventory.secrets.yml", BASE_SECRETS)
+    loaded = load_inventory(inventory, check_files=True)
+    assert loaded.inventory.app.source.path == "../src"
