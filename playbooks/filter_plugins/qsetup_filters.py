@@ -248,6 +248,24 @@ def qsetup_journal_tail(journal: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def qsetup_code_check_problems(check: dict[str, Any] | None) -> list[str]:
+    """One line per service whose app did not load, with the end of the Python error."""
+    problems = []
+    for res in (check or {}).get("results") or []:
+        if not isinstance(res, dict) or res.get("skipped") or "item" not in res:
+            continue
+        out = str(res.get("stdout", ""))
+        if res.get("rc") == 0 and "qsetup-app-loads" in out:
+            continue
+        unit = res["item"]
+        error = _python_error(str(res.get("stderr", "")) + "\n" + out)
+        problems.append(
+            f"the app does not load for {unit['unit']} ({unit['python']}): "
+            + (" | ".join(error) or f"exit code {res.get('rc')}")
+        )
+    return problems
+
+
 class FilterModule:
     """Ansible's entry point for filter plugins."""
 
@@ -263,4 +281,5 @@ class FilterModule:
             "qsetup_ping_answered": qsetup_ping_answered,
             "qsetup_silent_units": qsetup_silent_units,
             "qsetup_journal_tail": qsetup_journal_tail,
+            "qsetup_code_check_problems": qsetup_code_check_problems,
         }
