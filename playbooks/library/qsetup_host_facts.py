@@ -10,6 +10,7 @@ It changes nothing that a service reads: at most apt's package lists.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ options:
     description: Supported release codenames mapped to a human name.
     type: dict
     required: true
+  manifest:
+    description: Path of qsetup's manifest on the host (what an earlier deploy installed).
+    type: str
+    required: false
 """
 
 LISTS_MAX_AGE = 86400
@@ -70,6 +75,15 @@ def parse_apt_candidates(text: str) -> set[str]:
     return available
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest an earlier deploy wrote, or an empty one (none, or unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _lists_age() -> float:
     try:
         stamps = [
@@ -88,10 +102,13 @@ def main() -> None:
         argument_spec={
             "packages": {"type": "dict", "required": True},
             "releases": {"type": "dict", "required": True},
+            "manifest": {"type": "str", "required": False, "default": None},
         },
         supports_check_mode=True,
     )
-    result: dict[str, Any] = {"changed": False, "problems": []}
+    result: dict[str, Any] = {"changed": False, "problems": [], "manifest": {}}
+    if module.params["manifest"]:
+        result["manifest"] = read_manifest(Path(module.params["manifest"]))
     try:
         os_release = parse_os_release(Path("/etc/os-release").read_text(encoding="utf-8"))
     except OSError as exc:

@@ -219,3 +219,75 @@ def test_silent_units_and_their_python_error() -> None:
     assert len(lines) == 1
     assert "a-1@qs2" in lines[0] and "SyntaxError: invalid syntax" in lines[0]
     assert "proj/tasks.py" in lines[0]
+
+
+# --- converge both ways (issue 10) ------------------------------------------------
+
+OLD_MANIFEST = {
+    "version": 1,
+    "units": [
+        {"unit": "qsetup-beat.service", "role": "beat"},
+        {"unit": "qsetup-worker-a@1.service", "role": "worker"},
+        {"unit": "qsetup-worker-a@2.service", "role": "worker"},
+        {"unit": "qsetup-worker-old@1.service", "role": "worker"},
+        {"unit": "sshd.service", "role": "worker"},  # never qsetup's: never removed
+    ],
+    "files": [
+        "/etc/qsetup/beat.env",
+        "/etc/qsetup/worker-old.env",
+        "/etc/systemd/system/qsetup-worker-old@.service",
+        "/etc/passwd",  # outside qsetup's places: never removed
+        "/opt/qsetup/",
+    ],
+    "venvs": ["/opt/qsetup/venvs/old"],
+    "code": ["/opt/qsetup/apps/proj"],
+    "broker": {"users": ["proj", "ops", "qsetup-admin"], "vhosts": ["proj", "gone"],
+               "policies": ["proj/limits", "gone/x"]},
+}  # fmt: skip
+
+NEW_MANIFEST = {
+    "version": 1,
+    "units": [{"unit": "qsetup-worker-a@1.service", "role": "worker"}],
+    "files": ["/etc/systemd/system/qsetup-worker-a@.service"],
+    "venvs": [],
+    "code": ["/opt/qsetup/apps/proj"],
+    "broker": {"users": ["proj", "qsetup-admin"], "vhosts": ["proj"], "policies": ["proj/limits"]},
+}
+
+
+def test_removals_are_what_the_manifest_recorded_and_the_inventory_dropped() -> None:
+    removals = filters.qsetup_removals(OLD_MANIFEST, NEW_MANIFEST)
+    assert [u["unit"] for u in removals["units"]] == [
+        "qsetup-beat.service",
+        "qsetup-worker-a@2.service",
+        "qsetup-worker-old@1.service",
+    ]
+    assert removals["files"] == [
+        "/etc/qsetup/beat.env",
+        "/etc/qsetup/worker-old.env",
+        "/etc/systemd/system/qsetup-worker-old@.service",
+    ]
+    assert removals["venvs"] == ["/opt/qsetup/venvs/old"]
+    assert removals["code"] == []
+    assert removals["broker_users"] == ["ops"]
+    assert removals["broker_vhosts"] == ["gone"]
+    assert removals["broker_policies"] == ["gone/x"]
+    assert removals["any"] is True
+
+
+def test_no_manifest_means_nothing_to_remove() -> None:
+    removals = filters.qsetup_removals({}, NEW_MANIFEST)
+    assert removals["any"] is False
+    assert filters.qsetup_removals(NEW_MANIFEST, NEW_MANIFEST)["any"] is False
+
+
+def test_pending_manifest_keeps_what_is_still_to_remove() -> None:
+    removals = filters.qsetup_removals(OLD_MANIFEST, NEW_MANIFEST)
+    pending = filters.qsetup_manifest_pending(NEW_MANIFEST, removals)
+    units = {u["unit"] for u in pending["units"]}
+    assert {"qsetup-worker-a@1.service", "qsetup-worker-old@1.service"} <= units
+    assert "/opt/qsetup/venvs/old" in pending["venvs"]
+    assert "ops" in pending["broker"]["users"]
+    # A failed run before the removals leaves them recorded: the next deploy removes them.
+    again = filters.qsetup_removals(pending, NEW_MANIFEST)
+    assert [u["unit"] for u in again["units"]] == [u["unit"] for u in removals["units"]]

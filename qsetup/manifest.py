@@ -1,0 +1,49 @@
+"""What qsetup manages on each host, recorded there so a later deploy can remove it.
+
+The manifest (``/etc/qsetup/manifest.json``, root only) lists the units, files,
+virtualenvs and code a host got from qsetup, and on the broker host the broker objects
+qsetup created. A deploy compares the recorded manifest with this one and removes
+what the inventory no longer has; what qsetup never recorded is left alone.
+Computed from the whole desired state, whatever ``--tags`` selects, so a partial
+deploy never mistakes the parts it skips for removals. Holds no secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from qsetup.desired import UNIT_DIR, broker_state, code_dir, units_by_host, venv_dir
+from qsetup.inventory import Inventory
+from qsetup.render import Artifact
+
+MANIFEST_PATH = "/etc/qsetup/manifest.json"
+MANIFEST_VERSION = 1
+
+
+def host_manifests(inv: Inventory, artifacts: Iterable[Artifact]) -> dict[str, dict[str, Any]]:
+    """The manifest each host should hold after this deploy."""
+    arts = list(artifacts)
+    out: dict[str, dict[str, Any]] = {}
+    for host, units in units_by_host(inv).items():
+        services = [u for u in units if u.role != "broker"]
+        files = {str(a.path) for a in arts if a.host == host and a.role != "broker"}
+        files |= {str(UNIT_DIR / u.unit_file) for u in services}
+        manifest: dict[str, Any] = {
+            "version": MANIFEST_VERSION,
+            "units": sorted(
+                [{"unit": u.name, "role": u.role} for u in services], key=lambda x: x["unit"]
+            ),
+            "files": sorted(files),
+            "venvs": sorted({str(venv_dir(u.venv)) for u in services if u.venv}),
+            "code": sorted({str(code_dir(inv))} if any(u.code for u in services) else set()),
+        }
+        if host == inv.broker.host:
+            state = broker_state(inv)
+            manifest["broker"] = {
+                "vhosts": sorted(state.vhosts),
+                "users": sorted(u.name for u in state.users),
+                "policies": sorted(f"{p.vhost}/{p.name}" for p in state.policies),
+            }
+        out[host] = manifest
+    return out
