@@ -144,6 +144,12 @@ def qsetup_broker_drift(
     }
 
 
+def qsetup_services_of_stale(files: list[dict[str, Any]], stale: list[str]) -> list[str]:
+    """The services (unit or unit template) whose installed files were stale."""
+    stale_set = set(stale)
+    return sorted({f["service"] for f in files if f["dest"] in stale_set})
+
+
 def qsetup_units_to_restart(
     services: list[dict[str, Any]],
     started: dict[str, Any] | None,
@@ -359,5 +365,6 @@ class FilterModule:
             "qsetup_journal_tail": qsetup_journal_tail,
             "qsetup_code_check_problems": qsetup_code_check_problems,
             "qsetup_removals": qsetup_removals,
+            "qsetup_services_of_stale": qsetup_services_of_stale,
             "qsetup_manifest_pending": qsetup_manifest_pending,
         }

@@ -291,3 +291,16 @@ def test_pending_manifest_keeps_what_is_still_to_remove() -> None:
     # A failed run before the removals leaves them recorded: the next deploy removes them.
     again = filters.qsetup_removals(pending, NEW_MANIFEST)
     assert [u["unit"] for u in again["units"]] == [u["unit"] for u in removals["units"]]
+
+
+def test_services_of_stale_files() -> None:
+    unit = "qsetup-worker-a@.service"
+    files = [
+        {"dest": f"/etc/systemd/system/{unit}", "service": unit},
+        {"dest": "/etc/qsetup/worker-a.env", "service": unit},
+        {"dest": "/etc/qsetup/flower.env", "service": "qsetup-flower.service"},
+    ]
+    assert filters.qsetup_services_of_stale(files, ["/etc/qsetup/worker-a.env"]) == [
+        "qsetup-worker-a@.service"
+    ]
+    assert filters.qsetup_services_of_stale(files, []) == []
