@@ -162,6 +162,8 @@ class Unit:
     """True when the unit runs the app's code (a code change restarts it)."""
     runtime_prefix: str | None = None
     """Where the unit's Python packages live (``/usr`` or a virtualenv), for versions."""
+    python: str | None = None
+    """The interpreter the unit's Celery runs on (checks import the app with it)."""
     broker_user: str | None = None
     vhost: str | None = None
 
@@ -190,6 +192,11 @@ def _prefix(argv: tuple[str, ...]) -> str:
     return argv[0].rsplit("/bin/", 1)[0]
 
 
+def _python(argv: tuple[str, ...]) -> str:
+    prefix = _prefix(argv)
+    return "/usr/bin/python3" if prefix == "/usr" else f"{prefix}/bin/python"
+
+
 def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
     """Every unit the inventory puts on each host (every host listed, maybe with none)."""
     units: dict[str, list[Unit]] = {name: [] for name in inv.hosts}
@@ -215,6 +222,7 @@ def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
                         venv=group.name if needs_venv(inv, group) else None,
                         code=True,
                         runtime_prefix=_prefix(argv),
+                        python=_python(argv),
                         broker_user=group_broker_user(inv, group).name,
                         vhost=group_vhost(inv, group),
                     )
@@ -233,6 +241,7 @@ def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
                 venv=venv,
                 code=True,
                 runtime_prefix=_prefix(argv),
+                python=_python(argv),
             )
         )
     if inv.flower is not None:
@@ -249,3 +258,133 @@ def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
             )
         )
     return {host: tuple(us) for host, us in units.items()}
+
+
+# --- broker ---------------------------------------------------------------------------
+
+ADMIN_USER = "qsetup-admin"
+"""qsetup's own administrator on the broker (deploy manages users and policies as it)."""
+ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
+"""The secret that may hold its password (else derived from the Erlang cookie)."""
+NO_RIGHTS = "^$"
+"""RabbitMQ's "matches nothing" pattern."""
+
+PolicyValue = str | int | bool
+
+
+@dataclass(frozen=True)
+class BrokerPermission:
+    """A user's configure/write/read rights on one vhost."""
+
+    vhost: str
+    configure: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True)
+class BrokerTopicPermission:
+    """A user's write/read rights on one topic exchange of one vhost."""
+
+    vhost: str
+    exchange: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True)
+class BrokerAccount:
+    """A broker user as deploy sets it up (its password stays in the secrets file)."""
+
+    name: str
+    secret: str
+    """The name of the secret holding its password, never the password."""
+    tags: tuple[str, ...]
+    permissions: tuple[BrokerPermission, ...]
+    topic_permissions: tuple[BrokerTopicPermission, ...] = ()
+
+
+@dataclass(frozen=True)
+class BrokerPolicy:
+    """A policy on one vhost."""
+
+    name: str
+    vhost: str
+    pattern: str
+    apply_to: str
+    priority: int
+    definition: tuple[tuple[str, PolicyValue], ...]
+    """The policy's keys and values, in the inventory's order."""
+
+
+@dataclass(frozen=True)
+class BrokerState:
+    """Everything deploy manages on the broker; status compares the broker with it."""
+
+    vhosts: tuple[str, ...]
+    users: tuple[BrokerAccount, ...]
+    """qsetup's administrator first, then the inventory's users, then Flower's API user."""
+    policies: tuple[BrokerPolicy, ...]
+    delete_guest: bool
+    port: int
+    management_port: int
+    admin_user: str = ADMIN_USER
+    admin_secret: str = ADMIN_SECRET
+
+
+def broker_state(inv: Inventory) -> BrokerState:
+    """The vhosts, users (tags, permissions, topic permissions) and policies deploy sets up."""
+    broker = inv.broker
+    users = [
+        BrokerAccount(
+            ADMIN_USER,
+            ADMIN_SECRET,
+            ("administrator",),
+            # Policies are managed per vhost, so qsetup's administrator needs access.
+            tuple(BrokerPermission(v, ".*", ".*", ".*") for v in broker.vhosts),
+        )
+    ]
+    for u in broker.users:
+        users.append(
+            BrokerAccount(
+                u.name,
+                u.secret,
+                tuple(u.effective_tags),
+                tuple(
+                    BrokerPermission(p.vhost, p.configure, p.write, p.read)
+                    for p in u.effective_permissions
+                ),
+                tuple(
+                    BrokerTopicPermission(t.vhost, t.exchange, t.write, t.read)
+                    for t in u.topic_permissions
+                ),
+            )
+        )
+    if inv.flower is not None:
+        users.append(
+            BrokerAccount(
+                inv.flower.broker_api_user,
+                inv.flower.broker_api_secret,
+                ("monitoring",),
+                # Vhost access to read queue stats through the API; no message rights.
+                (BrokerPermission(inv.app.vhost, NO_RIGHTS, NO_RIGHTS, NO_RIGHTS),),
+            )
+        )
+    return BrokerState(
+        vhosts=tuple(broker.vhosts),
+        users=tuple(users),
+        policies=tuple(
+            BrokerPolicy(
+                p.name,
+                p.vhost,
+                p.pattern,
+                p.apply_to,
+                p.priority,
+                tuple(p.definition.items()),
+            )
+            for p in broker.policies
+        ),
+        delete_guest=broker.delete_guest,
+        port=broker.port,
+        management_port=broker.management_port,
+    )

@@ -29,6 +29,7 @@ from qsetup.desired import (
 )
 from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
+from qsetup.manifest import MANIFEST_PATH, host_manifests
 from qsetup.render import Artifact
 
 PARTS = ("broker", "workers", "beat", "flower")
@@ -113,26 +114,17 @@ def _add_dirs(plan: _HostPlan, arts: Iterable[Artifact]) -> None:
 
 
 def _broker_vars(inv: Inventory) -> dict[str, Any]:
-    broker = inv.broker
-    users: list[dict[str, Any]] = [
-        {
-            "name": ADMIN_USER,
-            "secret": ADMIN_SECRET,
-            "tags": "administrator",
-            # Policies are managed per vhost, so qsetup's administrator needs access.
-            "permissions": [
-                {"vhost": v, "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}
-                for v in broker.vhosts
-            ],
-            "topic_permissions": [],
-        }
-    ]
-    for u in broker.users:
-        users.append(
+    """The broker's desired state (``desired.broker_state``) as the playbooks read it."""
+    from qsetup.desired import broker_state
+
+    state = broker_state(inv)
+    return {
+        "vhosts": list(state.vhosts),
+        "users": [
             {
                 "name": u.name,
                 "secret": u.secret,
-                "tags": ",".join(u.effective_tags),
+                "tags": ",".join(u.tags),
                 "permissions": [
                     {
                         "vhost": p.vhost,
@@ -140,7 +132,7 @@ def _broker_vars(inv: Inventory) -> dict[str, Any]:
                         "write_priv": p.write,
                         "read_priv": p.read,
                     }
-                    for p in u.effective_permissions
+                    for p in u.permissions
                 ],
                 "topic_permissions": [
                     {
@@ -152,28 +144,8 @@ def _broker_vars(inv: Inventory) -> dict[str, Any]:
                     for t in u.topic_permissions
                 ],
             }
-        )
-    if inv.flower is not None:
-        users.append(
-            {
-                "name": inv.flower.broker_api_user,
-                "secret": inv.flower.broker_api_secret,
-                "tags": "monitoring",
-                # Vhost access to read queue stats through the API; no message rights.
-                "permissions": [
-                    {
-                        "vhost": inv.app.vhost,
-                        "configure_priv": "^$",
-                        "write_priv": "^$",
-                        "read_priv": "^$",
-                    }
-                ],
-                "topic_permissions": [],
-            }
-        )
-    return {
-        "vhosts": list(broker.vhosts),
-        "users": users,
+            for u in state.users
+        ],
         "policies": [
             {
                 "name": p.name,
@@ -183,13 +155,13 @@ def _broker_vars(inv: Inventory) -> dict[str, Any]:
                 "priority": p.priority,
                 "definition": dict(p.definition),
             }
-            for p in broker.policies
+            for p in state.policies
         ],
-        "delete_guest": broker.delete_guest,
-        "port": broker.port,
-        "management_port": broker.management_port,
-        "admin_user": ADMIN_USER,
-        "admin_secret": ADMIN_SECRET,
+        "delete_guest": state.delete_guest,
+        "port": state.port,
+        "management_port": state.management_port,
+        "admin_user": state.admin_user,
+        "admin_secret": state.admin_secret,
     }
 
 
@@ -225,6 +197,7 @@ def _service(unit: Unit) -> dict[str, Any]:
         "celery_argv": list(unit.celery_argv),
         "env_file": unit.env_file or "",
         "user": unit.user or "",
+        "python": unit.python or "",
     }
 
 
@@ -311,6 +284,7 @@ def build_ansible_inventory(
 
     roles = {_ROLE_OF_PART[p] for p in selected}
     endpoints = ssh_endpoints(inv, inventory_path)
+    manifests = host_manifests(inv, artifacts)
     hosts: dict[str, Any] = {}
     for name, plan in plans.items():
         arts = [a for a in artifacts if a.host == name and a.role in roles]
@@ -327,6 +301,7 @@ def build_ansible_inventory(
         hv.update(
             {
                 "qsetup_apt_packages": apt_packages_by_release(plan.apt),
+                "qsetup_manifest": manifests[name],
                 "qsetup_os_groups": sorted(plan.groups),
                 "qsetup_os_users": [{"user": u, "group": g} for u, g in sorted(plan.users.items())],
                 "qsetup_dirs": sorted(plan.dirs.values(), key=lambda d: d["path"]),
@@ -350,7 +325,9 @@ def build_ansible_inventory(
             "vars": {
                 "qsetup_app_name": inv.app.name,
                 "qsetup_releases": dict(RELEASES),
+                "qsetup_manifest_path": MANIFEST_PATH,
                 "qsetup_code_dir": str(code_dir(inv)),
+                "qsetup_app_module": inv.app.module,
                 "qsetup_broker": _broker_vars(inv),
             },
             "children": {"qsetup_services": {"hosts": service_hosts}},

@@ -151,6 +151,17 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
                     }
                     for u in h.units
                 },
+                "unexpected_units": [
+                    {
+                        "unit": u.name,
+                        "load_state": u.load_state,
+                        "active_state": u.active_state,
+                        "sub_state": u.sub_state,
+                        "unit_file_state": u.unit_file_state,
+                        "since": u.since,
+                    }
+                    for u in h.unexpected_units
+                ],
                 "celery_versions": dict(h.celery_versions),
                 "flower_version": h.flower_version,
                 "rabbitmq_package": h.rabbitmq_version,
@@ -257,6 +268,13 @@ def status_view(status: SystemStatus) -> Group:
                 versions.append(f"rabbitmq-server {h.rabbitmq_version}")
             detail = f"hostname {h.hostname}; " + (", ".join(versions) or "no versions")
             table.add_row("host", h.name, f"ssh {h.address}", Text("reachable", ok), detail)
+            for u in h.unexpected_units:
+                now = f"{u.active_state} ({u.sub_state})"
+                if u.unit_file_state:
+                    now += f", {u.unit_file_state}"
+                table.add_row(
+                    "host", h.name, u.name, Text("unexpected", bad), f"{now}; not in the inventory"
+                )
         else:
             table.add_row(
                 "host", h.name, f"ssh {h.address}", Text("unreachable", bad), h.error or ""

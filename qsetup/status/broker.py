@@ -2,152 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from qsetup.desired import broker_state
 from qsetup.inventory import Inventory, group_vhost
 from qsetup.loader import LoadedInventory
-
-# The same user/permission list deploy applies, so status and deploy cannot disagree.
-from qsetup.plan import _broker_vars, broker_admin_password
-from qsetup.status.model import BrokerNode, BrokerStatus, Drift, QueueStatus
-
-NOTHING = "^$"
-"""RabbitMQ's "matches nothing" pattern: a permission of three of these grants nothing."""
-
-
-@dataclass(frozen=True)
-class ExpectedBroker:
-    """The vhosts, users (with tags) and permissions a deployed broker has."""
-
-    vhosts: frozenset[str]
-    users: Mapping[str, frozenset[str]]
-    permissions: Mapping[tuple[str, str], tuple[str, str, str]]
-    """(user, vhost) -> (configure, write, read)."""
-    guest_allowed: bool
-
-
-@dataclass(frozen=True)
-class Permission:
-    """One permission row as the management API lists it."""
-
-    user: str
-    vhost: str
-    configure: str
-    write: str
-    read: str
-
-    @property
-    def grants_nothing(self) -> bool:
-        """True for ``^$ ^$ ^$`` (what RabbitMQ stores for "no rights")."""
-        return self.configure == self.write == self.read == NOTHING
-
-
-def expected_broker(inv: Inventory) -> ExpectedBroker:
-    """What deploy puts on the broker: the inventory's users plus qsetup's own."""
-    plan = _broker_vars(inv)
-    users: dict[str, frozenset[str]] = {}
-    perms: dict[tuple[str, str], tuple[str, str, str]] = {}
-    for user in plan["users"]:
-        name = str(user["name"])
-        users[name] = frozenset(t for t in str(user["tags"]).split(",") if t)
-        for p in user["permissions"]:
-            perms[(name, str(p["vhost"]))] = (
-                str(p["configure_priv"]),
-                str(p["write_priv"]),
-                str(p["read_priv"]),
-            )
-    return ExpectedBroker(
-        vhosts=frozenset(inv.broker.vhosts),
-        users=users,
-        permissions=perms,
-        guest_allowed=not inv.broker.delete_guest,
-    )
-
-
-def compare_broker(
-    expected: ExpectedBroker,
-    vhosts: Iterable[str],
-    users: Mapping[str, frozenset[str]],
-    permissions: Iterable[Permission],
-) -> list[Drift]:
-    """Every difference between the broker's vhosts, users and permissions and the inventory.
-
-    RabbitMQ's default vhost ``/`` is not drift when the inventory does not list it (the
-    server creates it and qsetup leaves it alone); ``guest`` is drift unless
-    ``broker.delete_guest`` is false; a permission that grants nothing (``^$`` three
-    times) counts as no permission.
-    """
-    drift: list[Drift] = []
-    actual_vhosts = set(vhosts)
-    for vhost in sorted(expected.vhosts - actual_vhosts):
-        drift.append(Drift("vhost", vhost, "missing", "in the inventory, not on the broker"))
-    for vhost in sorted(actual_vhosts - expected.vhosts - {"/"}):
-        drift.append(Drift("vhost", vhost, "extra", "on the broker, not in the inventory"))
-
-    for name in sorted(set(expected.users) - set(users)):
-        drift.append(Drift("user", name, "missing", "in the inventory, not on the broker"))
-    for name in sorted(set(users) - set(expected.users)):
-        if name == "guest":
-            if not expected.guest_allowed:
-                drift.append(
-                    Drift(
-                        "user", "guest", "extra", "guest is present but broker.delete_guest is true"
-                    )
-                )
-            continue
-        drift.append(Drift("user", name, "extra", "on the broker, not in the inventory"))
-    for name in sorted(set(expected.users) & set(users)):
-        want, have = expected.users[name], users[name]
-        if want != have:
-            drift.append(
-                Drift(
-                    "tags",
-                    name,
-                    "differs",
-                    f"tags {_tags(have)} on the broker, {_tags(want)} in the inventory",
-                )
-            )
-
-    have_perms = {
-        (p.user, p.vhost): (p.configure, p.write, p.read)
-        for p in permissions
-        if p.user in expected.users and not p.grants_nothing
-    }
-    want_perms = {k: v for k, v in expected.permissions.items() if v != (NOTHING,) * 3}
-    for key in sorted(set(want_perms) | set(have_perms)):
-        user, vhost = key
-        if user not in users or vhost not in actual_vhosts:
-            continue  # the missing user or vhost is already one line
-        want_perm, have_perm = want_perms.get(key), have_perms.get(key)
-        if want_perm == have_perm:
-            continue
-        name = f"{user}@{vhost}"
-        if have_perm is None:
-            drift.append(Drift("permission", name, "missing", f"expected {_perm(want_perm)}"))
-        elif want_perm is None:
-            drift.append(Drift("permission", name, "extra", f"{_perm(have_perm)} on the broker"))
-        else:
-            drift.append(
-                Drift(
-                    "permission",
-                    name,
-                    "differs",
-                    f"{_perm(have_perm)} on the broker, {_perm(want_perm)} in the inventory",
-                )
-            )
-    return drift
-
-
-def _tags(tags: frozenset[str]) -> str:
-    return "[" + ", ".join(sorted(tags)) + "]"
-
-
-def _perm(perm: tuple[str, str, str] | None) -> str:
-    if perm is None:
-        return "none"
-    return f"configure={perm[0]!r} write={perm[1]!r} read={perm[2]!r}"
+from qsetup.plan import broker_admin_password
+from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
+from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
 
 
 def api_base(inv: Inventory) -> str:
@@ -174,6 +37,8 @@ def parse_api(
     users: Sequence[Mapping[str, Any]],
     permissions: Sequence[Mapping[str, Any]],
     queues: Sequence[Mapping[str, Any]],
+    topic_permissions: Sequence[Mapping[str, Any]] = (),
+    policies: Sequence[Mapping[str, Any]] = (),
 ) -> BrokerStatus:
     """Build the broker status (with drift) from the management API's JSON answers."""
     user_tags: dict[str, frozenset[str]] = {}
@@ -187,6 +52,23 @@ def parse_api(
             str(p["user"]), str(p["vhost"]), str(p["configure"]), str(p["write"]), str(p["read"])
         )
         for p in permissions
+    ]
+    topics = [
+        TopicPermission(
+            str(t["user"]), str(t["vhost"]), str(t["exchange"]), str(t["write"]), str(t["read"])
+        )
+        for t in topic_permissions
+    ]
+    pols = [
+        Policy(
+            str(p["vhost"]),
+            str(p["name"]),
+            str(p.get("pattern", "")),
+            str(p.get("apply-to", "all")),
+            _int(p.get("priority")),
+            dict(p.get("definition") or {}),
+        )
+        for p in policies
     ]
     vhost_names = [str(v["name"]) for v in vhosts]
     return BrokerStatus(
@@ -210,7 +92,7 @@ def parse_api(
         ),
         vhosts=tuple(sorted(vhost_names)),
         users=tuple(sorted(user_tags)),
-        drift=tuple(compare_broker(expected_broker(inv), vhost_names, user_tags, perms)),
+        drift=tuple(compare_broker(broker_state(inv), vhost_names, user_tags, perms, topics, pols)),
         queues=tuple(
             sorted(
                 (
@@ -239,7 +121,10 @@ def failed_broker(inv: Inventory, error: str) -> BrokerStatus:
 
 
 def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
-    """Read overview, nodes, vhosts, users, permissions and queues as ``qsetup-admin``."""
+    """Read what status compares and shows, as ``qsetup-admin``.
+
+    Overview, nodes, vhosts, users, permissions, topic permissions, policies and queues.
+    """
     import requests
 
     inv = loaded.inventory
@@ -254,6 +139,8 @@ def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
                 ("vhosts", {"columns": "name"}),
                 ("users", {"columns": "name,tags"}),
                 ("permissions", None),
+                ("topic-permissions", None),
+                ("policies", None),
                 (
                     "queues",
                     {"columns": "vhost,name,messages_ready,messages_unacknowledged,consumers"},
@@ -281,6 +168,8 @@ def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
         answers["users"],
         answers["permissions"],
         answers["queues"],
+        answers["topic-permissions"],
+        answers["policies"],
     )
 
 

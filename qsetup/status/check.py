@@ -13,11 +13,12 @@ from qsetup.loader import LoadedInventory
 from qsetup.plan import broker_admin_password
 from qsetup.status.broker import broker_problems, fetch_broker
 from qsetup.status.flower import check_flower, flower_problems
-from qsetup.status.hosts import host_problems
+from qsetup.status.hosts import beat_problems, host_problems
 from qsetup.status.model import BrokerStatus, FlowerStatus, SystemStatus
 from qsetup.status.ssh import run_round
 from qsetup.status.workers import (
     InspectResult,
+    NodeNames,
     broker_connections,
     combine_nodes,
     expected_nodes,
@@ -27,7 +28,7 @@ from qsetup.status.workers import (
 
 DEFAULT_TIMEOUT = 5.0
 PING_TIMEOUT = 1.0
-"""How long the worker ping waits for nodes the inventory does not expect."""
+"""How long the worker ping waits for another answer while an expected node is missing."""
 
 T = TypeVar("T")
 
@@ -88,7 +89,8 @@ def check_status(
         loaded: the loaded inventory and its secrets.
         timeout: seconds per host for SSH connect and for the command, and per HTTP call
             (default: ``ssh.connect_timeout``, at most 5).
-        ping_timeout: seconds the worker ping waits for answers.
+        ping_timeout: seconds the worker ping waits for another answer while a node the
+            inventory expects has not answered (it ends once all have).
     """
     inv = loaded.inventory
     seconds = effective_timeout(loaded, timeout)
@@ -99,20 +101,24 @@ def check_status(
         return fetch_broker(loaded, seconds), check_flower(loaded, seconds)
 
     http = _Background(http_checks)
+    names = {(user, vhost): NodeNames(inv, user, vhost) for user, vhost in broker_connections(inv)}
     inspections = [
-        _Background(partial(inspect_workers, loaded, user, vhost, seconds, ping_timeout))
-        for user, vhost in broker_connections(inv)
+        _Background(partial(inspect_workers, loaded, user, vhost, seconds, ping_timeout, expected))
+        for (user, vhost), expected in names.items()
     ]
     hosts = run_round(loaded, seconds)
+    hostnames = {name: h.hostname for name, h in hosts.items()}
+    for expected in names.values():
+        expected.learn(hostnames)
     broker, flower = http.result()
     results: list[InspectResult] = [i.result() for i in inspections]
 
-    hostnames = {name: h.hostname for name, h in hosts.items()}
     nodes = combine_nodes(expected_nodes(inv, hostnames), results)
     unreachable = frozenset(name for name, h in hosts.items() if not h.reachable)
     problems: list[str] = []
     for host in hosts.values():
         problems += host_problems(host)
+    problems += beat_problems(inv, hosts)
     problems += broker_problems(inv, broker)
     problems += worker_problems(nodes, results, inv.broker.host, unreachable)
     problems += flower_problems(flower)

@@ -1,71 +1,38 @@
 """What the status script finds on a host: the script, its parsing, and the host's problems.
 
-Every host runs the same small shell script: it prints its hostname, ``systemctl
-show`` for every unit qsetup may run anywhere in the inventory, and the installed
+Every host runs the same small shell script: it prints its hostname, lists the
+``qsetup-*`` units systemd has loaded or enabled there, prints ``systemctl show`` for
+those and for every unit qsetup may run anywhere in the inventory, and the installed
 Celery, Flower and rabbitmq-server versions, read from package metadata (starting
 Python to ask ``celery --version`` costs a third of a second per executable). The
-controller then keeps, per host, the units the inventory puts there.
+controller then keeps, per host, the units the desired state puts there, and reports
+every other ``qsetup-*`` unit it found as unexpected.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from qsetup.desired import units_by_host, venv_dir
+from qsetup.desired import BEAT_UNIT, UNIT_PREFIX, units_by_host, venv_dir
 from qsetup.inventory import Inventory
 from qsetup.status.model import HostStatus, UnitStatus
 
-BROKER_UNIT = "rabbitmq-server.service"
-BEAT_UNIT = "qsetup-beat.service"
-FLOWER_UNIT = "qsetup-flower.service"
-_PROPS = "Id,LoadState,ActiveState,SubState,StateChangeTimestamp,NRestarts"
+_PROPS = "Id,LoadState,ActiveState,SubState,UnitFileState,StateChangeTimestamp,NRestarts"
 MARK = "@@"
-
-
-@dataclass(frozen=True)
-class ExpectedUnit:
-    """A unit the inventory puts on a host."""
-
-    host: str
-    unit: str
-    role: str
-    group: str | None = None
-    instance: int | None = None
-
-
-def worker_unit(group_name: str, instance: int) -> str:
-    """The unit name of one worker instance, e.g. ``qsetup-worker-orders@2.service``."""
-    return f"qsetup-worker-{group_name}@{instance}.service"
-
-
-def expected_units(inv: Inventory) -> dict[str, list[ExpectedUnit]]:
-    """The units the inventory puts on each host, in a stable order."""
-    units: dict[str, list[ExpectedUnit]] = {name: [] for name in inv.hosts}
-    units[inv.broker.host].append(ExpectedUnit(inv.broker.host, BROKER_UNIT, "broker"))
-    for group in inv.workers:
-        for host in group.hosts:
-            for i in range(1, group.instances + 1):
-                units[host].append(
-                    ExpectedUnit(host, worker_unit(group.name, i), "worker", group.name, i)
-                )
-    if inv.beat is not None:
-        units[inv.beat.host].append(ExpectedUnit(inv.beat.host, BEAT_UNIT, "beat"))
-    if inv.flower is not None:
-        units[inv.flower.host].append(ExpectedUnit(inv.flower.host, FLOWER_UNIT, "flower"))
-    return units
+UNEXPECTED = "unexpected"
+"""The role of a ``qsetup-*`` unit the desired state does not put on its host."""
 
 
 def host_roles(inv: Inventory) -> dict[str, tuple[str, ...]]:
     """The roles each host holds (broker, worker, beat, flower), in that order."""
-    roles: dict[str, tuple[str, ...]] = {}
-    for host, units in expected_units(inv).items():
-        seen = dict.fromkeys(u.role for u in units)
-        roles[host] = tuple(seen)
-    return roles
+    return {
+        host: tuple(dict.fromkeys(u.role for u in units))
+        for host, units in units_by_host(inv).items()
+    }
 
 
 def celery_binaries(inv: Inventory) -> dict[str, list[str]]:
@@ -90,20 +57,53 @@ def _metadata_globs(binary: str) -> str:
     return f"{shlex.quote(prefix)}/lib/python3*/site-packages/celery-*-info {system}"
 
 
+def _discovery(prefix: str) -> str:
+    """Shell that sets ``$found`` to the ``prefix*`` units systemd has loaded or enabled.
+
+    ``list-units --all`` gives every loaded unit (running, failed, or pulled in by an
+    enabled target); ``list-unit-files`` the enabled ones; the ``.wants`` links the
+    enabled instances of templates (``x@2.service``), which ``list-unit-files`` shows only
+    as their template. Templates themselves (``x@.service``) are unit files, not units.
+    """
+    assert re.fullmatch(r"[a-z-]+", prefix), prefix  # used unquoted in globs and awk
+    # awk: the first field that is a unit name (a failed unit may get a bullet before it).
+    return "\n".join(
+        [
+            "found=$( {",
+            f"  systemctl list-units --all --plain --no-legend --full --no-pager '{prefix}*' "
+            "2>/dev/null |",
+            f'    awk \'{{ for (i = 1; i <= NF; i++) if (index($i, "{prefix}") == 1) '
+            "{ print $i; break } }'",
+            "  systemctl list-unit-files --plain --no-legend --no-pager "
+            f"--state=enabled,enabled-runtime '{prefix}*' 2>/dev/null | awk '{{ print $1 }}'",
+            f"  for f in /etc/systemd/system/*.wants/{prefix}* "
+            f"/run/systemd/system/*.wants/{prefix}*; do",
+            '    [ -L "$f" ] && echo "${f##*/}"',
+            "  done",
+            "} | grep -v '@[.]' | sort -u | tr '\\n' ' ' )",
+        ]
+    )
+
+
 def build_script(inv: Inventory) -> str:
     """The one shell script every host runs (the same everywhere, so one group run)."""
-    all_units = list(dict.fromkeys(u.unit for us in expected_units(inv).values() for u in us))
+    all_units = list(dict.fromkeys(u.name for us in units_by_host(inv).values() for u in us))
     binaries = list(dict.fromkeys(b for bs in celery_binaries(inv).values() for b in bs))
-    units = " ".join(shlex.quote(u) for u in all_units)
+    # $found is left unquoted on purpose (one word per unit); set -f keeps it unglobbed.
+    units = " ".join(shlex.quote(u) for u in all_units) + " $found"
     lines = [
         "export LC_ALL=C SYSTEMD_PAGER= SYSTEMD_COLORS=0",
         'first() { for f in "$@"; do [ -e "$f" ] && { echo "${f##*/}"; return; }; done; echo -; }',
         f'echo "{MARK}hostname $(hostname)"',
+        _discovery(UNIT_PREFIX),
+        f'echo "{MARK}found $found"',
+        "set -f",
         f'echo "{MARK}units"',
         # --timestamp=unix needs systemd 251 (Debian 12 has 252); older ones print local time.
         f"systemctl show --no-pager --timestamp=unix -p {_PROPS} {units} 2>/dev/null "
         f"|| systemctl show --no-pager -p {_PROPS} {units}",
         f'echo "{MARK}end"',
+        "set +f",
     ]
     for binary in binaries:
         q, globs = shlex.quote(binary), _metadata_globs(binary)
@@ -157,19 +157,20 @@ def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
     return units
 
 
-def unit_status(expected: ExpectedUnit, props: Mapping[str, str] | None) -> UnitStatus:
+def unit_status(name: str, role: str, props: Mapping[str, str] | None) -> UnitStatus:
     """A unit's status from its ``systemctl show`` properties (None: not reported)."""
     if props is None:
-        return UnitStatus(expected.unit, expected.role, "unknown", "unknown", "unknown", None, None)
+        return UnitStatus(name, role, "unknown", "unknown", "unknown", None, None)
     restarts = props.get("NRestarts", "")
     return UnitStatus(
-        name=expected.unit,
-        role=expected.role,
+        name=name,
+        role=role,
         load_state=props.get("LoadState", "unknown"),
         active_state=props.get("ActiveState", "unknown"),
         sub_state=props.get("SubState", "unknown"),
         since=_since(props.get("StateChangeTimestamp", "")),
         restarts=int(restarts) if restarts.isdigit() else None,
+        unit_file_state=props.get("UnitFileState") or None,
     )
 
 
@@ -182,6 +183,8 @@ class ScriptOutput:
     celery: dict[str, str | None]
     flower: str | None
     rabbitmq: str | None
+    found: tuple[str, ...] = ()
+    """The ``qsetup-*`` units systemd has loaded or enabled on the host."""
 
 
 def parse_script_output(text: str) -> ScriptOutput:
@@ -190,6 +193,7 @@ def parse_script_output(text: str) -> ScriptOutput:
     celery: dict[str, str | None] = {}
     flower: str | None = None
     rabbitmq: str | None = None
+    found: tuple[str, ...] = ()
     unit_lines: list[str] = []
     in_units = False
     for line in text.splitlines():
@@ -199,6 +203,8 @@ def parse_script_output(text: str) -> ScriptOutput:
             in_units = tag == "units"
             if tag == "hostname":
                 hostname = rest or None
+            elif tag == "found":
+                found = tuple(dict.fromkeys(rest.split()))
             elif tag == "celery":
                 binary, _, meta = rest.partition(" ")
                 celery[binary] = "absent" if meta == "absent" else parse_dist_version(meta)
@@ -209,7 +215,28 @@ def parse_script_output(text: str) -> ScriptOutput:
         elif in_units:
             unit_lines.append(line)
     return ScriptOutput(
-        hostname, parse_systemctl_show("\n".join(unit_lines)), celery, flower, rabbitmq
+        hostname, parse_systemctl_show("\n".join(unit_lines)), celery, flower, rabbitmq, found
+    )
+
+
+def _present(props: Mapping[str, str] | None) -> bool:
+    """True for a unit that is loaded, active or enabled (not a stale reference)."""
+    if props is None:
+        return True  # listed by systemd but not shown: report it rather than hide it
+    return (
+        props.get("LoadState") == "loaded"
+        or props.get("ActiveState", "inactive") not in ("inactive", "failed", "")
+        or props.get("UnitFileState", "").startswith("enabled")
+    )
+
+
+def unexpected_units(parsed: ScriptOutput, expected: Iterable[str]) -> tuple[UnitStatus, ...]:
+    """The ``qsetup-*`` units found on a host that the desired state does not put there."""
+    wanted = set(expected)
+    return tuple(
+        unit_status(name, UNEXPECTED, parsed.units.get(name))
+        for name in sorted(parsed.found)
+        if name not in wanted and _present(parsed.units.get(name))
     )
 
 
@@ -220,11 +247,18 @@ class Outcome:
     address: str
     stdout: str | None
     error: str | None
+    same_endpoint: tuple[str, ...] = ()
+    """Every inventory host reached through the same SSH endpoint (one machine), in
+    inventory order; empty when the host is the only one."""
 
 
 def assemble_hosts(inv: Inventory, outcomes: Mapping[str, Outcome]) -> dict[str, HostStatus]:
-    """One HostStatus per inventory host from its round trip's outcome."""
-    units = expected_units(inv)
+    """One HostStatus per inventory host from its round trip's outcome.
+
+    Hosts that are one machine (the same SSH endpoint) expect each other's units; the
+    units none of them expects are reported once, on the first of them.
+    """
+    units = units_by_host(inv)
     roles = host_roles(inv)
     binaries = celery_binaries(inv)
     out: dict[str, HostStatus] = {}
@@ -244,6 +278,10 @@ def assemble_hosts(inv: Inventory, outcomes: Mapping[str, Outcome]) -> dict[str,
             )
             continue
         parsed = parse_script_output(outcome.stdout)
+        machine = outcome.same_endpoint or (name,)
+        extra: tuple[UnitStatus, ...] = ()
+        if machine[0] == name:
+            extra = unexpected_units(parsed, (u.name for h in machine for u in units[h]))
         out[name] = HostStatus(
             name=name,
             address=outcome.address,
@@ -251,16 +289,17 @@ def assemble_hosts(inv: Inventory, outcomes: Mapping[str, Outcome]) -> dict[str,
             reachable=True,
             error=None,
             hostname=parsed.hostname,
-            units=tuple(unit_status(u, parsed.units.get(u.unit)) for u in units[name]),
+            units=tuple(unit_status(u.name, u.role, parsed.units.get(u.name)) for u in units[name]),
             celery_versions=tuple((b, parsed.celery.get(b) or "unknown") for b in binaries[name]),
             flower_version=parsed.flower if "flower" in roles[name] else None,
             rabbitmq_version=parsed.rabbitmq if "broker" in roles[name] else None,
+            unexpected_units=extra,
         )
     return out
 
 
 def host_problems(host: HostStatus) -> list[str]:
-    """One line per problem on a host: unreachable, or a unit not running."""
+    """One line per problem on a host: unreachable, a unit not running, an unexpected unit."""
     if not host.reachable:
         return [f"{host.name}: unreachable ({host.address}): {host.error}"]
     problems = []
@@ -276,7 +315,41 @@ def host_problems(host: HostStatus) -> list[str]:
             f"{host.name}: unit {unit.name}: {unit.active_state} ({unit.sub_state}){since}"
             f"{restarts}; expected active (running)"
         )
+    for unit in host.unexpected_units:
+        enabled = ", enabled" if (unit.unit_file_state or "").startswith("enabled") else ""
+        problems.append(
+            f"{host.name}: unit {unit.name}: unexpected (the inventory does not put it on "
+            f"{host.name}; {unit.active_state} ({unit.sub_state}){enabled}); "
+            "the next deploy removes it"
+        )
     for binary, version in host.celery_versions:
         if version == "absent":
             problems.append(f"{host.name}: {binary}: missing; run qsetup deploy")
     return problems
+
+
+def _runs_beat(host: HostStatus) -> bool:
+    return any(
+        u.name == BEAT_UNIT and u.active_state in ("active", "reloading")
+        for u in (*host.units, *host.unexpected_units)
+    )
+
+
+def beat_problems(inv: Inventory, hosts: Mapping[str, HostStatus]) -> list[str]:
+    """Exactly one beat across the fleet: two send every scheduled task twice, none never.
+
+    Each machine counts once (hosts on one SSH endpoint list the unit on one of them).
+    "None" is only said when the beat host could be read.
+    """
+    where = inv.beat.host if inv.beat is not None else None
+    running = [h.name for h in hosts.values() if h.reachable and _runs_beat(h)]
+    wanted = f"the inventory puts it on {where}" if where else "the inventory runs no beat"
+    if len(running) > 1:
+        at = where if where in running else running[0]
+        return [
+            f"{at}: beat {BEAT_UNIT}: active on {len(running)} hosts ({', '.join(running)}); "
+            f"exactly one may run ({wanted})"
+        ]
+    if where is not None and not running and where in hosts and hosts[where].reachable:
+        return [f"{where}: beat {BEAT_UNIT}: active on no host; exactly one must run ({wanted})"]
+    return []

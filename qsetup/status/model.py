@@ -11,7 +11,8 @@ class UnitStatus:
 
     name: str
     role: str
-    """broker, worker, beat or flower."""
+    """broker, worker, beat or flower; ``unexpected`` for a unit the inventory does not
+    put on its host."""
     load_state: str
     active_state: str
     sub_state: str
@@ -19,6 +20,8 @@ class UnitStatus:
     """When the unit entered its current state (ISO 8601, UTC), if known."""
     restarts: int | None
     """How often systemd restarted it automatically (``NRestarts``)."""
+    unit_file_state: str | None = None
+    """``enabled``, ``disabled``, ... (``UnitFileState``), if known."""
 
     @property
     def ok(self) -> bool:
@@ -47,6 +50,9 @@ class HostStatus:
     flower_version: str | None
     rabbitmq_version: str | None
     """The rabbitmq-server package version, on the broker host."""
+    unexpected_units: tuple[UnitStatus, ...] = ()
+    """``qsetup-*`` units loaded, active or enabled there that the inventory does not put
+    there (an old group, an extra instance, a moved beat)."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,10 @@ class Drift:
     """One difference between the broker and the inventory."""
 
     kind: str
-    """vhost, user, tags or permission."""
+    """vhost, user, tags, permission, topic_permission or policy."""
     name: str
-    """The object: a vhost, a user, or ``user@vhost`` for a permission."""
+    """The object: a vhost, a user, ``user@vhost`` for a permission,
+    ``user@vhost/exchange`` for a topic permission, ``vhost/policy`` for a policy."""
     state: str
     """missing (in the inventory, not on the broker), extra (the reverse), or differs."""
     detail: str

@@ -10,6 +10,7 @@ import errno
 import logging
 import shlex
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,16 @@ def run_round(loaded: LoadedInventory, timeout: float) -> dict[str, HostStatus]:
         results = exc.result
     finally:
         group.close()
+    names: dict[tuple[str, int, str], list[str]] = {}
+    for t in targets:
+        names.setdefault((t.address, t.port, t.user), []).append(t.name)
     outcomes = {}
     for t in targets:
-        result = results.get(by_endpoint[(t.address, t.port, t.user)])
-        outcomes[t.name] = _outcome(t.address, result, timeout)
+        endpoint = (t.address, t.port, t.user)
+        outcome = _outcome(t.address, results.get(by_endpoint[endpoint]), timeout)
+        if len(names[endpoint]) > 1:
+            outcome = replace(outcome, same_endpoint=tuple(names[endpoint]))
+        outcomes[t.name] = outcome
     return assemble_hosts(inv, outcomes)
 
 

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from qsetup.inventory import Inventory, group_broker_user, group_vhost
+from qsetup.desired import units_by_host
+from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
 from qsetup.render import broker_url
-from qsetup.status.hosts import worker_unit
 from qsetup.status.model import WorkerNode
-
-_FORMAT_RE = re.compile(r"%([%\w])")
-
-
-def expand_node_name(pattern: str, instance: int, hostname: str) -> str:
-    """The node name a worker gets from its ``-n`` pattern, as systemd and Celery expand it.
-
-    systemd replaces ``%i`` with the instance; Celery then adds ``celery@`` to a name
-    without ``@`` (the name becomes the host part) and expands ``%h`` (the host's full
-    name), ``%n`` (its first label), ``%d`` (its domain) and ``%%``; other ``%x`` stay.
-    """
-    name = pattern.replace("%i", str(instance))
-    if "@" not in name:
-        name = f"celery@{name}"
-    short, _, domain = hostname.partition(".")
-    keys = {"h": hostname, "n": short, "d": domain, "%": "%"}
-    return _FORMAT_RE.sub(lambda m: keys.get(m.group(1), m.group(0)), name)
 
 
 @dataclass(frozen=True)
@@ -45,26 +28,26 @@ class ExpectedNode:
 def expected_nodes(inv: Inventory, hostnames: Mapping[str, str | None]) -> list[ExpectedNode]:
     """Every node the inventory runs; ``hostnames`` maps inventory hosts to their hostname.
 
-    A host whose hostname is unknown (unreachable) is assumed to be named as in the
-    inventory.
+    A host whose hostname is unknown (unreachable, or not read yet) is assumed to be
+    named as in the inventory.
     """
     out = []
-    for group in inv.workers:
-        user = group_broker_user(inv, group).name
-        vhost = group_vhost(inv, group)
-        for host in group.hosts:
-            hostname = hostnames.get(host) or host
-            for i in range(1, group.instances + 1):
-                out.append(
-                    ExpectedNode(
-                        expand_node_name(group.node_pattern, i, hostname),
-                        host,
-                        group.name,
-                        worker_unit(group.name, i),
-                        user,
-                        vhost,
-                    )
+    for host, units in units_by_host(inv).items():
+        hostname = hostnames.get(host) or host
+        for unit in units:
+            if unit.role != "worker":
+                continue
+            assert unit.group and unit.broker_user and unit.vhost, unit
+            out.append(
+                ExpectedNode(
+                    unit.node_name(hostname),
+                    host,
+                    unit.group,
+                    unit.name,
+                    unit.broker_user,
+                    unit.vhost,
                 )
+            )
     return out
 
 
@@ -81,18 +64,101 @@ class InspectResult:
 
 
 def broker_connections(inv: Inventory) -> list[tuple[str, str]]:
-    """The distinct (broker user, vhost) pairs worker groups connect with."""
-    pairs = [(group_broker_user(inv, g).name, group_vhost(inv, g)) for g in inv.workers]
+    """The distinct (broker user, vhost) pairs the worker units connect with."""
+    pairs = [
+        (u.broker_user, u.vhost)
+        for units in units_by_host(inv).values()
+        for u in units
+        if u.role == "worker" and u.broker_user and u.vhost
+    ]
     return list(dict.fromkeys(pairs))
 
 
+class NodeNames:
+    """The node names the inventory expects on one vhost, by the hostnames known so far.
+
+    The ping starts before the SSH round is back, so until then a host is taken to be
+    named as in the inventory (the usual case); ``learn`` swaps in the hostnames the
+    hosts reported. Readers on the ping's thread see either set (one reference swap).
+    """
+
+    def __init__(self, inv: Inventory, user: str, vhost: str) -> None:
+        self._units = [
+            (host, u)
+            for host, units in units_by_host(inv).items()
+            for u in units
+            if u.role == "worker" and (u.broker_user, u.vhost) == (user, vhost)
+        ]
+        self._names = self._expand({})
+
+    def _expand(self, hostnames: Mapping[str, str | None]) -> frozenset[str]:
+        return frozenset(u.node_name(hostnames.get(host) or host) for host, u in self._units)
+
+    def learn(self, hostnames: Mapping[str, str | None]) -> None:
+        """Use the hostnames the hosts reported (None: unknown, the inventory name)."""
+        self._names = self._expand(hostnames)
+
+    def __call__(self) -> frozenset[str]:
+        """The expected node names."""
+        return self._names
+
+
+class _AllAnswered(Exception):
+    """Raised from the ping's reply callback: kombu has no other way to stop collecting."""
+
+
+def ping_nodes(
+    app: Any, ping_timeout: float, expected: Callable[[], Collection[str]]
+) -> frozenset[str]:
+    """Ping every node; stop as soon as every node in ``expected()`` has answered.
+
+    Without that stop, kombu collects until no reply came for ``ping_timeout`` seconds,
+    so a healthy fleet always cost that second. The trade-off: a node the inventory does
+    not expect is reported only when it answers before the last expected one. Replies
+    come within milliseconds of each other, so a running stray is usually among them,
+    but not always; a stray that runs as a ``qsetup-*`` unit on an inventory host is
+    reported by that host's unit list anyway. While an expected node is missing, the
+    ping waits as before and catches every stray that answers meanwhile.
+
+    ``expected`` is asked at every reply, so hostnames learnt meanwhile count. Before
+    the SSH round is back it guesses inventory names (``NodeNames``): a machine whose
+    hostname is another host's inventory name, running that host's node names, could
+    end the ping early, and the real host's nodes would then read as silent.
+    """
+    answered: set[str] = set()
+    stopped = False
+
+    def on_reply(reply: Mapping[str, Any]) -> None:
+        nonlocal stopped
+        answered.update(reply)
+        wanted = set(expected())
+        # Once only: a reply arriving while kombu cancels the consumer comes here too,
+        # and raising again would abort that cancel (the channel then closes with the
+        # cancel's answer still on its way, and py-amqp logs a warning).
+        if not stopped and wanted and wanted <= answered:
+            stopped = True
+            raise _AllAnswered
+
+    try:
+        app.control.inspect(timeout=ping_timeout, callback=on_reply).ping()
+    except _AllAnswered:
+        pass
+    return frozenset(answered)
+
+
 def inspect_workers(
-    loaded: LoadedInventory, user: str, vhost: str, timeout: float, ping_timeout: float
+    loaded: LoadedInventory,
+    user: str,
+    vhost: str,
+    timeout: float,
+    ping_timeout: float,
+    expected: Callable[[], Collection[str]] = frozenset,
 ) -> InspectResult:
     """Ping every node on a vhost, then ask those that answered for their tasks.
 
-    The ping waits the whole ``ping_timeout`` (a node the inventory does not expect may
-    answer too); the follow-up questions return as soon as every answering node replied.
+    The ping ends once every node in ``expected()`` answered, else after
+    ``ping_timeout`` without a reply (see ``ping_nodes``); the follow-up questions
+    return as soon as every answering node replied.
     """
     from celery import Celery
 
@@ -105,8 +171,7 @@ def inspect_workers(
     # check within its timeout when the broker is down.
     app.conf.broker_transport_options = {"max_retries": 0}
     try:
-        pings = app.control.inspect(timeout=ping_timeout).ping() or {}
-        answered = frozenset(pings)
+        answered = ping_nodes(app, ping_timeout, expected)
         registered: dict[str, tuple[str, ...]] = {}
         active: dict[str, int] = {}
         if answered:

@@ -13,14 +13,14 @@ from invoke.exceptions import CommandTimedOut
 from paramiko.ssh_exception import NoValidConnectionsError
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
+from qsetup.desired import units_by_host
 from qsetup.loader import load_inventory
 from qsetup.status.hosts import (
-    ExpectedUnit,
     Outcome,
     assemble_hosts,
+    beat_problems,
     build_script,
     celery_binaries,
-    expected_units,
     host_problems,
     host_roles,
     parse_dist_version,
@@ -69,8 +69,7 @@ def test_parse_systemctl_show_splits_blocks_by_id() -> None:
 def test_unit_status_reads_state_since_and_restarts() -> None:
     units = parse_systemctl_show(SHOW)
     ok = unit_status(
-        ExpectedUnit("w1", "qsetup-worker-default@1.service", "worker"),
-        units["qsetup-worker-default@1.service"],
+        "qsetup-worker-default@1.service", "worker", units["qsetup-worker-default@1.service"]
     )
     assert ok == UnitStatus(
         "qsetup-worker-default@1.service",
@@ -83,19 +82,16 @@ def test_unit_status_reads_state_since_and_restarts() -> None:
     )
     assert ok.ok
     flapping = unit_status(
-        ExpectedUnit("w1", "qsetup-worker-default@2.service", "worker"),
-        units["qsetup-worker-default@2.service"],
+        "qsetup-worker-default@2.service", "worker", units["qsetup-worker-default@2.service"]
     )
     assert not flapping.ok and flapping.restarts == 3
-    missing = unit_status(ExpectedUnit("w1", "qsetup-beat.service", "beat"), None)
+    missing = unit_status("qsetup-beat.service", "beat", None)
     assert missing.load_state == "unknown" and not missing.ok
 
 
 def test_unit_status_keeps_an_old_systemds_local_time() -> None:
     props = {"Id": "x.service", "StateChangeTimestamp": "Mon 2024-05-06 10:11:12 CEST"}
-    assert unit_status(ExpectedUnit("h", "x.service", "beat"), props).since == (
-        "Mon 2024-05-06 10:11:12 CEST"
-    )
+    assert unit_status("x.service", "beat", props).since == ("Mon 2024-05-06 10:11:12 CEST")
 
 
 @pytest.mark.parametrize(
@@ -138,9 +134,9 @@ def full(write_inventory: WriteInventory) -> object:
     return load_inventory(write_inventory(FULL_INVENTORY, FULL_SECRETS))
 
 
-def test_expected_units_per_host(full: object) -> None:
+def test_the_units_status_expects_are_the_desired_ones(full: object) -> None:
     inv = full.inventory  # type: ignore[attr-defined]
-    units = {h: [u.unit for u in us] for h, us in expected_units(inv).items()}
+    units = {h: [u.name for u in us] for h, us in units_by_host(inv).items()}
     assert units == {
         "mq": ["rabbitmq-server.service", "qsetup-flower.service"],
         "w1": [
@@ -219,7 +215,7 @@ def test_assemble_hosts_marks_unreachable_and_keeps_only_this_hosts_units(full: 
     assert not hosts["mq"].reachable and hosts["mq"].units == ()
     w1 = hosts["w1"]
     assert w1.reachable and w1.hostname == "w1"
-    assert [u.name for u in w1.units] == [u.unit for u in expected_units(inv)["w1"]]
+    assert [u.name for u in w1.units] == [u.name for u in units_by_host(inv)["w1"]]
     # orders@3 was not in the output: reported, not invented
     assert w1.units[2].load_state == "unknown"
     assert w1.units[3].load_state == "not-found"
@@ -326,3 +322,227 @@ def test_a_missing_key_file_is_bad_input(write_inventory: WriteInventory, tmp_pa
     loaded = load_inventory(write_inventory(text, BASE_SECRETS))
     with pytest.raises(QsetupError, match="keys/nope does not exist"):
         run_round(loaded, timeout=1.0)
+
+
+# --- units the desired state does not put on a host ---------------------------------
+
+FAKE_SYSTEMCTL = r"""#!/bin/sh
+case "$1" in
+  list-units)
+    echo 'qsetup-worker-orders@1.service loaded active running Celery orders 1'
+    echo '● qsetup-worker-old@2.service loaded failed failed Celery old 2' ;;
+  list-unit-files)
+    echo 'qsetup-worker-old@.service enabled enabled'
+    echo 'qsetup-beat.service enabled enabled' ;;
+  show)
+    shift
+    for a in "$@"; do
+      case "$a" in
+        -*|Id,*) ;;
+        *) printf 'Id=%s\nLoadState=loaded\nActiveState=active\n' "$a"
+           printf 'SubState=running\nUnitFileState=enabled\n\n' ;;
+      esac
+    done ;;
+esac
+"""
+
+
+def test_the_script_lists_every_qsetup_unit_systemd_knows(
+    full: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run the real script with a fake systemctl: loaded, failed and enabled units are found."""
+    import subprocess
+
+    fake = tmp_path / "bin" / "systemctl"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_SYSTEMCTL, encoding="utf-8")
+    fake.chmod(0o755)
+    script = build_script(full.inventory)  # type: ignore[attr-defined]
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin"}
+    run = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, check=True)
+    out = parse_script_output(run.stdout)
+    # sorted, once each, the template (x@.service) left out; the bullet before a failed unit too
+    assert out.found == (
+        "qsetup-beat.service",
+        "qsetup-worker-old@2.service",
+        "qsetup-worker-orders@1.service",
+    )
+    # the found units are shown along with every unit the inventory runs anywhere
+    assert "qsetup-worker-old@2.service" in out.units
+    assert "qsetup-worker-reports@1.service" in out.units
+    assert out.units["qsetup-worker-old@2.service"]["UnitFileState"] == "enabled"
+
+
+def test_the_script_discovers_loaded_enabled_and_template_instances(full: object) -> None:
+    script = build_script(full.inventory)  # type: ignore[attr-defined]
+    assert "systemctl list-units --all --plain --no-legend --full --no-pager 'qsetup-*'" in script
+    assert "list-unit-files" in script and "--state=enabled" in script
+    assert "/etc/systemd/system/*.wants/qsetup-*" in script  # enabled instances: x@2.service
+    assert "grep -v '@[.]'" in script  # templates are files, not units
+    show = next(line for line in script.splitlines() if line.startswith("systemctl show"))
+    assert show.count("$found") == 2 and "UnitFileState" in show
+    assert script.count("systemctl show") == 2  # one call (and its old-systemd fallback)
+
+
+W2_SHOW = """\
+Id=qsetup-worker-orders@1.service
+LoadState=loaded
+ActiveState=active
+SubState=running
+UnitFileState=enabled
+
+Id=qsetup-worker-orders@4.service
+LoadState=loaded
+ActiveState=active
+SubState=running
+UnitFileState=enabled
+
+Id=qsetup-worker-old@2.service
+LoadState=loaded
+ActiveState=inactive
+SubState=dead
+UnitFileState=enabled
+
+Id=qsetup-beat.service
+LoadState=loaded
+ActiveState=active
+SubState=running
+UnitFileState=enabled
+StateChangeTimestamp=@1700000000
+
+Id=qsetup-worker-gone@1.service
+LoadState=not-found
+ActiveState=inactive
+SubState=dead
+UnitFileState=
+"""
+W2_OUT = (
+    "@@hostname w2\n"
+    "@@found qsetup-worker-orders@1.service qsetup-worker-orders@4.service "
+    "qsetup-worker-old@2.service qsetup-beat.service qsetup-worker-gone@1.service\n"
+    "@@units\n" + W2_SHOW + "@@end\n"
+)
+W1_OUT = (
+    "@@hostname w1\n@@found qsetup-beat.service\n@@units\n"
+    "Id=qsetup-beat.service\nLoadState=loaded\nActiveState=active\nSubState=running\n@@end\n"
+)
+
+
+def test_parse_script_output_reads_the_found_units() -> None:
+    out = parse_script_output(W2_OUT)
+    assert out.found == (
+        "qsetup-worker-orders@1.service",
+        "qsetup-worker-orders@4.service",
+        "qsetup-worker-old@2.service",
+        "qsetup-beat.service",
+        "qsetup-worker-gone@1.service",
+    )
+    assert out.units["qsetup-worker-gone@1.service"]["LoadState"] == "not-found"
+    assert parse_script_output("@@hostname x\n@@found \n@@units\n@@end\n").found == ()
+
+
+def test_units_the_inventory_does_not_put_there_are_problems(full: object) -> None:
+    """An old group, an instance above `instances`, a beat that moved: each one line."""
+    inv = full.inventory  # type: ignore[attr-defined]
+    hosts = assemble_hosts(
+        inv,
+        {
+            "mq": Outcome("mq.example.org", None, "no route to host"),
+            "w1": Outcome("10.1.0.1", W1_OUT, None),
+            "w2": Outcome("fd00::2", W2_OUT, None),
+        },
+    )
+    w2 = hosts["w2"]
+    # orders@1 belongs there; gone@1 is a stale reference (no file, not running): not listed
+    assert [(u.name, u.active_state, u.unit_file_state) for u in w2.unexpected_units] == [
+        ("qsetup-beat.service", "active", "enabled"),
+        ("qsetup-worker-old@2.service", "inactive", "enabled"),
+        ("qsetup-worker-orders@4.service", "active", "enabled"),
+    ]
+    assert hosts["w1"].unexpected_units == ()  # beat belongs on w1
+    lines = [p for p in host_problems(w2) if "unexpected" in p]
+    assert lines == [
+        "w2: unit qsetup-beat.service: unexpected (the inventory does not put it on w2; "
+        "active (running), enabled); the next deploy removes it",
+        "w2: unit qsetup-worker-old@2.service: unexpected (the inventory does not put it on "
+        "w2; inactive (dead), enabled); the next deploy removes it",
+        "w2: unit qsetup-worker-orders@4.service: unexpected (the inventory does not put it "
+        "on w2; active (running), enabled); the next deploy removes it",
+    ]
+    assert beat_problems(inv, hosts) == [
+        "w1: beat qsetup-beat.service: active on 2 hosts (w1, w2); exactly one may run "
+        "(the inventory puts it on w1)"
+    ]
+
+
+def test_hosts_on_one_endpoint_expect_each_others_units(write_inventory: WriteInventory) -> None:
+    """rabbit1 and worker1 are one machine: its units are listed once, on rabbit1."""
+    inv = load_inventory(write_inventory(BASE_INVENTORY, BASE_SECRETS)).inventory
+    out = (
+        "@@hostname box\n@@found qsetup-flower.service qsetup-worker-default@1.service "
+        "qsetup-worker-stale@1.service\n@@units\n"
+        + "".join(
+            f"Id={u}\nLoadState=loaded\nActiveState=active\nSubState=running\n\n"
+            for u in (
+                "qsetup-flower.service",
+                "qsetup-worker-default@1.service",
+                "qsetup-worker-stale@1.service",
+            )
+        )
+        + "@@end\n"
+    )
+    both = ("rabbit1", "worker1")
+    hosts = assemble_hosts(
+        inv,
+        {
+            "rabbit1": Outcome("10.0.0.1", out, None, same_endpoint=both),
+            "worker1": Outcome("10.0.0.1", out, None, same_endpoint=both),
+        },
+    )
+    assert [u.name for u in hosts["rabbit1"].unexpected_units] == ["qsetup-worker-stale@1.service"]
+    assert hosts["worker1"].unexpected_units == ()
+
+
+def _host(name: str, beat: str | None, *, unexpected: bool = False, up: bool = True) -> HostStatus:
+    units: tuple[UnitStatus, ...] = ()
+    if beat is not None:
+        units = (UnitStatus("qsetup-beat.service", "beat", "loaded", beat, "running", None, 0),)
+    return HostStatus(name, name, (), up, None if up else "down", name,
+                      () if unexpected else units, (), None, None,
+                      unexpected_units=units if unexpected else ())  # fmt: skip
+
+
+def test_exactly_one_beat_across_the_fleet(full: object) -> None:
+    inv = full.inventory  # type: ignore[attr-defined]
+    one = {"mq": _host("mq", None), "w1": _host("w1", "active"), "w2": _host("w2", None)}
+    assert beat_problems(inv, one) == []
+    none = {"mq": _host("mq", None), "w1": _host("w1", "inactive"), "w2": _host("w2", None)}
+    assert beat_problems(inv, none) == [
+        "w1: beat qsetup-beat.service: active on no host; exactly one must run "
+        "(the inventory puts it on w1)"
+    ]
+    moved = {
+        "mq": _host("mq", "active", unexpected=True),
+        "w1": _host("w1", "inactive"),
+        "w2": _host("w2", "active", unexpected=True),
+    }
+    assert beat_problems(inv, moved) == [
+        "mq: beat qsetup-beat.service: active on 2 hosts (mq, w2); exactly one may run "
+        "(the inventory puts it on w1)"
+    ]
+    # the beat host cannot be read: no guess that beat is down (its own line says why)
+    dark = {"mq": _host("mq", None), "w1": _host("w1", None, up=False), "w2": _host("w2", None)}
+    assert beat_problems(inv, dark) == []
+
+
+def test_two_beats_without_beat_in_the_inventory(write_inventory: WriteInventory) -> None:
+    inv = load_inventory(write_inventory(BASE_INVENTORY, BASE_SECRETS)).inventory
+    hosts = {
+        "rabbit1": _host("rabbit1", "active", unexpected=True),
+        "worker1": _host("worker1", "active", unexpected=True),
+    }
+    assert beat_problems(inv, hosts) == [
+        "rabbit1: beat qsetup-beat.service: active on 2 hosts (rabbit1, worker1); exactly one "
+        "may run (the inventory runs no beat)"
+    ]
+    assert beat_problems(inv, {"rabbit1": _host("rabbit1", None)}) == []

@@ -124,6 +124,7 @@ def test_json_shape() -> None:
         "hostname": None,
         "roles": ["worker"],
         "units": {},
+        "unexpected_units": [],
         "celery_versions": {},
         "flower_version": None,
         "rabbitmq_package": None,
@@ -278,3 +279,27 @@ def test_cli_watch_on_a_terminal_refreshes_in_place(
     text = screen.getvalue()
     assert "degraded: 1 problem(s)" in text and "healthy: 3 hosts" in text
     assert "\x1b[" in text  # cursor movement: the table was redrawn in place
+
+
+def test_unexpected_units_in_json_and_table() -> None:
+    from dataclasses import replace
+
+    stray = UnitStatus("qsetup-worker-old@2.service", "unexpected", "loaded", "active", "running",
+                       "2024-01-01T00:00:00+00:00", 0, "enabled")  # fmt: skip
+    line = (
+        "worker1: unit qsetup-worker-old@2.service: unexpected (the inventory does not put it "
+        "on worker1; active (running), enabled); the next deploy removes it"
+    )
+    base = _status((line,))
+    hosts = (base.hosts[0], replace(base.hosts[1], unexpected_units=(stray,)), base.hosts[2])
+    status = replace(base, hosts=hosts)
+    data = status_json(status)
+    assert data["hosts"]["worker1"]["unexpected_units"] == [
+        {"unit": "qsetup-worker-old@2.service", "load_state": "loaded", "active_state": "active",
+         "sub_state": "running", "unit_file_state": "enabled",
+         "since": "2024-01-01T00:00:00+00:00"}
+    ]  # fmt: skip
+    assert "qsetup-worker-old@2.service" not in data["hosts"]["worker1"]["units"]
+    text = _render(status)
+    row = next(r for r in text.splitlines() if "qsetup-worker-old@2.service" in r and "│" in r)
+    assert "unexpected" in row and "active (running), enabled" in row

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import pytest
 from unitdata import FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
+from qsetup.desired import expand_node_name
 from qsetup.loader import load_inventory
+from qsetup.status import workers
 from qsetup.status.workers import (
     ExpectedNode,
     InspectResult,
+    NodeNames,
     broker_connections,
     combine_nodes,
-    expand_node_name,
     expected_nodes,
+    ping_nodes,
     worker_problems,
 )
 
@@ -101,3 +107,112 @@ def test_a_failed_broadcast_is_one_line_not_one_per_node() -> None:
     assert worker_problems(nodes, [result], "mq") == [
         "mq: broker vhost 'v' as 'u': cannot broadcast to the workers: refused"
     ]
+
+
+def test_status_keeps_no_node_name_logic_of_its_own() -> None:
+    assert not hasattr(workers, "expand_node_name")
+    assert not hasattr(workers, "worker_unit")
+
+
+def test_node_names_guess_inventory_names_until_hostnames_are_known(full: object) -> None:
+    inv = full.inventory  # type: ignore[attr-defined]
+    names = NodeNames(inv, "Shop", "shop")
+    guess = {f"orders-{i}@{h}" for i in (1, 2, 3) for h in ("w1", "w2")}
+    assert names() == guess
+    names.learn({"w1": "w1.example.org", "w2": None, "mq": "mq"})
+    assert names() == {f"orders-{i}@w1.example.org" for i in (1, 2, 3)} | {
+        f"orders-{i}@w2" for i in (1, 2, 3)
+    }
+    assert NodeNames(inv, "reports", "reports")() == {"rep-1@w2"}
+
+
+class _FakeInspect:
+    """Delivers one ping reply per node to the callback, as kombu does, then the wait."""
+
+    def __init__(self, replies: list[str], log: list[str], callback: Callable[..., Any]) -> None:
+        self.replies, self.log, self.callback = replies, log, callback
+
+    def ping(self) -> Mapping[str, Any]:
+        for node in self.replies:
+            self.log.append(f"reply {node}")
+            self.callback({node: {"ok": "pong"}})
+        self.log.append("waited the whole timeout")  # kombu: no reply for ping_timeout
+        return {n: {"ok": "pong"} for n in self.replies}
+
+
+class _FakeApp:
+    def __init__(self, replies: list[str]) -> None:
+        self.log: list[str] = []
+        self.replies = replies
+        self.control = self
+
+    def inspect(self, timeout: float, callback: Callable[..., Any]) -> _FakeInspect:
+        self.log.append(f"ping timeout={timeout}")
+        return _FakeInspect(self.replies, self.log, callback)
+
+
+def test_the_ping_stops_once_every_expected_node_answered() -> None:
+    app = _FakeApp(["a-1@w1", "stray@laptop", "a-2@w1", "late@elsewhere"])
+    answered = ping_nodes(app, 1.0, lambda: frozenset({"a-1@w1", "a-2@w1"}))
+    # a stray that answers before the last expected node is caught; later ones are not
+    assert answered == {"a-1@w1", "stray@laptop", "a-2@w1"}
+    assert app.log == ["ping timeout=1.0", "reply a-1@w1", "reply stray@laptop", "reply a-2@w1"]
+
+
+def test_the_ping_waits_the_timeout_while_an_expected_node_is_missing() -> None:
+    app = _FakeApp(["a-1@w1", "stray@laptop"])
+    answered = ping_nodes(app, 1.0, lambda: frozenset({"a-1@w1", "a-2@w1"}))
+    assert answered == {"a-1@w1", "stray@laptop"}
+    assert app.log[-1] == "waited the whole timeout"
+
+
+def test_the_ping_asks_for_expected_names_at_every_reply() -> None:
+    """Hostnames learnt from the SSH round while the ping runs count at once."""
+    wanted = [frozenset({"a-1@w1"})]  # the guess: hostname as in the inventory
+    app = _FakeApp(["a-1@w1.lan", "stray@x", "late@y"])
+
+    def expected() -> frozenset[str]:
+        names = wanted[0]
+        wanted[0] = frozenset({"a-1@w1.lan"})  # the SSH round came back meanwhile
+        return names
+
+    assert ping_nodes(app, 1.0, expected) == {"a-1@w1.lan", "stray@x"}
+    assert "waited the whole timeout" not in app.log
+
+
+def test_inspect_workers_passes_the_expected_names_to_the_ping(
+    full: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Any] = []
+
+    def fake_ping(app: Any, ping_timeout: float, expected: Callable[[], Any]) -> frozenset[str]:
+        calls.append((ping_timeout, expected()))
+        return frozenset()
+
+    monkeypatch.setattr(workers, "ping_nodes", fake_ping)
+    names = NodeNames(full.inventory, "reports", "reports")  # type: ignore[attr-defined]
+    result = workers.inspect_workers(full, "reports", "reports", 1.0, 0.5, names)  # type: ignore[arg-type]
+    assert result.error is None and result.ping == frozenset()
+    assert calls == [(0.5, {"rep-1@w2"})]
+
+
+def test_a_reply_during_the_consumers_cancel_is_kept_and_does_not_raise_again() -> None:
+    """kombu cancels the reply consumer on the way out; a reply then reaches the callback."""
+    log: list[str] = []
+
+    class _Cancelling(_FakeInspect):
+        def ping(self) -> Mapping[str, Any]:
+            try:
+                return super().ping()
+            except Exception:
+                self.callback({"late@elsewhere": {"ok": "pong"}})  # must not raise again
+                log.append("cancelled cleanly")
+                raise
+
+    class _App(_FakeApp):
+        def inspect(self, timeout: float, callback: Callable[..., Any]) -> _FakeInspect:
+            return _Cancelling(self.replies, self.log, callback)
+
+    app = _App(["a-1@w1"])
+    assert ping_nodes(app, 1.0, lambda: frozenset({"a-1@w1"})) == {"a-1@w1", "late@elsewhere"}
+    assert log == ["cancelled cleanly"]

@@ -1,0 +1,262 @@
+"""Broker drift: the broker's objects compared with the state deploy sets up.
+
+Pure: the rows come from the management API (``broker.parse_api``), the expected state
+from ``desired.broker_state``, the one description deploy applies too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qsetup.desired import NO_RIGHTS, BrokerPolicy, BrokerState
+from qsetup.status.model import Drift
+
+NOTHING = NO_RIGHTS
+"""RabbitMQ's "matches nothing" pattern: a permission of three of these grants nothing."""
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One permission row as the management API lists it."""
+
+    user: str
+    vhost: str
+    configure: str
+    write: str
+    read: str
+
+    @property
+    def grants_nothing(self) -> bool:
+        """True for ``^$ ^$ ^$`` (what RabbitMQ stores for "no rights")."""
+        return self.configure == self.write == self.read == NOTHING
+
+
+@dataclass(frozen=True)
+class TopicPermission:
+    """One topic permission row as the management API lists it."""
+
+    user: str
+    vhost: str
+    exchange: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One policy as the management API lists it."""
+
+    vhost: str
+    name: str
+    pattern: str
+    apply_to: str
+    priority: int
+    definition: Mapping[str, Any] = field(default_factory=dict)
+
+
+def compare_broker(
+    expected: BrokerState,
+    vhosts: Iterable[str],
+    users: Mapping[str, frozenset[str]],
+    permissions: Iterable[Permission],
+    topic_permissions: Iterable[TopicPermission] = (),
+    policies: Iterable[Policy] = (),
+) -> list[Drift]:
+    """Every difference between the broker and the state deploy sets up.
+
+    Compared: vhosts, users with their tags, permissions and topic permissions, and
+    policies. RabbitMQ's default vhost ``/`` is not drift when the inventory does not
+    list it (the server creates it and qsetup leaves it and its policies alone);
+    ``guest`` is drift unless ``broker.delete_guest`` is false; a permission that grants
+    nothing (``^$`` three times) counts as no permission. A missing user or vhost is one
+    line, not one more per permission or policy in it.
+    """
+    want_users = {u.name: frozenset(u.tags) for u in expected.users}
+    want_vhosts = set(expected.vhosts)
+    drift: list[Drift] = []
+    actual_vhosts = set(vhosts)
+    for vhost in sorted(want_vhosts - actual_vhosts):
+        drift.append(Drift("vhost", vhost, "missing", "in the inventory, not on the broker"))
+    for vhost in sorted(actual_vhosts - want_vhosts - {"/"}):
+        drift.append(Drift("vhost", vhost, "extra", "on the broker, not in the inventory"))
+
+    for name in sorted(set(want_users) - set(users)):
+        drift.append(Drift("user", name, "missing", "in the inventory, not on the broker"))
+    for name in sorted(set(users) - set(want_users)):
+        if name == "guest":
+            if expected.delete_guest:
+                drift.append(
+                    Drift(
+                        "user", "guest", "extra", "guest is present but broker.delete_guest is true"
+                    )
+                )
+            continue
+        drift.append(Drift("user", name, "extra", "on the broker, not in the inventory"))
+    for name in sorted(set(want_users) & set(users)):
+        want, have = want_users[name], users[name]
+        if want != have:
+            drift.append(
+                Drift(
+                    "tags",
+                    name,
+                    "differs",
+                    f"tags {_tags(have)} on the broker, {_tags(want)} in the inventory",
+                )
+            )
+
+    def here(user: str, vhost: str) -> bool:
+        # The missing user or vhost is already one line.
+        return user in users and vhost in actual_vhosts
+
+    drift += _permission_drift(expected, permissions, here)
+    drift += _topic_drift(expected, topic_permissions, here)
+    drift += _policy_drift(expected, policies, actual_vhosts)
+    return drift
+
+
+def _permission_drift(
+    expected: BrokerState, permissions: Iterable[Permission], here: Callable[[str, str], bool]
+) -> list[Drift]:
+    want_perms = {
+        (u.name, p.vhost): (p.configure, p.write, p.read)
+        for u in expected.users
+        for p in u.permissions
+        if (p.configure, p.write, p.read) != (NOTHING,) * 3
+    }
+    managed = {u.name for u in expected.users}
+    have_perms = {
+        (p.user, p.vhost): (p.configure, p.write, p.read)
+        for p in permissions
+        if p.user in managed and not p.grants_nothing
+    }
+    drift = []
+    for key in sorted(set(want_perms) | set(have_perms)):
+        user, vhost = key
+        if not here(user, vhost):
+            continue
+        want, have = want_perms.get(key), have_perms.get(key)
+        if want == have:
+            continue
+        name = f"{user}@{vhost}"
+        if have is None:
+            drift.append(Drift("permission", name, "missing", f"expected {_perm(want)}"))
+        elif want is None:
+            drift.append(Drift("permission", name, "extra", f"{_perm(have)} on the broker"))
+        else:
+            drift.append(
+                Drift(
+                    "permission",
+                    name,
+                    "differs",
+                    f"{_perm(have)} on the broker, {_perm(want)} in the inventory",
+                )
+            )
+    return drift
+
+
+def _topic_drift(
+    expected: BrokerState,
+    topic_permissions: Iterable[TopicPermission],
+    here: Callable[[str, str], bool],
+) -> list[Drift]:
+    want = {
+        (u.name, t.vhost, t.exchange): (t.write, t.read)
+        for u in expected.users
+        for t in u.topic_permissions
+    }
+    managed = {u.name for u in expected.users}
+    have = {
+        (t.user, t.vhost, t.exchange): (t.write, t.read)
+        for t in topic_permissions
+        if t.user in managed
+    }
+    drift = []
+    for key in sorted(set(want) | set(have)):
+        user, vhost, exchange = key
+        if not here(user, vhost):
+            continue
+        w, h = want.get(key), have.get(key)
+        if w == h:
+            continue
+        name = f"{user}@{vhost}/{exchange}"
+        if h is None:
+            drift.append(Drift("topic_permission", name, "missing", f"expected {_topic(w)}"))
+        elif w is None:
+            drift.append(Drift("topic_permission", name, "extra", f"{_topic(h)} on the broker"))
+        else:
+            drift.append(
+                Drift(
+                    "topic_permission",
+                    name,
+                    "differs",
+                    f"{_topic(h)} on the broker, {_topic(w)} in the inventory",
+                )
+            )
+    return drift
+
+
+def _policy_drift(
+    expected: BrokerState, policies: Iterable[Policy], actual_vhosts: set[str]
+) -> list[Drift]:
+    want = {(p.vhost, p.name): p for p in expected.policies}
+    have = {(p.vhost, p.name): p for p in policies}
+    drift = []
+    for key in sorted(set(want) | set(have)):
+        vhost, name = key
+        # A missing vhost is its own line; policies on "/" (when not listed) and on an
+        # extra vhost are not qsetup's.
+        if vhost not in actual_vhosts or vhost not in expected.vhosts:
+            continue
+        w, h = want.get(key), have.get(key)
+        label = f"{vhost}/{name}"
+        if h is None:
+            drift.append(Drift("policy", label, "missing", "in the inventory, not on the broker"))
+        elif w is None:
+            drift.append(Drift("policy", label, "extra", "on the broker, not in the inventory"))
+        else:
+            diffs = _policy_diffs(w, h)
+            if diffs:
+                drift.append(Drift("policy", label, "differs", "; ".join(diffs)))
+    return drift
+
+
+def _policy_diffs(want: BrokerPolicy, have: Policy) -> list[str]:
+    """What differs, compared as deploy compares (so deploy sets what status reports)."""
+    out = []
+    pairs: list[tuple[str, Any, Any]] = [
+        ("pattern", have.pattern, want.pattern),
+        ("apply-to", have.apply_to, want.apply_to),
+        ("priority", have.priority, want.priority),
+    ]
+    for key, h, w in pairs:
+        if h != w:
+            out.append(f"{key} {h!r} on the broker, {w!r} in the inventory")
+    if dict(have.definition) != dict(want.definition):
+        out.append(
+            f"definition {_json(have.definition)} on the broker, "
+            f"{_json(dict(want.definition))} in the inventory"
+        )
+    return out
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _topic(perm: tuple[str, str] | None) -> str:
+    if perm is None:
+        return "none"
+    return f"write={perm[0]!r} read={perm[1]!r}"
+
+
+def _tags(tags: frozenset[str]) -> str:
+    return "[" + ", ".join(sorted(tags)) + "]"
+
+
+def _perm(perm: tuple[str, str, str] | None) -> str:
+    if perm is None:
+        return "none"
+    return f"configure={perm[0]!r} write={perm[1]!r} read={perm[2]!r}"
