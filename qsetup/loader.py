@@ -13,18 +13,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from qsetup.crosscheck import check_references, secret_names
 from qsetup.errors import InventoryError
-from qsetup.inventory import (
+from qsetup.fields import (
     BACKEND_URL_RE,
     EXCHANGE_RE,
     HOSTLIKE_RE,
     LISTEN_RE,
     POLICY_KEY_RE,
-    Inventory,
-    check_references,
     resolve_relative,
-    secret_names,
 )
+from qsetup.inventory import Inventory
 from qsetup.secrets import (
     Secrets,
     default_secrets_path,

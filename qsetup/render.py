@@ -75,7 +75,9 @@ def broker_url(inv: Inventory, secrets: Secrets, user_name: str, vhost: str) -> 
 
 
 def _envquote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # The value goes between double quotes in an EnvironmentFile=; validation refuses control
+    # characters (fields.EnvValue), so there is no line break to escape, only \ and ".
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _environment() -> jinja2.Environment:

@@ -10,6 +10,7 @@ from pathlib import Path
 import jinja2
 
 from qsetup.errors import QsetupError
+from qsetup.fields import normalize_address
 from qsetup.resources import resource_dir
 from qsetup.secrets import (
     default_secrets_path,
@@ -70,23 +71,33 @@ def build_spec(
     ssh_user: str = "root",
     ssh_key: str | None = None,
 ) -> StarterSpec:
-    """Turn ``init``'s answers (addresses or names) into a StarterSpec."""
+    """Turn ``init``'s answers (addresses or names) into a StarterSpec.
+
+    Two spellings of one address (``MQ.Example.ORG`` and ``mq.example.org``, ``fd00::1`` and
+    ``fd00:0::1``) make one host, written as first given: the inventory refuses two hosts
+    on one address.
+    """
     hosts: dict[str, StarterHost] = {}
-    names: dict[str, str] = {}
+    names: dict[str, str] = {}  # normalized address -> host name
+
+    def name_of(address: str) -> str:
+        return names[normalize_address(address)]
+
     for address in [broker, *workers, *([flower] if flower else [])]:
-        if address in names:
+        key = normalize_address(address)
+        if key in names:
             continue
         name = host_name_for(address)
         base, n = name, 2
         while name in hosts:
             name, n = f"{base}-{n}", n + 1
         hosts[name] = StarterHost(name=name, address=address)
-        names[address] = name
-    worker_names = tuple(dict.fromkeys(names[w] for w in workers))  # a host once per group
+        names[key] = name
+    worker_names = tuple(dict.fromkeys(name_of(w) for w in workers))  # a host once per group
     return StarterSpec(
         hosts=tuple(hosts.values()),
-        broker=names[broker],
-        flower=names[flower] if flower else names[broker],
+        broker=name_of(broker),
+        flower=name_of(flower) if flower else name_of(broker),
         apt_workers=worker_names if install == "apt" else (),
         pip_workers=worker_names if install == "pip" else (),
         ssh_user=ssh_user,

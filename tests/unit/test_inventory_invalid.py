@@ -869,6 +869,17 @@ CASES += [
         ],
     ),
     (
+        "same-dns-name-in-two-cases",
+        address("rabbit1", "mq.example.org").replace(
+            "address: 10.0.0.2", "address: MQ.Example.ORG"
+        ),
+        [
+            "{inv}:6:14: hosts.worker1.address: host 'worker1' has the same "
+            "address and SSH port as host 'rabbit1' (MQ.Example.ORG, port 22); one "
+            "machine is one host: list its roles under one name",
+        ],
+    ),
+    (
         "broker-listens-on-loopback",
         broker_line("listen_address: 127.0.0.1"),
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,15 +16,11 @@ from unitdata import (
     write_secrets,
 )
 
-from qsetup.inventory import (
-    Permission,
-    app_broker_user,
-    group_broker_user,
-    group_vhost,
-    has_rights,
-    secret_names,
-)
+from qsetup.crosscheck import has_rights, secret_names
+from qsetup.inventory import Permission, app_broker_user, group_broker_user, group_vhost
 from qsetup.loader import LoadedInventory, load_inventory, read_document, validate_document
+from qsetup.scaffold import build_spec, render_inventory
+from qsetup.yamlsource import parse_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -236,6 +233,31 @@ def test_one_address_with_two_ssh_ports(write_inventory: WriteInventory) -> None
     ).replace("    address: 10.0.0.2\n", "    address: 10.0.0.1\n    ssh_port: 2202\n")
     inv = _load_strict(write_inventory, text).inventory
     assert [h.ssh_port for h in inv.hosts.values()] == [2201, 2202]
+
+
+@pytest.mark.parametrize(
+    ("broker", "workers", "hosts"),
+    [
+        (
+            "MQ.Example.ORG",
+            ["mq.example.org", "W1.example.org", "w1.EXAMPLE.org"],
+            {"mq": "MQ.Example.ORG", "w1": "W1.example.org"},
+        ),
+        ("fd00::1", ["fd00:0::1", "FD00::2"], {"fd00-1": "fd00::1", "fd00-2": "FD00::2"}),
+    ],
+)
+def test_init_makes_one_host_of_an_address_spelt_two_ways(
+    tmp_path: Path, broker: str, workers: list[str], hosts: dict[str, str]
+) -> None:
+    # DNS names are case-insensitive and IPv6 has many spellings: the inventory refuses two
+    # hosts on one address, so `qsetup init` must not write them.
+    spec = build_spec(broker, workers, None)
+    assert {h.name: h.address for h in spec.hosts} == hosts
+    assert spec.pip_workers == tuple(hosts)
+    spec = dataclasses.replace(spec, app_path="app")
+    text = render_inventory(spec, "inventory.yml", "inventory.secrets.yml")
+    inv = validate_document(parse_yaml(tmp_path / "inventory.yml", text))
+    assert {name: h.address for name, h in inv.hosts.items()} == hosts
 
 
 def test_everything_on_one_loopback_host(write_inventory: WriteInventory) -> None:
