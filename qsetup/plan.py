@@ -16,6 +16,7 @@ from typing import Any
 
 from qsetup.desired import (
     CELERY_APT_MARK,
+    ETC,
     RELEASES,
     SshEndpoint,
     Unit,
@@ -289,6 +290,10 @@ def build_ansible_inventory(
     for name, plan in plans.items():
         arts = [a for a in artifacts if a.host == name and a.role in roles]
         _add_dirs(plan, arts)
+        # Every host records its manifest there, even one qsetup puts nothing on (yet).
+        plan.dirs.setdefault(
+            str(ETC), {"path": str(ETC), "owner": "root", "group": "root", "mode": "0755"}
+        )
         if plan.ship_code:
             apps = str(code_dir(inv).parent)
             plan.dirs[apps] = {"path": apps, "owner": "root", "group": "root", "mode": "0755"}
