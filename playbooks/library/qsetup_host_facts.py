@@ -10,7 +10,12 @@ It changes nothing that a service reads: at most apt's package lists.
 
 from __future__ import annotations
 
+import fnmatch
+import grp
+import hashlib
 import json
+import pwd
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,18 @@ options:
   manifest:
     description: Path of qsetup's manifest on the host (what an earlier deploy installed).
     type: str
+    required: false
+  find_paths:
+    description: Directories whose entries matching find_patterns are reported (not recursive).
+    type: list
+    required: false
+  find_patterns:
+    description: Shell patterns of the entry names to report.
+    type: list
+    required: false
+  units:
+    description: systemd units whose state is reported.
+    type: list
     required: false
 """
 
@@ -84,6 +101,72 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def stat_entry(path: Path) -> dict[str, Any] | None:
+    """What ansible.builtin.find reports of one entry (the fields qsetup's filters read)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    entry: dict[str, Any] = {
+        "path": str(path),
+        "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+        "isdir": stat.S_ISDIR(st.st_mode),
+        "isreg": stat.S_ISREG(st.st_mode),
+        "islnk": stat.S_ISLNK(st.st_mode),
+        "pw_name": _name_of(pwd.getpwuid, st.st_uid),
+        "gr_name": _name_of(grp.getgrgid, st.st_gid),
+        "size": st.st_size,
+    }
+    if entry["isreg"]:
+        digest = hashlib.sha1()  # noqa: S324 - the checksum Ansible's modules report
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        entry["checksum"] = digest.hexdigest()
+    return entry
+
+
+def _name_of(lookup: Any, ident: int) -> str:
+    try:
+        return str(lookup(ident)[0])
+    except KeyError:
+        return str(ident)
+
+
+def find_entries(paths: list[str], patterns: list[str]) -> list[dict[str, Any]]:
+    """Entries of each directory whose names match a pattern, hidden ones included."""
+    found = []
+    for base in paths:
+        try:
+            names = sorted(p.name for p in Path(base).iterdir())
+        except OSError:
+            continue
+        for name in names:
+            if any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
+                entry = stat_entry(Path(base) / name)
+                if entry is not None:
+                    found.append(entry)
+    return found
+
+
+def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
+    """``systemctl show -p Id,...`` output (blank-line separated blocks) by unit."""
+    units: dict[str, dict[str, str]] = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("Id"):
+            units[props["Id"]] = props
+    return units
+
+
+def _names_in(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [line.split(":", 1)[0] for line in text.splitlines() if ":" in line]
+
+
 def _lists_age() -> float:
     try:
         stamps = [
@@ -103,12 +186,32 @@ def main() -> None:
             "packages": {"type": "dict", "required": True},
             "releases": {"type": "dict", "required": True},
             "manifest": {"type": "str", "required": False, "default": None},
+            "find_paths": {"type": "list", "elements": "str", "required": False, "default": []},
+            "find_patterns": {
+                "type": "list",
+                "elements": "str",
+                "required": False,
+                "default": [],
+            },
+            "units": {"type": "list", "elements": "str", "required": False, "default": []},
         },
         supports_check_mode=True,
     )
     result: dict[str, Any] = {"changed": False, "problems": [], "manifest": {}}
     if module.params["manifest"]:
         result["manifest"] = read_manifest(Path(module.params["manifest"]))
+    result["found"] = {
+        "files": find_entries(module.params["find_paths"], module.params["find_patterns"])
+    }
+    result["users"] = _names_in("/etc/passwd")
+    result["groups"] = _names_in("/etc/group")
+    result["units"] = {}
+    if module.params["units"]:
+        _rc, out, _err = module.run_command(
+            ["systemctl", "show", "-p", "Id,LoadState,ActiveState,SubState,UnitFileState",
+             "--", *module.params["units"]]
+        )  # fmt: skip
+        result["units"] = parse_systemctl_show(out)
     try:
         os_release = parse_os_release(Path("/etc/os-release").read_text(encoding="utf-8"))
     except OSError as exc:

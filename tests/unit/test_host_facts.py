@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -41,3 +42,30 @@ def test_celery_packages_follow_the_release() -> None:
     assert by_release["bookworm"] == ["python-celery-common", "python3-venv"]
     assert by_release["trixie"] == ["celery", "python3-celery", "python3-venv"]
     assert apt_packages_by_release({"rabbitmq-server"})["trixie"] == ["rabbitmq-server"]
+
+
+def test_find_entries_reports_what_the_stale_filters_read(tmp_path: Path) -> None:
+    (tmp_path / "a.env").write_text("X=1\n")
+    (tmp_path / "a.env").chmod(0o600)
+    (tmp_path / ".erlang.cookie").write_text("COOKIE")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "other.txt").write_text("no")
+    found = facts.find_entries([str(tmp_path), str(tmp_path / "missing")],
+                               ["a.env", ".erlang.cookie", "sub"])  # fmt: skip
+    by_name = {Path(f["path"]).name: f for f in found}
+    assert set(by_name) == {"a.env", ".erlang.cookie", "sub"}
+    assert by_name["a.env"]["mode"] == "0600"
+    assert by_name["a.env"]["checksum"] == hashlib.sha1(b"X=1\n").hexdigest()  # noqa: S324
+    assert by_name["sub"]["isdir"] is True and "checksum" not in by_name["sub"]
+    assert by_name["a.env"]["pw_name"] and by_name["a.env"]["gr_name"]
+
+
+def test_systemctl_show_blocks() -> None:
+    out = (
+        "Id=qsetup-beat.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\n"
+        "UnitFileState=enabled\n\nId=qsetup-worker-a@1.service\nLoadState=loaded\n"
+        "ActiveState=active\nSubState=running\nUnitFileState=enabled\n"
+    )
+    units = facts.parse_systemctl_show(out)
+    assert units["qsetup-beat.service"]["ActiveState"] == "failed"
+    assert units["qsetup-worker-a@1.service"]["SubState"] == "running"
