@@ -7,8 +7,10 @@ On 3 fresh sandbox hosts (its own sandbox: own state dir, subnet and bridge):
    (rabbitmq-server and a Flower virtualenv on the first, python-celery-common on the
    second, a Celery virtualenv on the third);
 2. on 3 other fresh hosts: the first deploy and a no-op deploy, with wall time and the
-   controller's peak memory (summed RSS of qsetup and every process it started).
-Targets: first deploy <= 1.3 x floor; no-op deploy <= 10 s.
+   controller's peak memory (summed RSS of qsetup and every process it started);
+3. the round-trip floor: `ssh host true` to the 3 hosts in parallel, beside the median of
+   5 no-op deploys and of 5 `qsetup status` runs, all in the same run.
+Targets: first deploy <= 1.3 x floor; no-op deploy <= 10 x and status <= 3 x the ssh floor.
 """
 
 from __future__ import annotations
@@ -122,6 +124,39 @@ def floor(env: dict[str, str]) -> float:
     return time.monotonic() - start
 
 
+def ssh_floor(env: dict[str, str], inventory: Path) -> float:
+    """`ssh host true` to every host in parallel, as the deploy's key and options reach them."""
+    from qsetup.loader import load_inventory
+    from qsetup.sandbox.host import ssh_args
+
+    loaded = load_inventory(inventory)
+    key = Path(str(loaded.inventory.ssh.key))
+    start = time.monotonic()
+    procs = [
+        subprocess.Popen([*ssh_args(key, h.address), "true"])
+        for h in loaded.inventory.hosts.values()
+    ]
+    if any(p.wait(timeout=60) for p in procs):
+        raise SystemExit("ssh floor failed")
+    return time.monotonic() - start
+
+
+def timed_status(env: dict[str, str], inventory: Path) -> float:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [*QSETUP, "status", "--inventory", str(inventory), "--json"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"status not healthy ({proc.returncode}): {proc.stdout[-2000:]}")
+    return time.monotonic() - start
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qsetup-bench-") as tmp:
         work = Path(tmp)
@@ -134,6 +169,11 @@ def main() -> None:
             run(env, "sandbox", "up", "--hosts", "3", "--inventory-out", str(inventory))
             first_s, first_mib, first = timed_deploy(env, inventory)
             noop_s, noop_mib, noop = timed_deploy(env, inventory)
+            floors, noops, statuses = [], [], []
+            for _ in range(5):
+                floors.append(ssh_floor(env, inventory))
+                noops.append(timed_deploy(env, inventory)[0])
+                statuses.append(timed_status(env, inventory))
         finally:
             run(env, "sandbox", "down")
     changed = {h: v["changed"] for h, v in noop["hosts"].items()}  # type: ignore[union-attr]
@@ -145,6 +185,16 @@ def main() -> None:
     print(
         f"no-op deploy                                       {noop_s:6.1f} s"
         f"   (target <= 10 s)   peak controller {noop_mib:.0f} MiB   changed {changed}"
+    )
+    ssh_s, noop_med, status_med = median(floors), median(noops), median(statuses)
+    print(f"ssh floor: `ssh host true`, 3 hosts in parallel    {ssh_s:6.2f} s   (median of 5)")
+    print(
+        f"no-op deploy, median of 5                          {noop_med:6.2f} s"
+        f"   ({noop_med / ssh_s:.1f} x ssh floor; target <= 10)"
+    )
+    print(
+        f"status, median of 5                                {status_med:6.2f} s"
+        f"   ({status_med / ssh_s:.1f} x ssh floor; target <= 3)"
     )
     print(f"first deploy ok: {first['ok']}")
 
