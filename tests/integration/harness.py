@@ -1,22 +1,47 @@
-"""What every integration module shares: the installed ``qsetup`` and how to run it.
+"""What every integration module shares: the installed ``qsetup``, sandbox hosts, a site.
 
 The integration tier drives the ``qsetup`` that the README's first command installed
 (``pip install .`` into its own virtualenv, no extras), never this checkout through the
 test virtualenv: a runtime dependency missing from ``[project.dependencies]`` must fail
 here as it fails for a user. ``scripts/test.sh`` exports ``QSETUP_BIN``.
+
+* :func:`qsetup` runs the CLI; :func:`wait_for` polls until something holds.
+* :class:`SandboxHosts` is one running sandbox (the session's shared one from
+  ``conftest.sandbox_hosts``, or a module's own from :func:`own_sandbox`).
+* :class:`Site` is one inventory deployed on sandbox hosts: deploy it, ssh to its
+  hosts, read its units. ``SandboxHosts.site(folder)`` makes one from a copy of the
+  sandbox's inventory, secrets and app, so a module can change its copy freely.
+* :func:`celery_client`, :func:`ping_nodes` and :func:`wait_for_ping` talk to the
+  deployed workers as the app's user.
+
+Modules that share the session's hosts deploy their own copy in a module fixture (a
+deploy converges the hosts to its inventory) and never power a host off; modules that
+stop, kill or reboot hosts boot their own with :func:`own_sandbox`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from qsetup.loader import LoadedInventory, load_inventory
+
 _DEFAULT_BIN = Path("/var/cache/qsetup/venv/bin/qsetup")
+DEFAULT_SANDBOX_DIR = Path("/var/lib/qsetup/sandbox")
+SANDBOX_VARS = ("QSETUP_SANDBOX_DIR", "QSETUP_SANDBOX_SUBNET", "QSETUP_SANDBOX_BRIDGE")
+UP_TIMEOUT = 900  # a cold cache runs debootstrap first
+DOWN_TIMEOUT = 300
 
 
 def _installed_qsetup() -> str:
@@ -57,22 +82,250 @@ def qsetup(
     return proc
 
 
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy (and return that); fail on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+# --- sandboxes --------------------------------------------------------------------------
+
+
+def _unusable_reason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "sandbox hosts need Linux"
+    if os.geteuid() != 0:
+        return "sandbox hosts need root"
+    if shutil.which("systemd-nspawn") is None:
+        return "systemd-nspawn is missing (apt-get install systemd-container)"
+    return None
+
+
+def require_sandbox_machine() -> None:
+    """Skip when the machine cannot run sandbox hosts; under CI=true, fail instead."""
+    reason = _unusable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def sandbox_env(env: Mapping[str, str]) -> Iterator[None]:
+    """Point this process's ``qsetup.sandbox`` calls (state, lock) at the sandbox ``env`` names."""
+    saved = {k: os.environ.get(k) for k in SANDBOX_VARS}
+    try:
+        for k in SANDBOX_VARS:
+            if env.get(k):
+                os.environ[k] = env[k]
+            else:
+                os.environ.pop(k, None)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@dataclass(frozen=True)
+class SandboxHosts:
+    """Running sandbox hosts, how to reach them, and the inventory ``up`` wrote for them."""
+
+    names: tuple[str, ...]
+    addresses: dict[str, str]
+    key: Path
+    inventory: Path
+    secrets: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """The sandbox's ``QSETUP_SANDBOX_*`` settings (empty: the defaults)."""
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.env.get("QSETUP_SANDBOX_DIR") or DEFAULT_SANDBOX_DIR)
+
+    def ssh(
+        self, name: str, *command: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command on a host through ``qsetup sandbox ssh``."""
+        return qsetup("sandbox", "ssh", name, "--", *command, env=self.env, timeout=timeout,
+                      check=check)  # fmt: skip
+
+    def list(self) -> list[dict[str, object]]:
+        """Return ``qsetup sandbox list --json``."""
+        data = json.loads(qsetup("sandbox", "list", "--json", env=self.env).stdout)
+        assert isinstance(data, list)
+        return data
+
+    def state(self) -> dict[str, Any]:
+        """The sandbox's ``state.json`` (PIDs, addresses, the bridge)."""
+        data = json.loads((self.state_dir / "state.json").read_text(encoding="utf-8"))
+        assert isinstance(data, dict)
+        return data
+
+    def record(self, name: str) -> dict[str, Any]:
+        """One host's record in the state (``pid``, ``pid_start``, ``leader_pid``, ...)."""
+        return next(h for h in self.state()["hosts"] if h["name"] == name)
+
+    @property
+    def bridge_address(self) -> str:
+        """The controller's address on the sandbox bridge (where its connections come from)."""
+        return str(self.state()["bridge_address"])
+
+    def up_again(self) -> subprocess.CompletedProcess[str]:
+        """``sandbox up`` for these hosts: a dead host is rebuilt from scratch (not deployed)."""
+        return qsetup("sandbox", "up", "--names", ",".join(self.names), env=self.env,
+                      timeout=UP_TIMEOUT)  # fmt: skip
+
+    def power_off(self, name: str) -> None:
+        """Power a host off from inside and wait until its systemd-nspawn is gone."""
+        rec = self.record(name)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the link may drop mid-command
+            self.ssh(name, "systemctl", "poweroff", timeout=30, check=False)
+        wait_for(f"{name} to power off", lambda: not nspawn_alive(rec), 60)
+
+    def site(self, folder: Path) -> Site:
+        """Copy the sandbox inventory, its secrets (0600) and app into ``folder``: a new site."""
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.inventory.parent / "app", folder / "app", dirs_exist_ok=True)
+        shutil.copy(self.inventory, folder / "inventory.yml")
+        shutil.copy(self.secrets, folder / "inventory.secrets.yml")
+        (folder / "inventory.secrets.yml").chmod(0o600)
+        return Site(folder / "inventory.yml", self.key, self.addresses, self.env)
+
+
+def nspawn_alive(rec: Mapping[str, Any]) -> bool:
+    """Whether the systemd-nspawn recorded for a host still runs."""
+    from qsetup.sandbox.procs import is_same_process
+
+    return is_same_process(rec["pid"], rec["pid_start"])
+
+
+def boot_sandbox(
+    names: tuple[str, ...] | None,
+    inventory: Path,
+    env: Mapping[str, str],
+    release: str | None = None,
+) -> SandboxHosts:
+    """``qsetup sandbox up`` (``--names``, else the default qs1..qs3) with ``--inventory-out``."""
+    which = ["--names", ",".join(names)] if names else ["--hosts", "3"]
+    extra = ["--release", release] if release else []
+    qsetup("sandbox", "up", *which, *extra, "--inventory-out", str(inventory), env=env,
+           timeout=UP_TIMEOUT)  # fmt: skip
+    listed = json.loads(qsetup("sandbox", "list", "--json", env=env).stdout)
+    state_dir = Path(env.get("QSETUP_SANDBOX_DIR") or DEFAULT_SANDBOX_DIR)
+    return SandboxHosts(
+        names=tuple(h["name"] for h in listed),
+        addresses={h["name"]: h["address"] for h in listed},
+        key=state_dir / "id_ed25519",
+        inventory=inventory,
+        secrets=inventory.with_name(f"{inventory.stem}.secrets.yml"),
+        env=dict(env),
+    )
+
+
+@dataclass(frozen=True)
+class SeparateSandbox:
+    """Names, subnet and bridge of a module's own sandbox; none is shared with another one."""
+
+    names: tuple[str, ...]
+    subnet: str
+    bridge: str
+
+    def env(self, state_dir: Path) -> dict[str, str]:
+        return {
+            "QSETUP_SANDBOX_DIR": str(state_dir),
+            "QSETUP_SANDBOX_SUBNET": self.subnet,
+            "QSETUP_SANDBOX_BRIDGE": self.bridge,
+        }
+
+
+# Every sandbox the tier boots besides the shared one (qs1..qs3 on 10.213.7.0/24 unless
+# QSETUP_TEST_HOST_NAMES and QSETUP_SANDBOX_* move it) and test_sandbox's isolated one
+# (10.213.9.0/24): host names are machine-wide (network namespaces, links), so are subnets.
+SEPARATE = {
+    "trixie": SeparateSandbox(("tx1", "tx2", "tx3"), "10.213.10.0/24", "qsbrx"),
+    "failures": SeparateSandbox(("fl1", "fl2", "fl3"), "10.213.21.0/24", "qsbrfl"),
+    "reboot": SeparateSandbox(("rb1", "rb2", "rb3"), "10.213.22.0/24", "qsbrrb"),
+    # `qsetup demo` always names its hosts qs1..qs3 (see test_demo).
+    "demo": SeparateSandbox(("qs1", "qs2", "qs3"), "10.213.23.0/24", "qsbrdm"),
+}
+
+
+@contextlib.contextmanager
+def own_sandbox(which: str, folder: Path, release: str | None = None) -> Iterator[SandboxHosts]:
+    """Boot ``SEPARATE[which]`` with its state in ``folder``; always bring it down after."""
+    require_sandbox_machine()
+    spec = SEPARATE[which]
+    env = spec.env(folder / "state")
+    try:
+        yield boot_sandbox(spec.names, folder / "inventory.yml", env, release)
+    finally:
+        qsetup("sandbox", "down", env=env, timeout=DOWN_TIMEOUT, check=False)
+
+
+def names_in_use(names: tuple[str, ...]) -> set[str]:
+    """Those of ``names`` some sandbox on this machine uses (its namespace or link exists)."""
+    return {
+        n
+        for n in names
+        if Path("/run/netns", f"qs-{n}").exists() or Path("/sys/class/net", f"qsv-{n}").exists()
+    }
+
+
+# --- a deployed inventory -----------------------------------------------------------------
+
+
 class Site:
     """One deployed inventory on sandbox hosts: run qsetup on it, reach its hosts."""
 
-    def __init__(self, inventory: Path, key: Path, addresses: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        inventory: Path,
+        key: Path,
+        addresses: Mapping[str, str],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.inventory = inventory
         self.key = key
         self.addresses = dict(addresses)
+        self.env = dict(env or {})
+
+    @property
+    def secrets(self) -> Path:
+        return self.inventory.with_name(f"{self.inventory.stem}.secrets.yml")
+
+    @property
+    def app_dir(self) -> Path:
+        return self.inventory.parent / "app"
+
+    def loaded(self) -> LoadedInventory:
+        """The inventory and secrets as they are on disk now."""
+        return load_inventory(self.inventory)
 
     def qsetup(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """Run ``qsetup <args> --inventory <this inventory>``; never fails the test itself."""
-        return qsetup(*args, "--inventory", str(self.inventory), timeout=timeout, check=False)
+        return qsetup(*args, "--inventory", str(self.inventory), env=self.env, timeout=timeout,
+                      check=False)  # fmt: skip
 
-    def deploy(self, *args: str) -> tuple[int, dict[str, object]]:
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``qsetup <args> --inventory <this inventory>`` in the background."""
+        return subprocess.Popen(
+            [*QSETUP, *args, "--inventory", str(self.inventory)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **self.env},
+        )  # fmt: skip
+
+    def deploy(self, *args: str) -> tuple[int, dict[str, Any]]:
         """``qsetup deploy --json``: exit code and the JSON it printed."""
-        import json
-
         proc = self.qsetup("deploy", "--json", *args)
         try:
             data = json.loads(proc.stdout)
@@ -81,20 +334,34 @@ class Site:
         assert isinstance(data, dict)
         return proc.returncode, data
 
+    def status(self, *args: str) -> tuple[int, dict[str, Any], float]:
+        """``qsetup status --json <args>`` as a user runs it: exit code (0 or 3), JSON, wall."""
+        started = time.monotonic()
+        proc = self.qsetup("status", "--json", *args, timeout=120)
+        wall = time.monotonic() - started
+        assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+        return proc.returncode, json.loads(proc.stdout), wall
+
     def ssh(
-        self, host: str, command: str, timeout: float = 120
+        self, host: str, command: str, timeout: float = 120, check: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        """Run a shell command on a host as root (the sandbox key)."""
+        """Run a shell command on a host as root (the sandbox key); ``check``: fail on exit != 0."""
         from qsetup.sandbox.host import ssh_args
 
-        return subprocess.run(
+        proc = subprocess.run(
             [*ssh_args(self.key, self.addresses[host]), command],
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
+        if check and proc.returncode != 0:
+            pytest.fail(f"{host}: `{command}` exited {proc.returncode}: {proc.stderr}")
+        return proc
 
     def unit(self, host: str, unit: str) -> dict[str, str]:
         """``systemctl show`` of one unit (LoadState, ActiveState, SubState, MainPID, ...)."""
-        props = "LoadState,ActiveState,SubState,Result,MainPID,NRestarts,UnitFileState"
+        props = (
+            "LoadState,ActiveState,SubState,Result,MainPID,NRestarts,UnitFileState,"
+            "ActiveEnterTimestampMonotonic"
+        )
         out = self.ssh(host, f"systemctl show -p {props} -- {unit}").stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
@@ -105,3 +372,96 @@ class Site:
             "'qsetup-*'; ls /etc/systemd/system/multi-user.target.wants/ | grep '^qsetup-'"
         ).stdout  # fmt: skip
         return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+    def worker_units(self) -> list[tuple[str, str, str]]:
+        """(group, host, unit of instance 1) for every worker group and each of its hosts."""
+        inv = self.loaded().inventory
+        return [
+            (g.name, host, g.unit_template.replace("@.service", "@1.service"))
+            for g in inv.workers
+            for host in g.hosts
+        ]
+
+    def main_pids(self) -> dict[str, str]:
+        """``unit@host`` -> MainPID of every :meth:`worker_units` unit."""
+        return {f"{unit}@{host}": self.unit(host, unit)["MainPID"]
+                for _, host, unit in self.worker_units()}  # fmt: skip
+
+    def expected_nodes(self) -> set[str]:
+        """The exact Celery node name of every worker the inventory runs (sandbox hostnames)."""
+        from qsetup.desired import units_by_host
+
+        return {
+            u.node_name(host)
+            for host, units in units_by_host(self.loaded().inventory).items()
+            for u in units
+            if u.role == "worker"
+        }
+
+
+def changed_by_host(data: Mapping[str, Any]) -> dict[str, int]:
+    """host -> changed, from ``deploy --json``."""
+    return {name: h["changed"] for name, h in data["hosts"].items()}
+
+
+def edit_app_code(site: Site, marker: str) -> None:
+    """Change the app's code without changing what it does (a comment line)."""
+    tasks = site.app_dir / "proj" / "tasks.py"
+    tasks.write_text(tasks.read_text() + f"\n# {marker}\n")
+
+
+# --- the deployed workers, as the app's user ----------------------------------------------
+
+
+@contextlib.contextmanager
+def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
+    """A Celery app that talks to the deployed broker as the app's user (rpc results)."""
+    from celery import Celery
+
+    from qsetup.render import broker_url
+
+    inv = loaded.inventory
+    url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
+    capp = Celery("qsetup-probe", broker=url, backend=inv.app.result_backend)
+    capp.conf.broker_connection_timeout = 10
+    capp.conf.broker_connection_retry_on_startup = False
+    try:
+        yield capp
+    finally:
+        capp.close()
+
+
+def ping_nodes(capp: Any) -> set[str]:
+    """Nodes that answer ping (none while the broker cannot be reached)."""
+    try:
+        replies = capp.control.ping(timeout=3) or []
+    except Exception:  # noqa: BLE001 - kombu and amqp raise several kinds
+        return set()
+    return {node for reply in replies for node in reply}
+
+
+def wait_for_ping(site: Site, nodes: set[str] | None = None, timeout: float = 90) -> set[str]:
+    """Wait until every node in ``nodes`` (default: every worker of the site) answers ping."""
+    want = site.expected_nodes() if nodes is None else nodes
+    assert want, "no worker node to wait for"
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    with celery_client(site.loaded()) as capp:
+        while time.monotonic() < deadline:
+            seen = ping_nodes(capp)
+            if want <= seen:
+                return seen
+            time.sleep(1)
+    pytest.fail(f"after {timeout:.0f} s, {sorted(want - seen)} still do not answer ping")
+
+
+def deployed_site(hosts: SandboxHosts, folder: Path) -> Site:
+    """A copy of ``hosts``' inventory in ``folder``, deployed, with every worker answering.
+
+    The deploy converges the hosts to this copy, whatever another module deployed before.
+    """
+    site = hosts.site(folder)
+    code, data = site.deploy()
+    assert code == 0, data["failures"]
+    wait_for_ping(site)
+    return site

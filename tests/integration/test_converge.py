@@ -10,14 +10,13 @@ hosts deployed with it, and any later module's deploy converges them to its own.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
-from harness import Site
+from harness import SandboxHosts, Site
 
 from qsetup.loader import load_inventory
 from qsetup.roundtrip import send_task
@@ -30,19 +29,15 @@ def _write(site: Site, data: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(sandbox_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Site:
-    src = Path(sandbox_hosts.inventory)
-    dest = tmp_path_factory.mktemp("converge")
-    shutil.copytree(src.parent / "app", dest / "app")
-    shutil.copy(src.with_name(f"{src.stem}.secrets.yml"), dest / "inventory.secrets.yml")
-    data = yaml.safe_load(src.read_text())
+def site(sandbox_hosts: SandboxHosts, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    site = sandbox_hosts.site(Path(tmp_path_factory.mktemp("converge")))
+    data = yaml.safe_load(site.inventory.read_text())
     broker, w1, w2 = sorted(data["hosts"])
     data["workers"] = [
         {"name": "apt-workers", "hosts": [w1], "install": "apt", "instances": 2},
         {"name": "shared", "hosts": [w1, w2], "install": "pip"},
     ]
     data["beat"] = {"host": w1}
-    site = Site(dest / "inventory.yml", Path(sandbox_hosts.key), sandbox_hosts.addresses)
     _write(site, data)
     code, result = site.deploy()
     assert code == 0, result["failures"]

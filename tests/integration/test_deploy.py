@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets as pyrandom
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +11,10 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from harness import qsetup
+from harness import SandboxHosts, Site, qsetup
 
 from qsetup.loader import LoadedInventory, load_inventory
 from qsetup.roundtrip import send_task
-from qsetup.sandbox.host import ssh_args
 
 pytestmark = pytest.mark.integration
 
@@ -26,60 +23,53 @@ CANARY = "Canary" + pyrandom.token_hex(12)
 
 @dataclass
 class Deployed:
-    inventory: Path
-    loaded: LoadedInventory
+    """The module's site, deployed twice: what each deploy printed."""
+
+    site: Site
     first: dict[str, Any]
     first_output: str
     second: dict[str, Any]
-    key: Path
+
+    @property
+    def inventory(self) -> Path:
+        return self.site.inventory
+
+    @property
+    def loaded(self) -> LoadedInventory:
+        """The inventory and secrets as they are now (a test may rotate a password)."""
+        return self.site.loaded()
 
     def address(self, host: str) -> str:
         return self.loaded.inventory.hosts[host].address
 
-    def ssh(self, host: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*ssh_args(self.key, self.address(host)), command],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
 
-
-def _prepare_inventory(src: Path, dest_dir: Path) -> Path:
+def _prepare_site(hosts: SandboxHosts, folder: Path) -> Site:
     """Copy the sandbox inventory, add a second vhost and user, and plant a canary password."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src.parent / "app", dest_dir / "app", dirs_exist_ok=True)
-    data = yaml.safe_load(src.read_text())
+    site = hosts.site(folder)
+    data = yaml.safe_load(site.inventory.read_text())
     data["broker"]["vhosts"].append("other")
     data["broker"]["users"].append(
         {"name": "other", "vhost": "other", "password_secret": "rabbitmq-user-other"}
     )
-    inv = dest_dir / "inventory.yml"
-    inv.write_text(yaml.safe_dump(data, sort_keys=False))
-    secrets = yaml.safe_load(src.with_name(src.stem + ".secrets.yml").read_text())
+    site.inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    secrets = yaml.safe_load(site.secrets.read_text())
     secrets["rabbitmq-user-other"] = pyrandom.token_hex(16)
     secrets[f"rabbitmq-user-{data['app']['broker_user']}"] = CANARY
-    sec = dest_dir / "inventory.secrets.yml"
-    sec.write_text(yaml.safe_dump(secrets))
-    sec.chmod(0o600)
-    return inv
+    site.secrets.write_text(yaml.safe_dump(secrets))
+    site.secrets.chmod(0o600)
+    return site
 
 
 @pytest.fixture(scope="module")
-def deployed(sandbox_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
-    inv = _prepare_inventory(Path(sandbox_hosts.inventory), tmp_path_factory.mktemp("deploy"))
-    first = qsetup("deploy", "--inventory", str(inv), "--json", timeout=900)
-    second = qsetup("deploy", "--inventory", str(inv), "--json", timeout=900)
-    loaded = load_inventory(inv)
-    key = Path(str(loaded.inventory.ssh.key))
+def deployed(sandbox_hosts: SandboxHosts, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    site = _prepare_site(sandbox_hosts, Path(tmp_path_factory.mktemp("deploy")))
+    first = qsetup("deploy", "--inventory", str(site.inventory), "--json", timeout=900)
+    second = qsetup("deploy", "--inventory", str(site.inventory), "--json", timeout=900)
     return Deployed(
-        inv,
-        loaded,
+        site,
         json.loads(first.stdout),
         first.stdout + first.stderr,
         json.loads(second.stdout),
-        key,
     )
 
 
@@ -129,7 +119,7 @@ def test_guest_cannot_log_in(deployed: Deployed) -> None:
         timeout=10,
     )
     assert resp.status_code == 401
-    users = deployed.ssh(inv.broker.host, "rabbitmqctl list_users --quiet --no-table-headers")
+    users = deployed.site.ssh(inv.broker.host, "rabbitmqctl list_users --quiet --no-table-headers")
     assert users.returncode == 0, users.stderr
     assert "guest" not in users.stdout.split()
 
@@ -169,7 +159,7 @@ def test_workers_run_as_their_user_under_hardened_units(deployed: Deployed) -> N
     for group in inv.workers:
         unit = group.unit_template.replace("@.service", "@1.service")
         for host in group.hosts:
-            show = deployed.ssh(
+            show = deployed.site.ssh(
                 host,
                 f"systemctl show -p ActiveState,User,NoNewPrivileges,ProtectSystem,MainPID {unit}",
             )
@@ -178,7 +168,7 @@ def test_workers_run_as_their_user_under_hardened_units(deployed: Deployed) -> N
             assert props["User"] == group.user
             assert props["NoNewPrivileges"] == "yes"
             assert props["ProtectSystem"] == "strict"
-            owner = deployed.ssh(host, f"stat -c %U /proc/{props['MainPID']}").stdout.strip()
+            owner = deployed.site.ssh(host, f"stat -c %U /proc/{props['MainPID']}").stdout.strip()
             assert owner == group.user
 
 
@@ -189,10 +179,12 @@ def test_the_canary_password_leaks_nowhere(deployed: Deployed) -> None:
         if path.is_file():
             assert CANARY not in path.read_text(errors="replace"), path
     for host in deployed.loaded.inventory.hosts:
-        journal = deployed.ssh(host, "journalctl --no-pager -o cat", timeout=120)
+        journal = deployed.site.ssh(host, "journalctl --no-pager -o cat", timeout=120)
         assert journal.returncode == 0
         assert CANARY not in journal.stdout, f"canary in the journal of {host}"
-        units = deployed.ssh(host, "cat /etc/systemd/system/qsetup-*.service 2>/dev/null || true")
+        units = deployed.site.ssh(
+            host, "cat /etc/systemd/system/qsetup-*.service 2>/dev/null || true"
+        )
         assert CANARY not in units.stdout
 
 
@@ -204,7 +196,7 @@ def test_check_mode_shows_a_unit_change_and_changes_nothing(deployed: Deployed) 
     group = data["workers"][0]
     unit = f"/etc/systemd/system/qsetup-worker-{group['name']}@.service"
     host = group["hosts"][0]
-    before = deployed.ssh(host, f"cat {unit}").stdout
+    before = deployed.site.ssh(host, f"cat {unit}").stdout
     try:
         inv_file.write_text(yaml.safe_dump(data, sort_keys=False))
         result = qsetup("deploy", "--inventory", str(inv_file), "--check", "--diff", timeout=600)
@@ -213,19 +205,27 @@ def test_check_mode_shows_a_unit_change_and_changes_nothing(deployed: Deployed) 
     output = result.stdout + result.stderr
     assert "+    --concurrency=3" in output
     assert CANARY not in output
-    assert deployed.ssh(host, f"cat {unit}").stdout == before
+    assert deployed.site.ssh(host, f"cat {unit}").stdout == before
 
 
 def test_a_changed_password_is_applied_without_deleting_the_user(deployed: Deployed) -> None:
     inv = deployed.loaded.inventory
+    user = inv.app.broker_user
+    deleted, changed = f"Deleted user '{user}'", f"Successfully changed password for user '{user}'"
+
+    def broker_log() -> str:
+        return deployed.site.ssh(inv.broker.host, "cat /var/log/rabbitmq/*.log").stdout
+
+    # The shared hosts' broker log may hold earlier deploys' lines: count this one's.
+    before = broker_log()
     sec_file = deployed.loaded.secrets_path
     values = yaml.safe_load(sec_file.read_text())
-    values[f"rabbitmq-user-{inv.app.broker_user}"] = "Rotated" + pyrandom.token_hex(10)
+    values[f"rabbitmq-user-{user}"] = "Rotated" + pyrandom.token_hex(10)
     sec_file.write_text(yaml.safe_dump(values))
     qsetup("deploy", "--inventory", str(deployed.inventory), "--json", timeout=900)
     rotated = load_inventory(deployed.inventory)
     for _ in range(3):  # lands on either worker group
         assert send_task(rotated, "proj.tasks.add", (20, 22), timeout=60).result == 42
-    log = deployed.ssh(inv.broker.host, "cat /var/log/rabbitmq/*.log")
-    assert f"Deleted user '{inv.app.broker_user}'" not in log.stdout
-    assert f"Successfully changed password for user '{inv.app.broker_user}'" in log.stdout
+    log = broker_log()
+    assert log.count(deleted) == before.count(deleted)
+    assert log.count(changed) > before.count(changed)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,56 +19,49 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from harness import qsetup
+from harness import SandboxHosts, Site, qsetup
 
 from qsetup.loader import load_inventory
 from qsetup.roundtrip import send_task
-from qsetup.sandbox.host import ssh_args
 
 pytestmark = pytest.mark.integration
 
 
 @dataclass
 class Hostile:
-    inventory: Path
+    """The module's site, whose secrets look like templates, and its first deploy."""
+
+    site: Site
     secrets: dict[str, str]
     canary: Path
     deploy: dict[str, Any]
-    key: Path
-    addresses: dict[str, str]
 
-    def ssh(self, host: str, command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*ssh_args(self.key, self.addresses[host]), command],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+    @property
+    def inventory(self) -> Path:
+        return self.site.inventory
 
 
 @pytest.fixture(scope="module")
-def hostile(sandbox_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Hostile:
-    src = Path(sandbox_hosts.inventory)
-    dest = tmp_path_factory.mktemp("values")
-    shutil.copytree(src.parent / "app", dest / "app")
+def hostile(sandbox_hosts: SandboxHosts, tmp_path_factory: pytest.TempPathFactory) -> Hostile:
+    site = sandbox_hosts.site(Path(tmp_path_factory.mktemp("values")))
+    dest = site.inventory.parent
     canary = dest / "LOOKUP-RAN"
-    data = yaml.safe_load(src.read_text())
+    data = yaml.safe_load(site.inventory.read_text())
     # The key by a path relative to the inventory's folder.
     (dest / "keys").mkdir()
     shutil.copy(sandbox_hosts.key, dest / "keys" / "id")
     (dest / "keys" / "id").chmod(0o600)
     data["ssh"]["key"] = "keys/id"
-    inv = dest / "inventory.yml"
-    inv.write_text(yaml.safe_dump(data, sort_keys=False))
-    secrets = yaml.safe_load(src.with_name(src.stem + ".secrets.yml").read_text())
+    site.inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    secrets = yaml.safe_load(site.secrets.read_text())
     secrets["rabbitmq-user-proj"] = "Ab{{ 7 * 7 }}cd"
     secrets["rabbitmq-user-ops"] = "{% raw %}x{% endraw %}y"
     secrets["flower-user-admin"] = "{{ lookup('pipe', 'touch " + str(canary) + "') }}"
-    sec = dest / "inventory.secrets.yml"
-    sec.write_text(yaml.safe_dump(secrets))
-    sec.chmod(0o600)
+    site.secrets.write_text(yaml.safe_dump(secrets))
+    site.secrets.chmod(0o600)
     # Run from elsewhere: the relative key must not depend on the working directory.
-    proc = qsetup("deploy", "--inventory", str(inv), "--json", timeout=900)
-    return Hostile(inv, secrets, canary, json.loads(proc.stdout), Path(sandbox_hosts.key),
-                   dict(sandbox_hosts.addresses))  # fmt: skip
+    proc = qsetup("deploy", "--inventory", str(site.inventory), "--json", timeout=900)
+    return Hostile(site, secrets, canary, json.loads(proc.stdout))
 
 
 def test_template_like_passwords_work_literally(hostile: Hostile) -> None:
@@ -128,12 +120,13 @@ def test_an_unsupported_release_fails_before_any_host_changes(hostile: Hostile) 
                 changed_inv.with_name("changed.secrets.yml"))  # fmt: skip
     fake = "sed -i 's/^VERSION_CODENAME=.*/VERSION_CODENAME=bullseye/' /etc/os-release"
     assert (
-        hostile.ssh(worker, f"cp /etc/os-release /root/os-release.qsetup && {fake}").returncode == 0
+        hostile.site.ssh(worker, f"cp /etc/os-release /root/os-release.qsetup && {fake}").returncode
+        == 0
     )
     try:
         proc = qsetup("deploy", "--inventory", str(changed_inv), "--json", check=False, timeout=600)
     finally:
-        hostile.ssh(worker, "cp /root/os-release.qsetup /etc/os-release")
+        hostile.site.ssh(worker, "cp /root/os-release.qsetup /etc/os-release")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     lines = [f"{f['host']}: {f['message']}" for f in result["failures"]]
@@ -141,5 +134,7 @@ def test_an_unsupported_release_fails_before_any_host_changes(hostile: Hostile) 
     assert all(h["changed"] == 0 for h in result["hosts"].values()), result["hosts"]
     for group in loaded.inventory.workers:
         for host in group.hosts:
-            unit = hostile.ssh(host, f"cat /etc/systemd/system/qsetup-worker-{group.name}@.service")
+            unit = hostile.site.ssh(
+                host, f"cat /etc/systemd/system/qsetup-worker-{group.name}@.service"
+            )
             assert "--concurrency=3" not in unit.stdout

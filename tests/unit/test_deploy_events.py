@@ -1,0 +1,333 @@
+"""The deploy's result collector over recorded ansible-runner events (no hosts, no Ansible).
+
+Each event below has the shape ansible-runner hands ``event_handler``; the collector
+turns them into what ``qsetup deploy`` reports: failures with a message a user can act
+on (never a secret), the diffs ``--diff`` shows, and per-host stats. The last test
+replays the same events through ``run_deploy`` with ansible-runner stubbed out, to the
+JSON ``deploy --json`` prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from unitdata import WriteInventory
+
+from qsetup.deploy import (
+    DeployEvent,
+    DeployOptions,
+    HostResult,
+    TaskFailure,
+    _Collector,
+    run_deploy,
+)
+from qsetup.loader import load_inventory
+from qsetup.report import deploy_json
+
+UNIT = "/etc/systemd/system/qsetup-worker-default@.service"
+NO_LOG = (
+    "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+)
+SECRET = "orders-pw-0123456789abcdef"
+
+
+def event(kind: str, **data: Any) -> dict[str, Any]:
+    return {"uuid": f"{kind}-{len(data)}", "event": kind, "event_data": data}
+
+
+EVENTS: list[dict[str, Any]] = [
+    event("playbook_on_start"),
+    event("playbook_on_play_start", play="Deploy qsetup"),
+    event("playbook_on_task_start", task="Install the unit files"),
+    # changed, with a diff of one file
+    event(
+        "runner_on_ok",
+        host="worker1",
+        task="Install the unit files",
+        res={
+            "changed": True,
+            "diff": {
+                "before": "[Service]\nExecStart=celery --concurrency=2\n",
+                "after": "[Service]\nExecStart=celery --concurrency=3\n",
+                "before_header": UNIT,
+                "after_header": UNIT,
+            },
+        },
+    ),
+    # unchanged: no diff, an "ok" event
+    event(
+        "runner_on_ok",
+        host="rabbit1",
+        task="Install the unit files",
+        res={"changed": False, "diff": {"before": "same\n", "after": "same\n"}},
+    ),
+    # a loop: one item changed (its diff), one not
+    event(
+        "runner_on_ok",
+        host="worker1",
+        task="Write the environment files",
+        res={
+            "changed": True,
+            "results": [
+                {
+                    "item": {"dest": "/etc/qsetup/worker-default.env"},
+                    "changed": True,
+                    "diff": [{"before": "A=1\n", "after": "A=2\n", "after_header": "env"}],
+                },
+                {"item": {"dest": "/etc/qsetup/beat.env"}, "changed": False, "diff": []},
+            ],
+        },
+    ),
+    # no_log: a changed secret file's diff never reaches the result
+    event(
+        "runner_on_ok",
+        host="rabbit1",
+        task="Write the broker's secrets",
+        res={"censored": NO_LOG, "changed": True},
+    ),
+    event("runner_on_skipped", host="rabbit1", task="Install Debian's Celery"),
+    # a failure whose result no_log censored: the message says so, holds nothing else
+    event(
+        "runner_on_failed",
+        host="rabbit1",
+        task="Ensure the broker users exist",
+        res={"censored": NO_LOG, "changed": False},
+        ignore_errors=None,
+    ),
+    # a failed loop item names its file
+    event(
+        "runner_on_failed",
+        host="worker1",
+        task="Install the app's files",
+        res={
+            "failed": True,
+            "results": [
+                {"item": {"dest": "/etc/qsetup/a.env"}, "failed": False, "changed": False},
+                {
+                    "item": {"dest": "/etc/qsetup/b.env"},
+                    "failed": True,
+                    "msg": "Destination directory /etc/qsetup does not exist",
+                },
+            ],
+        },
+        ignore_errors=None,
+    ),
+    # a command that failed: the last line of stderr, not the whole traceback
+    event(
+        "runner_on_failed",
+        host="worker1",
+        task="Check that the new code imports",
+        res={
+            "rc": 1,
+            "msg": "",
+            "stderr": 'Traceback (most recent call last):\n  File "proj/tasks.py", line 3\n'
+            "SyntaxError: invalid syntax\n",
+        },
+        ignore_errors=None,
+    ),
+    # an ignored failure is no failure
+    event(
+        "runner_on_failed",
+        host="worker1",
+        task="Stop the old beat (it may not exist)",
+        res={"msg": "Could not find the requested service qsetup-beat.service"},
+        ignore_errors=True,
+    ),
+    event(
+        "runner_on_unreachable",
+        host="flower9",
+        task="Read the host's release",
+        res={
+            "unreachable": True,
+            "msg": "Failed to connect to the host via ssh: ssh: connect to host 10.0.0.9 "
+            "port 22: No route to host",
+        },
+    ),
+    event("verbose", stdout="a line without event data"),
+    {"event": "runner_on_ok"},  # no event_data at all
+    event(
+        "playbook_on_stats",
+        ok={"rabbit1": 12, "worker1": 9},
+        changed={"rabbit1": 1, "worker1": 2},
+        failures={"rabbit1": 1, "worker1": 2},
+        dark={"flower9": 1},
+        skipped={"rabbit1": 1},
+        ignored={"worker1": 1},
+        rescued={},
+        processed={"rabbit1": 1, "worker1": 1, "flower9": 1},
+    ),
+]
+
+
+@pytest.fixture
+def collected() -> tuple[_Collector, list[DeployEvent], list[bool]]:
+    seen: list[DeployEvent] = []
+    collector = _Collector(seen.append)
+    returned = [collector(raw) for raw in EVENTS]
+    return collector, seen, returned
+
+
+def test_failures_name_host_task_and_an_actionable_message(
+    collected: tuple[_Collector, list[DeployEvent], list[bool]],
+) -> None:
+    collector, _, _ = collected
+    assert collector.failures == [
+        TaskFailure(
+            "rabbit1",
+            "Ensure the broker users exist",
+            "a task that handles secrets failed (details hidden: no_log)",
+        ),
+        TaskFailure(
+            "worker1",
+            "Install the app's files",
+            "/etc/qsetup/b.env: Destination directory /etc/qsetup does not exist",
+        ),
+        TaskFailure("worker1", "Check that the new code imports", "SyntaxError: invalid syntax"),
+        TaskFailure(
+            "flower9",
+            "Read the host's release",
+            "unreachable: Failed to connect to the host via ssh: ssh: connect to host "
+            "10.0.0.9 port 22: No route to host",
+        ),
+    ]
+
+
+def test_diffs_come_from_changed_files_only_and_never_from_no_log_results(
+    collected: tuple[_Collector, list[DeployEvent], list[bool]],
+) -> None:
+    collector, _, _ = collected
+    assert [(host, what) for host, what, _ in collector.diffs] == [
+        ("worker1", f"Install the unit files: {UNIT}"),
+        ("worker1", "Write the environment files: env"),
+    ]
+    unit_diff = collector.diffs[0][2]
+    assert f"--- {UNIT} (now)" in unit_diff and f"+++ {UNIT} (after deploy)" in unit_diff
+    assert "-ExecStart=celery --concurrency=2\n" in unit_diff
+    assert "+ExecStart=celery --concurrency=3\n" in unit_diff
+    assert " [Service]\n" in unit_diff
+    assert "-A=1\n+A=2\n" in collector.diffs[1][2]
+
+
+def test_stats_per_host_are_read_from_playbook_on_stats(
+    collected: tuple[_Collector, list[DeployEvent], list[bool]],
+) -> None:
+    collector, _, _ = collected
+    assert collector.stats == {
+        "rabbit1": {"ok": 12, "changed": 1, "failures": 1, "skipped": 1},
+        "worker1": {"ok": 9, "changed": 2, "failures": 2, "ignored": 1},
+        "flower9": {"dark": 1},
+    }
+
+
+def test_progress_sees_every_step_and_no_event_is_dropped(
+    collected: tuple[_Collector, list[DeployEvent], list[bool]],
+) -> None:
+    _, seen, returned = collected
+    assert all(returned)  # True: ansible-runner keeps every event
+    assert [(e.kind, e.host) for e in seen] == [
+        ("play", ""),
+        ("task", ""),
+        ("changed", "worker1"),
+        ("ok", "rabbit1"),
+        ("changed", "worker1"),
+        ("changed", "rabbit1"),
+        ("skipped", "rabbit1"),
+        ("failed", "rabbit1"),
+        ("failed", "worker1"),
+        ("failed", "worker1"),
+        ("unreachable", "flower9"),
+        ("ok", ""),  # the event without data
+    ]
+    assert seen[0].task == "Deploy qsetup" and seen[1].task == "Install the unit files"
+    unreachable = seen[-2]
+    assert unreachable.message.startswith("Failed to connect to the host via ssh")
+
+
+def test_nothing_a_secret_task_returned_reaches_failures_diffs_or_progress() -> None:
+    seen: list[DeployEvent] = []
+    collector = _Collector(seen.append)
+    leaky = {
+        "censored": NO_LOG,
+        "changed": True,
+        "diff": {"before": "old\n", "after": f"{SECRET}\n"},
+        "msg": f"password {SECRET} refused",
+    }
+    collector(event("runner_on_ok", host="rabbit1", task="Set a password", res=leaky))
+    collector(event("runner_on_failed", host="rabbit1", task="Set a password", res=leaky))
+    text = repr((collector.failures, collector.diffs, seen))
+    assert SECRET not in text
+    assert collector.diffs == []
+
+
+class _Runner(SimpleNamespace):
+    status: str
+    rc: int
+
+
+def test_run_deploy_reports_what_the_events_said(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ansible_runner
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(**kwargs: Any) -> _Runner:
+        calls.append(kwargs)
+        for raw in EVENTS:
+            kwargs["event_handler"](raw)
+        return _Runner(status="failed", rc=2)
+
+    monkeypatch.setattr(ansible_runner, "run", fake_run)
+    loaded = load_inventory(write_inventory())
+    result = run_deploy(loaded, DeployOptions(diff=True))
+
+    assert len(calls) == 1 and calls[0]["playbook"] == "site.yml"
+    assert calls[0]["cmdline"] == "--diff"
+    # Hosts are the inventory's (flower9 is not in it); "dark" means unreachable.
+    assert result.hosts == {
+        "rabbit1": HostResult(ok=12, changed=1, failed=1, skipped=1),
+        "worker1": HostResult(ok=9, changed=2, failed=2),
+    }
+    assert result.ok is False and (result.status, result.rc) == ("failed", 2)
+    assert len(result.failures) == 4 and len(result.diffs) == 2
+    assert Path(result.run_dir).parent.name == "runs"
+
+    printed = deploy_json(result)
+    assert printed["ok"] is False and printed["status"] == "failed"
+    assert printed["hosts"]["worker1"] == {
+        "ok": 9,
+        "changed": 2,
+        "failed": 2,
+        "skipped": 0,
+        "unreachable": False,
+    }
+    assert printed["failures"][0] == {
+        "host": "rabbit1",
+        "task": "Ensure the broker users exist",
+        "message": "a task that handles secrets failed (details hidden: no_log)",
+    }
+    assert SECRET not in repr(printed)
+
+
+def test_an_unreachable_host_and_a_limit_are_reported_per_target(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ansible_runner
+
+    def fake_run(**kwargs: Any) -> _Runner:
+        assert kwargs["limit"] == "worker1"
+        kwargs["event_handler"](
+            event("runner_on_unreachable", host="worker1", task="Gather", res={"msg": "timed out"})
+        )
+        kwargs["event_handler"](event("playbook_on_stats", dark={"worker1": 1}, ok={}))
+        return _Runner(status="failed", rc=4)
+
+    monkeypatch.setattr(ansible_runner, "run", fake_run)
+    loaded = load_inventory(write_inventory())
+    result = run_deploy(loaded, DeployOptions(limit=("worker1",)))
+    assert result.hosts == {"worker1": HostResult(unreachable=True)}
+    assert result.failures == (TaskFailure("worker1", "Gather", "unreachable: timed out"),)
+    assert deploy_json(result)["hosts"]["worker1"]["unreachable"] is True
