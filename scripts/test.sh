@@ -26,6 +26,8 @@ export PATH="$test_venv/bin:$PATH"
 
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
+echo "== ansible-lint"; ansible-lint playbooks/site.yml playbooks/restart.yml
+echo "== yamllint"; yamllint --strict playbooks
 
 run_pytest() {
     # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
