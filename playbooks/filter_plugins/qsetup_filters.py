@@ -150,6 +150,30 @@ def qsetup_services_of_stale(files: list[dict[str, Any]], stale: list[str]) -> l
     return sorted({f["service"] for f in files if f["dest"] in stale_set})
 
 
+def qsetup_units_in_state(
+    services: list[dict[str, Any]], states: dict[str, dict[str, str]] | None, active: str
+) -> list[str]:
+    """The services' units whose ActiveState (as the preflight read it) is ``active``."""
+    now = states or {}
+    return [s["unit"] for s in services if (now.get(s["unit"]) or {}).get("ActiveState") == active]
+
+
+def qsetup_units_not_running(
+    services: list[dict[str, Any]], states: dict[str, dict[str, str]] | None
+) -> list[dict[str, Any]]:
+    """Services whose unit the preflight did not see both active and enabled."""
+    now = states or {}
+    out = []
+    for s in services:
+        props = now.get(s["unit"]) or {}
+        if props.get("ActiveState") != "active" or props.get("UnitFileState") not in (
+            "enabled",
+            "enabled-runtime",
+        ):
+            out.append(s)
+    return out
+
+
 def qsetup_units_to_restart(
     services: list[dict[str, Any]],
     started: dict[str, Any] | None,
@@ -366,5 +390,7 @@ class FilterModule:
             "qsetup_code_check_problems": qsetup_code_check_problems,
             "qsetup_removals": qsetup_removals,
             "qsetup_services_of_stale": qsetup_services_of_stale,
+            "qsetup_units_in_state": qsetup_units_in_state,
+            "qsetup_units_not_running": qsetup_units_not_running,
             "qsetup_manifest_pending": qsetup_manifest_pending,
         }

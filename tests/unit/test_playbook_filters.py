@@ -304,3 +304,19 @@ def test_services_of_stale_files() -> None:
         "qsetup-worker-a@.service"
     ]
     assert filters.qsetup_services_of_stale(files, []) == []
+
+
+def test_unit_states_decide_what_a_deploy_starts() -> None:
+    services = [{"unit": "a@1.service"}, {"unit": "a@2.service"}, {"unit": "b.service"}]
+    states = {
+        "a@1.service": {"ActiveState": "active", "UnitFileState": "enabled"},
+        "a@2.service": {"ActiveState": "failed", "UnitFileState": "enabled"},
+        "b.service": {"ActiveState": "active", "UnitFileState": "disabled"},
+    }
+    assert filters.qsetup_units_in_state(services, states, "failed") == ["a@2.service"]
+    assert [s["unit"] for s in filters.qsetup_units_not_running(services, states)] == [
+        "a@2.service",
+        "b.service",
+    ]
+    # Nothing known (a first deploy): every service is started.
+    assert len(filters.qsetup_units_not_running(services, {})) == 3
