@@ -372,6 +372,55 @@ def qsetup_manifest_pending(new: dict[str, Any], removals: dict[str, Any]) -> di
     return pending
 
 
+def qsetup_host_clean(host: dict[str, Any], plan: dict[str, Any]) -> bool:
+    """True when the preflight's read shows nothing on this host differs from the plan.
+
+    ``host`` is what qsetup_host_facts returned; ``plan`` holds the host's planned files,
+    broker files, file checksums, directories, virtualenvs, code, OS users and groups,
+    services, broker state, secrets, manifest and removals. A clean host has nothing to
+    install, start, restart or remove, so a deploy can stop reading it after the preflight.
+    """
+    found = host.get("found") or {}
+    files = list(plan["files"]) + list(plan["broker_files"])
+    sums = plan["sums"]
+    if qsetup_stale_files(files, found, sums) or qsetup_stale_dirs(plan["dirs"], found):
+        return False
+    if qsetup_stale_venvs(plan["venvs"], found):
+        return False
+    if plan["ship_code"]:
+        by_path = _found_by_path(found)
+        tar = by_path.get(f"{plan['code_dir']}.tar") or {}
+        if tar.get("checksum") != sums.get("app.tar") or plan["code_dir"] not in by_path:
+            return False
+    if set(host.get("packages") or []) - set(host.get("installed") or []):
+        return False
+    if set(plan["os_groups"]) - set(host.get("groups") or []):
+        return False
+    if {u["user"] for u in plan["os_users"]} - set(host.get("users") or []):
+        return False
+    removals = plan["removals"]
+    if removals["any"] or qsetup_manifest_pending(plan["manifest"], removals) != host.get(
+        "manifest"
+    ):
+        return False
+    units = [s["unit"] for s in plan["services"]]
+    if plan["is_broker"]:
+        units.append("rabbitmq-server.service")
+    states = host.get("units") or {}
+    for unit in units:
+        props = states.get(unit) or {}
+        if props.get("ActiveState") != "active" or props.get("UnitFileState") != "enabled":
+            return False
+    if plan["is_broker"]:
+        definitions = host.get("definitions")
+        if not definitions:
+            return False
+        drift = qsetup_broker_drift(definitions, plan["broker"], plan["secrets"])
+        if drift["guest"] or any(drift[k] for k in ("vhosts", "users", "passwords", "policies")):
+            return False
+    return True
+
+
 class FilterModule:
     """Ansible's entry point for filter plugins."""
 
@@ -391,6 +440,7 @@ class FilterModule:
             "qsetup_removals": qsetup_removals,
             "qsetup_services_of_stale": qsetup_services_of_stale,
             "qsetup_units_in_state": qsetup_units_in_state,
+            "qsetup_host_clean": qsetup_host_clean,
             "qsetup_units_not_running": qsetup_units_not_running,
             "qsetup_manifest_pending": qsetup_manifest_pending,
         }

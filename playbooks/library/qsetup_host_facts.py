@@ -10,6 +10,7 @@ It changes nothing that a service reads: at most apt's package lists.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import grp
 import hashlib
@@ -17,6 +18,7 @@ import json
 import pwd
 import stat
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,11 @@ options:
   units:
     description: systemd units whose state is reported.
     type: list
+    required: false
+  broker_api:
+    description: On the broker host, the management API (port, user, password) whose
+      definitions are reported.
+    type: dict
     required: false
 """
 
@@ -167,6 +174,19 @@ def _names_in(path: str) -> list[str]:
     return [line.split(":", 1)[0] for line in text.splitlines() if ":" in line]
 
 
+def read_definitions(port: int, user: str, password: str) -> dict[str, Any] | None:
+    """The broker's definitions from the local management API, or None when unreadable."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/definitions")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+            data = json.loads(resp.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _lists_age() -> float:
     try:
         stamps = [
@@ -194,6 +214,16 @@ def main() -> None:
                 "default": [],
             },
             "units": {"type": "list", "elements": "str", "required": False, "default": []},
+            "broker_api": {
+                "type": "dict",
+                "required": False,
+                "default": None,
+                "options": {
+                    "port": {"type": "int", "required": True},
+                    "user": {"type": "str", "required": True},
+                    "password": {"type": "str", "required": True, "no_log": True},
+                },
+            },
         },
         supports_check_mode=True,
     )
@@ -212,6 +242,8 @@ def main() -> None:
              "--", *module.params["units"]]
         )  # fmt: skip
         result["units"] = parse_systemctl_show(out)
+    if module.params["broker_api"]:
+        result["definitions"] = read_definitions(**module.params["broker_api"])
     try:
         os_release = parse_os_release(Path("/etc/os-release").read_text(encoding="utf-8"))
     except OSError as exc:

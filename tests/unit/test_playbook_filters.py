@@ -320,3 +320,63 @@ def test_unit_states_decide_what_a_deploy_starts() -> None:
     ]
     # Nothing known (a first deploy): every service is started.
     assert len(filters.qsetup_units_not_running(services, {})) == 3
+
+
+# --- a no-op deploy ends after the preflight on clean hosts --------------------------
+
+
+def _clean_case() -> tuple[dict[str, Any], dict[str, Any]]:
+    files = [dict(FILE, service="qsetup-worker-a@.service")]
+    manifest = {"version": 1, "units": [{"unit": "qsetup-worker-a@1.service", "role": "worker"}],
+                "files": ["/etc/x"], "venvs": [], "code": []}  # fmt: skip
+    host = {
+        "found": found(),
+        "packages": ["celery"],
+        "installed": ["celery"],
+        "groups": ["celery"],
+        "users": ["celery"],
+        "manifest": manifest,
+        "units": {"qsetup-worker-a@1.service": {"ActiveState": "active",
+                                               "UnitFileState": "enabled"}},
+    }  # fmt: skip
+    plan = {
+        "files": files,
+        "broker_files": [],
+        "sums": {"h/etc/x": "abc"},
+        "dirs": [],
+        "venvs": [],
+        "ship_code": False,
+        "code_dir": "/opt/qsetup/apps/proj",
+        "os_users": [{"user": "celery", "group": "celery"}],
+        "os_groups": ["celery"],
+        "services": [{"unit": "qsetup-worker-a@1.service"}],
+        "is_broker": False,
+        "broker": {},
+        "secrets": {},
+        "manifest": manifest,
+        "removals": filters.qsetup_removals(manifest, manifest),
+    }
+    return host, plan
+
+
+def test_a_host_where_nothing_differs_is_clean() -> None:
+    host, plan = _clean_case()
+    assert filters.qsetup_host_clean(host, plan) is True
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda h, p: h["found"]["files"][0].update(checksum="other"),  # a file changed
+        lambda h, p: h.update(installed=[]),  # a package is missing
+        lambda h, p: h.update(users=[]),  # the service user is missing
+        lambda h, p: h["units"]["qsetup-worker-a@1.service"].update(ActiveState="failed"),
+        lambda h, p: h.update(manifest={}),  # no manifest recorded yet
+        lambda h, p: p.update(ship_code=True),  # the code was never shipped
+        lambda h, p: p.update(is_broker=True),  # broker: no definitions read
+    ],
+)
+def test_anything_that_differs_makes_a_host_dirty(spoil: Any) -> None:
+    host, plan = _clean_case()
+    spoil(host, plan)
+    assert filters.qsetup_host_clean(host, plan) is False
