@@ -60,18 +60,18 @@ def _represent_unsafe(dumper: yaml.SafeDumper, wrapped: _Unsafe) -> yaml.Node:
 _Dumper.add_representer(_Unsafe, _represent_unsafe)
 
 
-def _strings_only(value: Any) -> Any:
+def _plain(value: Any) -> Any:
     """Plain dicts, lists and values (tuples become lists) for the dumper."""
     if isinstance(value, dict):
-        return {str(k): _strings_only(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_strings_only(v) for v in value]
+        return [_plain(v) for v in value]
     return value
 
 
 def unsafe_vars(variables: dict[str, Any]) -> dict[str, Any]:
     """Variables (name -> value) with every value marked unsafe; names stay plain."""
-    return {str(k): _Unsafe(_strings_only(v)) for k, v in variables.items()}
+    return {str(k): _Unsafe(_plain(v)) for k, v in variables.items()}
 
 
 def dump(data: Any) -> str:

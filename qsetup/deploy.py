@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from qsetup.ansible_data import dump_inventory, dump_vars_file
+from qsetup.desired import ADMIN_SECRET, broker_admin_password
 from qsetup.errors import DeployError
+from qsetup.fields import resolve_relative
 from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
-from qsetup.plan import ADMIN_SECRET, PARTS, broker_admin_password, build_ansible_inventory
+from qsetup.plan import PARTS, build_ansible_inventory
 from qsetup.render import render_all
 from qsetup.resources import resource_dir
 
@@ -103,7 +105,7 @@ class DeployResult:
 
 def _secret_values(loaded: LoadedInventory) -> dict[str, str]:
     values = {name: loaded.secrets.get(name) for name in loaded.secrets.values}
-    values.setdefault(ADMIN_SECRET, broker_admin_password(loaded))
+    values.setdefault(ADMIN_SECRET, broker_admin_password(loaded.inventory, loaded.secrets))
     return values
 
 
@@ -116,9 +118,7 @@ def _stage_app(loaded: LoadedInventory, dest: Path) -> None:
     with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
         if source is None:
             return
-        src = Path(source).expanduser()
-        if not src.is_absolute():
-            src = loaded.path.resolve().parent / src
+        src = resolve_relative(loaded.path, source)
         for path in sorted(src.rglob("*")):
             rel = path.relative_to(src)
             if any(part in _SKIP for part in rel.parts) or path.suffix == ".pyc":

@@ -6,17 +6,21 @@ read these values; none of them works the same facts out again.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from qsetup.fields import ADMIN_SECRET as ADMIN_SECRET
+from qsetup.fields import ADMIN_USER as ADMIN_USER
+from qsetup.fields import resolve_relative
 from qsetup.inventory import (
     Inventory,
     WorkerGroup,
     group_broker_user,
     group_vhost,
-    resolve_relative,
 )
+from qsetup.secrets import Secrets
 
 OPT = PurePosixPath("/opt/qsetup")
 ETC = PurePosixPath("/etc/qsetup")
@@ -262,10 +266,6 @@ def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
 
 # --- broker ---------------------------------------------------------------------------
 
-ADMIN_USER = "qsetup-admin"
-"""qsetup's own administrator on the broker (deploy manages users and policies as it)."""
-ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
-"""The secret that may hold its password (else derived from the Erlang cookie)."""
 NO_RIGHTS = "^$"
 """RabbitMQ's "matches nothing" pattern."""
 
@@ -330,6 +330,19 @@ class BrokerState:
     management_port: int
     admin_user: str = ADMIN_USER
     admin_secret: str = ADMIN_SECRET
+
+
+def broker_admin_password(inv: Inventory, secrets: Secrets) -> str:
+    """The password of qsetup's own broker administrator (``qsetup-admin``).
+
+    A secrets file may hold it as ``rabbitmq-user-qsetup-admin``; otherwise it is
+    derived from the Erlang cookie, which already grants full control of the node,
+    so it is stable across runs without asking the user for one more secret.
+    """
+    if ADMIN_SECRET in secrets.values:
+        return secrets.get(ADMIN_SECRET)
+    seed = secrets.get(inv.broker.erlang_cookie_secret)
+    return hashlib.sha256(f"{ADMIN_USER}:{seed}".encode()).hexdigest()[:32]
 
 
 def broker_state(inv: Inventory) -> BrokerState:

@@ -41,12 +41,14 @@ OsName = Annotated[str, Field(pattern=OS_NAME_RE)]
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 RegexStr = Annotated[str, Field(max_length=512)]
 
+ADMIN_USER = "qsetup-admin"
+"""qsetup's own administrator on the broker (deploy manages users and policies as it)."""
+ADMIN_SECRET = f"rabbitmq-user-{ADMIN_USER}"
+"""The secret of qsetup's broker administrator (derived from the cookie when absent)."""
 RESERVED_BROKER_USERS = {
     "guest": "'guest' is RabbitMQ's default user; pick a name",
-    "qsetup-admin": "'qsetup-admin' is qsetup's own administrator on the broker; pick a name",
+    ADMIN_USER: f"'{ADMIN_USER}' is qsetup's own administrator on the broker; pick a name",
 }
-ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
-"""The secret of qsetup's broker administrator (derived from the cookie when absent)."""
 MAX_TIME_LIMIT = 7 * 86400
 
 

@@ -50,7 +50,6 @@ from qsetup.fields import (
     check_time_limit,
     node_name_problem,
 )
-from qsetup.fields import resolve_relative as resolve_relative  # re-exported for desired.py
 
 
 class Model(BaseModel):

@@ -22,6 +22,7 @@ from qsetup.desired import (
     Unit,
     apt_packages_by_release,
     beat_runtime,
+    broker_state,
     code_dir,
     needs_venv,
     ssh_endpoints,
@@ -29,13 +30,10 @@ from qsetup.desired import (
     venv_dir,
 )
 from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory
 from qsetup.manifest import MANIFEST_PATH, host_manifests
 from qsetup.render import Artifact
 
 PARTS = ("broker", "workers", "beat", "flower")
-ADMIN_USER = "qsetup-admin"
-ADMIN_SECRET = "rabbitmq-user-qsetup-admin"
 
 # Directories that exist once the host's packages are installed.
 _STANDARD_DIRS = {"/etc/systemd/system", "/etc/rabbitmq", "/var/lib/rabbitmq"}
@@ -54,19 +52,6 @@ class _HostPlan:
     broker: bool = False
     flower_port: int | None = None
     flower_address: str = "127.0.0.1"
-
-
-def broker_admin_password(loaded: LoadedInventory) -> str:
-    """The password of qsetup's own broker administrator (``qsetup-admin``).
-
-    A secrets file may hold it as ``rabbitmq-user-qsetup-admin``; otherwise it is
-    derived from the Erlang cookie, which already grants full control of the node,
-    so it is stable across runs without asking the user for one more secret.
-    """
-    if ADMIN_SECRET in loaded.secrets.values:
-        return loaded.secrets.get(ADMIN_SECRET)
-    seed = loaded.secrets.get(loaded.inventory.broker.erlang_cookie_secret)
-    return hashlib.sha256(f"qsetup-admin:{seed}".encode()).hexdigest()[:32]
 
 
 def _ssh_vars(endpoint: SshEndpoint) -> dict[str, Any]:
@@ -116,8 +101,6 @@ def _add_dirs(plan: _HostPlan, arts: Iterable[Artifact]) -> None:
 
 def _broker_vars(inv: Inventory) -> dict[str, Any]:
     """The broker's desired state (``desired.broker_state``) as the playbooks read it."""
-    from qsetup.desired import broker_state
-
     state = broker_state(inv)
     return {
         "vhosts": list(state.vhosts),

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qsetup.desired import broker_state
+from qsetup.desired import ADMIN_USER, broker_admin_password, broker_state
 from qsetup.inventory import Inventory, group_vhost
 from qsetup.loader import LoadedInventory
-from qsetup.plan import broker_admin_password
 from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
 from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
 
@@ -131,7 +130,7 @@ def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
     base = api_base(inv)
     answers: dict[str, Any] = {}
     with requests.Session() as session:
-        session.auth = ("qsetup-admin", broker_admin_password(loaded))
+        session.auth = (ADMIN_USER, broker_admin_password(loaded.inventory, loaded.secrets))
         try:
             for path, params in (
                 ("overview", {"columns": "rabbitmq_version,erlang_version"}),

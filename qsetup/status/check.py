@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Generic, TypeVar
 
+from qsetup.desired import broker_admin_password
 from qsetup.loader import LoadedInventory
-from qsetup.plan import broker_admin_password
 from qsetup.status.broker import broker_problems, fetch_broker
 from qsetup.status.flower import check_flower, flower_problems
 from qsetup.status.hosts import beat_problems, host_problems
@@ -123,7 +123,7 @@ def check_status(
     problems += worker_problems(nodes, results, inv.broker.host, unreachable)
     problems += flower_problems(flower)
     secrets = [loaded.secrets.get(n) for n in loaded.secrets.values]
-    secrets.append(broker_admin_password(loaded))
+    secrets.append(broker_admin_password(loaded.inventory, loaded.secrets))
     return SystemStatus(
         hosts=tuple(hosts.values()),
         broker=broker,

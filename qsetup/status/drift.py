@@ -117,44 +117,52 @@ def compare_broker(
     return drift
 
 
+_Rights = dict[tuple[str, ...], tuple[str, ...]]
+"""Rights keyed by (user, vhost, ...): a permission's or topic permission's patterns."""
+
+
+def _rights_drift(
+    kind: str,
+    want: _Rights,
+    have: _Rights,
+    here: Callable[[str, str], bool],
+    label: Callable[[tuple[str, ...]], str],
+    show: Callable[[tuple[str, ...] | None], str],
+) -> list[Drift]:
+    """Compare rights keyed by (user, vhost, ...): missing, extra or differs, one line each."""
+    drift = []
+    for key in sorted(set(want) | set(have)):
+        if not here(key[0], key[1]):
+            continue
+        w, h = want.get(key), have.get(key)
+        if w == h:
+            continue
+        if h is None:
+            drift.append(Drift(kind, label(key), "missing", f"expected {show(w)}"))
+        elif w is None:
+            drift.append(Drift(kind, label(key), "extra", f"{show(h)} on the broker"))
+        else:
+            detail = f"{show(h)} on the broker, {show(w)} in the inventory"
+            drift.append(Drift(kind, label(key), "differs", detail))
+    return drift
+
+
 def _permission_drift(
     expected: BrokerState, permissions: Iterable[Permission], here: Callable[[str, str], bool]
 ) -> list[Drift]:
-    want_perms = {
+    want: _Rights = {
         (u.name, p.vhost): (p.configure, p.write, p.read)
         for u in expected.users
         for p in u.permissions
         if (p.configure, p.write, p.read) != (NOTHING,) * 3
     }
     managed = {u.name for u in expected.users}
-    have_perms = {
+    have: _Rights = {
         (p.user, p.vhost): (p.configure, p.write, p.read)
         for p in permissions
         if p.user in managed and not p.grants_nothing
     }
-    drift = []
-    for key in sorted(set(want_perms) | set(have_perms)):
-        user, vhost = key
-        if not here(user, vhost):
-            continue
-        want, have = want_perms.get(key), have_perms.get(key)
-        if want == have:
-            continue
-        name = f"{user}@{vhost}"
-        if have is None:
-            drift.append(Drift("permission", name, "missing", f"expected {_perm(want)}"))
-        elif want is None:
-            drift.append(Drift("permission", name, "extra", f"{_perm(have)} on the broker"))
-        else:
-            drift.append(
-                Drift(
-                    "permission",
-                    name,
-                    "differs",
-                    f"{_perm(have)} on the broker, {_perm(want)} in the inventory",
-                )
-            )
-    return drift
+    return _rights_drift("permission", want, have, here, lambda k: f"{k[0]}@{k[1]}", _perm)
 
 
 def _topic_drift(
@@ -162,40 +170,20 @@ def _topic_drift(
     topic_permissions: Iterable[TopicPermission],
     here: Callable[[str, str], bool],
 ) -> list[Drift]:
-    want = {
+    want: _Rights = {
         (u.name, t.vhost, t.exchange): (t.write, t.read)
         for u in expected.users
         for t in u.topic_permissions
     }
     managed = {u.name for u in expected.users}
-    have = {
+    have: _Rights = {
         (t.user, t.vhost, t.exchange): (t.write, t.read)
         for t in topic_permissions
         if t.user in managed
     }
-    drift = []
-    for key in sorted(set(want) | set(have)):
-        user, vhost, exchange = key
-        if not here(user, vhost):
-            continue
-        w, h = want.get(key), have.get(key)
-        if w == h:
-            continue
-        name = f"{user}@{vhost}/{exchange}"
-        if h is None:
-            drift.append(Drift("topic_permission", name, "missing", f"expected {_topic(w)}"))
-        elif w is None:
-            drift.append(Drift("topic_permission", name, "extra", f"{_topic(h)} on the broker"))
-        else:
-            drift.append(
-                Drift(
-                    "topic_permission",
-                    name,
-                    "differs",
-                    f"{_topic(h)} on the broker, {_topic(w)} in the inventory",
-                )
-            )
-    return drift
+    return _rights_drift(
+        "topic_permission", want, have, here, lambda k: f"{k[0]}@{k[1]}/{k[2]}", _topic
+    )
 
 
 def _policy_drift(
@@ -246,7 +234,7 @@ def _json(value: Mapping[str, Any]) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _topic(perm: tuple[str, str] | None) -> str:
+def _topic(perm: tuple[str, ...] | None) -> str:
     if perm is None:
         return "none"
     return f"write={perm[0]!r} read={perm[1]!r}"
@@ -256,7 +244,7 @@ def _tags(tags: frozenset[str]) -> str:
     return "[" + ", ".join(sorted(tags)) + "]"
 
 
-def _perm(perm: tuple[str, str, str] | None) -> str:
+def _perm(perm: tuple[str, ...] | None) -> str:
     if perm is None:
         return "none"
     return f"configure={perm[0]!r} write={perm[1]!r} read={perm[2]!r}"
