@@ -68,7 +68,10 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
         if vhost not in vhosts:
             problems.append((path, f"vhost '{vhost}' is not listed under broker.vhosts"))
 
-    need_host(("broker", "host"), inv.broker.host)
+    if inv.broker.cluster is None:
+        need_host(("broker", "host"), inv.broker.host)
+    for i, node in enumerate(inv.broker.cluster or ()):
+        need_host(("broker", "hosts", i), node)
     if inv.beat is not None:
         need_host(("beat", "host"), inv.beat.host)
     if inv.flower is not None:
@@ -364,19 +367,25 @@ def _check_addresses(inv: Inventory, problems: Problems) -> None:
             )
         seen.setdefault(key, name)
 
+    for node in inv.broker.hosts:
+        _check_broker_reach(inv, node, problems)
+
+
+def _check_broker_reach(inv: Inventory, node: str, problems: Problems) -> None:
+    """A broker node's listener and address must be reachable by its clients elsewhere."""
     broker = inv.broker
-    if broker.host not in inv.hosts:
+    if node not in inv.hosts:
         return
     clients = [h for g in inv.workers for h in g.hosts]
     clients += [part.host for part in (inv.beat, inv.flower) if part is not None]
-    address = inv.hosts[broker.host].address
+    address = inv.hosts[node].address
     # Clients on hosts reached through loopback (SSH port forwards) may be this machine:
     # only a client host with an address of its own is surely elsewhere.
     remote = sorted(
         {
             h
             for h in clients
-            if h != broker.host
+            if h != node
             and h in inv.hosts
             and not is_loopback(inv.hosts[h].address)
             and normalize_address(inv.hosts[h].address) != normalize_address(address)
@@ -403,7 +412,7 @@ def _check_addresses(inv: Inventory, problems: Problems) -> None:
     if is_loopback(address) and remote:
         problems.append(
             (
-                ("hosts", broker.host, "address"),
+                ("hosts", node, "address"),
                 f"the broker's address {address} is loopback, but clients on {others} connect "
                 "to it from other machines; use an address they can reach",
             )
@@ -430,10 +439,13 @@ def _check_ports(inv: Inventory, problems: Problems) -> None:
         claims: list[tuple[int, str, FieldPath, bool]] = [
             (ssh_port, "the SSH port", ssh_path, ssh_explicit)
         ]
-        if name == broker.host:
+        if name in broker.hosts:
             explicit = "port" in broker.model_fields_set
+            node_path: FieldPath = (
+                ("broker", "host") if broker.cluster is None else ("broker", "hosts")
+            )
             claims += [
-                (EPMD_PORT, "RabbitMQ's epmd port (fixed)", ("broker", "host"), False),
+                (EPMD_PORT, "RabbitMQ's epmd port (fixed)", node_path, False),
                 (broker.port, "RabbitMQ's AMQP port", ("broker", "port"), explicit),
                 (
                     broker.port + DIST_PORT_OFFSET,

@@ -90,6 +90,49 @@ def apt_packages_by_release(packages: set[str]) -> dict[str, list[str]]:
 
 # --- services -------------------------------------------------------------------------
 
+APP_SHIM = "qsetup_celery"
+"""The module every worker and beat loads with ``-A``: it loads the app named by the
+``QSETUP_APP`` environment variable and applies the settings of the queue type."""
+SHIM_DIR = OPT / "lib"
+QUORUM_CELERY = "5.5"
+"""The first Celery release that declares and consumes quorum queues."""
+
+
+def queue_type(inv: Inventory) -> str:
+    """Quorum or classic: the inventory's choice, else quorum exactly when clustered."""
+    if inv.app.queue_type is not None:
+        return inv.app.queue_type
+    return "quorum" if inv.broker.clustered else "classic"
+
+
+def celery_settings(inv: Inventory) -> dict[str, object]:
+    """Celery settings qsetup adds to the app in every process it runs (and its probes).
+
+    Quorum queues: queues Celery declares (the default one and those named with
+    ``--queues``) are quorum queues; the worker detects them and stops using global QoS
+    (quorum queues refuse it), and Celery >= 5.5 then delays ETA tasks through the
+    broker (native delayed delivery); publishes wait for the broker's confirm, so a
+    task is only sent once a quorum of nodes holds it.
+    """
+    if queue_type(inv) != "quorum":
+        return {}
+    return {
+        "task_default_queue_type": "quorum",
+        "task_create_missing_queue_type": "quorum",
+        "worker_detect_quorum_queues": True,
+        "broker_transport_options": {"confirm_publish": True},
+    }
+
+
+def rabbit_node_name(hostname: str) -> str:
+    """The RabbitMQ node name on a host that reports ``hostname`` (Debian: short names)."""
+    return f"rabbit@{hostname.split('.')[0]}"
+
+
+def broker_nodes(inv: Inventory) -> tuple[tuple[str, str], ...]:
+    """(inventory host, address) of every RabbitMQ node, in the inventory's order."""
+    return tuple((h, inv.hosts[h].address) for h in inv.broker.hosts)
+
 
 def code_dir(inv: Inventory) -> PurePosixPath:
     """Where the app's code lives on worker and beat hosts."""
@@ -204,9 +247,8 @@ def _python(argv: tuple[str, ...]) -> str:
 def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
     """Every unit the inventory puts on each host (every host listed, maybe with none)."""
     units: dict[str, list[Unit]] = {name: [] for name in inv.hosts}
-    units[inv.broker.host].append(
-        Unit(inv.broker.host, BROKER_UNIT, "broker", BROKER_UNIT, runtime_prefix=None)
-    )
+    for node in inv.broker.hosts:
+        units[node].append(Unit(node, BROKER_UNIT, "broker", BROKER_UNIT, runtime_prefix=None))
     for group in inv.workers:
         argv = celery_argv(inv, group)
         for host in group.hosts:

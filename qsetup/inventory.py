@@ -181,9 +181,20 @@ class Policy(Model):
 
 
 class Broker(Model):
-    """The RabbitMQ server: one host, its vhosts, users, policies and plugins."""
+    """RabbitMQ: one host or a cluster, its vhosts, users, policies and plugins."""
 
-    host: Name = Field(description="The host that runs RabbitMQ.")
+    # Read through the ``host`` and ``hosts`` properties: whichever the inventory gives,
+    # both are filled (``host`` is the first node of a cluster).
+    single: Name | None = Field(
+        None, alias="host", description="The host that runs RabbitMQ (one node)."
+    )
+    cluster: tuple[Name, ...] | None = Field(
+        None,
+        alias="hosts",
+        max_length=9,
+        description="The hosts of a RabbitMQ cluster: one, or an odd number >= 3 "
+        "(a quorum survives the loss of a minority).",
+    )
     listen_address: ListenAddress = Field(
         "0.0.0.0",  # noqa: S104
         description="AMQP listener address.",
@@ -201,6 +212,48 @@ class Broker(Model):
     vhosts: tuple[VhostName, ...] = Field(("/",), description="Virtual hosts to create.")
     users: tuple[BrokerUser, ...] = ()
     policies: tuple[Policy, ...] = ()
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_size(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        if len(set(value)) != len(value):
+            raise ValueError("a host is listed twice; each node is one host")
+        if len(value) % 2 == 0:
+            raise ValueError(
+                f"{len(value)} nodes: use one host, or an odd number >= 3 (with {len(value)}, "
+                "losing one node can take the quorum away)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _host_or_hosts(self) -> Broker:
+        if self.single is None and self.cluster is None:
+            raise ValueError(
+                "give broker.host (one RabbitMQ node) or broker.hosts (a cluster: 3, 5, ... hosts)"
+            )
+        if self.single is not None and self.cluster is not None:
+            raise ValueError("give broker.host or broker.hosts, not both")
+        return self
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every RabbitMQ node's host, in the inventory's order (one for a single node)."""
+        if self.cluster is not None:
+            return self.cluster
+        assert self.single is not None
+        return (self.single,)
+
+    @property
+    def host(self) -> str:
+        """The first node's host: where qsetup manages users, vhosts and policies."""
+        return self.hosts[0]
+
+    @property
+    def clustered(self) -> bool:
+        """True when RabbitMQ runs as a cluster of several nodes."""
+        return len(self.hosts) > 1
 
 
 # --- app and workers ------------------------------------------------------------
@@ -243,6 +296,11 @@ class App(Model):
     vhost: VhostName = Field(description="The vhost the workers use.")
     result_backend: Annotated[str, Field(pattern=BACKEND_URL_RE, max_length=1024)] = Field(
         "rpc://", description="Celery result backend URL (no secrets; rpc:// uses the broker)."
+    )
+    queue_type: Literal["quorum", "classic"] | None = Field(
+        None,
+        description="Type of the queues the workers consume (default: quorum with a broker "
+        "cluster, classic with one node); quorum needs Celery >= 5.5.",
     )
 
 

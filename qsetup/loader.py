@@ -113,12 +113,17 @@ def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, int]:
     return None, 0
 
 
+def _fields_by_key(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key an inventory writes (its alias, if it has one)."""
+    return {f.alias or n: f for n, f in model.model_fields.items()}
+
+
 def _model_at(path: PathKey) -> type[BaseModel] | None:
     model: type[BaseModel] | None = Inventory
     parts = list(path)
     while parts and model is not None:
         name = parts.pop(0)
-        field = model.model_fields.get(str(name))
+        field = _fields_by_key(model).get(str(name))
         if field is None:
             return None
         model, depth = _model_in(field.annotation)
@@ -161,7 +166,7 @@ def _describe(value: Any) -> str:
 def _allowed(path: PathKey) -> list[str]:
     """The keys the mapping holding ``path`` allows."""
     model = _model_at(path[:-1])
-    return sorted(model.model_fields) if model is not None else []
+    return sorted(_fields_by_key(model)) if model is not None else []
 
 
 def _suggest(path: PathKey) -> str | None:

@@ -15,16 +15,21 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from qsetup.desired import (
+    APP_SHIM,
     CELERY_APT_MARK,
     ETC,
+    QUORUM_CELERY,
     RELEASES,
+    SHIM_DIR,
     SshEndpoint,
     Unit,
     apt_packages_by_release,
     beat_runtime,
+    broker_nodes,
     broker_state,
     code_dir,
     needs_venv,
+    queue_type,
     ssh_endpoints,
     units_by_host,
     venv_dir,
@@ -68,8 +73,15 @@ def _ssh_vars(endpoint: SshEndpoint) -> dict[str, Any]:
 
 
 def pip_packages(inv: Inventory, spec: str | None) -> list[str]:
-    """Celery (pinned as the group asks) plus the app and its extra requirements."""
-    packages = [f"celery{spec}" if spec else "celery>=5.2,<6"]
+    """Celery (pinned as the group asks) plus the app and its extra requirements.
+
+    With quorum queues pip may only pick a Celery that supports them.
+    """
+    quorum = queue_type(inv) == "quorum"
+    if spec:
+        packages = [f"celery{spec}"] + ([f"celery>={QUORUM_CELERY}"] if quorum else [])
+    else:
+        packages = [f"celery>={QUORUM_CELERY if quorum else '5.2'},<6"]
     if inv.app.source.requirement:
         packages.append(inv.app.source.requirement)
     packages.extend(inv.app.requirements)
@@ -234,6 +246,23 @@ def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
         plan.flower_address = flower.listen_address
 
 
+def _min_versions(inv: Inventory, host: str) -> list[dict[str, str]]:
+    """Debian package versions the preflight checks on a host before changing it."""
+    if queue_type(inv) != "quorum":
+        return []
+    return [
+        {
+            "package": "python3-celery",
+            "version": QUORUM_CELERY,
+            "problem": f"worker group '{g.name}' runs Debian's Celery (install: apt), but "
+            f"quorum queues need Celery >= {QUORUM_CELERY}; use install: pip for this group, "
+            "or Debian 13 (trixie) hosts, or app.queue_type: classic",
+        }
+        for g in inv.workers
+        if g.install == "apt" and host in g.hosts
+    ]
+
+
 def build_ansible_inventory(
     inv: Inventory,
     artifacts: list[Artifact],
@@ -244,9 +273,9 @@ def build_ansible_inventory(
     selected = set(parts)
     plans = {name: _HostPlan() for name in inv.hosts}
     if "broker" in selected:
-        plan = plans[inv.broker.host]
-        plan.broker = True
-        plan.apt.update({"rabbitmq-server", "python3-requests"})
+        for node in inv.broker.hosts:
+            plans[node].broker = True
+            plans[node].apt.update({"rabbitmq-server", "python3-requests"})
     if "workers" in selected:
         _plan_workers(inv, plans)
     if "beat" in selected:
@@ -299,6 +328,8 @@ def build_ansible_inventory(
                 "qsetup_services": plan.services,
                 "qsetup_ship_code": plan.ship_code,
                 "qsetup_is_broker": plan.broker,
+                "qsetup_is_broker_primary": plan.broker and name == inv.broker.host,
+                "qsetup_min_versions": _min_versions(inv, name) if "workers" in selected else [],
                 "qsetup_flower_port": plan.flower_port,
                 "qsetup_flower_address": plan.flower_address,
                 "qsetup_find_paths": sorted({str(PurePosixPath(w).parent) for w in watched}),
@@ -315,9 +346,16 @@ def build_ansible_inventory(
                 "qsetup_releases": dict(RELEASES),
                 "qsetup_manifest_path": MANIFEST_PATH,
                 "qsetup_code_dir": str(code_dir(inv)),
-                "qsetup_app_module": inv.app.module,
+                "qsetup_app_shim": APP_SHIM,
+                "qsetup_shim_dir": str(SHIM_DIR),
                 "qsetup_broker": _broker_vars(inv),
+                # Each node's inventory name and address; the first is where users,
+                # vhosts and policies are managed, and the others join its cluster.
+                "qsetup_broker_nodes": [{"host": h, "address": a} for h, a in broker_nodes(inv)],
             },
-            "children": {"qsetup_services": {"hosts": service_hosts}},
+            "children": {
+                "qsetup_services": {"hosts": service_hosts},
+                "qsetup_brokers": {"hosts": {n: None for n in inv.broker.hosts if plans[n].broker}},
+            },
         }
     }

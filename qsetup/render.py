@@ -6,6 +6,7 @@ Pure: ``render_all`` returns Artifact values and touches no disk; deploy and
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -15,10 +16,14 @@ from urllib.parse import quote
 import jinja2
 
 from qsetup.desired import (
+    APP_SHIM,
     ETC,
+    SHIM_DIR,
     UNIT_DIR,
     beat_runtime,
+    broker_nodes,
     celery_argv,
+    celery_settings,
     code_dir,
     venv_dir,
 )
@@ -62,16 +67,22 @@ def celery_command(inv: Inventory, group: WorkerGroup) -> str:
 
 
 def broker_url(inv: Inventory, secrets: Secrets, user_name: str, vhost: str) -> str:
-    """Build the AMQP URL with the password quoted for a URL (contains a secret)."""
+    """Build the AMQP URL with the password quoted for a URL (contains a secret).
+
+    With a cluster, one URL per node joined by ``;``: Celery (kombu) connects to the
+    first that answers and fails over to the next when its node goes away.
+    """
     user = next(u for u in inv.broker.users if u.name == user_name)
-    address = inv.hosts[inv.broker.host].address
-    if ":" in address:
-        address = f"[{address}]"
     password = secrets.get(user.secret)
-    return (
-        f"amqp://{quote(user.name, safe='')}:{quote(password, safe='')}@{address}:"
-        f"{inv.broker.port}/{quote(vhost, safe='')}"
-    )
+    urls = []
+    for _, address in broker_nodes(inv):
+        if ":" in address:
+            address = f"[{address}]"
+        urls.append(
+            f"amqp://{quote(user.name, safe='')}:{quote(password, safe='')}@{address}:"
+            f"{inv.broker.port}/{quote(vhost, safe='')}"
+        )
+    return ";".join(urls)
 
 
 def _envquote(value: str) -> str:
@@ -131,15 +142,21 @@ class _Renderer:
         **context: Any,
     ) -> None:
         try:
-            content = self.env.get_template(template).render(app=self.inv.app, **context)
+            content = self.env.get_template(template).render(
+                app=self.inv.app, app_shim=APP_SHIM, **context
+            )
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {template} failed for host {host}: {exc}") from None
         self.out.append(Artifact(host, path, content, mode, owner, group, role, service, secret))
 
     def broker(self) -> None:
+        for node in self.inv.broker.hosts:
+            self._broker_node(node)
+
+    def _broker_node(self, node: str) -> None:
         broker = self.inv.broker
         self.add(
-            broker.host,
+            node,
             PurePosixPath("/etc/rabbitmq/rabbitmq.conf"),
             "rabbitmq/rabbitmq.conf.j2",
             role="broker",
@@ -147,9 +164,10 @@ class _Renderer:
             group="rabbitmq",
             mode=0o640,
             broker=broker,
+            cluster=broker.clustered,
         )
         self.add(
-            broker.host,
+            node,
             UNIT_DIR / "rabbitmq-server.service.d" / "qsetup-limits.conf",
             "rabbitmq/limits.conf.j2",
             role="broker",
@@ -160,7 +178,7 @@ class _Renderer:
         # manages users through its API, and Flower reads queue stats from it).
         plugins = sorted({"rabbitmq_management", *broker.plugins})
         self.add(
-            broker.host,
+            node,
             PurePosixPath("/etc/rabbitmq/enabled_plugins"),
             "rabbitmq/enabled_plugins.j2",
             role="broker",
@@ -172,7 +190,7 @@ class _Renderer:
         cookie = self.secrets.get(broker.erlang_cookie_secret)
         self.out.append(
             Artifact(
-                broker.host,
+                node,
                 PurePosixPath("/var/lib/rabbitmq/.erlang.cookie"),
                 cookie,
                 0o400,
@@ -208,10 +226,36 @@ class _Renderer:
                     stop_timeout=stop_timeout,
                 )
 
-    def _worker_env(self, host: str, group: WorkerGroup, env_file: PurePosixPath, url: str) -> None:
-        content = self.env.get_template("celery/worker.env.j2").render(
-            app=self.inv.app, worker=group, broker_url=url, code_dir=code_dir(self.inv)
+    def _env_content(self, group: WorkerGroup | None, url: str) -> str:
+        """A worker group's (or beat's, with None) environment file."""
+        return self.env.get_template("celery/worker.env.j2").render(
+            app=self.inv.app,
+            worker=group,
+            broker_url=url,
+            code_dir=code_dir(self.inv),
+            shim_dir=SHIM_DIR,
+            celery_settings=json.dumps(celery_settings(self.inv), sort_keys=True),
         )
+
+    def shims(self) -> None:
+        """The module workers and beat load the app through, on each host that runs them."""
+        services: dict[str, str] = {}
+        for group in self.inv.workers:
+            for host in group.hosts:
+                services.setdefault(host, group.unit_template)
+        if self.inv.beat is not None:
+            services.setdefault(self.inv.beat.host, "qsetup-beat.service")
+        for host, service in services.items():
+            self.add(
+                host,
+                SHIM_DIR / f"{APP_SHIM}.py",
+                "celery/qsetup_celery.py.j2",
+                role="beat" if service == "qsetup-beat.service" else "worker",
+                service=service,
+            )
+
+    def _worker_env(self, host: str, group: WorkerGroup, env_file: PurePosixPath, url: str) -> None:
+        content = self._env_content(group, url)
         self.out.append(
             Artifact(
                 host,
@@ -234,9 +278,7 @@ class _Renderer:
         user = app_broker_user(self.inv)
         url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost)
         env_file = ETC / "beat.env"
-        content = self.env.get_template("celery/worker.env.j2").render(
-            app=self.inv.app, worker=None, broker_url=url, code_dir=code_dir(self.inv)
-        )
+        content = self._env_content(None, url)
         self.out.append(
             Artifact(
                 beat.host,
@@ -321,6 +363,7 @@ def render_all(inv: Inventory, secrets: Secrets) -> list[Artifact]:
     renderer.broker()
     renderer.workers()
     renderer.beat()
+    renderer.shims()
     renderer.flower()
     paths = [(a.host, a.path) for a in renderer.out]
     if len(paths) != len(set(paths)):

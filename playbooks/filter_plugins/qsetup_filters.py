@@ -418,6 +418,10 @@ def qsetup_host_clean(host: dict[str, Any], plan: dict[str, Any]) -> bool:
         drift = qsetup_broker_drift(definitions, plan["broker"], plan["secrets"])
         if drift["guest"] or any(drift[k] for k in ("vhosts", "users", "passwords", "policies")):
             return False
+        # Every node of the cluster (one for a single node) known and running.
+        cluster = host.get("cluster") or []
+        if len(cluster) != plan.get("cluster_size", 1) or not all(n["running"] for n in cluster):
+            return False
     return True
 
 

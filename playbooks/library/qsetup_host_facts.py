@@ -53,9 +53,14 @@ options:
     type: list
     required: false
   broker_api:
-    description: On the broker host, the management API (port, user, password) whose
-      definitions are reported.
+    description: On a broker host, the management API (port, user, password) whose
+      definitions and cluster nodes are reported.
     type: dict
+    required: false
+  min_versions:
+    description: Debian packages (package, version, problem) whose installed or
+      candidate version must be at least version; problem is reported otherwise.
+    type: list
     required: false
 """
 
@@ -176,7 +181,25 @@ def _names_in(path: str) -> list[str]:
 
 def read_definitions(port: int, user: str, password: str) -> dict[str, Any] | None:
     """The broker's definitions from the local management API, or None when unreadable."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/definitions")
+    data = read_api(port, user, password, "definitions")
+    return data if isinstance(data, dict) else None
+
+
+def read_cluster(port: int, user: str, password: str) -> list[dict[str, Any]] | None:
+    """The cluster's nodes (name, running) as the local node sees them, or None."""
+    data = read_api(port, user, password, "nodes?columns=name,running")
+    if not isinstance(data, list):
+        return None
+    return [
+        {"name": str(n.get("name")), "running": n.get("running") is True}
+        for n in data
+        if isinstance(n, dict)
+    ]
+
+
+def read_api(port: int, user: str, password: str, path: str) -> Any:
+    """One GET from the local management API (None when it cannot be read)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     try:
@@ -184,7 +207,7 @@ def read_definitions(port: int, user: str, password: str) -> dict[str, Any] | No
             data = json.loads(resp.read().decode("utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return data
 
 
 def _lists_age() -> float:
@@ -214,6 +237,17 @@ def main() -> None:
                 "default": [],
             },
             "units": {"type": "list", "elements": "str", "required": False, "default": []},
+            "min_versions": {
+                "type": "list",
+                "elements": "dict",
+                "required": False,
+                "default": [],
+                "options": {
+                    "package": {"type": "str", "required": True},
+                    "version": {"type": "str", "required": True},
+                    "problem": {"type": "str", "required": True},
+                },
+            },
             "broker_api": {
                 "type": "dict",
                 "required": False,
@@ -243,7 +277,9 @@ def main() -> None:
         )  # fmt: skip
         result["units"] = parse_systemctl_show(out)
     if module.params["broker_api"]:
-        result["definitions"] = read_definitions(**module.params["broker_api"])
+        api = module.params["broker_api"]
+        result["definitions"] = read_definitions(api["port"], api["user"], api["password"])
+        result["cluster"] = read_cluster(api["port"], api["user"], api["password"])
     try:
         os_release = parse_os_release(Path("/etc/os-release").read_text(encoding="utf-8"))
     except OSError as exc:
@@ -286,7 +322,33 @@ def main() -> None:
                     f"Debian package '{name}' is not available on {result['pretty_name']}"
                     " (apt-cache policy shows no candidate)"
                 )
+    for need in module.params["min_versions"]:
+        version = package_version(module, need["package"])
+        if version is None:
+            continue  # not installable: reported above when the plan needs it
+        rc, _out, _err = module.run_command(
+            ["dpkg", "--compare-versions", version, "lt", need["version"]]
+        )
+        if rc == 0:
+            result["problems"].append(
+                f"{need['problem']} (Debian's {need['package']} here is {version})"
+            )
     module.exit_json(**result)
+
+
+def package_version(module: Any, name: str) -> str | None:
+    """The installed version of a package, else the version apt would install."""
+    rc, out, _err = module.run_command(
+        ["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Version}", name]
+    )
+    if rc == 0 and out.startswith("ii "):
+        return out.split()[-1]
+    _rc, out, _err = module.run_command(["apt-cache", "policy", name])
+    for line in out.splitlines():
+        if line.strip().startswith("Candidate:"):
+            value = line.split(":", 1)[1].strip()
+            return None if value in ("", "(none)") else value
+    return None
 
 
 if __name__ == "__main__":

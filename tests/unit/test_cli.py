@@ -288,7 +288,7 @@ def test_render_writes_per_host_files(write_inventory: WriteInventory, tmp_path:
     out = tmp_path / "out"
     code, output = run("render", "--inventory", str(inventory), "--out", str(out))
     assert code == 0, output
-    assert output.strip() == f"rendered 9 files into {out}/<host>/"
+    assert output.strip() == f"rendered 10 files into {out}/<host>/"
     files = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
     files = {k: v for k, v in files.items() if (out / k).is_file()}
     assert files == {
@@ -301,6 +301,7 @@ def test_render_writes_per_host_files(write_inventory: WriteInventory, tmp_path:
         "rabbit1/var/lib/rabbitmq/.erlang.cookie": 0o600,
         "worker1/etc/qsetup/worker-default.env": 0o600,
         "worker1/etc/systemd/system/qsetup-worker-default@.service": 0o644,
+        "worker1/opt/qsetup/lib/qsetup_celery.py": 0o644,
     }
     unit = (out / "worker1/etc/systemd/system/qsetup-worker-default@.service").read_text()
     assert "User=celery" in unit and "--hostname=default-%i@%%h" in unit

@@ -133,7 +133,10 @@ def test_an_apt_group_without_extras_runs_debians_celery_and_beat_gets_its_own_v
 def test_only_hosts_with_services_are_in_the_services_group() -> None:
     no_flower = BASE_INVENTORY.split("flower:\n")[0]
     groups = plan(no_flower, BASE_SECRETS)["all"]["children"]
-    assert groups == {"qsetup_services": {"hosts": {"worker1": None}}}
+    assert groups == {
+        "qsetup_services": {"hosts": {"worker1": None}},
+        "qsetup_brokers": {"hosts": {"rabbit1": None}},
+    }
 
 
 def test_selected_parts_limit_the_services_not_the_manifest() -> None:

@@ -73,6 +73,8 @@ EXPECTED_FILES = {
     ("w2", "/etc/systemd/system/qsetup-worker-orders@.service"),
     ("w2", "/etc/qsetup/worker-reports.env"),
     ("w2", "/etc/systemd/system/qsetup-worker-reports@.service"),
+    ("w1", "/opt/qsetup/lib/qsetup_celery.py"),
+    ("w2", "/opt/qsetup/lib/qsetup_celery.py"),
 }
 
 
@@ -169,7 +171,7 @@ def test_worker_units_use_the_group_settings(artifacts: list[Artifact]) -> None:
     exec_start = service_one(orders, "ExecStart")
     # apt, but the app has extra requirements: it runs from a virtualenv
     assert exec_start.startswith(
-        "/opt/qsetup/venvs/orders/bin/python -m celery -A shop.celery:app worker "
+        "/opt/qsetup/venvs/orders/bin/python -m celery -A qsetup_celery worker "
     )
     assert "--hostname=orders-%i@%%h" in exec_start  # %i for systemd, %%h reaches Celery
     assert "--autoscale=8,2" in exec_start and "--queues=orders,celery" in exec_start
@@ -181,7 +183,7 @@ def test_worker_units_use_the_group_settings(artifacts: list[Artifact]) -> None:
 
     reports = by_name[("w2", "qsetup-worker-reports@.service")]
     exec_start = service_one(reports, "ExecStart")
-    assert exec_start.startswith("/opt/qsetup/venvs/reports/bin/celery -A shop.celery:app ")
+    assert exec_start.startswith("/opt/qsetup/venvs/reports/bin/celery -A qsetup_celery ")
     assert "--hostname=rep-%i@%%h" in exec_start and "--pool=threads" in exec_start
     assert "--concurrency=16" in exec_start and "--max-memory-per-child=200000" in exec_start
     assert service_one(reports, "User") == "reporter"
@@ -197,7 +199,7 @@ def test_apt_group_without_requirements_uses_debians_celery() -> None:
     (unit,) = [
         a for a in render_all(inv, secrets) if a.path.suffix == ".service" and a.role == "worker"
     ]
-    assert service_one(unit, "ExecStart").startswith("/usr/bin/celery -A proj worker ")
+    assert service_one(unit, "ExecStart").startswith("/usr/bin/celery -A qsetup_celery worker ")
 
 
 def test_flower_credentials_are_not_on_the_command_line(artifacts: list[Artifact]) -> None:

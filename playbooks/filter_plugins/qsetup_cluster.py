@@ -1,0 +1,127 @@
+"""Filters that decide how RabbitMQ nodes form and keep one cluster.
+
+Input is what ``rabbitmqctl cluster_status --formatter json`` said on each broker host;
+output is the plan the cluster play follows: which node the others join, which nodes
+must join it, and which old incarnations the cluster must forget first.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def qsetup_rabbit_node(hostname: str) -> str:
+    """The RabbitMQ node name on a host that reports ``hostname``."""
+    from qsetup.desired import rabbit_node_name
+
+    return rabbit_node_name(str(hostname))
+
+
+def qsetup_cluster_entry(hostvars: dict[str, Any]) -> dict[str, Any]:
+    """One broker host's entry for :func:`qsetup_cluster_plan`, from its host variables."""
+    status = hostvars.get("qsetup_cluster_status") or {}
+    return {
+        "host": hostvars.get("inventory_hostname"),
+        "node": qsetup_rabbit_node(hostvars.get("qsetup_hostname", "")),
+        "status": status.get("stdout", "") if status.get("rc") == 0 else "",
+    }
+
+
+def _status(stdout: Any) -> dict[str, Any]:
+    try:
+        data = json.loads(str(stdout or ""))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _names(value: Any) -> list[str]:
+    if isinstance(value, dict):  # {"disc": [...], "ram": [...]} in some releases
+        return [str(n) for group in value.values() for n in (group or [])]
+    return [str(n) for n in (value or [])]
+
+
+def qsetup_cluster_plan(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Decide the cluster's seed, the nodes that join it and the members to forget.
+
+    ``nodes`` lists, in the inventory's order, each broker host as
+    ``{"host", "node", "status"}`` where status is the cluster_status JSON text (empty
+    when the command failed). The seed is the first node of the largest running cluster
+    (ties go to the cluster holding the earlier inventory node), so a rebuilt first
+    node joins the others instead of the others being reset into it. A joining node
+    that the seed's cluster still lists as a member (a rebuilt host with the same name)
+    is forgotten first; members the inventory no longer has are forgotten when stopped.
+    """
+    names = [str(n["node"]) for n in nodes]
+    views = {}
+    for n in nodes:
+        status = _status(n.get("status"))
+        running = set(_names(status.get("running_nodes"))) if status else set()
+        members = set(_names(status.get("disk_nodes"))) | set(_names(status.get("ram_nodes")))
+        views[str(n["node"])] = (str(n["host"]), running, members)
+    best: set[str] = set()
+    for _host, running, _members in views.values():
+        ours = running & set(names)
+        if ours and (len(ours), -min(map(names.index, ours))) > (
+            len(best),
+            -min(map(names.index, best), default=len(names)),
+        ):
+            best = ours
+    if not best:
+        return {
+            "seed": None,
+            "seed_node": None,
+            "join": [],
+            "forget": [],
+            "problems": ["no RabbitMQ node answers cluster_status (see its journal)"],
+        }
+    seed_node = min(best, key=names.index)
+    _seed_host, seed_running, members = views[seed_node]
+    join = [views[n][0] for n in names if n not in best]
+    forget = sorted(m for m in members if m in names and m not in best)
+    stale = sorted(m for m in members if m not in names)
+    problems = [
+        f"RabbitMQ node {m} is running in the cluster but is not in broker.hosts; stop "
+        "rabbitmq-server there, then deploy again (qsetup then removes it from the cluster)"
+        for m in stale
+        if m in seed_running
+    ]
+    return {
+        "seed": views[seed_node][0],
+        "seed_node": seed_node,
+        "join": join,
+        "forget": forget + [m for m in stale if m not in seed_running],
+        "problems": problems,
+    }
+
+
+def qsetup_cluster_problems(status: Any, expected: list[str]) -> list[str]:
+    """What keeps one node's view of the cluster from being healthy, one line each.
+
+    Nodes not running, partitions, alarms; empty when every expected node runs.
+    """
+    data = _status(status)
+    if not data:
+        return ["cluster_status gave no answer"]
+    running = set(_names(data.get("running_nodes")))
+    problems = [f"{n} is not running in the cluster" for n in expected if n not in running]
+    partitions = data.get("partitions") or {}
+    if partitions:
+        problems.append(f"network partitions: {json.dumps(partitions, sort_keys=True)}")
+    for alarm in data.get("alarms") or []:
+        problems.append(f"alarm: {json.dumps(alarm, sort_keys=True)}")
+    return problems
+
+
+class FilterModule:
+    """Ansible's entry point for filter plugins."""
+
+    def filters(self) -> dict[str, Any]:
+        """Name the filters."""
+        return {
+            "qsetup_rabbit_node": qsetup_rabbit_node,
+            "qsetup_cluster_entry": qsetup_cluster_entry,
+            "qsetup_cluster_plan": qsetup_cluster_plan,
+            "qsetup_cluster_problems": qsetup_cluster_problems,
+        }
