@@ -129,6 +129,20 @@ def rabbit_node_name(hostname: str) -> str:
     return f"rabbit@{hostname.split('.')[0]}"
 
 
+def probe_transport_options(inv: Inventory) -> dict[str, object]:
+    """Connection options for qsetup's own short-lived clients (status, the demo's task).
+
+    One try per broker node, without pauses: each retry fails over to the next node's
+    URL, so a dead node of a cluster is skipped and a dead broker fails at once.
+    """
+    return {
+        "max_retries": len(inv.broker.hosts) - 1,
+        "interval_start": 0,
+        "interval_step": 0,
+        "interval_max": 0,
+    }
+
+
 def broker_nodes(inv: Inventory) -> tuple[tuple[str, str], ...]:
     """(inventory host, address) of every RabbitMQ node, in the inventory's order."""
     return tuple((h, inv.hosts[h].address) for h in inv.broker.hosts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from qsetup.desired import celery_settings, probe_transport_options
 from qsetup.errors import QsetupError
 from qsetup.loader import LoadedInventory
 from qsetup.render import broker_url
@@ -37,8 +38,15 @@ def send_task(
     inv = loaded.inventory
     url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
     app = Celery("qsetup-probe", broker=url, backend=inv.app.result_backend)
+    # Declare queues as the workers do (quorum queues with a cluster), publish with
+    # confirms, and fail over once through every node of a cluster.
+    app.conf.update(celery_settings(inv))
     app.conf.broker_connection_timeout = 10
     app.conf.broker_connection_retry_on_startup = False
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        **probe_transport_options(inv),
+    }
     started = time.monotonic()
     try:
         result = app.send_task(task, args=args).get(timeout=timeout)

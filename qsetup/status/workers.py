@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsetup.desired import units_by_host
+from qsetup.desired import probe_transport_options, units_by_host
 from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
 from qsetup.render import broker_url
@@ -167,9 +167,9 @@ def inspect_workers(
     app = Celery("qsetup-status", broker=url, set_as_current=False)
     app.conf.broker_connection_timeout = timeout
     app.conf.broker_connection_retry = False
-    # The broadcast's own connection retries after 2 s by default; one try keeps the
-    # check within its timeout when the broker is down.
-    app.conf.broker_transport_options = {"max_retries": 0}
+    # The broadcast's own connection retries after 2 s by default; one quick try per
+    # broker node keeps the check within its timeout when the broker is down.
+    app.conf.broker_transport_options = probe_transport_options(inv)
     try:
         answered = ping_nodes(app, ping_timeout, expected)
         registered: dict[str, tuple[str, ...]] = {}
