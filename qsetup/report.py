@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from qsetup.deploy import DeployEvent, DeployResult
+from qsetup.report_broker import add_broker_rows, broker_json
 from qsetup.status.model import SystemStatus, UnitStatus
 
 
@@ -168,44 +169,7 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
             }
             for h in status.hosts
         },
-        "broker": None
-        if broker is None
-        else {
-            "host": broker.host,
-            "api_url": broker.api_url,
-            "error": broker.error,
-            "rabbitmq_version": broker.rabbitmq_version,
-            "erlang_version": broker.erlang_version,
-            "nodes": [
-                {
-                    "name": n.name,
-                    "running": n.running,
-                    "mem_alarm": n.mem_alarm,
-                    "disk_free_alarm": n.disk_free_alarm,
-                    "mem_used": n.mem_used,
-                    "mem_limit": n.mem_limit,
-                    "disk_free": n.disk_free,
-                    "disk_free_limit": n.disk_free_limit,
-                }
-                for n in broker.nodes
-            ],
-            "vhosts": list(broker.vhosts),
-            "users": list(broker.users),
-            "drift": [
-                {"kind": d.kind, "name": d.name, "state": d.state, "detail": d.detail}
-                for d in broker.drift
-            ],
-            "queues": [
-                {
-                    "vhost": q.vhost,
-                    "name": q.name,
-                    "ready": q.ready,
-                    "unacked": q.unacked,
-                    "consumers": q.consumers,
-                }
-                for q in broker.queues
-            ],
-        },
+        "broker": None if broker is None else broker_json(broker),
         "workers": {
             n.name: {
                 "host": n.host,
@@ -242,11 +206,6 @@ def _unit_row(unit: UnitStatus) -> tuple[Text, str]:
     if unit.restarts is not None:
         detail.append(f"{unit.restarts} restarts")
     return state, ", ".join(detail)
-
-
-def _internal_queue(name: str) -> bool:
-    # Celery's per-node control and per-connection event queues: one row each is noise.
-    return name.endswith(".pidbox") or name.startswith("celeryev.")
 
 
 def status_view(status: SystemStatus) -> Group:
@@ -291,41 +250,7 @@ def status_view(status: SystemStatus) -> Group:
     units_of("broker")
     broker = status.broker
     if broker is not None:
-        if broker.error is not None:
-            table.add_row("broker", broker.host, "management API", Text("error", bad), broker.error)
-        else:
-            alarms = [
-                f"{n.name}: {kind}"
-                for n in broker.nodes
-                for kind, on in (("memory", n.mem_alarm), ("disk", n.disk_free_alarm))
-                if on
-            ]
-            table.add_row(
-                "broker",
-                broker.host,
-                "management API",
-                Text(
-                    "ok" if not broker.drift and not alarms else "attention",
-                    ok if not broker.drift and not alarms else bad,
-                ),
-                f"RabbitMQ {broker.rabbitmq_version}, Erlang {broker.erlang_version}, "
-                f"{len(broker.vhosts)} vhosts, {len(broker.users)} users, "
-                f"alarms: {', '.join(alarms) or 'none'}, drift: {len(broker.drift) or 'none'}",
-            )
-            for d in broker.drift:
-                table.add_row(
-                    "broker", broker.host, f"{d.kind} {d.name}", Text(d.state, bad), d.detail
-                )
-            for q in broker.queues:
-                if _internal_queue(q.name):
-                    continue
-                table.add_row(
-                    "broker",
-                    broker.host,
-                    f"queue {q.vhost}/{q.name}",
-                    Text(f"{q.consumers} consumers", ok if q.consumers else bad),
-                    f"{q.ready} ready, {q.unacked} unacked",
-                )
+        add_broker_rows(table, broker)
 
     table.add_section()
     units_of("worker")

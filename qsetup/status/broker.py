@@ -8,13 +8,14 @@ from typing import Any
 from qsetup.desired import ADMIN_USER, broker_admin_password, broker_state
 from qsetup.inventory import Inventory, group_vhost
 from qsetup.loader import LoadedInventory
+from qsetup.status.cluster import node_problems, parse_quorum_queues, quorum_problems
 from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
 from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
 
 
-def api_base(inv: Inventory) -> str:
-    """The management API's base URL (no credentials)."""
-    address = inv.hosts[inv.broker.host].address
+def api_base(inv: Inventory, host: str | None = None) -> str:
+    """The management API's base URL on a broker host (default: the first; no credentials)."""
+    address = inv.hosts[host or inv.broker.host].address
     if ":" in address:
         address = f"[{address}]"
     return f"http://{address}:{inv.broker.management_port}/api"
@@ -38,8 +39,17 @@ def parse_api(
     queues: Sequence[Mapping[str, Any]],
     topic_permissions: Sequence[Mapping[str, Any]] = (),
     policies: Sequence[Mapping[str, Any]] = (),
+    *,
+    api_host: str | None = None,
+    api_errors: tuple[tuple[str, str], ...] = (),
 ) -> BrokerStatus:
-    """Build the broker status (with drift) from the management API's JSON answers."""
+    """Build the broker status (with drift) from the management API's JSON answers.
+
+    ``api_host`` is the broker host that gave them (default: the first), ``api_errors``
+    why the hosts asked before it did not. Nodes are not placed on hosts yet
+    (``cluster.place_nodes`` does that once the hostnames are known).
+    """
+    host = api_host or inv.broker.host
     user_tags: dict[str, frozenset[str]] = {}
     for u in users:
         tags = u.get("tags", [])
@@ -72,7 +82,7 @@ def parse_api(
     vhost_names = [str(v["name"]) for v in vhosts]
     return BrokerStatus(
         host=inv.broker.host,
-        api_url=api_base(inv),
+        api_url=api_base(inv, host),
         error=None,
         rabbitmq_version=_str_or_none(overview.get("rabbitmq_version")),
         erlang_version=_str_or_none(overview.get("erlang_version")),
@@ -86,6 +96,7 @@ def parse_api(
                 mem_limit=_opt_int(n.get("mem_limit")),
                 disk_free=_opt_int(n.get("disk_free")),
                 disk_free_limit=_opt_int(n.get("disk_free_limit")),
+                partitions=tuple(sorted(str(p) for p in n.get("partitions") or ())),
             )
             for n in nodes
         ),
@@ -107,6 +118,9 @@ def parse_api(
                 key=lambda q: (q.vhost, q.name),
             )
         ),
+        api_host=host,
+        api_errors=api_errors,
+        quorum_queues=parse_quorum_queues(queues),
     )
 
 
@@ -114,81 +128,113 @@ def _str_or_none(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-def failed_broker(inv: Inventory, error: str) -> BrokerStatus:
-    """A broker status for an API that could not be read."""
-    return BrokerStatus(inv.broker.host, api_base(inv), error, None, None, (), (), (), (), ())
+def failed_broker(
+    inv: Inventory, error: str, api_errors: tuple[tuple[str, str], ...] = ()
+) -> BrokerStatus:
+    """A broker status for an API that could not be read (``api_errors``: why, per host)."""
+    return BrokerStatus(
+        inv.broker.host, api_base(inv), error, None, None, (), (), (), (), (), None, api_errors
+    )
+
+
+_PATHS: tuple[tuple[str, dict[str, str] | None], ...] = (
+    ("overview", {"columns": "rabbitmq_version,erlang_version"}),
+    (
+        "nodes",
+        {
+            "columns": "name,running,mem_alarm,disk_free_alarm,mem_used,mem_limit,disk_free,"
+            "disk_free_limit,partitions"
+        },
+    ),
+    ("vhosts", {"columns": "name"}),
+    ("users", {"columns": "name,tags"}),
+    ("permissions", None),
+    ("topic-permissions", None),
+    ("policies", None),
+    (
+        "queues",
+        {
+            "columns": "vhost,name,type,messages_ready,messages_unacknowledged,consumers,"
+            "members,online,leader"
+        },
+    ),
+)
+
+
+def _read_api(session: Any, base: str, timeout: float) -> dict[str, Any] | str:
+    """Every answer status needs from one node's API, or why it could not be read."""
+    import requests
+
+    answers: dict[str, Any] = {}
+    try:
+        for path, params in _PATHS:
+            resp = session.get(f"{base}/{path}", params=params, timeout=timeout)
+            if resp.status_code == 401:
+                return "qsetup-admin is refused (HTTP 401); run qsetup deploy to restore it"
+            if resp.status_code != 200:
+                return f"GET /api/{path} answered HTTP {resp.status_code}"
+            answers[path] = resp.json()
+    except requests.Timeout:
+        return f"no answer within {timeout:g} s"
+    except requests.ConnectionError:
+        return "cannot connect (is RabbitMQ's management plugin running?)"
+    except ValueError:
+        return "the management API answered something that is not JSON"
+    return answers
 
 
 def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
     """Read what status compares and shows, as ``qsetup-admin``.
 
-    Overview, nodes, vhosts, users, permissions, topic permissions, policies and queues.
+    Overview, nodes, vhosts, users, permissions, topic permissions, policies and queues,
+    all from the first broker host (in ``broker.hosts`` order) whose API answers them,
+    so a node that is down does not hide the rest of the cluster.
     """
     import requests
 
     inv = loaded.inventory
-    base = api_base(inv)
-    answers: dict[str, Any] = {}
+    failures: list[tuple[str, str]] = []
     with requests.Session() as session:
         session.auth = (ADMIN_USER, broker_admin_password(loaded.inventory, loaded.secrets))
-        try:
-            for path, params in (
-                ("overview", {"columns": "rabbitmq_version,erlang_version"}),
-                ("nodes", None),
-                ("vhosts", {"columns": "name"}),
-                ("users", {"columns": "name,tags"}),
-                ("permissions", None),
-                ("topic-permissions", None),
-                ("policies", None),
-                (
-                    "queues",
-                    {"columns": "vhost,name,messages_ready,messages_unacknowledged,consumers"},
-                ),
-            ):
-                resp = session.get(f"{base}/{path}", params=params, timeout=timeout)
-                if resp.status_code == 401:
-                    return failed_broker(
-                        inv, "qsetup-admin is refused (HTTP 401); run qsetup deploy to restore it"
-                    )
-                if resp.status_code != 200:
-                    return failed_broker(inv, f"GET /api/{path} answered HTTP {resp.status_code}")
-                answers[path] = resp.json()
-        except requests.Timeout:
-            return failed_broker(inv, f"no answer within {timeout:g} s")
-        except requests.ConnectionError:
-            return failed_broker(inv, "cannot connect (is RabbitMQ's management plugin running?)")
-        except ValueError:
-            return failed_broker(inv, "the management API answered something that is not JSON")
-    return parse_api(
-        inv,
-        answers["overview"],
-        answers["nodes"],
-        answers["vhosts"],
-        answers["users"],
-        answers["permissions"],
-        answers["queues"],
-        answers["topic-permissions"],
-        answers["policies"],
-    )
+        for host in inv.broker.hosts:
+            answers = _read_api(session, api_base(inv, host), timeout)
+            if isinstance(answers, str):
+                failures.append((host, answers))
+                continue
+            return parse_api(
+                inv,
+                answers["overview"],
+                answers["nodes"],
+                answers["vhosts"],
+                answers["users"],
+                answers["permissions"],
+                answers["queues"],
+                answers["topic-permissions"],
+                answers["policies"],
+                api_host=host,
+                api_errors=tuple(failures),
+            )
+    if len(failures) == 1:
+        return failed_broker(inv, failures[0][1], tuple(failures))
+    return failed_broker(inv, "no broker node's management API answered", tuple(failures))
 
 
 def broker_problems(inv: Inventory, broker: BrokerStatus) -> list[str]:
-    """One line per broker problem: API down, a node not running, an alarm, drift, no consumer."""
-    host = broker.host
+    """One line per broker problem.
+
+    The API down (on every node), a node not running, missing, extra, partitioned or in
+    alarm, drift, a worker queue missing or without consumers, quorum queue replicas
+    offline.
+    """
     if broker.error is not None:
-        return [f"{host}: broker management API {broker.api_url}: {broker.error}"]
-    problems = []
-    for node in broker.nodes:
-        if not node.running:
-            problems.append(f"{host}: broker node {node.name}: not running")
-        if node.mem_alarm:
-            problems.append(
-                f"{host}: broker node {node.name}: memory alarm (publishers are blocked)"
-            )
-        if node.disk_free_alarm:
-            problems.append(
-                f"{host}: broker node {node.name}: disk free alarm (publishers are blocked)"
-            )
+        if not broker.api_errors:
+            return [f"{broker.host}: broker management API {broker.api_url}: {broker.error}"]
+        return [
+            f"{host}: broker management API {api_base(inv, host)}: {error}"
+            for host, error in broker.api_errors
+        ]
+    host = broker.api_host or broker.host
+    problems = node_problems(broker)
     for d in broker.drift:
         problems.append(f"{host}: broker {d.kind} '{d.name}': {d.state} ({d.detail})")
     queues = {(q.vhost, q.name): q for q in broker.queues}
@@ -209,4 +255,5 @@ def broker_problems(inv: Inventory, broker: BrokerStatus) -> list[str]:
                 f"{host}: broker queue '{name}' (vhost '{vhost}'): {queue.ready} messages "
                 f"ready and no consumers ({who} should consume it)"
             )
+    problems += quorum_problems(broker)
     return list(dict.fromkeys(problems))

@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 from qsetup.desired import broker_admin_password
 from qsetup.loader import LoadedInventory
 from qsetup.status.broker import broker_problems, fetch_broker
+from qsetup.status.cluster import place_nodes
 from qsetup.status.flower import check_flower, flower_problems
 from qsetup.status.hosts import beat_problems, host_problems
 from qsetup.status.model import BrokerStatus, FlowerStatus, SystemStatus
@@ -83,7 +84,8 @@ def check_status(
 
     The SSH round (all hosts in parallel) runs on this thread while the broker's
     management API, Flower and one Celery broadcast per worker vhost run on their own,
-    so the whole check takes about as long as its slowest part.
+    so the whole check takes about as long as its slowest part. The broker's nodes are
+    matched to inventory hosts by the hostnames the SSH round read.
 
     Args:
         loaded: the loaded inventory and its secrets.
@@ -111,6 +113,7 @@ def check_status(
     for expected in names.values():
         expected.learn(hostnames)
     broker, flower = http.result()
+    broker = place_nodes(inv, broker, hostnames)
     results: list[InspectResult] = [i.result() for i in inspections]
 
     nodes = combine_nodes(expected_nodes(inv, hostnames), results)

@@ -92,6 +92,39 @@ class BrokerNode:
     mem_limit: int | None
     disk_free: int | None
     disk_free_limit: int | None
+    partitions: tuple[str, ...] = ()
+    """The nodes this one is partitioned from (``partitions`` in ``/api/nodes``)."""
+    host: str | None = None
+    """The inventory host that runs it, matched by the hostname the host reported over
+    SSH (None: not placed yet, or a node the inventory's ``broker.hosts`` lacks)."""
+    expected: bool | None = None
+    """Whether ``broker.hosts`` has it (None: not placed on hosts yet)."""
+    listed: bool = True
+    """False for a node the inventory expects that the management API does not list."""
+
+
+@dataclass(frozen=True)
+class QuorumQueue:
+    """The replicas of one quorum queue, as the management API reports them."""
+
+    vhost: str
+    name: str
+    members: tuple[str, ...]
+    """Nodes that hold a replica."""
+    online: tuple[str, ...]
+    """Members whose replica runs."""
+    leader: str | None
+    """The leader, None when the API names none or names a member that is not online."""
+
+    @property
+    def offline(self) -> tuple[str, ...]:
+        """Members whose replica does not run."""
+        return tuple(m for m in self.members if m not in self.online)
+
+    @property
+    def has_quorum(self) -> bool:
+        """True when a leader runs and a majority of the members are online."""
+        return self.leader is not None and len(self.online) > len(self.members) // 2
 
 
 @dataclass(frozen=True)
@@ -109,6 +142,12 @@ class BrokerStatus:
     users: tuple[str, ...]
     drift: tuple[Drift, ...]
     queues: tuple[QueueStatus, ...]
+    api_host: str | None = None
+    """The broker host whose management API answered (the first of ``broker.hosts``
+    that did; None when none did)."""
+    api_errors: tuple[tuple[str, str], ...] = ()
+    """(broker host, why) for each node asked before ``api_host`` (all, when none answered)."""
+    quorum_queues: tuple[QuorumQueue, ...] = ()
 
 
 @dataclass(frozen=True)
