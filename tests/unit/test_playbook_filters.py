@@ -380,3 +380,23 @@ def test_anything_that_differs_makes_a_host_dirty(spoil: Any) -> None:
     host, plan = _clean_case()
     spoil(host, plan)
     assert filters.qsetup_host_clean(host, plan) is False
+
+
+def _broker_case(cluster: list[dict[str, Any]], size: int) -> bool:
+    host, plan = _clean_case()
+    host["definitions"] = definitions()
+    host["cluster"] = cluster
+    host["units"]["rabbitmq-server.service"] = {"ActiveState": "active",
+                                                "UnitFileState": "enabled"}  # fmt: skip
+    plan.update(is_broker=True, broker=WANTED, secrets=SECRETS, cluster_size=size)
+    return bool(filters.qsetup_host_clean(host, plan))
+
+
+def test_a_broker_node_is_clean_only_when_its_whole_cluster_runs() -> None:
+    three = [{"name": f"rabbit@m{i}", "running": True} for i in (1, 2, 3)]
+    assert _broker_case(three, 3) is True
+    assert _broker_case([{"name": "rabbit@m1", "running": True}], 1) is True
+    down = [dict(n, running=n["name"] != "rabbit@m2") for n in three]
+    assert _broker_case(down, 3) is False  # a node is down
+    assert _broker_case(three[:2], 3) is False  # a node left (or was never joined)
+    assert _broker_case([], 3) is False  # the API did not answer
