@@ -129,6 +129,15 @@ def rabbit_node_name(hostname: str) -> str:
     return f"rabbit@{hostname.split('.')[0]}"
 
 
+def consumed_queues(inv: Inventory) -> dict[tuple[str, str], tuple[str, ...]]:
+    """The queues worker groups consume, as (vhost, queue), with the groups that do."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for group in inv.workers:
+        for name in group.queues:
+            out.setdefault((group_vhost(inv, group), name), []).append(group.name)
+    return {key: tuple(groups) for key, groups in out.items()}
+
+
 def probe_transport_options(inv: Inventory) -> dict[str, object]:
     """Connection options for qsetup's own short-lived clients (status, the demo's task).
 

@@ -28,6 +28,7 @@ from qsetup.desired import (
     broker_nodes,
     broker_state,
     code_dir,
+    consumed_queues,
     needs_venv,
     queue_type,
     ssh_endpoints,
@@ -351,6 +352,13 @@ def build_ansible_inventory(
                 "qsetup_broker": _broker_vars(inv),
                 # Each node's inventory name and address; the first is where users,
                 # vhosts and policies are managed, and the others join its cluster.
+                # A queue's type cannot change: the preflight refuses a consumed queue
+                # that exists with another type (see roles/preflight).
+                "qsetup_queue_type": queue_type(inv),
+                "qsetup_consumed_queues": [
+                    {"vhost": v, "name": n, "groups": list(g)}
+                    for (v, n), g in consumed_queues(inv).items()
+                ],
                 "qsetup_broker_nodes": [{"host": h, "address": a} for h, a in broker_nodes(inv)],
             },
             "children": {

@@ -114,6 +114,33 @@ def qsetup_cluster_problems(status: Any, expected: list[str]) -> list[str]:
     return problems
 
 
+def qsetup_queue_type_problems(
+    definitions: Any, consumed: list[dict[str, Any]], wanted: str
+) -> list[str]:
+    """Queues the workers consume that exist with another type than the inventory's.
+
+    RabbitMQ cannot change a queue's type, and a worker declaring it with the other type
+    is refused (PRECONDITION_FAILED), so such a queue stops the deploy before any change.
+    """
+    found = {}
+    for q in (definitions or {}).get("queues") or []:
+        if isinstance(q, dict):
+            args = q.get("arguments") or {}
+            found[(q.get("vhost"), q.get("name"))] = args.get("x-queue-type", "classic")
+    problems = []
+    for c in consumed:
+        now = found.get((c["vhost"], c["name"]))
+        if now is not None and now != wanted:
+            problems.append(
+                f"queue '{c['name']}' (vhost '{c['vhost']}') is a {now} queue but the "
+                f"inventory wants {wanted} queues, and RabbitMQ cannot change a queue's type: "
+                f"stop its producers and the {', '.join(c['groups'])} workers, let it drain, "
+                f"delete it (rabbitmqctl delete_queue -p {c['vhost']} {c['name']}), then "
+                f"deploy again; or set app.queue_type: {now}"
+            )
+    return problems
+
+
 class FilterModule:
     """Ansible's entry point for filter plugins."""
 
@@ -124,4 +151,5 @@ class FilterModule:
             "qsetup_cluster_entry": qsetup_cluster_entry,
             "qsetup_cluster_plan": qsetup_cluster_plan,
             "qsetup_cluster_problems": qsetup_cluster_problems,
+            "qsetup_queue_type_problems": qsetup_queue_type_problems,
         }

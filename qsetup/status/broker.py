@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qsetup.desired import ADMIN_USER, broker_admin_password, broker_state
-from qsetup.inventory import Inventory, group_vhost
+from qsetup.desired import (
+    ADMIN_USER,
+    broker_admin_password,
+    broker_state,
+    consumed_queues,
+    queue_type,
+)
+from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
 from qsetup.status.cluster import node_problems, parse_quorum_queues, quorum_problems
 from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
@@ -112,6 +118,7 @@ def parse_api(
                         ready=_int(q.get("messages_ready")),
                         unacked=_int(q.get("messages_unacknowledged")),
                         consumers=_int(q.get("consumers")),
+                        type=str(q.get("type") or "classic"),
                     )
                     for q in queues
                 ),
@@ -238,15 +245,17 @@ def broker_problems(inv: Inventory, broker: BrokerStatus) -> list[str]:
     for d in broker.drift:
         problems.append(f"{host}: broker {d.kind} '{d.name}': {d.state} ({d.detail})")
     queues = {(q.vhost, q.name): q for q in broker.queues}
-    consumers: dict[tuple[str, str], list[str]] = {}
-    for group in inv.workers:
-        for name in group.queues:
-            consumers.setdefault((group_vhost(inv, group), name), []).append(group.name)
-    for (vhost, name), groups in consumers.items():
+    wanted = queue_type(inv)
+    for (vhost, name), groups in consumed_queues(inv).items():
         queue = queues.get((vhost, name))
         who = "worker group" + ("s " if len(groups) > 1 else " ") + ", ".join(groups)
         if queue is None:
             problems.append(f"{host}: broker queue '{name}' (vhost '{vhost}'): missing ({who})")
+        elif queue.type != wanted:
+            problems.append(
+                f"{host}: broker queue '{name}' (vhost '{vhost}'): a {queue.type} queue, but "
+                f"the inventory wants {wanted} queues ({who})"
+            )
         elif queue.consumers == 0 and queue.ready > 0:
             # Not "no consumers" alone: the API's counts lag up to 5 s (its statistics
             # interval), so a worker that just started may not be counted yet. Messages

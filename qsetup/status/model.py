@@ -78,6 +78,8 @@ class QueueStatus:
     ready: int
     unacked: int
     consumers: int
+    type: str = "classic"
+    """classic, quorum or stream, as the API reports it."""
 
 
 @dataclass(frozen=True)

@@ -583,3 +583,14 @@ def test_cli_exit_3_when_a_node_is_down(
     data = json.loads(res.stdout)
     assert data["broker"]["nodes"][0]["host"] == "mq1"
     assert data["broker"]["quorum_queues"][0]["offline"] == ["rabbit@rabbit-a"]
+
+
+def test_a_consumed_queue_of_the_wrong_type_is_a_problem(inv: Inventory) -> None:
+    queues = _healthy_queues()
+    celery = next(q for q in queues if q["name"] == "celery")
+    celery.update(type="classic", members=None, online=None, leader=None)
+    problems = broker_problems(inv, _status(inv, queues=queues))
+    assert [p for p in problems if "'celery'" in p] == [
+        "mq1: broker queue 'celery' (vhost 'proj'): a classic queue, but the inventory wants "
+        "quorum queues (worker group default)"
+    ]
