@@ -191,10 +191,12 @@ def render(
     """Write every file deploy would install, per host, under OUT/<host>/<absolute path>."""
     from qsetup.loader import load_inventory
     from qsetup.render import render_all, write_artifacts
+    from qsetup.tls import prepare as prepare_tls
 
     def core() -> int:
         loaded = load_inventory(inventory, secrets)
-        artifacts = render_all(loaded.inventory, loaded.secrets)
+        material = prepare_tls(loaded.path, loaded.inventory, None)
+        artifacts = render_all(loaded.inventory, loaded.secrets, material)
         try:
             write_artifacts(artifacts, out_dir)
         except OSError as exc:

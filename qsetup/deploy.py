@@ -32,6 +32,9 @@ from qsetup.loader import LoadedInventory
 from qsetup.plan import PARTS, build_ansible_inventory
 from qsetup.render import render_all
 from qsetup.resources import resource_dir
+from qsetup.secrets import redactor
+from qsetup.tls import TlsMaterial
+from qsetup.tls import prepare as prepare_tls
 
 TAGS = PARTS
 RUNS_KEPT = 10
@@ -231,8 +234,13 @@ def _message(res: Any) -> str:
 
 
 class _Collector:
-    def __init__(self, progress: Callable[[DeployEvent], None] | None) -> None:
+    def __init__(
+        self,
+        progress: Callable[[DeployEvent], None] | None,
+        redact: Callable[[str], str] = str,
+    ) -> None:
         self.progress = progress
+        self.redact = redact
         self.failures: list[TaskFailure] = []
         self.diffs: list[tuple[str, str, str]] = []
         self.stats: dict[str, dict[str, int]] = {}
@@ -256,11 +264,11 @@ class _Collector:
             self._diff(host, task, res)
             self.emit(DeployEvent("changed" if changed else "ok", host, task))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            msg = _message(res)
+            msg = self.redact(_message(res))
             self.failures.append(TaskFailure(host, task, msg))
             self.emit(DeployEvent("failed", host, task, msg))
         elif kind == "runner_on_unreachable":
-            msg = _message(res)
+            msg = self.redact(_message(res))
             self.failures.append(TaskFailure(host, task, f"unreachable: {msg}"))
             self.emit(DeployEvent("unreachable", host, task, msg))
         elif kind == "runner_on_skipped":
@@ -344,6 +352,18 @@ def run_restart(
     )
 
 
+def _tls_material(loaded: LoadedInventory) -> TlsMaterial | None:
+    """With TLS: certificates that name each host as it reports itself (read first)."""
+    if not loaded.inventory.tls.enabled:
+        return None
+    from qsetup.desired import tls_hosts
+    from qsetup.status.ssh import run_round
+
+    hosts = run_round(loaded, 10.0)
+    hostnames = {h: hosts[h].hostname for h in tls_hosts(loaded.inventory) if h in hosts}
+    return prepare_tls(loaded.path, loaded.inventory, hostnames)
+
+
 def _run_playbook(
     loaded: LoadedInventory,
     options: DeployOptions,
@@ -352,7 +372,14 @@ def _run_playbook(
     progress: Callable[[DeployEvent], None] | None,
 ) -> DeployResult:
     inv = loaded.inventory
-    artifacts = render_all(inv, loaded.secrets)
+    material = _tls_material(loaded)
+    artifacts = render_all(inv, loaded.secrets, material)
+    key_lines = [
+        line
+        for pair in (material.hosts.values() if material else ())
+        for line in pair.key_pem.splitlines()
+        if len(line) >= 16 and not line.startswith("-----")
+    ]
     try:
         import ansible_runner
     except ImportError as exc:  # pragma: no cover - a broken install
@@ -401,7 +428,9 @@ def _run_playbook(
             cmdline.append("--check")
         if options.diff:
             cmdline.append("--diff")
-        collector = _Collector(progress)
+        # Failure messages quote what hosts said; no secret value ever leaves in one.
+        redact = redactor(loaded.secrets, [broker_admin_password(inv, loaded.secrets), *key_lines])
+        collector = _Collector(progress, redact)
         forks = max(len(inv.hosts), 5)
         runner = ansible_runner.run(
             private_data_dir=str(run_dir),
@@ -424,7 +453,7 @@ def _run_playbook(
             ident="run",
         )
     elapsed = time.monotonic() - started
-    _scrub_run_dir(run_dir)
+    _scrub_run_dir(run_dir, redact)
 
     hosts: dict[str, HostResult] = {}
     targets = options.limit or tuple(inv.hosts)
@@ -448,12 +477,24 @@ def _run_playbook(
     )
 
 
-def _scrub_run_dir(run_dir: Path) -> None:
-    """Make the run directory private (0700 dirs, 0600 files); it holds no secrets."""
+def _scrub_run_dir(run_dir: Path, redact: Callable[[str], str] = str) -> None:
+    """Make the run directory private (0700 dirs, 0600 files) and free of secret values.
+
+    Tasks that handle secrets are no_log; as a second line, any secret value that a
+    host's output still carried into the log is replaced with ***.
+    """
     for root, dirs, names in os.walk(run_dir):
         for d in dirs:
             (Path(root) / d).chmod(0o700)
         for n in names:
             p = Path(root) / n
-            if not p.is_symlink():
-                p.chmod(stat.S_IRUSR | stat.S_IWUSR)
+            if p.is_symlink():
+                continue
+            p.chmod(stat.S_IRUSR | stat.S_IWUSR)
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            clean = redact(text)
+            if clean != text:
+                p.write_text(clean, encoding="utf-8")

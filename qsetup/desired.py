@@ -105,7 +105,36 @@ def queue_type(inv: Inventory) -> str:
     return "quorum" if inv.broker.clustered else "classic"
 
 
-def celery_settings(inv: Inventory) -> dict[str, object]:
+TLS_DIR = ETC / "tls"
+CA_FILE = TLS_DIR / "ca.pem"
+"""The CA certificate on every host that runs a client (workers, beat, Flower)."""
+RABBIT_TLS_DIR = PurePosixPath("/etc/rabbitmq/tls")
+FLOWER_TLS_DIR = ETC / "flower" / "tls"
+
+
+def tls_hosts(inv: Inventory) -> tuple[str, ...]:
+    """Hosts that serve TLS and need a certificate: broker nodes and Flower's host."""
+    if not inv.tls.enabled:
+        return ()
+    hosts = list(inv.broker.hosts)
+    if inv.flower is not None:
+        hosts.append(inv.flower.host)
+    return tuple(dict.fromkeys(hosts))
+
+
+def amqp_endpoint(inv: Inventory) -> tuple[str, int]:
+    """The scheme and port clients use for AMQP: amqps on tls.port with TLS."""
+    return ("amqps", inv.tls.port) if inv.tls.enabled else ("amqp", inv.broker.port)
+
+
+def management_endpoint(inv: Inventory) -> tuple[str, int]:
+    """The scheme and port of the management API on the network (HTTPS with TLS)."""
+    if inv.tls.enabled:
+        return "https", inv.tls.management_port
+    return "http", inv.broker.management_port
+
+
+def celery_settings(inv: Inventory, ca_file: str = str(CA_FILE)) -> dict[str, object]:
     """Celery settings qsetup adds to the app in every process it runs (and its probes).
 
     Quorum queues: queues Celery declares (the default one and those named with
@@ -114,14 +143,25 @@ def celery_settings(inv: Inventory) -> dict[str, object]:
     broker (native delayed delivery); publishes wait for the broker's confirm, so a
     task is only sent once a quorum of nodes holds it.
     """
-    if queue_type(inv) != "quorum":
-        return {}
-    return {
-        "task_default_queue_type": "quorum",
-        "task_create_missing_queue_type": "quorum",
-        "worker_detect_quorum_queues": True,
-        "broker_transport_options": {"confirm_publish": True},
-    }
+    settings: dict[str, object] = {}
+    if inv.tls.enabled:
+        # Verify the broker's certificate against the CA, and its name: with several
+        # URLs, server_hostname None makes kombu check the one it connects to.
+        settings["broker_use_ssl"] = {
+            "ca_certs": ca_file,
+            "cert_reqs": 2,  # ssl.CERT_REQUIRED
+            "server_hostname": None,
+        }
+    if queue_type(inv) == "quorum":
+        settings.update(
+            {
+                "task_default_queue_type": "quorum",
+                "task_create_missing_queue_type": "quorum",
+                "worker_detect_quorum_queues": True,
+                "broker_transport_options": {"confirm_publish": True},
+            }
+        )
+    return settings
 
 
 def rabbit_node_name(hostname: str) -> str:

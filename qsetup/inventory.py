@@ -461,6 +461,38 @@ class Flower(Model):
         return self.broker_api_password_secret or f"rabbitmq-user-{self.broker_api_user.lower()}"
 
 
+# --- TLS ------------------------------------------------------------------------
+
+
+class TlsFiles(Model):
+    """A host's own certificate and key (PEM files on the machine that runs qsetup)."""
+
+    cert: LocalPath = Field(description="Certificate (PEM), issued by tls.ca_cert.")
+    key: LocalPath = Field(description="Its private key (PEM, unencrypted).")
+
+
+class Tls(Model):
+    """TLS on every listener: AMQPS, the management API over HTTPS, Flower over HTTPS."""
+
+    enabled: StrictBool = Field(False, description="Serve and use TLS everywhere.")
+    ca_cert: LocalPath | None = Field(
+        None,
+        description="Your own CA certificate (PEM); then every broker and Flower host needs "
+        "tls.certificates. Without it qsetup makes a CA (<stem>.ca.pem beside the inventory).",
+    )
+    certificates: dict[Name, TlsFiles] = Field(
+        default_factory=dict, description="Per host: your own cert and key (with tls.ca_cert)."
+    )
+    port: BrokerPort = Field(5671, description="AMQPS port.")
+    management_port: ManagementPort = Field(15671, description="Management API HTTPS port.")
+
+    @model_validator(mode="after")
+    def _own_needs_ca(self) -> Tls:
+        if self.certificates and self.ca_cert is None:
+            raise ValueError("tls.certificates needs tls.ca_cert (the CA that issued them)")
+        return self
+
+
 # --- the whole inventory ------------------------------------------------------
 
 
@@ -475,6 +507,7 @@ class Inventory(Model):
     workers: tuple[WorkerGroup, ...] = Field(min_length=1, max_length=256)
     beat: Beat | None = None
     flower: Flower | None = None
+    tls: Tls = Field(default_factory=Tls)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -17,14 +17,19 @@ import jinja2
 
 from qsetup.desired import (
     APP_SHIM,
+    CA_FILE,
     ETC,
+    FLOWER_TLS_DIR,
+    RABBIT_TLS_DIR,
     SHIM_DIR,
     UNIT_DIR,
+    amqp_endpoint,
     beat_runtime,
     broker_nodes,
     celery_argv,
     celery_settings,
     code_dir,
+    management_endpoint,
     venv_dir,
 )
 from qsetup.errors import RenderError
@@ -37,6 +42,7 @@ from qsetup.inventory import (
 )
 from qsetup.resources import resource_dir
 from qsetup.secrets import Secrets
+from qsetup.tls import TlsMaterial
 
 Role = Literal["broker", "worker", "beat", "flower"]
 
@@ -74,13 +80,14 @@ def broker_url(inv: Inventory, secrets: Secrets, user_name: str, vhost: str) -> 
     """
     user = next(u for u in inv.broker.users if u.name == user_name)
     password = secrets.get(user.secret)
+    scheme, port = amqp_endpoint(inv)
     urls = []
     for _, address in broker_nodes(inv):
         if ":" in address:
             address = f"[{address}]"
         urls.append(
-            f"amqp://{quote(user.name, safe='')}:{quote(password, safe='')}@{address}:"
-            f"{inv.broker.port}/{quote(vhost, safe='')}"
+            f"{scheme}://{quote(user.name, safe='')}:{quote(password, safe='')}@{address}:"
+            f"{port}/{quote(vhost, safe='')}"
         )
     return ";".join(urls)
 
@@ -121,9 +128,10 @@ def _systemd_escape(pattern: str) -> str:
 
 
 class _Renderer:
-    def __init__(self, inv: Inventory, secrets: Secrets) -> None:
+    def __init__(self, inv: Inventory, secrets: Secrets, tls: TlsMaterial | None) -> None:
         self.inv = inv
         self.secrets = secrets
+        self.tls = tls
         self.env = _environment()
         self.out: list[Artifact] = []
 
@@ -165,7 +173,29 @@ class _Renderer:
             mode=0o640,
             broker=broker,
             cluster=broker.clustered,
+            tls=self.inv.tls if self.tls is not None else None,
+            tls_dir=RABBIT_TLS_DIR,
         )
+        if self.tls is not None:
+            pair = self.tls.hosts[node]
+            for name, content, mode, secret in (
+                ("ca.pem", self.tls.ca_pem, 0o644, False),
+                ("cert.pem", pair.cert_pem, 0o644, False),
+                ("key.pem", pair.key_pem, 0o640, True),
+            ):
+                self.out.append(
+                    Artifact(
+                        node,
+                        RABBIT_TLS_DIR / name,
+                        content,
+                        mode,
+                        "root",
+                        "rabbitmq",
+                        "broker",
+                        "rabbitmq-server.service",
+                        secret=secret,
+                    )
+                )
         self.add(
             node,
             UNIT_DIR / "rabbitmq-server.service.d" / "qsetup-limits.conf",
@@ -245,14 +275,22 @@ class _Renderer:
                 services.setdefault(host, group.unit_template)
         if self.inv.beat is not None:
             services.setdefault(self.inv.beat.host, "qsetup-beat.service")
+        if self.inv.flower is not None:
+            services.setdefault(self.inv.flower.host, "qsetup-flower.service")
+        roles: dict[str, Role] = {"qsetup-beat.service": "beat", "qsetup-flower.service": "flower"}
         for host, service in services.items():
+            role = roles.get(service, "worker")
             self.add(
                 host,
                 SHIM_DIR / f"{APP_SHIM}.py",
                 "celery/qsetup_celery.py.j2",
-                role="beat" if service == "qsetup-beat.service" else "worker",
+                role=role,
                 service=service,
             )
+            if self.tls is not None:
+                self.out.append(
+                    Artifact(host, CA_FILE, self.tls.ca_pem, 0o644, "root", "root", role, service)
+                )
 
     def _worker_env(self, host: str, group: WorkerGroup, env_file: PurePosixPath, url: str) -> None:
         content = self._env_content(group, url)
@@ -316,10 +354,33 @@ class _Renderer:
         if ":" in broker_address:
             broker_address = f"[{broker_address}]"
         api_password = self.secrets.get(flower.broker_api_secret)
+        scheme, port = management_endpoint(self.inv)
         broker_api = (
-            f"http://{quote(flower.broker_api_user, safe='')}:{quote(api_password, safe='')}"
-            f"@{broker_address}:{self.inv.broker.management_port}/api/"
+            f"{scheme}://{quote(flower.broker_api_user, safe='')}:{quote(api_password, safe='')}"
+            f"@{broker_address}:{port}/api/"
         )
+        tls_files = None
+        if self.tls is not None:
+            pair = self.tls.hosts[flower.host]
+            tls_files = {"certfile": str(FLOWER_TLS_DIR / "cert.pem"),
+                         "keyfile": str(FLOWER_TLS_DIR / "key.pem")}  # fmt: skip
+            for name, content, mode, secret in (
+                ("cert.pem", pair.cert_pem, 0o644, False),
+                ("key.pem", pair.key_pem, 0o640, True),
+            ):
+                self.out.append(
+                    Artifact(
+                        flower.host,
+                        FLOWER_TLS_DIR / name,
+                        content,
+                        mode,
+                        "root",
+                        flower.group,
+                        "flower",
+                        "qsetup-flower.service",
+                        secret=secret,
+                    )
+                )
         basic_auth = [f"{u.name}:{self.secrets.get(u.secret)}" for u in flower.basic_auth]
         self.add(
             flower.host,
@@ -330,6 +391,9 @@ class _Renderer:
             mode=0o600,
             secret=True,
             broker_url=url,
+            shim_dir=SHIM_DIR,
+            celery_settings=json.dumps(celery_settings(self.inv), sort_keys=True),
+            ca_file=CA_FILE if self.tls is not None else None,
         )
         self.add(
             flower.host,
@@ -343,6 +407,7 @@ class _Renderer:
             flower=flower,
             basic_auth=basic_auth,
             broker_api=broker_api,
+            tls_files=tls_files,
         )
         self.add(
             flower.host,
@@ -357,9 +422,16 @@ class _Renderer:
         )
 
 
-def render_all(inv: Inventory, secrets: Secrets) -> list[Artifact]:
-    """Render every file deploy installs, ordered by host and path."""
-    renderer = _Renderer(inv, secrets)
+def render_all(inv: Inventory, secrets: Secrets, tls: TlsMaterial | None = None) -> list[Artifact]:
+    """Render every file deploy installs, ordered by host and path.
+
+    ``tls`` holds the CA and host certificates when the inventory enables TLS
+    (:mod:`qsetup.tls` makes or reads them); without it the files are rendered for
+    plain listeners.
+    """
+    if inv.tls.enabled and tls is None:
+        raise RenderError("tls.enabled: the certificates were not prepared (internal error)")
+    renderer = _Renderer(inv, secrets, tls if inv.tls.enabled else None)
     renderer.broker()
     renderer.workers()
     renderer.beat()

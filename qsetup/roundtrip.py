@@ -9,6 +9,7 @@ from qsetup.desired import celery_settings, probe_transport_options
 from qsetup.errors import QsetupError
 from qsetup.loader import LoadedInventory
 from qsetup.render import broker_url
+from qsetup.tls import client_ca_file
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def send_task(
     app = Celery("qsetup-probe", broker=url, backend=inv.app.result_backend)
     # Declare queues as the workers do (quorum queues with a cluster), publish with
     # confirms, and fail over once through every node of a cluster.
-    app.conf.update(celery_settings(inv))
+    app.conf.update(celery_settings(inv, str(client_ca_file(loaded.path, inv))))
     app.conf.broker_connection_timeout = 10
     app.conf.broker_connection_retry_on_startup = False
     app.conf.broker_transport_options = {

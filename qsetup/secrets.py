@@ -8,7 +8,7 @@ import re
 import secrets as _random
 import stat
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -167,3 +167,21 @@ def save_secrets(path: Path, values: Mapping[str, str], *, force: bool = False) 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def redactor(secrets: Secrets, extra: Iterable[str] = ()) -> Callable[[str], str]:
+    """A function that replaces every secret value (as written and URL-quoted) with ***."""
+    from urllib.parse import quote
+
+    values = {v.get_secret_value() for v in secrets.values.values()} | set(extra)
+    forms = sorted(
+        {f for v in values if len(v) >= 4 for f in (v, quote(v, safe=""))}, key=len, reverse=True
+    )
+
+    def redact(text: str) -> str:
+        for form in forms:
+            if form in text:
+                text = text.replace(form, "***")
+        return text
+
+    return redact

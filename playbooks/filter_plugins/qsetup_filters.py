@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Any
 
 
@@ -250,9 +251,20 @@ _SYSTEMD_NOISE = (
 )
 
 
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@'\"]*):[^\s@'\"]*@")
+
+
+def redact_urls(text: str) -> str:
+    """Replace the password in every ``scheme://user:password@`` with ``***``."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
 def _python_error(journal: str) -> list[str]:
-    """The last lines of a unit's journal that are not systemd's own (the Python error)."""
-    lines = [x.strip() for x in journal.splitlines() if x.strip()]
+    """The last lines of a unit's journal that are not systemd's own (the Python error).
+
+    A password in a URL (Celery logs broker URLs in some warnings) is replaced by ***.
+    """
+    lines = [redact_urls(x.strip()) for x in journal.splitlines() if x.strip()]
     ours = [x for x in lines if not any(n in x for n in _SYSTEMD_NOISE)]
     # The last traceback's file line and exception line say what broke.
     for i in range(len(ours) - 1, -1, -1):

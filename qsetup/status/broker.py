@@ -10,6 +10,7 @@ from qsetup.desired import (
     broker_admin_password,
     broker_state,
     consumed_queues,
+    management_endpoint,
     queue_type,
 )
 from qsetup.inventory import Inventory
@@ -17,6 +18,7 @@ from qsetup.loader import LoadedInventory
 from qsetup.status.cluster import node_problems, parse_quorum_queues, quorum_problems
 from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
 from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
+from qsetup.tls import client_ca_file, ssl_reason
 
 
 def api_base(inv: Inventory, host: str | None = None) -> str:
@@ -24,7 +26,8 @@ def api_base(inv: Inventory, host: str | None = None) -> str:
     address = inv.hosts[host or inv.broker.host].address
     if ":" in address:
         address = f"[{address}]"
-    return f"http://{address}:{inv.broker.management_port}/api"
+    scheme, port = management_endpoint(inv)
+    return f"{scheme}://{address}:{port}/api"
 
 
 def _int(value: Any) -> int:
@@ -183,6 +186,8 @@ def _read_api(session: Any, base: str, timeout: float) -> dict[str, Any] | str:
             answers[path] = resp.json()
     except requests.Timeout:
         return f"no answer within {timeout:g} s"
+    except requests.exceptions.SSLError as exc:
+        return f"TLS handshake failed ({ssl_reason(exc)})"
     except requests.ConnectionError:
         return "cannot connect (is RabbitMQ's management plugin running?)"
     except ValueError:
@@ -203,6 +208,10 @@ def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
     failures: list[tuple[str, str]] = []
     with requests.Session() as session:
         session.auth = (ADMIN_USER, broker_admin_password(loaded.inventory, loaded.secrets))
+        if inv.tls.enabled:
+            session.verify = str(client_ca_file(loaded.path, inv))
+            # REQUESTS_CA_BUNDLE in the environment would win over session.verify.
+            session.trust_env = False
         for host in inv.broker.hosts:
             answers = _read_api(session, api_base(inv, host), timeout)
             if isinstance(answers, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qsetup.loader import LoadedInventory
 from qsetup.status.model import FlowerStatus
+from qsetup.tls import client_ca_file, ssl_reason
 
 _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
 
@@ -21,7 +22,8 @@ def flower_url(loaded: LoadedInventory) -> str | None:
         address = f"[{address}]"
     prefix = flower.url_prefix.strip("/")
     path = f"/{prefix}/api/workers" if prefix else "/api/workers"
-    return f"http://{address}:{flower.port}{path}"
+    scheme = "https" if inv.tls.enabled else "http"
+    return f"{scheme}://{address}:{flower.port}{path}"
 
 
 def check_flower(loaded: LoadedInventory, timeout: float) -> FlowerStatus | None:
@@ -36,11 +38,17 @@ def check_flower(loaded: LoadedInventory, timeout: float) -> FlowerStatus | None
     codes: list[int | None] = []
     try:
         with requests.Session() as session:
+            if inv.tls.enabled:
+                session.verify = str(client_ca_file(loaded.path, inv))
+                # REQUESTS_CA_BUNDLE in the environment would win over session.verify.
+                session.trust_env = False
             for auth in (None, (user.name, loaded.secrets.get(user.secret))):
                 resp = session.get(url, auth=auth, timeout=timeout, allow_redirects=False)
                 codes.append(resp.status_code)
     except requests.Timeout:
         error: str | None = f"no answer within {timeout:g} s"
+    except requests.exceptions.SSLError as exc:
+        error = f"TLS handshake failed ({ssl_reason(exc)})"
     except requests.ConnectionError:
         error = "cannot connect (is qsetup-flower.service running?)"
     else:

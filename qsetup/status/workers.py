@@ -6,11 +6,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsetup.desired import probe_transport_options, units_by_host
+from qsetup.desired import celery_settings, probe_transport_options, units_by_host
 from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
 from qsetup.render import broker_url
 from qsetup.status.model import WorkerNode
+from qsetup.tls import client_ca_file
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,8 @@ def inspect_workers(
     inv = loaded.inventory
     url = broker_url(inv, loaded.secrets, user, vhost)
     app = Celery("qsetup-status", broker=url, set_as_current=False)
+    if inv.tls.enabled:
+        app.conf.update(celery_settings(inv, str(client_ca_file(loaded.path, inv))))
     app.conf.broker_connection_timeout = timeout
     app.conf.broker_connection_retry = False
     # The broadcast's own connection retries after 2 s by default; one quick try per

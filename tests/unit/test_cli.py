@@ -288,11 +288,12 @@ def test_render_writes_per_host_files(write_inventory: WriteInventory, tmp_path:
     out = tmp_path / "out"
     code, output = run("render", "--inventory", str(inventory), "--out", str(out))
     assert code == 0, output
-    assert output.strip() == f"rendered 10 files into {out}/<host>/"
+    assert output.strip() == f"rendered 11 files into {out}/<host>/"
     files = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
     files = {k: v for k, v in files.items() if (out / k).is_file()}
     assert files == {
         "rabbit1/etc/qsetup/flower.env": 0o600,
+        "rabbit1/opt/qsetup/lib/qsetup_celery.py": 0o644,
         "rabbit1/etc/qsetup/flower/flowerconfig.py": 0o600,
         "rabbit1/etc/rabbitmq/rabbitmq.conf": 0o640,
         "rabbit1/etc/rabbitmq/enabled_plugins": 0o644,

@@ -130,7 +130,7 @@ def test_python_m_qsetup_renders_from_another_directory(installed: Path, tmp_pat
         "out",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "rendered 10 files into out/<host>/" in proc.stdout
+    assert "rendered 11 files into out/<host>/" in proc.stdout
     unit = work / "out/worker1/etc/systemd/system/qsetup-worker-default@.service"
     assert "Type=exec" in unit.read_text()
     env_file = work / "out/worker1/etc/qsetup/worker-default.env"

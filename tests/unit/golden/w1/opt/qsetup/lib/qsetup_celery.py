@@ -1,7 +1,7 @@
 """Managed by qsetup; changes here are overwritten on the next deploy.
 
-Workers and beat load the app through this module (``celery -A qsetup_celery``): it
-imports the app named by QSETUP_APP and adds the settings in QSETUP_CELERY_SETTINGS
+Workers, beat and Flower load the app through this module (``celery -A qsetup_celery``):
+it imports the app named by QSETUP_APP (Flower: none) and adds the settings in QSETUP_CELERY_SETTINGS
 (JSON), both from the service's environment file; the settings are those the
 inventory's broker needs (quorum queues). The app's own code and configuration stay
 as they are.
@@ -15,7 +15,12 @@ from celery.app.utils import find_app
 
 SETTINGS = json.loads(os.environ.get("QSETUP_CELERY_SETTINGS") or "{}")
 
-app = find_app(os.environ["QSETUP_APP"])
+if os.environ.get("QSETUP_APP"):
+    app = find_app(os.environ["QSETUP_APP"])
+else:  # Flower: no app of its own, only the broker connection's settings
+    from celery import Celery
+
+    app = Celery("qsetup")
 if SETTINGS:
     settings = dict(SETTINGS)
     transport = dict(app.conf.broker_transport_options or {})
