@@ -482,7 +482,11 @@ def up(
     )
     for status in result.hosts:
         _say(sandbox.format_status(status))
-    _say(f"ssh key: {result.key}" + ("" if result.started else " (already up; nothing changed)"))
+    _say(
+        f"ssh key: {result.key} (login user {result.login_user} with passwordless sudo; "
+        "root for `qsetup sandbox ssh`)"
+        + ("" if result.started or result.login_updated else " (already up; nothing changed)")
+    )
 
 
 @sandbox_app.command()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qsetup.errors import SandboxError
+from qsetup.sandbox.login import ensure_login_user
 from qsetup.sandbox.procs import (
     child_pids,
     is_same_process,
@@ -60,7 +61,7 @@ class HostStatus:
         }
 
 
-def ssh_args(key: Path, address: str, *, tty: bool = False) -> list[str]:
+def ssh_args(key: Path, address: str, *, tty: bool = False, user: str = "root") -> list[str]:
     """Return the ssh command line (without a remote command) for a sandbox host."""
     args = [
         "ssh",
@@ -79,7 +80,7 @@ def ssh_args(key: Path, address: str, *, tty: bool = False) -> list[str]:
     ]
     if tty:
         args.append("-t")
-    args.append(f"root@{address}")
+    args.append(f"{user}@{address}")
     return args
 
 
@@ -183,9 +184,10 @@ def write_host_files(
 ) -> None:
     """Write the host's identity and configuration into its (mounted) root.
 
-    Hostname, /etc/hosts, root's authorized_keys, apt and pip proxy settings, the
-    machine's extra CA certificates, a machine id and an SSH host key of its own
-    (kept in ``host_keys_dir`` per address).
+    Hostname, /etc/hosts, root's authorized_keys, the login user (passwordless sudo,
+    the same key; see ``login``), apt and pip proxy settings, the machine's extra CA
+    certificates, a machine id and an SSH host key of its own (kept in
+    ``host_keys_dir`` per address).
     """
     root = rec.merged
     _write(root / "etc/hostname", f"{rec.name}\n")
@@ -194,6 +196,7 @@ def write_host_files(
     ssh_dir.mkdir(parents=True, exist_ok=True)
     ssh_dir.chmod(0o700)
     _write(ssh_dir / "authorized_keys", public_key.strip() + "\n", 0o600)
+    ensure_login_user(root, public_key)
     _write(root / "etc/apt/apt.conf.d/01qsetup-sandbox-proxy", render_apt_proxy(proxy_url))
     _write(root / "etc/pip.conf", render_pip_conf(proxy_url))
     machine_id = root / "etc/machine-id"

@@ -17,6 +17,7 @@ from qsetup.errors import SandboxError
 from qsetup.sandbox import host as hostmod
 from qsetup.sandbox import network, proxy, rootfs
 from qsetup.sandbox.host import HostStatus
+from qsetup.sandbox.login import LOGIN_USER, ensure_login_user
 from qsetup.sandbox.procs import have_command, is_same_process, signal_recorded, wait_gone
 from qsetup.sandbox.state import (
     HostRecord,
@@ -64,9 +65,11 @@ class UpResult:
     Attributes:
         hosts: status of every sandbox host, in creation order.
         started: names of hosts booted by this call (empty: nothing changed).
-        key: the private key that logs in as root on every host.
+        key: the private key that logs in on every host, as ``login_user`` and as root.
         inventory: inventory written by ``--inventory-out``, if any.
         secrets: the secrets file written next to it, if any.
+        login_user: the ordinary user (passwordless sudo) the inventory logs in as.
+        login_updated: running hosts that got (or had repaired) the login user now.
     """
 
     hosts: tuple[HostStatus, ...]
@@ -74,6 +77,8 @@ class UpResult:
     key: Path
     inventory: Path | None = None
     secrets: Path | None = None
+    login_user: str = LOGIN_USER
+    login_updated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -264,9 +269,14 @@ def up(
         to_start = [h for h in rec.state.hosts if h.name not in alive]
         pairs = [(h.name, h.address) for h in rec.state.hosts]
 
+        login_updated: list[str] = []
         for h in rec.state.hosts:
             if h.name in alive and hostmod.update_etc_hosts(h, pairs):
                 progress(f"{h.name}: /etc/hosts now names {len(pairs)} hosts")
+            # Hosts booted by an older qsetup get the login user without a rebuild.
+            if h.name in alive and ensure_login_user(h.merged, public_key):
+                login_updated.append(h.name)
+                progress(f"{h.name}: login user {LOGIN_USER} (sudo, the sandbox key) is set up")
         for h in to_start:
             progress(f"{h.name}: preparing {h.address} (overlay, network, ssh key, proxy)")
             h = rec.host(replace(h, mounted=True))
@@ -311,6 +321,7 @@ def up(
             key=key,
             inventory=inventory,
             secrets=secrets,
+            login_updated=tuple(login_updated),
         )
 
 
@@ -520,7 +531,8 @@ def write_inventory(path: Path, state: SandboxState, key: Path) -> tuple[Path, P
         flower=names[0],
         apt_workers=(names[min(1, len(names) - 1)],),
         pip_workers=(names[min(2, len(names) - 1)],),
-        ssh_user="root",
+        # Servers are reached as an ordinary user with sudo; so are sandbox hosts.
+        ssh_user=LOGIN_USER,
         ssh_key=str(key.resolve()),
         app_module="proj",
         app_path=None,

@@ -1,7 +1,8 @@
-"""One SSH round trip per host, every host at once (fabric's ThreadingGroup).
+"""One SSH round trip per host, every host at once (fabric connections, one thread each).
 
 Connect and command timeouts bound each host, so a dead host costs at most its
-timeout and never hides the others.
+timeout and never hides the others. A host whose endpoint has ``become`` (a login
+user other than root) runs the status script under ``sudo -n``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import errno
 import logging
 import shlex
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -137,11 +139,25 @@ def known_hosts_path(loaded: LoadedInventory) -> Path:
     return loaded.path.resolve().parent / ".qsetup" / "known_hosts"
 
 
+def status_command(script: str, target: SshTarget) -> str:
+    """The remote command that runs the status script on a host.
+
+    With ``become`` and a login user other than root the script runs under ``sudo -n``
+    (never a password prompt: one would hang until the timeout): what it reads, and
+    what later reads may need (root-only files, journals), is root's. The script holds
+    no secret, so nothing secret reaches argv.
+    """
+    command = "sh -c " + shlex.quote(script)
+    return "sudo -n " + command if uses_sudo(target) else command
+
+
+def uses_sudo(target: SshTarget) -> bool:
+    """Whether reads on this host go through ``sudo -n`` (become, as a user not root)."""
+    return target.become and target.user != "root"
+
+
 def run_round(loaded: LoadedInventory, timeout: float) -> dict[str, HostStatus]:
     """Run the status script on every host in parallel; one HostStatus per host."""
-    from fabric import ThreadingGroup
-    from fabric.exceptions import GroupException
-
     inv = loaded.inventory
     targets = ssh_targets(loaded)
     for key in dict.fromkeys(t.key for t in targets if t.key is not None):
@@ -150,34 +166,51 @@ def run_round(loaded: LoadedInventory, timeout: float) -> dict[str, HostStatus]:
                 f"SSH key {key} does not exist; fix ssh.key (or a host's ssh_key) in {loaded.path}"
             )
     known_hosts = known_hosts_path(loaded)
-    # Hosts that are the same SSH endpoint share one connection (and one answer).
-    by_endpoint: dict[tuple[str, int, str], Any] = {}
+    script = build_script(inv)
+    # Hosts that are the same SSH endpoint share one connection (and one answer); it
+    # uses sudo when any of them asks for become.
+    names: dict[tuple[str, int, str], list[SshTarget]] = {}
     for t in targets:
-        endpoint = (t.address, t.port, t.user)
-        if endpoint not in by_endpoint:
-            by_endpoint[endpoint] = _connection(t, inv, known_hosts, timeout)
-    group = ThreadingGroup.from_connections(list(by_endpoint.values()))
-    command = "sh -c " + shlex.quote(build_script(inv))
-    try:
-        results: Mapping[Any, Any] = group.run(command, timeout=max(1, round(timeout)))
-    except GroupException as exc:
-        results = exc.result
-    finally:
-        group.close()
-    names: dict[tuple[str, int, str], list[str]] = {}
-    for t in targets:
-        names.setdefault((t.address, t.port, t.user), []).append(t.name)
+        names.setdefault((t.address, t.port, t.user), []).append(t)
+    jobs: dict[tuple[str, int, str], tuple[Any, SshTarget]] = {}
+    for endpoint, same in names.items():
+        first = replace(same[0], become=any(t.become for t in same))
+        jobs[endpoint] = (_connection(first, inv, known_hosts, timeout), first)
+    results = _run_all(
+        {cxn: status_command(script, t) for cxn, t in jobs.values()}, max(1, round(timeout))
+    )
     outcomes = {}
     for t in targets:
         endpoint = (t.address, t.port, t.user)
-        outcome = _outcome(t.address, results.get(by_endpoint[endpoint]), timeout)
+        cxn, first = jobs[endpoint]
+        outcome = _outcome(t.address, results.get(cxn), timeout, first)
         if len(names[endpoint]) > 1:
-            outcome = replace(outcome, same_endpoint=tuple(names[endpoint]))
+            outcome = replace(outcome, same_endpoint=tuple(h.name for h in names[endpoint]))
         outcomes[t.name] = outcome
     return assemble_hosts(inv, outcomes)
 
 
-def _outcome(address: str, result: Any, timeout: float) -> Outcome:
+def _run_all(commands: Mapping[Any, str], timeout: int) -> dict[Any, Any]:
+    """Run each connection's own command, all at once; a Result or the exception for each.
+
+    What fabric's ThreadingGroup does, with one command per connection (sudo or not).
+    """
+
+    def one(cxn: Any) -> Any:
+        try:
+            return cxn.run(commands[cxn], timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - reported as the host's outcome
+            return exc
+        finally:
+            cxn.close()
+
+    if not commands:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(64, len(commands))) as pool:
+        return dict(zip(commands, pool.map(one, commands), strict=True))
+
+
+def _outcome(address: str, result: Any, timeout: float, target: SshTarget) -> Outcome:
     if result is None:
         return Outcome(address, None, "no result from the SSH round")
     if isinstance(result, BaseException):
@@ -186,5 +219,12 @@ def _outcome(address: str, result: Any, timeout: float) -> Outcome:
     if MARK not in stdout:
         stderr = str(result.stderr).strip().splitlines()
         why = stderr[-1] if stderr else "no output"
+        if why.startswith("sudo:") and uses_sudo(target):
+            return Outcome(
+                address,
+                None,
+                f"`sudo -n` as {target.user} failed ({why}); ssh.become needs passwordless "
+                f"sudo for {target.user} on the host",
+            )
         return Outcome(address, None, f"the status command failed (exit {result.exited}): {why}")
     return Outcome(address, stdout, None)

@@ -257,6 +257,7 @@ SEPARATE = {
     "reboot": SeparateSandbox(("rb1", "rb2", "rb3"), "10.213.22.0/24", "qsbrrb"),
     # `qsetup demo` always names its hosts qs1..qs3 (see test_demo).
     "demo": SeparateSandbox(("qs1", "qs2", "qs3"), "10.213.23.0/24", "qsbrdm"),
+    "login": SeparateSandbox(("qu1", "qu2"), "10.213.26.0/24", "qsbru"),
 }
 
 
