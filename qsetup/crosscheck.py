@@ -489,6 +489,13 @@ def _check_ports(inv: Inventory, problems: Problems) -> None:
                     "management_port" in broker.model_fields_set,
                 ),
             ]
+            if inv.tls.enabled:
+                tls = inv.tls
+                claims += [
+                    (tls.port, "RabbitMQ's AMQPS port", ("tls", "port"), True),
+                    (tls.management_port, "RabbitMQ's HTTPS management port",
+                     ("tls", "management_port"), True),
+                ]  # fmt: skip
             for j, plugin in enumerate(broker.plugins):
                 if plugin in PLUGIN_PORTS and plugin not in broker.plugins[:j]:
                     claims.append(

@@ -30,6 +30,7 @@ from qsetup.secrets import (
     erlang_cookie_problem,
     load_secrets_document,
 )
+from qsetup.tlscheck import check_tls_files, check_tls_names
 from qsetup.yamlsource import (
     PathKey,
     Position,
@@ -392,7 +393,7 @@ def validate_document(doc: YamlDocument) -> Inventory:
     problems = _in_file_order(
         [
             (doc.position(field), _line(doc.path, doc.position(field), field, message))
-            for field, message in check_references(inv)
+            for field, message in check_references(inv) + check_tls_names(inv)
         ]
     )
     if problems:
@@ -419,6 +420,10 @@ def load_inventory(
     inv = validate_document(doc)
     secrets_file = secrets_path or default_secrets_path(path)
     problems = _file_problems(doc, inv, secrets_file, strict=check_files)
+    problems += [
+        (doc.position(field), _line(doc.path, doc.position(field), field, message))
+        for field, message in check_tls_files(doc.path, inv)
+    ]
     if problems:
         raise InventoryError(_in_file_order(problems))
     secrets = load_secrets_document(secrets_file, read_document)
