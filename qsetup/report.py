@@ -10,7 +10,7 @@ from rich.text import Text
 
 from qsetup.deploy import DeployEvent, DeployResult
 from qsetup.report_broker import add_broker_rows, broker_json
-from qsetup.status.model import SystemStatus, UnitStatus
+from qsetup.status.model import SystemStatus, TlsStatus, UnitStatus
 
 
 def deploy_json(result: DeployResult) -> dict[str, Any]:
@@ -193,7 +193,46 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
             "with_credentials": flower.with_credentials,
             "error": flower.error,
         },
+        "tls": tls_json(status.tls),
     }
+
+
+def tls_json(tls: TlsStatus | None) -> dict[str, Any] | None:
+    """The ``tls`` object of ``status --json`` (None without TLS)."""
+    if tls is None:
+        return None
+    return {
+        "ca": tls.ca,
+        "generated": tls.generated,
+        "certificates": [
+            {
+                "host": c.host,
+                "port": c.port,
+                "service": c.service,
+                "not_after": c.not_after,
+                "days_left": c.days_left,
+                "ok": c.ok,
+                "error": c.error,
+            }
+            for c in tls.certificates
+        ],
+    }
+
+
+def _add_tls_rows(table: Table, tls: TlsStatus) -> None:
+    for c in tls.certificates:
+        if c.error is not None:
+            state = Text("does not verify", style="red")
+        elif c.ok:
+            state = Text("valid", style="green")
+        else:
+            state = Text("renew soon", style="red")
+        detail = []
+        if c.not_after is not None and c.days_left is not None:
+            detail.append(f"expires {c.not_after[:10]} ({c.days_left} days)")
+        if c.error is not None:
+            detail.append(c.error)
+        table.add_row("tls", c.host, f"{c.service} :{c.port}", state, "; ".join(detail))
 
 
 def _unit_row(unit: UnitStatus) -> tuple[Text, str]:
@@ -206,6 +245,13 @@ def _unit_row(unit: UnitStatus) -> tuple[Text, str]:
     if unit.restarts is not None:
         detail.append(f"{unit.restarts} restarts")
     return state, ", ".join(detail)
+
+
+def _tls_summary(tls: TlsStatus | None) -> str:
+    days = [c.days_left for c in tls.certificates if c.days_left is not None] if tls else []
+    if not days:
+        return ""
+    return f", {len(days)} TLS certificates verified (first expiry in {min(days)} days)"
 
 
 def status_view(status: SystemStatus) -> Group:
@@ -286,6 +332,10 @@ def status_view(status: SystemStatus) -> Group:
             )
         table.add_row("flower", flower.host, flower.url, state, detail)
 
+    if status.tls is not None:
+        table.add_section()
+        _add_tls_rows(table, status.tls)
+
     parts: list[Any] = [table]
     for line in status.problems:
         parts.append(Text(line, style=bad))
@@ -297,6 +347,7 @@ def status_view(status: SystemStatus) -> Group:
                 f"healthy: {len(status.hosts)} hosts reachable, broker as inventoried, "
                 f"{nodes} worker nodes answer"
                 + (", Flower guarded" if flower is not None else "")
+                + _tls_summary(status.tls)
                 + f" ({seconds})",
                 style=ok,
             )

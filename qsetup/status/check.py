@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 from qsetup.desired import broker_admin_password
 from qsetup.loader import LoadedInventory
 from qsetup.status.broker import broker_problems, fetch_broker
+from qsetup.status.certs import certificate_problems, check_certificates
 from qsetup.status.cluster import place_nodes
 from qsetup.status.flower import check_flower, flower_problems
 from qsetup.status.hosts import beat_problems, host_problems
@@ -83,8 +84,9 @@ def check_status(
     """Check every host, the broker, the workers and Flower; list every problem.
 
     The SSH round (all hosts in parallel) runs on this thread while the broker's
-    management API, Flower and one Celery broadcast per worker vhost run on their own,
-    so the whole check takes about as long as its slowest part. The broker's nodes are
+    management API, Flower, the TLS endpoints' certificates and one Celery broadcast
+    per worker vhost run on their own, so the whole check takes about as long as its
+    slowest part. The broker's nodes are
     matched to inventory hosts by the hostnames the SSH round read.
 
     Args:
@@ -103,6 +105,7 @@ def check_status(
         return fetch_broker(loaded, seconds), check_flower(loaded, seconds)
 
     http = _Background(http_checks)
+    certs = _Background(partial(check_certificates, loaded, seconds))
     names = {(user, vhost): NodeNames(inv, user, vhost) for user, vhost in broker_connections(inv)}
     inspections = [
         _Background(partial(inspect_workers, loaded, user, vhost, seconds, ping_timeout, expected))
@@ -113,6 +116,7 @@ def check_status(
     for expected in names.values():
         expected.learn(hostnames)
     broker, flower = http.result()
+    tls = certs.result()
     broker = place_nodes(inv, broker, hostnames)
     results: list[InspectResult] = [i.result() for i in inspections]
 
@@ -125,6 +129,7 @@ def check_status(
     problems += broker_problems(inv, broker)
     problems += worker_problems(nodes, results, inv.broker.host, unreachable)
     problems += flower_problems(flower)
+    problems += certificate_problems(tls)
     secrets = [loaded.secrets.get(n) for n in loaded.secrets.values]
     secrets.append(broker_admin_password(loaded.inventory, loaded.secrets))
     return SystemStatus(
@@ -135,4 +140,5 @@ def check_status(
         problems=scrub(dict.fromkeys(problems), secrets),
         checked_at=checked_at,
         seconds=time.monotonic() - started,
+        tls=tls,
     )

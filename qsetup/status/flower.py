@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
 from qsetup.status.model import FlowerStatus
 from qsetup.tls import client_ca_file, ssl_reason
@@ -9,15 +10,23 @@ from qsetup.tls import client_ca_file, ssl_reason
 _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
 
 
+def flower_address(inv: Inventory) -> str | None:
+    """The address the controller reaches Flower at (None: no Flower)."""
+    flower = inv.flower
+    if flower is None:
+        return None
+    if flower.listen_address not in _ANY_ADDRESS:
+        return str(flower.listen_address)
+    return inv.hosts[flower.host].address
+
+
 def flower_url(loaded: LoadedInventory) -> str | None:
     """The URL of Flower's worker list as the controller reaches it (None: no Flower)."""
     inv = loaded.inventory
     flower = inv.flower
-    if flower is None:
+    address = flower_address(inv)
+    if flower is None or address is None:
         return None
-    address = inv.hosts[flower.host].address
-    if flower.listen_address not in _ANY_ADDRESS:
-        address = flower.listen_address
     if ":" in address:
         address = f"[{address}]"
     prefix = flower.url_prefix.strip("/")

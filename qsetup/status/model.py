@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qsetup.tls import RENEW_DAYS
+
 
 @dataclass(frozen=True)
 class UnitStatus:
@@ -187,6 +189,38 @@ class FlowerStatus:
 
 
 @dataclass(frozen=True)
+class CertStatus:
+    """The certificate one TLS endpoint serves, read with a handshake from the controller."""
+
+    host: str
+    port: int
+    service: str
+    """amqps, management (HTTPS) or flower (HTTPS)."""
+    not_after: str | None
+    """When it expires (ISO 8601, UTC); None when no certificate could be read."""
+    days_left: int | None
+    """Whole days until it expires (negative: expired), None when unread."""
+    error: str | None
+    """Why the handshake failed or did not verify against the CA (None: it verified)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when it verified against the CA and is not due for renewal."""
+        return self.error is None and self.days_left is not None and self.days_left >= RENEW_DAYS
+
+
+@dataclass(frozen=True)
+class TlsStatus:
+    """Every TLS endpoint's certificate, verified against the CA qsetup's clients use."""
+
+    ca: str
+    """The CA certificate file the handshakes verified against."""
+    certificates: tuple[CertStatus, ...]
+    generated: bool = True
+    """True when qsetup made the CA (deploy renews certificates), False for the user's own."""
+
+
+@dataclass(frozen=True)
 class SystemStatus:
     """Everything one ``check_status`` run found, with one line per problem."""
 
@@ -198,6 +232,8 @@ class SystemStatus:
     """Each names its host and the unit or object, e.g. ``qs2: unit x@1.service: ...``."""
     checked_at: str
     seconds: float
+    tls: TlsStatus | None = None
+    """None without ``tls.enabled``."""
 
     @property
     def healthy(self) -> bool:

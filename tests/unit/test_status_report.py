@@ -116,7 +116,8 @@ def test_json_shape() -> None:
     assert data["problems"] == ["worker2: unreachable (10.0.0.3): no route to host"]
     assert data["elapsed_seconds"] == 1.23
     assert set(data) == {"healthy", "problems", "checked_at", "elapsed_seconds", "hosts",
-                         "broker", "workers", "flower"}  # fmt: skip
+                         "broker", "workers", "flower", "tls"}  # fmt: skip
+    assert data["tls"] is None
     assert data["hosts"]["worker2"] == {
         "reachable": False,
         "error": "no route to host",
