@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from packaging.specifiers import SpecifierSet
-
-from qsetup.desired import QUORUM_CELERY, queue_type
+from qsetup.compat import compat_problems
 from qsetup.fields import (
     ADMIN_SECRET,
     DIST_PORT_OFFSET,
@@ -164,33 +162,8 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
     _check_node_names(inv, problems)
     _check_addresses(inv, problems)
     _check_ports(inv, problems)
-    _check_quorum_celery(inv, problems)
+    problems += compat_problems(inv)
     return problems
-
-
-def _check_quorum_celery(inv: Inventory, problems: Problems) -> None:
-    """Quorum queues need Celery >= 5.5: a pip group's pin must allow such a release."""
-    if queue_type(inv) != "quorum":
-        return
-    for i, group in enumerate(inv.workers):
-        if group.celery_version is None:
-            continue
-        spec = SpecifierSet(group.celery_version)
-        fits = (f"{major}.{minor}.{patch}" for major, minor in _LATER for patch in range(10))
-        if not any(spec.contains(v) for v in fits):
-            why = "the broker is a cluster" if inv.app.queue_type is None else "app.queue_type"
-            problems.append(
-                (
-                    ("workers", i, "celery_version"),
-                    f"'{group.celery_version}' allows no Celery >= {QUORUM_CELERY}, which quorum "
-                    f"queues need ({why}); allow it, e.g. '>={QUORUM_CELERY},<6', or set "
-                    "app.queue_type: classic",
-                )
-            )
-
-
-_LATER = [(5, minor) for minor in range(5, 10)] + [(6, minor) for minor in range(3)]
-"""Celery releases (major, minor) at or after the first one with quorum queues."""
 
 
 def _check_app_user_rights(inv: Inventory, problems: Problems) -> None:

@@ -98,6 +98,34 @@ QUORUM_CELERY = "5.5"
 """The first Celery release that declares and consumes quorum queues."""
 
 
+def longest_time_limit(inv: Inventory) -> tuple[str, int] | None:
+    """The worker group with the longest hard time limit, and that limit (seconds)."""
+    limits = [(g.time_limit, g.name) for g in inv.workers if g.time_limit is not None]
+    if not limits:
+        return None
+    limit, name = max(limits)
+    return name, limit
+
+
+RABBIT_CONSUMER_TIMEOUT = 1800
+"""RabbitMQ's default consumer_timeout (seconds) in 3.10 and 4.0."""
+
+
+def consumer_timeout(inv: Inventory) -> int | None:
+    """The consumer_timeout (seconds) qsetup writes, or None to keep RabbitMQ's default.
+
+    The inventory's value, else one minute more than the longest time_limit when that
+    exceeds RabbitMQ's default: an acknowledgement (late acks, ETA tasks held by the
+    worker) may then take as long as a task may run.
+    """
+    if inv.broker.consumer_timeout is not None:
+        return inv.broker.consumer_timeout
+    longest = longest_time_limit(inv)
+    if longest is None or longest[1] + 60 <= RABBIT_CONSUMER_TIMEOUT:
+        return None
+    return longest[1] + 60
+
+
 def queue_type(inv: Inventory) -> str:
     """Quorum or classic: the inventory's choice, else quorum exactly when clustered."""
     if inv.app.queue_type is not None:

@@ -206,6 +206,13 @@ class Broker(Model):
         ("rabbitmq_management",), description="Plugins to enable (management is on by default)."
     )
     delete_guest: StrictBool = Field(True, description="Delete the default guest user.")
+    consumer_timeout: StrictInt | None = Field(
+        None,
+        ge=60,
+        le=8 * 86400,
+        description="Seconds a delivery may stay unacknowledged (default: RabbitMQ's 30 min, "
+        "or a minute more than the longest worker time_limit).",
+    )
     erlang_cookie_secret: SecretName = Field(
         "rabbitmq-erlang-cookie", description="Secret holding the Erlang cookie."
     )

@@ -29,6 +29,7 @@ from qsetup.desired import (
     celery_argv,
     celery_settings,
     code_dir,
+    consumer_timeout,
     management_endpoint,
     venv_dir,
 )
@@ -173,6 +174,7 @@ class _Renderer:
             mode=0o640,
             broker=broker,
             cluster=broker.clustered,
+            consumer_timeout=consumer_timeout(self.inv),
             tls=self.inv.tls if self.tls is not None else None,
             tls_dir=RABBIT_TLS_DIR,
         )

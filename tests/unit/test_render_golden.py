@@ -207,7 +207,8 @@ def test_flower_credentials_are_not_on_the_command_line(artifacts: list[Artifact
     (flower,) = [u for u in units(artifacts) if u.path.name == "qsetup-flower.service"]
     exec_start = service_one(flower, "ExecStart")
     assert exec_start == (
-        "/opt/qsetup/venvs/flower/bin/celery -A qsetup_celery flower --conf=/etc/qsetup/flower/flowerconfig.py"
+        "/opt/qsetup/venvs/flower/bin/celery -A qsetup_celery flower "
+        "--conf=/etc/qsetup/flower/flowerconfig.py"
     )
     (config,) = [a for a in artifacts if a.path.name == "flowerconfig.py"]
     assert config.secret and config.mode == 0o640 and config.owner == "root"
