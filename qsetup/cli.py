@@ -188,8 +188,12 @@ def render(
     ],
     secrets: SecretsOpt = None,
 ) -> None:
-    """Write every file deploy would install, per host, under OUT/<host>/<absolute path>."""
+    """Write every file deploy would install, per host, under OUT/<host>/<absolute path>.
+
+    Also OUT/prometheus-scrape.yml: Prometheus jobs for RabbitMQ's nodes and Flower.
+    """
     from qsetup.loader import load_inventory
+    from qsetup.metrics import scrape_config_text
     from qsetup.render import render_all, write_artifacts
     from qsetup.tls import prepare as prepare_tls
 
@@ -199,6 +203,10 @@ def render(
         artifacts = render_all(loaded.inventory, loaded.secrets, material)
         try:
             write_artifacts(artifacts, out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "prometheus-scrape.yml").write_text(
+                scrape_config_text(loaded.inventory, loaded.path), encoding="utf-8"
+            )
         except OSError as exc:
             where = exc.filename or out_dir
             raise QsetupError(
@@ -207,7 +215,10 @@ def render(
         return len(artifacts)
 
     count = run_guarded(core)
-    out.print(f"rendered {count} files into {out_dir}/<host>/")
+    out.print(
+        f"rendered {count} files into {out_dir}/<host>/ and a Prometheus scrape "
+        f"configuration into {out_dir}/prometheus-scrape.yml"
+    )
 
 
 @app.command()
@@ -444,6 +455,96 @@ def demo(
         f"{trip.seconds:.2f} s round trip)"
     )
     say(f"inventory: {result.inventory}; Flower on the first host, port 5555")
+
+
+# --- backup and restore (qsetup/backup.py) -----------------------------------
+
+
+@app.command()
+def backup(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The file to write (a folder: the default name in it). Default: "
+            "<inventory stem>.backup-<UTC time>.json beside the inventory.",
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
+) -> None:
+    """Export the broker's definitions to a file only you can read (mode 0600).
+
+    The file is RabbitMQ's own export (GET /api/definitions) from the first
+    broker node whose management API answers: vhosts, users WITH THEIR
+    PASSWORD HASHES, permissions, topic permissions, policies, queues,
+    exchanges, bindings, parameters and global parameters (no messages).
+    Keep it like the secrets file.
+
+    Exit codes: 0 written, 1 bad input, 3 no broker node's API answered,
+    4 internal error.
+    """
+    import json
+
+    from qsetup.backup import run_backup
+    from qsetup.loader import load_inventory
+    from qsetup.report_backup import backup_json, backup_line
+
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    result = run_guarded(lambda: run_backup(loaded, out_file))
+    if json_out:
+        sys.stdout.write(json.dumps(backup_json(result), indent=2) + "\n")
+    else:
+        out.print(backup_line(result), markup=False)
+
+
+@app.command()
+def restore(
+    inventory: InventoryOpt,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="A definitions file (qsetup backup's, or RabbitMQ's export)."
+        ),
+    ],
+    secrets: SecretsOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
+) -> None:
+    """Import a definitions file into the deployed broker (deploy it first).
+
+    Vhosts, queues, exchanges, bindings, policies, parameters and users come
+    back (messages are not in the file). Users qsetup manages keep what
+    deploy gave them, with their permissions: qsetup-admin (an old hash
+    would lock qsetup out), the inventory's users and Flower's API user
+    (their passwords come from the secrets file; an old hash would undo a
+    password changed since the backup and lock the workers out). The
+    inventory's policies stay as it says, and guest is left out when the
+    inventory deletes it. The output names all of these.
+
+    The file holds password hashes: it is refused when other users can read
+    it (chmod 600 FILE), and so is a file that is not a RabbitMQ definitions
+    export, before the broker is asked.
+
+    Exit codes: 0 imported, 1 bad input (nothing changed), 3 no broker
+    node's API answered or the broker refused the import, 4 internal error.
+    """
+    import json
+
+    from qsetup.backup import run_restore
+    from qsetup.loader import load_inventory
+    from qsetup.report_backup import restore_json, restore_line
+
+    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    result = run_guarded(lambda: run_restore(loaded, file))
+    if json_out:
+        sys.stdout.write(json.dumps(restore_json(result), indent=2) + "\n")
+    else:
+        out.print(restore_line(result), markup=False)
+
+
+# --- end backup and restore ---------------------------------------------------
 
 
 # --- sandbox commands (qsetup/sandbox) ---------------------------------------

@@ -11,6 +11,7 @@ import re
 from typing import NamedTuple
 
 from qsetup.compat import compat_problems
+from qsetup.desired import PROMETHEUS_PORT
 from qsetup.fields import (
     ADMIN_SECRET,
     DIST_PORT_OFFSET,
@@ -469,7 +470,13 @@ def _check_ports(inv: Inventory, problems: Problems) -> None:
                     (tls.management_port, "RabbitMQ's HTTPS management port",
                      ("tls", "management_port"), True),
                 ]  # fmt: skip
+            if broker.metrics:
+                claims.append(
+                    (PROMETHEUS_PORT, "rabbitmq_prometheus's port", ("broker", "metrics"), False)
+                )
             for j, plugin in enumerate(broker.plugins):
+                if plugin == "rabbitmq_prometheus" and broker.metrics:
+                    continue
                 if plugin in PLUGIN_PORTS and plugin not in broker.plugins[:j]:
                     claims.append(
                         (PLUGIN_PORTS[plugin], f"{plugin}'s port", ("broker", "plugins", j), True)

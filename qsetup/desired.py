@@ -140,6 +140,18 @@ RABBIT_TLS_DIR = PurePosixPath("/etc/rabbitmq/tls")
 FLOWER_TLS_DIR = ETC / "flower" / "tls"
 
 
+PROMETHEUS_PORT = 15692
+"""Where rabbitmq_prometheus serves /metrics (its default)."""
+
+
+def broker_plugins(inv: Inventory) -> list[str]:
+    """The plugins every node enables: management always, prometheus with metrics on."""
+    plugins = {"rabbitmq_management", *inv.broker.plugins}
+    if inv.broker.metrics:
+        plugins.add("rabbitmq_prometheus")
+    return sorted(plugins)
+
+
 def tls_hosts(inv: Inventory) -> tuple[str, ...]:
     """Hosts that serve TLS and need a certificate: broker nodes and Flower's host."""
     if not inv.tls.enabled:

@@ -206,6 +206,10 @@ class Broker(Model):
         ("rabbitmq_management",), description="Plugins to enable (management is on by default)."
     )
     delete_guest: StrictBool = Field(True, description="Delete the default guest user.")
+    metrics: StrictBool = Field(
+        True,
+        description="Enable rabbitmq_prometheus (metrics on port 15692, over TLS with TLS on).",
+    )
     consumer_timeout: StrictInt | None = Field(
         None,
         ge=60,

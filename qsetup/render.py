@@ -20,12 +20,14 @@ from qsetup.desired import (
     CA_FILE,
     ETC,
     FLOWER_TLS_DIR,
+    PROMETHEUS_PORT,
     RABBIT_TLS_DIR,
     SHIM_DIR,
     UNIT_DIR,
     amqp_endpoint,
     beat_runtime,
     broker_nodes,
+    broker_plugins,
     celery_argv,
     celery_settings,
     code_dir,
@@ -175,6 +177,7 @@ class _Renderer:
             broker=broker,
             cluster=broker.clustered,
             consumer_timeout=consumer_timeout(self.inv),
+            metrics_port=PROMETHEUS_PORT if broker.metrics else None,
             tls=self.inv.tls if self.tls is not None else None,
             tls_dir=RABBIT_TLS_DIR,
         )
@@ -208,7 +211,7 @@ class _Renderer:
         )
         # RabbitMQ reads enabled_plugins at start; management is always on (qsetup
         # manages users through its API, and Flower reads queue stats from it).
-        plugins = sorted({"rabbitmq_management", *broker.plugins})
+        plugins = broker_plugins(self.inv)
         self.add(
             node,
             PurePosixPath("/etc/rabbitmq/enabled_plugins"),

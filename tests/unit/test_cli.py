@@ -288,7 +288,16 @@ def test_render_writes_per_host_files(write_inventory: WriteInventory, tmp_path:
     out = tmp_path / "out"
     code, output = run("render", "--inventory", str(inventory), "--out", str(out))
     assert code == 0, output
-    assert output.strip() == f"rendered 11 files into {out}/<host>/"
+    assert " ".join(output.split()) == (
+        f"rendered 11 files into {out}/<host>/ and a Prometheus scrape configuration into "
+        f"{out}/prometheus-scrape.yml"
+    )
+    scrape = yaml.safe_load((out / "prometheus-scrape.yml").read_text())
+    jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
+    assert jobs["qsetup-rabbitmq"]["static_configs"][0]["targets"] == ["10.0.0.1:15692"]
+    assert jobs["qsetup-flower"]["basic_auth"]["username"] == "admin"
+    assert "password" not in jobs["qsetup-flower"]["basic_auth"]  # only a password_file
+    (out / "prometheus-scrape.yml").unlink()
     files = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
     files = {k: v for k, v in files.items() if (out / k).is_file()}
     assert files == {

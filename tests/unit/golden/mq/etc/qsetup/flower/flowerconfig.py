@@ -9,3 +9,12 @@ persistent = False
 db = "/var/lib/qsetup-flower/flower.db"
 state_save_interval = 60000
 purge_offline_workers = 3600
+# Flower serves /metrics without asking for credentials; make it ask like every other
+# page. A Flower whose layout qsetup does not know refuses to start rather than expose it.
+try:
+    import tornado.web as _web
+    from flower.views import monitor as _monitor
+
+    _monitor.Metrics.get = _web.authenticated(_monitor.Metrics.get)
+except (ImportError, AttributeError) as _exc:
+    raise SystemExit(f"qsetup: cannot put Flower's /metrics behind basic auth: {_exc}")
