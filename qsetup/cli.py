@@ -254,11 +254,10 @@ def deploy(
     """
     import json
 
-    from rich.live import Live
-
-    from qsetup.deploy import DeployEvent, DeployOptions, run_deploy
+    from qsetup.deploy import DeployOptions, run_deploy
     from qsetup.loader import load_inventory
-    from qsetup.report import DeployProgress, deploy_json, deploy_summary, event_line
+    from qsetup.progress import run_with_progress
+    from qsetup.report import deploy_json, deploy_summary
 
     options = DeployOptions(
         check=check,
@@ -269,30 +268,11 @@ def deploy(
     )
     loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
     hosts = list(options.limit or loaded.inventory.hosts)
-    live_ok = out.is_terminal and not json_out
-    board = DeployProgress(hosts)
 
     def core() -> Any:
         if json_out:
             return run_deploy(loaded, options)
-        if live_ok:
-            with Live(board.table(), console=out, refresh_per_second=4, transient=True) as live:
-
-                def on_event(event: DeployEvent) -> None:
-                    board.update(event)
-                    live.update(board.table())
-                    line = event_line(event)
-                    if line and event.kind in ("changed", "failed", "unreachable"):
-                        live.console.print(line, markup=False)
-
-                return run_deploy(loaded, options, on_event)
-
-        def on_line(event: DeployEvent) -> None:
-            line = event_line(event)
-            if line:
-                out.print(line, markup=False)
-
-        return run_deploy(loaded, options, on_line)
+        return run_with_progress(out, hosts, lambda on: run_deploy(loaded, options, on))
 
     result = run_guarded(core)
     if json_out:
@@ -396,18 +376,20 @@ def restart(
 
     from qsetup.deploy import run_restart
     from qsetup.loader import load_inventory
-    from qsetup.report import deploy_json, deploy_summary, event_line
+    from qsetup.progress import run_with_progress
+    from qsetup.report import deploy_json, deploy_summary
 
     loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
     roles = tuple(r.strip() for r in role.split(",") if r.strip())
     hosts = tuple(h.strip() for h in (limit or "").split(",") if h.strip())
 
-    def on_event(event: Any) -> None:
-        line = event_line(event)
-        if line and not json_out:
-            out.print(line, markup=False)
+    def core() -> Any:
+        if json_out:
+            return run_restart(loaded, roles, hosts)
+        shown = list(hosts or loaded.inventory.hosts)
+        return run_with_progress(out, shown, lambda on: run_restart(loaded, roles, hosts, on))
 
-    result = run_guarded(lambda: run_restart(loaded, roles, hosts, on_event))
+    result = run_guarded(core)
     if json_out:
         sys.stdout.write(json.dumps(deploy_json(result), indent=2) + "\n")
     else:

@@ -44,7 +44,14 @@ def deploy_summary(result: DeployResult, what: str = "deploy") -> Group:
     table.add_column("changed", justify="right")
     table.add_column("failed", justify="right")
     table.add_column("state")
-    for name, h in result.hosts.items():
+
+    # Failures first, then changes, then the rest: with many hosts what went wrong
+    # is at the top.
+    def rank(item: tuple[str, Any]) -> tuple[int, str]:
+        h = item[1]
+        return (0 if h.unreachable or h.failed else 1 if h.changed else 2, item[0])
+
+    for name, h in sorted(result.hosts.items(), key=rank):
         if h.unreachable:
             state = Text("unreachable", style="red")
         elif h.failed:
@@ -99,11 +106,23 @@ class DeployProgress:
     def table(self) -> Table:
         """Render the current state."""
         table = Table(title=self.play or "starting", title_justify="left")
-        for col in ("host", "ok", "changed", "failed", "last task"):
+        for col in ("host", "ok", "changed", "failed", "state", "last task"):
             table.add_column(col, justify="right" if col in ("ok", "changed", "failed") else "left")
         for name, row in self.rows.items():
+            state = (
+                Text("failed", style="red")
+                if row["failed"]
+                else Text("changed", style="yellow")
+                if row["changed"]
+                else Text("running" if row["ok"] else "waiting", style="dim")
+            )
             table.add_row(
-                name, str(row["ok"]), str(row["changed"]), str(row["failed"]), str(row["task"])
+                name,
+                str(row["ok"]),
+                str(row["changed"]),
+                str(row["failed"]),
+                state,
+                str(row["task"])[:60],
             )
         return table
 
