@@ -47,3 +47,17 @@ class SandboxError(QsetupError):
 
 class StatusError(QsetupError):
     """A status check could not start."""
+
+
+class BrokerError(QsetupError):
+    """The broker's management API cannot be reached, or refused a request (exit 3)."""
+
+    exit_code = 3  # like a degraded status or a failed deploy: the input was fine
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def lines(self) -> list[str]:
+        """Return one line per broker node asked."""
+        return list(self.problems)
