@@ -13,6 +13,10 @@ here as it fails for a user. ``scripts/test.sh`` exports ``QSETUP_BIN``.
   sandbox's inventory, secrets and app, so a module can change its copy freely.
 * :func:`celery_client`, :func:`ping_nodes` and :func:`wait_for_ping` talk to the
   deployed workers as the app's user.
+* :class:`TaskStream` sends tasks at a steady rate through a broker cluster while
+  something breaks and returns every result with its arrival time (:class:`StreamResult`);
+  :func:`quorum_queue` and :func:`queue_home` read where a queue lives;
+  :meth:`SandboxHosts.rebuild_empty` gives a host an empty disk under the same name.
 
 Modules that share the session's hosts deploy their own copy in a module fixture (a
 deploy converges the hosts to its inventory) and never power a host off; modules that
@@ -29,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +196,43 @@ class SandboxHosts:
             self.ssh(name, "systemctl", "poweroff", timeout=30, check=False)
         wait_for(f"{name} to power off", lambda: not nspawn_alive(rec), 60)
 
+    def rebuild_empty(self, name: str) -> None:
+        """Give a host an empty disk under the same name and address, and boot it.
+
+        Like a machine reinstalled from the same image: power it off, unmount its overlay,
+        wipe the overlay's upper (and work) dir, mount it again over the cached tree,
+        write the sandbox's files (hostname, /etc/hosts, key, proxy), start nspawn in
+        the same network namespace; ``sandbox up`` then waits until it answers.
+        """
+        from qsetup.sandbox import host as hostmod
+        from qsetup.sandbox import state as statemod
+
+        self.power_off(name)
+        with sandbox_env(self.env), statemod.state_lock():
+            state = statemod.load_state()
+            assert state is not None
+            rec = state.host(name)
+            assert rec is not None
+            problem = hostmod.unmount_overlay(rec)
+            assert problem is None, problem
+            for path in (rec.upper, rec.work):
+                shutil.rmtree(path)
+            hostmod.mount_overlay(rec, Path(state.rootfs))
+            hostmod.write_host_files(
+                rec,
+                [(h.name, h.address) for h in state.hosts],
+                self.key.with_suffix(".pub").read_text(encoding="utf-8"),
+                state.proxy_url,
+                statemod.state_dir() / "hostkeys",
+            )
+            pid, start = hostmod.start_nspawn(rec)
+            statemod.save_state(
+                state.with_host(
+                    replace(rec, pid=pid, pid_start=start, leader_pid=None, leader_start=None)
+                )
+            )
+        self.up_again()  # waits for the host to answer and records its init's PID
+
     def site(self, folder: Path) -> Site:
         """Copy the sandbox inventory, its secrets (0600) and app into ``folder``: a new site."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -257,6 +298,7 @@ SEPARATE = {
     "reboot": SeparateSandbox(("rb1", "rb2", "rb3"), "10.213.22.0/24", "qsbrrb"),
     # `qsetup demo` always names its hosts qs1..qs3 (see test_demo).
     "demo": SeparateSandbox(("qs1", "qs2", "qs3"), "10.213.23.0/24", "qsbrdm"),
+    "cluster": SeparateSandbox(("qc1", "qc2", "qc3", "qc4", "qc5"), "10.213.24.0/24", "qsbrq"),
     "login": SeparateSandbox(("qu1", "qu2"), "10.213.26.0/24", "qsbru"),
 }
 
@@ -416,14 +458,20 @@ def edit_app_code(site: Site, marker: str) -> None:
 
 @contextlib.contextmanager
 def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
-    """A Celery app that talks to the deployed broker as the app's user (rpc results)."""
+    """A Celery app that talks to the deployed broker as the app's user (rpc results).
+
+    It has the settings qsetup gives the app's own processes (quorum queues and publisher
+    confirms with a broker cluster), so it declares the queues as the workers do.
+    """
     from celery import Celery
 
+    from qsetup.desired import celery_settings
     from qsetup.render import broker_url
 
     inv = loaded.inventory
     url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
     capp = Celery("qsetup-probe", broker=url, backend=inv.app.result_backend)
+    capp.conf.update(celery_settings(inv))
     capp.conf.broker_connection_timeout = 10
     capp.conf.broker_connection_retry_on_startup = False
     try:
@@ -466,3 +514,267 @@ def deployed_site(hosts: SandboxHosts, folder: Path) -> Site:
     assert code == 0, data["failures"]
     wait_for_ping(site)
     return site
+
+
+# --- a steady stream of tasks, every result observed -------------------------------------
+
+
+def rabbitmq_json(site: Site, host: str, *argv: str, timeout: float = 60) -> Any:
+    """A ``rabbitmqctl``-family command on a broker host with ``--formatter json``, parsed."""
+    import shlex
+
+    command = " ".join(shlex.quote(a) for a in argv) + " --formatter json"
+    proc = site.ssh(host, command, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{host}: `{command}` exited {proc.returncode}: {proc.stdout}{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+def quorum_queue(site: Site, host: str, name: str) -> dict[str, Any] | None:
+    """``list_queues`` row (name, type, leader, members, online) of a queue in the app's vhost."""
+    vhost = site.loaded().inventory.app.vhost
+    rows = rabbitmq_json(
+        site, host, "rabbitmqctl", "list_queues", "-p", vhost, "name", "type", "leader",
+        "members", "online",
+    )  # fmt: skip
+    return next((r for r in rows if r["name"] == name), None)
+
+
+def queue_home(site: Site, host: str, name: str) -> str | None:
+    """The node a (classic) queue of the app's vhost lives on, e.g. ``rabbit@qc3``."""
+    vhost = site.loaded().inventory.app.vhost
+    # The table, not JSON: JSON shows the queue's pid without its node.
+    out = site.ssh(
+        host, f"rabbitmqctl list_queues -q --no-table-headers -p {vhost} name pid", check=True
+    ).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == name:
+            return fields[1].strip("<>").rsplit(".", 3)[0]
+    return None
+
+
+def broker_urls_from(loaded: LoadedInventory, first_host: str) -> str:
+    """The app's failover broker URL list, rotated so that ``first_host``'s node comes first."""
+    from qsetup.render import broker_url
+
+    inv = loaded.inventory
+    urls = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost).split(";")
+    at = f"@{inv.hosts[first_host].address}:"
+    first = next(i for i, u in enumerate(urls) if at in u)
+    return ";".join(urls[first:] + urls[:first])
+
+
+@dataclass
+class StreamResult:
+    """What a :class:`TaskStream` sent and every result message that came back."""
+
+    expected: dict[str, int]
+    """task id -> the result ``add`` must return, for every task the broker confirmed."""
+    sent_at: dict[str, float]
+    send_errors: list[str]
+    arrivals: list[tuple[float, str, str, Any]]
+    """(monotonic, task id, state, result) of every result message, in arrival order."""
+    started: float
+    longest_send_pause: float
+
+    def first_arrivals(self) -> dict[str, tuple[float, str, Any]]:
+        first: dict[str, tuple[float, str, Any]] = {}
+        for when, task_id, state, result in self.arrivals:
+            first.setdefault(task_id, (when, state, result))
+        return first
+
+    @property
+    def missing(self) -> list[str]:
+        """Tasks sent whose result never came."""
+        first = self.first_arrivals()
+        return [t for t in self.expected if t not in first]
+
+    @property
+    def wrong(self) -> list[tuple[str, str, Any, int]]:
+        """Results that came back failed or different from what ``add`` returns."""
+        return [
+            (t, state, result, self.expected[t])
+            for t, (_, state, result) in self.first_arrivals().items()
+            if t in self.expected and (state != "SUCCESS" or result != self.expected[t])
+        ]
+
+    @property
+    def duplicates(self) -> int:
+        """Result messages beyond the first for a task (it ran more than once)."""
+        return len(self.arrivals) - len(self.first_arrivals())
+
+    def longest_gap(self) -> tuple[float, float]:
+        """(longest time between two consecutive first results, when it began after start)."""
+        times = sorted(when for when, _, _ in self.first_arrivals().values())
+        best, at = 0.0, 0.0
+        for a, b in zip(times, times[1:], strict=False):
+            if b - a > best:
+                best, at = b - a, a - self.started
+        return best, at
+
+    def summary(self) -> str:
+        gap, at = self.longest_gap()
+        errors = f"{len(self.send_errors)} send errors"
+        if self.send_errors:
+            errors += f" (first {self.send_errors[0]}; last {self.send_errors[-1]})"
+        return (
+            f"{len(self.expected)} sent, {len(self.first_arrivals())} results "
+            f"({self.duplicates} duplicates), {len(self.missing)} missing, "
+            f"{len(self.wrong)} wrong; longest gap between results {gap:.2f} s "
+            f"(at +{at:.1f} s); longest send pause {self.longest_send_pause:.2f} s; {errors}"
+        )
+
+
+class TaskStream:
+    """Send ``proj.tasks.add(i, 1000)`` at ``rate`` per second while something happens.
+
+    The client is the app as a user would run it against a cluster: the failover URL
+    list (rotated to start at ``first_host``), qsetup's Celery settings (quorum queues,
+    publisher confirms: a send returns once a quorum holds the task) and rpc results.
+    The workers send each result to a reply queue of the stream's own that a second
+    connection consumes, so every result message is seen with its arrival time,
+    duplicates (a task run twice) included. That queue is a quorum queue: the measuring
+    instrument must survive any one node going away (rpc's own reply queue is a classic
+    queue that lives on the client's node only).
+
+        with TaskStream(site.loaded(), "qc3") as stream:
+            ...  # break something
+            result = stream.finish()
+    """
+
+    def __init__(self, loaded: LoadedInventory, first_host: str, rate: float = 10.0) -> None:
+        import threading
+        import uuid
+
+        from celery import Celery
+        from kombu import Queue
+
+        from qsetup.desired import celery_settings
+
+        self.urls = broker_urls_from(loaded, first_host)
+        self.rate = rate
+        self.reply_queue = Queue(
+            f"qsetup-stream-{uuid.uuid4().hex[:12]}",
+            durable=True,
+            auto_delete=False,
+            queue_arguments={"x-queue-type": "quorum", "x-expires": 1_800_000},
+        )
+        self.capp = Celery("qsetup-stream", broker=self.urls, backend="rpc://")
+        self.capp.conf.update(celery_settings(loaded.inventory))
+        self.capp.conf.broker_connection_timeout = 10
+        self.capp.conf.broker_connection_retry_on_startup = False
+        self._lock = threading.Lock()
+        self.rpc_reply_queue = ""
+        self._stop_sending = threading.Event()
+        self._stop_consuming = threading.Event()
+        self._consuming = threading.Event()
+        self._sender = threading.Thread(target=self._send, name="stream-sender", daemon=True)
+        self._consumer = threading.Thread(target=self._consume, name="stream-results", daemon=True)
+        self.result = StreamResult({}, {}, [], [], time.monotonic(), 0.0)
+
+    def __enter__(self) -> TaskStream:
+        from kombu import pools
+
+        # Celery takes its producer connections from kombu's process-wide pools, keyed by
+        # the URL list: without this, a stream would publish over a connection an earlier
+        # stream left on whichever node it had failed over to.
+        pools.reset()
+        self._consumer.start()
+        if not self._consuming.wait(30):
+            self._stop_consuming.set()
+            pytest.fail("the stream's result consumer did not start within 30 s")
+        self.result.started = time.monotonic()
+        self._sender.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_sending.set()
+        self._stop_consuming.set()
+        for t in (self._sender, self._consumer):
+            if t.is_alive():
+                t.join(timeout=60)
+        self._delete_reply_queue()
+        self.capp.close()
+        from kombu import pools
+
+        pools.reset()
+
+    def _send(self) -> None:
+        import uuid
+
+        # rpc's own reply queue (declared at each send) is named after the sending thread.
+        self.rpc_reply_queue = str(self.capp.backend.oid)
+        period = 1.0 / self.rate
+        next_at = last = time.monotonic()
+        i = 0
+        while not self._stop_sending.is_set():
+            task_id = str(uuid.uuid4())
+            try:
+                self.capp.send_task(
+                    "proj.tasks.add", (i, 1000), task_id=task_id, reply_to=self.reply_queue.name
+                )
+            except Exception as exc:  # noqa: BLE001 - kombu and amqp raise several kinds
+                with self._lock:
+                    self.result.send_errors.append(
+                        f"+{time.monotonic() - self.result.started:.1f} s task {i}: "
+                        f"{type(exc).__name__}: {exc}"
+                    )
+            else:
+                with self._lock:
+                    self.result.expected[task_id] = i + 1000
+                    self.result.sent_at[task_id] = time.monotonic()
+            now = time.monotonic()
+            self.result.longest_send_pause = max(self.result.longest_send_pause, now - last)
+            last = now
+            i += 1
+            next_at += period
+            self._stop_sending.wait(max(0.0, next_at - time.monotonic()))
+
+    def _consume(self) -> None:
+        import socket
+
+        from kombu import Connection
+
+        def on_message(body: Any, message: Any) -> None:
+            task_id = message.properties.get("correlation_id") or body.get("task_id")
+            with self._lock:
+                self.result.arrivals.append(
+                    (time.monotonic(), str(task_id), str(body.get("status")), body.get("result"))
+                )
+            message.ack()
+
+        while not self._stop_consuming.is_set():
+            try:
+                with (
+                    Connection(self.urls, connect_timeout=10) as conn,
+                    conn.Consumer(self.reply_queue, callbacks=[on_message], accept=["json"]),
+                ):
+                    self._consuming.set()
+                    while not self._stop_consuming.is_set():
+                        with contextlib.suppress(socket.timeout, TimeoutError):
+                            conn.drain_events(timeout=0.5)
+            except Exception:  # noqa: BLE001 - its node went away: reconnect to the next one
+                time.sleep(1)
+
+    def finish(self, timeout: float = 180) -> StreamResult:
+        """Stop sending; wait up to ``timeout`` for every sent task's result; return all."""
+        self._stop_sending.set()
+        self._sender.join(timeout=120)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.result.missing:
+                    break
+            time.sleep(0.5)
+        time.sleep(2)  # a duplicate may still be on its way
+        self._stop_consuming.set()
+        self._consumer.join(timeout=30)
+        with self._lock:
+            return self.result
+
+    def _delete_reply_queue(self) -> None:
+        from kombu import Connection
+
+        with contextlib.suppress(Exception), Connection(self.urls, connect_timeout=10) as conn:
+            self.reply_queue.bind(conn.default_channel).delete()

@@ -1,0 +1,283 @@
+"""A three-node RabbitMQ cluster (``broker.hosts``) on a sandbox of the module's own (issue 11).
+
+qc1..qc3 run RabbitMQ as one cluster (Flower on qc1), qc4 and qc5 a pip worker group
+(2 instances each, beat on qc4); the app's ``celery`` queue is a quorum queue with a
+member on every node. The tests check what a user of a cluster relies on: it forms
+and stays whole, Debian's too-old Celery is refused before anything changes, a rolling
+broker restart and the loss of the node leading the queue lose no task, and a broker
+host rebuilt empty under the same name joins again. The module powers hosts off and
+wipes one, so it boots its own hosts (``harness.SEPARATE["cluster"]``). Each test starts
+from every host up and deployed; the node loss runs on the cluster as the first deploy
+left it (every worker on qc1, the first node of its URL list), the rolling restart last,
+on a cluster that has lost a node and rebuilt one.
+
+Figures (formation time, gaps, rejoin time) are printed: run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import (
+    SandboxHosts,
+    Site,
+    TaskStream,
+    celery_client,
+    changed_by_host,
+    own_sandbox,
+    queue_home,
+    quorum_queue,
+    rabbitmq_json,
+    wait_for_ping,
+)
+
+from qsetup.desired import rabbit_node_name
+
+pytestmark = pytest.mark.integration
+
+BROKERS = ("qc1", "qc2", "qc3")
+WORKERS = ("qc4", "qc5")
+NODES = {rabbit_node_name(h) for h in BROKERS}
+RATE = 10.0
+
+
+def cluster_inventory(data: dict[str, Any]) -> dict[str, Any]:
+    """The sandbox's starter inventory turned into the module's cluster."""
+    broker = data["broker"]
+    broker.pop("host", None)
+    broker["hosts"] = list(BROKERS)
+    pip = next(g for g in data["workers"] if g["install"] == "pip")
+    pip.update(hosts=list(WORKERS), instances=2)
+    data["workers"] = [pip]
+    data["beat"] = {"host": WORKERS[0]}
+    data["flower"]["host"] = BROKERS[0]
+    return data
+
+
+def site_copy(site: Site, folder: Path, edit: Callable[[dict[str, Any]], Any]) -> Site:
+    """Another inventory for the same hosts: a copy of ``site`` (secrets, app) edited."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(site.app_dir, folder / "app", dirs_exist_ok=True)
+    data = yaml.safe_load(site.inventory.read_text())
+    edit(data)
+    (folder / "inventory.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    shutil.copy(site.secrets, folder / "inventory.secrets.yml")
+    (folder / "inventory.secrets.yml").chmod(0o600)
+    return Site(folder / "inventory.yml", site.key, site.addresses, site.env)
+
+
+@dataclass
+class Formed:
+    site: Site
+    seconds: float
+    first: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHosts]:
+    with own_sandbox("cluster", Path(tmp_path_factory.mktemp("cluster-hosts"))) as hosts:
+        yield hosts
+
+
+@pytest.fixture(scope="module")
+def formed(hosts: SandboxHosts, tmp_path_factory: pytest.TempPathFactory) -> Formed:
+    """The first deploy of the cluster inventory on the fresh hosts, timed."""
+    starter = hosts.site(Path(tmp_path_factory.mktemp("cluster-starter")))
+    site = site_copy(starter, Path(tmp_path_factory.mktemp("cluster")), cluster_inventory)
+    started = time.monotonic()
+    code, data = site.deploy()
+    seconds = time.monotonic() - started
+    assert code == 0, data["failures"]
+    print(f"\nformation: first deploy of 3 brokers + 2 pip worker hosts: {seconds:.1f} s")
+    return Formed(site, seconds, data)
+
+
+@pytest.fixture
+def site(hosts: SandboxHosts, formed: Formed) -> Site:
+    """The cluster with every host up and deployed, whatever a test before left."""
+    if "nothing changed" not in hosts.up_again().stdout:
+        code, data = formed.site.deploy()
+        assert code == 0, data["failures"]
+    wait_for_ping(formed.site)
+    return formed.site
+
+
+# --- what the tests read -------------------------------------------------------------------
+
+
+def cluster_problems(site: Site, host: str) -> list[str]:
+    """What is wrong with the cluster as ``host``'s node sees it (empty: whole)."""
+    status = rabbitmq_json(site, host, "rabbitmqctl", "cluster_status")
+    problems = []
+    if set(status["running_nodes"]) != NODES:
+        problems.append(f"running {sorted(status['running_nodes'])}, want {sorted(NODES)}")
+    if status["partitions"]:
+        problems.append(f"partitions {status['partitions']}")
+    if status["alarms"]:
+        problems.append(f"alarms {status['alarms']}")
+    return problems
+
+
+def assert_cluster_whole(site: Site, timeout: float = 60) -> None:
+    """Every node lists all 3 running, no partition, no alarm (waits for a rejoin to settle)."""
+    deadline = time.monotonic() + timeout
+    while problems := {h: p for h in BROKERS if (p := cluster_problems(site, h))}:
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s the cluster is not whole: {problems}")
+        time.sleep(2)
+
+
+def celery_queue(site: Site, host: str = BROKERS[-1]) -> dict[str, Any]:
+    queue = quorum_queue(site, host, "celery")
+    assert queue is not None, "the app's vhost has no celery queue"
+    return queue
+
+
+def round_trip(site: Site) -> Any:
+    with celery_client(site.loaded()) as capp:
+        return capp.send_task("proj.tasks.add", (2, 3)).get(timeout=60)
+
+
+def broker_pids(site: Site) -> dict[str, tuple[str, str]]:
+    """host -> (MainPID, start time) of rabbitmq-server.service."""
+    units = {h: site.unit(h, "rabbitmq-server.service") for h in BROKERS}
+    return {h: (u["MainPID"], u["ActiveEnterTimestampMonotonic"]) for h, u in units.items()}
+
+
+def fingerprint(site: Site, host: str) -> str:
+    """What qsetup manages on a host: manifest, units and their PIDs, packages, files."""
+    command = (
+        "{ cat /etc/qsetup/manifest.json; "
+        "systemctl list-units --all --plain --no-legend 'qsetup-*' rabbitmq-server.service; "
+        "systemctl show -p Id,MainPID,ActiveEnterTimestampMonotonic 'qsetup-*' "
+        "rabbitmq-server.service; dpkg-query -W; "
+        "find /etc/qsetup /etc/systemd/system /opt/qsetup -maxdepth 2 -printf '%p %s %T@\\n'; "
+        "} 2>&1 | sha256sum"
+    )
+    return site.ssh(host, command, check=True).stdout.strip()
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+
+def test_the_cluster_forms_serves_and_a_second_deploy_changes_nothing(
+    formed: Formed, site: Site
+) -> None:
+    assert all(h["changed"] > 0 for h in formed.first["hosts"].values()), formed.first["hosts"]
+    for host in BROKERS:
+        assert cluster_problems(site, host) == [], host
+    queue = celery_queue(site)
+    assert queue["type"] == "quorum", queue
+    assert set(queue["members"]) == NODES and set(queue["online"]) == NODES, queue
+    assert round_trip(site) == 5
+    code, status, _ = site.status()
+    assert code == 0 and status["healthy"] is True, status["problems"]
+    code, data = site.deploy()
+    assert code == 0, data["failures"]
+    assert changed_by_host(data) == dict.fromkeys(data["hosts"], 0)
+    print(f"\nformation: {formed.seconds:.1f} s; second deploy {data['elapsed_seconds']} s")
+
+
+def test_an_apt_group_on_bookworm_is_refused_and_nothing_changes(
+    site: Site, tmp_path: Path
+) -> None:
+    def add_apt_group(data: dict[str, Any]) -> None:
+        pip = data["workers"][0]
+        apt = {k: v for k, v in pip.items() if k != "celery_version"}
+        apt.update(name="apt-workers", hosts=[WORKERS[-1]], install="apt", instances=1)
+        data["workers"].append(apt)
+
+    refused = site_copy(site, tmp_path / "apt", add_apt_group)
+    all_hosts = (*BROKERS, *WORKERS)
+    before = {h: fingerprint(site, h) for h in all_hosts}
+    proc = refused.qsetup("deploy")
+    assert proc.returncode != 0, proc.stdout
+    out = proc.stdout.splitlines()
+    lines = [line for line in out if "apt-workers" in line and "Celery >= 5.5" in line]
+    assert lines, proc.stdout + proc.stderr
+    code, data = refused.deploy()
+    assert code != 0
+    assert changed_by_host(data) == dict.fromkeys(all_hosts, 0), data["hosts"]
+    assert {h: fingerprint(site, h) for h in all_hosts} == before
+    print(f"\nrefused: {lines[0].strip()}")
+
+
+def test_losing_the_queue_leader_loses_no_task_and_it_comes_back(
+    site: Site, hosts: SandboxHosts
+) -> None:
+    leader = celery_queue(site)["leader"].split("@", 1)[1]
+    assert leader in BROKERS, leader
+    survivor = next(h for h in reversed(BROKERS) if h != leader)
+    with TaskStream(site.loaded(), survivor, RATE) as stream:
+        time.sleep(3)
+        # The premise: the client, and rpc's reply queue it declares, are on the survivor.
+        home = queue_home(site, survivor, stream.rpc_reply_queue)
+        assert home == rabbit_node_name(survivor), (stream.rpc_reply_queue, home)
+        time.sleep(max(0.0, stream.result.started + 10 - time.monotonic()))
+        hosts.power_off(leader)
+        powered_off = time.monotonic() - stream.result.started
+        time.sleep(max(0.0, stream.result.started + 40 - time.monotonic()))
+        result = stream.finish(timeout=180)
+    print(
+        f"\nnode loss ({leader} powered off at +{powered_off:.1f} s, client on {survivor}): "
+        f"{result.summary()}"
+    )
+    try:
+        assert result.missing == [], f"{len(result.missing)} tasks lost: {result.summary()}"
+        assert result.wrong == [], result.wrong[:10]
+        assert result.send_errors == [], result.send_errors[:10]
+        code, status, _ = site.status()
+        assert code == 3, status["problems"]
+        node = rabbit_node_name(leader)
+        assert any(node in p for p in status["problems"]), status["problems"]
+    finally:
+        hosts.up_again()
+    started = time.monotonic()
+    code, data = site.deploy()
+    print(f"{leader} back (rebuilt by `sandbox up`): deploy {time.monotonic() - started:.1f} s")
+    assert code == 0, data["failures"]
+    assert_cluster_whole(site)
+    code, status, _ = site.status()
+    assert code == 0, status["problems"]
+
+
+def test_a_broker_host_rebuilt_empty_rejoins(site: Site, hosts: SandboxHosts) -> None:
+    victim = BROKERS[1]
+    hosts.rebuild_empty(victim)
+    assert site.ssh(victim, "test -e /var/lib/rabbitmq").returncode != 0, "not rebuilt empty"
+    started = time.monotonic()
+    code, data = site.deploy()
+    seconds = time.monotonic() - started
+    print(f"\nrejoin: deploy after {victim} was rebuilt empty: {seconds:.1f} s")
+    assert code == 0, data["failures"]
+    assert_cluster_whole(site)
+    queue = celery_queue(site)
+    assert rabbit_node_name(victim) in queue["members"], queue
+    assert set(queue["online"]) == NODES, queue
+    assert round_trip(site) == 5
+
+
+def test_a_rolling_broker_restart_under_load_loses_no_task(site: Site) -> None:
+    before = broker_pids(site)
+    with TaskStream(site.loaded(), BROKERS[-1], RATE) as stream:
+        time.sleep(3)
+        started = time.monotonic()
+        proc = site.qsetup("restart", "--role", "broker", "--json", timeout=900)
+        took = time.monotonic() - started
+        time.sleep(3)
+        result = stream.finish(timeout=180)
+    print(f"\nrolling broker restart: exit {proc.returncode} in {took:.1f} s; {result.summary()}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    after = broker_pids(site)
+    assert all(before[h] != after[h] for h in BROKERS), (before, after)
+    assert result.missing == [], f"{len(result.missing)} tasks lost: {result.summary()}"
+    assert result.wrong == [], result.wrong[:10]
+    assert_cluster_whole(site)
+    assert set(celery_queue(site)["online"]) == NODES
