@@ -179,9 +179,9 @@ def celery_settings(inv: Inventory, ca_file: str = str(CA_FILE)) -> dict[str, ob
 
     Quorum queues: queues Celery declares (the default one and those named with
     ``--queues``) are quorum queues; the worker detects them and stops using global QoS
-    (quorum queues refuse it), and Celery >= 5.5 then delays ETA tasks through the
-    broker (native delayed delivery); publishes wait for the broker's confirm, so a
-    task is only sent once a quorum of nodes holds it.
+    (quorum queues refuse it); publishes wait for the broker's confirm, so a task is
+    only sent once a quorum of nodes holds it. (Celery >= 5.5's native delayed delivery
+    only helps tasks routed through topic exchanges; Celery's defaults are direct.)
     """
     settings: dict[str, object] = {}
     if inv.tls.enabled:
@@ -232,9 +232,23 @@ def probe_transport_options(inv: Inventory) -> dict[str, object]:
     }
 
 
-def broker_nodes(inv: Inventory) -> tuple[tuple[str, str], ...]:
-    """(inventory host, address) of every RabbitMQ node, in the inventory's order."""
-    return tuple((h, inv.hosts[h].address) for h in inv.broker.hosts)
+def broker_nodes(inv: Inventory, client: str | None = None) -> tuple[tuple[str, str], ...]:
+    """(inventory host, address) of every RabbitMQ node, in the inventory's order.
+
+    With ``client`` (the host a worker, beat or Flower runs on), the order that host's
+    clients try them in: a broker node's own clients start with it, other hosts start
+    one node further each, so a cluster's clients spread over its nodes and one node's
+    loss stalls only the clients connected to it.
+    """
+    nodes = tuple((h, inv.hosts[h].address) for h in inv.broker.hosts)
+    if client is None or len(nodes) < 2:
+        return nodes
+    if client in inv.broker.hosts:
+        start = inv.broker.hosts.index(client)
+    else:
+        others = [h for h in inv.hosts if h not in inv.broker.hosts]
+        start = others.index(client) % len(nodes) if client in others else 0
+    return nodes[start:] + nodes[:start]
 
 
 def code_dir(inv: Inventory) -> PurePosixPath:

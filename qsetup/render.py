@@ -75,17 +75,20 @@ def celery_command(inv: Inventory, group: WorkerGroup) -> str:
     return " ".join(celery_argv(inv, group))
 
 
-def broker_url(inv: Inventory, secrets: Secrets, user_name: str, vhost: str) -> str:
+def broker_url(
+    inv: Inventory, secrets: Secrets, user_name: str, vhost: str, client: str | None = None
+) -> str:
     """Build the AMQP URL with the password quoted for a URL (contains a secret).
 
     With a cluster, one URL per node joined by ``;``: Celery (kombu) connects to the
-    first that answers and fails over to the next when its node goes away.
+    first that answers and fails over to the next when its node goes away; ``client``
+    (the host the URL is for) decides which node comes first (see ``broker_nodes``).
     """
     user = next(u for u in inv.broker.users if u.name == user_name)
     password = secrets.get(user.secret)
     scheme, port = amqp_endpoint(inv)
     urls = []
-    for _, address in broker_nodes(inv):
+    for _, address in broker_nodes(inv, client):
         if ":" in address:
             address = f"[{address}]"
         urls.append(
@@ -240,11 +243,12 @@ class _Renderer:
     def workers(self) -> None:
         for group in self.inv.workers:
             user = group_broker_user(self.inv, group)
-            url = broker_url(self.inv, self.secrets, user.name, group_vhost(self.inv, group))
+            vhost = group_vhost(self.inv, group)
             env_file = ETC / f"worker-{group.name}.env"
             state_dir = f"qsetup-worker-{group.name}"
             stop_timeout = (group.time_limit or 600) + 30
             for host in group.hosts:
+                url = broker_url(self.inv, self.secrets, user.name, vhost, host)
                 self._worker_env(host, group, env_file, url)
                 self.add(
                     host,
@@ -319,7 +323,7 @@ class _Renderer:
             return
         binary = " ".join(beat_runtime(self.inv)[0])
         user = app_broker_user(self.inv)
-        url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost)
+        url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost, beat.host)
         env_file = ETC / "beat.env"
         content = self._env_content(None, url)
         self.out.append(
@@ -352,7 +356,7 @@ class _Renderer:
         if flower is None:
             return
         user = app_broker_user(self.inv)
-        url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost)
+        url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost, flower.host)
         env_file = ETC / "flower.env"
         config_file = ETC / "flower" / "flowerconfig.py"
         broker_address = self.inv.hosts[self.inv.broker.host].address

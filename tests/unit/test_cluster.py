@@ -259,3 +259,46 @@ def test_the_shim_leaves_classic_apps_alone(tmp_path: Path) -> None:
     got = _shim(tmp_path, {})
     assert got["type"] == "classic"
     assert not got["missing"] and got["transport"] == {"visibility_timeout": 7}
+
+
+def test_clients_spread_over_the_nodes() -> None:
+    inv = model(CLUSTER)
+    first = {h: broker_nodes(inv, h)[0][0] for h in ("rabbit1", "rabbit2", "rabbit3", "worker1")}
+    assert first == {"rabbit1": "rabbit1", "rabbit2": "rabbit2", "rabbit3": "rabbit3",
+                     "worker1": "rabbit1"}  # fmt: skip
+    env = next(a for a in render_all(inv, secrets()) if a.path.name == "worker-default.env")
+    assert "@10.0.0.1:5672/orders;" in env.content  # worker1 is the first non-broker host
+
+
+DELAYED = """\
+import json, sys
+import qsetup_celery
+from celery.worker.consumer import delayed_delivery as dd
+tried = []
+def setup(self, c, url):
+    tried.append(url)
+    if url.startswith("amqp://dead"):
+        raise ConnectionRefusedError(url)
+dd.DelayedDelivery._setup_delayed_delivery = setup
+dd.DelayedDelivery._validate_configuration = lambda self, app: None
+class C:
+    app = qsetup_celery.app
+C.app.conf.broker_url = "amqp://dead1//;amqp://live//;amqp://dead2//"
+dd.DelayedDelivery.start(object.__new__(dd.DelayedDelivery), C())
+print(json.dumps(tried))
+"""
+
+
+def test_delayed_delivery_is_set_up_on_the_first_node_that_answers(tmp_path: Path) -> None:
+    (tmp_path / "proj.py").write_text(APP)
+    (tmp_path / "qsetup_celery.py").write_text(SHIM.read_text())
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "QSETUP_APP": "proj",
+        "QSETUP_CELERY_SETTINGS": json.dumps(celery_settings(model(CLUSTER))),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", DELAYED], env=env, capture_output=True, text=True, check=True
+    )
+    # The dead first node is tried once, the live one set up, the rest left alone.
+    assert json.loads(out.stdout) == ["amqp://dead1//", "amqp://live//"]

@@ -41,3 +41,27 @@ if SETTINGS:
             return queue
 
         queues.new_missing = _quorum_missing
+    if settings.get("task_default_queue_type") == "quorum":
+        # Celery >= 5.5 sets up native delayed delivery through every broker URL in turn,
+        # retrying each one that does not answer: after a node dies a worker would stop
+        # consuming for as long as the dead node takes to fail three times. The exchanges
+        # and queues it declares belong to the whole cluster, so the first node that
+        # answers is enough.
+        try:
+            from celery.worker.consumer import delayed_delivery as _delayed
+        except ImportError:
+            _delayed = None
+        if _delayed is not None and hasattr(_delayed.DelayedDelivery, "_setup_delayed_delivery"):
+
+            def _start_on_first_node(self, c):
+                self._validate_configuration(c.app)
+                urls = c.app.conf.broker_url
+                for url in urls.split(";") if isinstance(urls, str) else list(urls):
+                    try:
+                        self._setup_delayed_delivery(c, url.strip())
+                        return
+                    except Exception:  # noqa: BLE001 - the next node may answer
+                        continue
+                _delayed.logger.warning("native delayed delivery: no broker node answered")
+
+            _delayed.DelayedDelivery.start = _start_on_first_node
