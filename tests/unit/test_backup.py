@@ -16,8 +16,8 @@ import requests
 from typer.testing import CliRunner
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
-from qsetup.backup import definitions_problem, prepare_import, read_backup
 from qsetup.cli import app
+from qsetup.definitions import definitions_problem, prepare_import, read_backup
 from qsetup.desired import broker_admin_password
 from qsetup.loader import load_inventory
 
