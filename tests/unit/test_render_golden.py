@@ -153,7 +153,7 @@ def test_units_have_the_required_settings(artifacts: list[Artifact]) -> None:
         user = service_one(unit, "User")
         assert user and user not in ("root", "0"), name
         assert service_one(unit, "Group") not in ("root", "0"), name
-        assert service_one(unit, "Restart") == "on-failure", name
+        assert service_one(unit, "Restart") == "always", name
         assert int(service_one(unit, "RestartSec")) >= 5, name
         assert service_one(unit, "KillMode") == "mixed", name
         assert int(service_one(unit, "TimeoutStopSec")) > 0, name
