@@ -300,6 +300,7 @@ SEPARATE = {
     "demo": SeparateSandbox(("qs1", "qs2", "qs3"), "10.213.23.0/24", "qsbrdm"),
     "cluster": SeparateSandbox(("qc1", "qc2", "qc3", "qc4", "qc5"), "10.213.24.0/24", "qsbrq"),
     "login": SeparateSandbox(("qu1", "qu2"), "10.213.26.0/24", "qsbru"),
+    "tls": SeparateSandbox(("qt1", "qt2", "qt3"), "10.213.27.0/24", "qsbrl"),
     "backup": SeparateSandbox(("qb1", "qb2"), "10.213.28.0/24", "qsbrb"),
 }
 
