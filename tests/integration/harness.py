@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 
 from qsetup.loader import LoadedInventory, load_inventory
+from qsetup.tls import client_ca_file
 
 _DEFAULT_BIN = Path("/var/cache/qsetup/venv/bin/qsetup")
 DEFAULT_SANDBOX_DIR = Path("/var/lib/qsetup/sandbox")
@@ -473,7 +474,7 @@ def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
     inv = loaded.inventory
     url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
     capp = Celery("qsetup-probe", broker=url, backend=inv.app.result_backend)
-    capp.conf.update(celery_settings(inv))
+    capp.conf.update(celery_settings(inv, str(client_ca_file(loaded.path, inv))))
     capp.conf.broker_connection_timeout = 10
     capp.conf.broker_connection_retry_on_startup = False
     try:
@@ -663,7 +664,9 @@ class TaskStream:
             queue_arguments={"x-queue-type": "quorum", "x-expires": 1_800_000},
         )
         self.capp = Celery("qsetup-stream", broker=self.urls, backend="rpc://")
-        self.capp.conf.update(celery_settings(loaded.inventory))
+        self.capp.conf.update(
+            celery_settings(loaded.inventory, str(client_ca_file(loaded.path, loaded.inventory)))
+        )
         self.capp.conf.broker_connection_timeout = 10
         self.capp.conf.broker_connection_retry_on_startup = False
         self._lock = threading.Lock()

@@ -268,3 +268,21 @@ def test_failure_messages_and_run_logs_lose_secret_values() -> None:
     journal = {"results": [{"item": {"unit": "u@1.service", "node": "n@h"}, "stdout": said}]}
     (line,) = filters.qsetup_journal_tail(journal)
     assert "S3cr" not in line and "amqps://proj:***@10.0.0.1" in line
+
+
+def test_certificates_verify_under_strict_x509_checks(tmp_path: Path) -> None:
+    import ipaddress
+
+    got = material(tmp_path, model(TLS_ON), {"rabbit1": "rabbit1"})
+    leaf = load_cert(got.hosts["rabbit1"].cert_pem)
+    ca = load_cert(got.ca_pem)
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest  # what Python >= 3.13's strict mode asks for
+    # cryptography's RFC 5280 verifier is as strict as Python 3.13's default.
+    from cryptography.x509.verification import PolicyBuilder, Store
+
+    verifier = PolicyBuilder().store(Store([ca])).build_server_verifier(
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1"))
+    )
+    assert verifier.verify(leaf, [])[0] == leaf
