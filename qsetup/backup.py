@@ -17,8 +17,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,12 @@ from qsetup.definitions import (
     prepare_import,
     read_backup,
 )
-from qsetup.desired import ADMIN_USER, broker_admin_password
+from qsetup.desired import ADMIN_USER
 from qsetup.errors import BrokerError, QsetupError
 from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
-from qsetup.status.broker import api_base
-from qsetup.tls import client_ca_file, ssl_reason
+from qsetup.status.broker import admin_session, api_base
+from qsetup.tls import ssl_reason
 
 CONNECT_TIMEOUT = 10.0
 TRANSFER_TIMEOUT = 300.0
@@ -138,21 +137,6 @@ def write_private(path: Path, text: str) -> None:
 # --- the management API -----------------------------------------------------------------
 
 
-@contextmanager
-def _admin_session(loaded: LoadedInventory) -> Iterator[Any]:
-    """A requests session as ``qsetup-admin``, checking the CA with TLS (as status does)."""
-    import requests
-
-    inv = loaded.inventory
-    with requests.Session() as session:
-        session.auth = (ADMIN_USER, broker_admin_password(inv, loaded.secrets))
-        if inv.tls.enabled:
-            session.verify = str(client_ca_file(loaded.path, inv))
-            # REQUESTS_CA_BUNDLE in the environment would win over session.verify.
-            session.trust_env = False
-        yield session
-
-
 class _NoAnswer(Exception):
     """One node's API did not give a usable answer; the message says why."""
 
@@ -217,7 +201,7 @@ def run_backup(
     started = time.monotonic()
     target = backup_target(loaded.path, out, now or datetime.datetime.now(datetime.UTC))
     failures: list[tuple[str, str]] = []
-    with _admin_session(loaded) as session:
+    with admin_session(loaded) as session:
         for host in inv.broker.hosts:
             try:
                 resp = _request(session, "GET", f"{api_base(inv, host)}/definitions")
@@ -260,7 +244,7 @@ def run_restore(loaded: LoadedInventory, path: Path) -> RestoreResult:
     payload, left_out = prepare_import(inv, data)
     hashes = tuple(str(u["password_hash"]) for u in data["users"] if u.get("password_hash"))
     failures: list[tuple[str, str]] = []
-    with _admin_session(loaded) as session:
+    with admin_session(loaded) as session:
         for host in inv.broker.hosts:
             base = api_base(inv, host)
             try:

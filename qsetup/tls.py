@@ -22,6 +22,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -275,6 +276,14 @@ def client_ca_file(inventory_path: Path, inv: Inventory) -> Path:
     if inv.tls.ca_cert is not None:
         return resolve_relative(inventory_path, inv.tls.ca_cert)
     return ca_cert_path(inventory_path)
+
+
+def verify_with_ca(session: Any, inventory_path: Path, inv: Inventory) -> None:
+    """Make a requests session check servers against qsetup's (or your) CA, with TLS on."""
+    if inv.tls.enabled:
+        session.verify = str(client_ca_file(inventory_path, inv))
+        # REQUESTS_CA_BUNDLE in the environment would win over session.verify.
+        session.trust_env = False
 
 
 def prepare(

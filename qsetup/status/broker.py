@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from qsetup.desired import (
@@ -18,7 +19,7 @@ from qsetup.loader import LoadedInventory
 from qsetup.status.cluster import node_problems, parse_quorum_queues, quorum_problems
 from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
 from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
-from qsetup.tls import client_ca_file, ssl_reason
+from qsetup.tls import ssl_reason, verify_with_ca
 
 
 def api_base(inv: Inventory, host: str | None = None) -> str:
@@ -195,6 +196,17 @@ def _read_api(session: Any, base: str, timeout: float) -> dict[str, Any] | str:
     return answers
 
 
+@contextmanager
+def admin_session(loaded: LoadedInventory) -> Iterator[Any]:
+    """A requests session as ``qsetup-admin``, checking the CA with TLS (status, backup)."""
+    import requests
+
+    with requests.Session() as session:
+        session.auth = (ADMIN_USER, broker_admin_password(loaded.inventory, loaded.secrets))
+        verify_with_ca(session, loaded.path, loaded.inventory)
+        yield session
+
+
 def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
     """Read what status compares and shows, as ``qsetup-admin``.
 
@@ -202,16 +214,9 @@ def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
     all from the first broker host (in ``broker.hosts`` order) whose API answers them,
     so a node that is down does not hide the rest of the cluster.
     """
-    import requests
-
     inv = loaded.inventory
     failures: list[tuple[str, str]] = []
-    with requests.Session() as session:
-        session.auth = (ADMIN_USER, broker_admin_password(loaded.inventory, loaded.secrets))
-        if inv.tls.enabled:
-            session.verify = str(client_ca_file(loaded.path, inv))
-            # REQUESTS_CA_BUNDLE in the environment would win over session.verify.
-            session.trust_env = False
+    with admin_session(loaded) as session:
         for host in inv.broker.hosts:
             answers = _read_api(session, api_base(inv, host), timeout)
             if isinstance(answers, str):

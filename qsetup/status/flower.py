@@ -5,7 +5,7 @@ from __future__ import annotations
 from qsetup.inventory import Inventory
 from qsetup.loader import LoadedInventory
 from qsetup.status.model import FlowerStatus
-from qsetup.tls import client_ca_file, ssl_reason
+from qsetup.tls import ssl_reason, verify_with_ca
 
 _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
 
@@ -47,10 +47,7 @@ def check_flower(loaded: LoadedInventory, timeout: float) -> FlowerStatus | None
     codes: list[int | None] = []
     try:
         with requests.Session() as session:
-            if inv.tls.enabled:
-                session.verify = str(client_ca_file(loaded.path, inv))
-                # REQUESTS_CA_BUNDLE in the environment would win over session.verify.
-                session.trust_env = False
+            verify_with_ca(session, loaded.path, inv)
             for auth in (None, (user.name, loaded.secrets.get(user.secret))):
                 resp = session.get(url, auth=auth, timeout=timeout, allow_redirects=False)
                 codes.append(resp.status_code)
