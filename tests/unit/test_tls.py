@@ -282,7 +282,9 @@ def test_certificates_verify_under_strict_x509_checks(tmp_path: Path) -> None:
     # cryptography's RFC 5280 verifier is as strict as Python 3.13's default.
     from cryptography.x509.verification import PolicyBuilder, Store
 
-    verifier = PolicyBuilder().store(Store([ca])).build_server_verifier(
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1"))
+    verifier = (
+        PolicyBuilder()
+        .store(Store([ca]))
+        .build_server_verifier(x509.IPAddress(ipaddress.ip_address("10.0.0.1")))
     )
     assert verifier.verify(leaf, [])[0] == leaf
