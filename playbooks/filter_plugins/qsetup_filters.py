@@ -151,6 +151,24 @@ def qsetup_services_of_stale(files: list[dict[str, Any]], stale: list[str]) -> l
     return sorted({f["service"] for f in files if f["dest"] in stale_set})
 
 
+def qsetup_marker_files(venv_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The marker files (for qsetup_files) of the virtualenvs whose build finished.
+
+    ``venv_results`` are async_status results whose ``item.item`` is the plan's venv.
+    """
+    return [
+        {
+            "dest": r["item"]["item"]["marker"],
+            "content": r["item"]["item"]["marker_content"],
+            "owner": "root",
+            "group": "root",
+            "mode": "0644",
+        }
+        for r in venv_results
+        if "finished" in r
+    ]
+
+
 def qsetup_units_in_state(
     services: list[dict[str, Any]], states: dict[str, dict[str, str]] | None, active: str
 ) -> list[str]:
@@ -455,6 +473,7 @@ class FilterModule:
             "qsetup_code_check_problems": qsetup_code_check_problems,
             "qsetup_removals": qsetup_removals,
             "qsetup_services_of_stale": qsetup_services_of_stale,
+            "qsetup_marker_files": qsetup_marker_files,
             "qsetup_units_in_state": qsetup_units_in_state,
             "qsetup_host_clean": qsetup_host_clean,
             "qsetup_units_not_running": qsetup_units_not_running,

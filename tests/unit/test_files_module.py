@@ -1,0 +1,91 @@
+"""The files module (playbooks/library/qsetup_files.py): whole files, only what differs."""
+
+from __future__ import annotations
+
+import base64
+import grp
+import importlib.util
+import os
+import pwd
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_files.py"
+_spec = importlib.util.spec_from_file_location("qsetup_files", _PATH)
+assert _spec is not None and _spec.loader is not None
+files: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(files)
+
+OWNER = pwd.getpwuid(os.getuid()).pw_name
+GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def _item(dest: Path, text: str, mode: str = "0640") -> dict[str, Any]:
+    content = base64.b64encode(text.encode()).decode()
+    return {"dest": str(dest), "content": content, "owner": OWNER, "group": GROUP, "mode": mode}
+
+
+def test_writes_a_new_file_with_its_mode_then_leaves_it(tmp_path: Path) -> None:
+    dest = tmp_path / "sub" / "unit.service"
+    assert files.ensure_file(_item(dest, "[Unit]\n"), check=False) == (True, b"")
+    assert dest.read_text() == "[Unit]\n"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o640
+    assert files.ensure_file(_item(dest, "[Unit]\n"), check=False) == (False, None)
+    assert [p.name for p in dest.parent.iterdir()] == ["unit.service"], "no temporary left"
+
+
+def test_a_changed_file_is_replaced_and_the_old_content_returned(tmp_path: Path) -> None:
+    dest = tmp_path / "app.env"
+    dest.write_text("A=1\n")
+    dest.chmod(0o640)
+    assert files.ensure_file(_item(dest, "A=2\n"), check=False) == (True, b"A=1\n")
+    assert dest.read_text() == "A=2\n"
+
+
+def test_only_the_mode_differs(tmp_path: Path) -> None:
+    dest = tmp_path / "cookie"
+    dest.write_text("secret")
+    dest.chmod(0o644)
+    assert files.ensure_file(_item(dest, "secret", mode="0400"), check=False) == (True, None)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o400
+
+
+def test_check_mode_changes_nothing(tmp_path: Path) -> None:
+    dest = tmp_path / "x.conf"
+    dest.write_text("old\n")
+    assert files.ensure_file(_item(dest, "new\n"), check=True) == (True, b"old\n")
+    assert dest.read_text() == "old\n"
+    assert files.ensure_dir({"path": str(tmp_path / "d"), "mode": "0755"}, check=True)
+    assert not (tmp_path / "d").exists()
+
+
+def test_directories_created_with_mode_and_a_file_in_the_way_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b"
+    item = {"path": str(path), "owner": OWNER, "group": GROUP, "mode": "0750"}
+    assert files.ensure_dir(item, check=False)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o750
+    assert not files.ensure_dir(item, check=False)
+    (tmp_path / "f").write_text("")
+    with pytest.raises(files.FileError, match="not a directory"):
+        files.ensure_dir({**item, "path": str(tmp_path / "f")}, check=False)
+
+
+def test_unknown_owner_is_one_clear_error(tmp_path: Path) -> None:
+    item = {**_item(tmp_path / "x", "x"), "owner": "no-such-user-qsetup"}
+    with pytest.raises(files.FileError, match="no-such-user-qsetup"):
+        files.ensure_file(item, check=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_diff_only_for_text() -> None:
+    diff = files._diff("/etc/x", b"a\n", b"b\n")
+    assert diff == {
+        "before": "a\n",
+        "after": "b\n",
+        "before_header": "/etc/x",
+        "after_header": "/etc/x",
+    }
+    assert files._diff("/etc/x", b"\xff", b"b") is None
