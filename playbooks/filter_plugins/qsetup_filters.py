@@ -145,6 +145,57 @@ def qsetup_broker_drift(
     }
 
 
+def qsetup_broker_changes(
+    drift: dict[str, Any], wanted: dict[str, Any], removals: dict[str, Any]
+) -> dict[str, Any]:
+    """What qsetup_broker_objects applies: ``drift`` (qsetup_broker_drift) and the removals.
+
+    Users whose existence, tags or permissions differ get their permissions set too; users
+    whose password alone differs get the password and tags. No password is in the result
+    (qsetup_broker_passwords gives them to the module's no_log argument).
+    """
+    by_name = {u["name"]: u for u in wanted.get("users") or []}
+    users = []
+    for name in dict.fromkeys([*drift.get("users", []), *drift.get("passwords", [])]):
+        u = by_name[name]
+        full = name in drift.get("users", [])
+        # A user without permissions gets "^$" on "/" (what community.rabbitmq gave it,
+        # and what qsetup_broker_drift expects).
+        perms = u.get("permissions") or [
+            {"vhost": "/", "configure_priv": "^$", "write_priv": "^$", "read_priv": "^$"}
+        ]
+        users.append(
+            {
+                "name": name,
+                "tags": u.get("tags", ""),
+                "permissions": perms if full else None,
+                "topic_permissions": (u.get("topic_permissions") or []) if full else None,
+            }
+        )
+    keys = set(drift.get("policies") or [])
+    return {
+        "vhosts": list(drift.get("vhosts") or []),
+        "users": users,
+        "policies": [
+            p for p in wanted.get("policies") or [] if f"{p['vhost']}/{p['name']}" in keys
+        ],
+        "delete_guest": bool(drift.get("guest")),
+        "delete_users": [
+            u for u in removals.get("broker_users") or [] if u != wanted.get("admin_user")
+        ],
+        "delete_policies": list(removals.get("broker_policies") or []),
+        "delete_vhosts": list(removals.get("broker_vhosts") or []),
+    }
+
+
+def qsetup_broker_passwords(
+    changes: dict[str, Any], wanted: dict[str, Any], secrets: dict[str, str]
+) -> dict[str, str]:
+    """The password (from the secrets file) of each user ``changes`` sets."""
+    secret_of = {u["name"]: u["secret"] for u in wanted.get("users") or []}
+    return {u["name"]: secrets.get(secret_of[u["name"]], "") for u in changes["users"]}
+
+
 def qsetup_services_of_stale(files: list[dict[str, Any]], stale: list[str]) -> list[str]:
     """The services (unit or unit template) whose installed files were stale."""
     stale_set = set(stale)
@@ -474,6 +525,8 @@ class FilterModule:
             "qsetup_removals": qsetup_removals,
             "qsetup_services_of_stale": qsetup_services_of_stale,
             "qsetup_marker_files": qsetup_marker_files,
+            "qsetup_broker_changes": qsetup_broker_changes,
+            "qsetup_broker_passwords": qsetup_broker_passwords,
             "qsetup_units_in_state": qsetup_units_in_state,
             "qsetup_host_clean": qsetup_host_clean,
             "qsetup_units_not_running": qsetup_units_not_running,
