@@ -456,6 +456,20 @@ def edit_app_code(site: Site, marker: str) -> None:
     tasks.write_text(tasks.read_text() + f"\n# {marker}\n")
 
 
+def site_copy(site: Site, folder: Path, edit: Callable[[dict[str, Any]], Any]) -> Site:
+    """Another inventory for the same hosts: a copy of ``site`` (secrets, app) edited."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(site.app_dir, folder / "app", dirs_exist_ok=True)
+    data = yaml.safe_load(site.inventory.read_text())
+    edit(data)
+    (folder / "inventory.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    shutil.copy(site.secrets, folder / "inventory.secrets.yml")
+    (folder / "inventory.secrets.yml").chmod(0o600)
+    return Site(folder / "inventory.yml", site.key, site.addresses, site.env)
+
+
 # --- the deployed workers, as the app's user ----------------------------------------------
 
 
@@ -629,7 +643,70 @@ class StreamResult:
         )
 
 
-class TaskStream:
+class ResultStream:
+    """What both task streams share: the sender and result threads, the result
+    messages counted as they arrive, and ``finish``. A subclass sets ``reply_queue``
+    and implements ``_send`` and ``_consume`` (which calls ``_on_result`` per message
+    and sets ``_consuming`` once it consumes)."""
+
+    def _init_stream(self, name: str) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._stop_sending = threading.Event()
+        self._stop_consuming = threading.Event()
+        self._consuming = threading.Event()
+        self._sender = threading.Thread(target=self._send, name=f"{name}-sender", daemon=True)
+        self._consumer = threading.Thread(target=self._consume, name=f"{name}-results", daemon=True)
+        self.result = StreamResult({}, {}, [], [], time.monotonic(), 0.0)
+
+    def _send(self) -> None:
+        raise NotImplementedError
+
+    def _consume(self) -> None:
+        raise NotImplementedError
+
+    def _start_threads(self) -> None:
+        self._consumer.start()
+        if not self._consuming.wait(30):
+            self._stop_consuming.set()
+            pytest.fail("the stream's result consumer did not start within 30 s")
+        self.result.started = time.monotonic()
+        self._sender.start()
+
+    def _stop_threads(self) -> None:
+        self._stop_sending.set()
+        self._stop_consuming.set()
+        for t in (self._sender, self._consumer):
+            if t.is_alive():
+                t.join(timeout=60)
+
+    def _on_result(self, body: Any, message: Any) -> None:
+        task_id = message.properties.get("correlation_id") or body.get("task_id")
+        with self._lock:
+            self.result.arrivals.append(
+                (time.monotonic(), str(task_id), str(body.get("status")), body.get("result"))
+            )
+        message.ack()
+
+    def finish(self, timeout: float = 180) -> StreamResult:
+        """Stop sending; wait up to ``timeout`` for every sent task's result; return all."""
+        self._stop_sending.set()
+        self._sender.join(timeout=120)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.result.missing:
+                    break
+            time.sleep(0.5)
+        time.sleep(2)  # a duplicate may still be on its way
+        self._stop_consuming.set()
+        self._consumer.join(timeout=30)
+        with self._lock:
+            return self.result
+
+
+class TaskStream(ResultStream):
     """Send ``proj.tasks.add(i, 1000)`` at ``rate`` per second while something happens.
 
     The client is the app as a user would run it against a cluster: the failover URL
@@ -647,7 +724,6 @@ class TaskStream:
     """
 
     def __init__(self, loaded: LoadedInventory, first_host: str, rate: float = 10.0) -> None:
-        import threading
         import uuid
 
         from celery import Celery
@@ -669,14 +745,8 @@ class TaskStream:
         )
         self.capp.conf.broker_connection_timeout = 10
         self.capp.conf.broker_connection_retry_on_startup = False
-        self._lock = threading.Lock()
         self.rpc_reply_queue = ""
-        self._stop_sending = threading.Event()
-        self._stop_consuming = threading.Event()
-        self._consuming = threading.Event()
-        self._sender = threading.Thread(target=self._send, name="stream-sender", daemon=True)
-        self._consumer = threading.Thread(target=self._consume, name="stream-results", daemon=True)
-        self.result = StreamResult({}, {}, [], [], time.monotonic(), 0.0)
+        self._init_stream("stream")
 
     def __enter__(self) -> TaskStream:
         from kombu import pools
@@ -685,20 +755,11 @@ class TaskStream:
         # the URL list: without this, a stream would publish over a connection an earlier
         # stream left on whichever node it had failed over to.
         pools.reset()
-        self._consumer.start()
-        if not self._consuming.wait(30):
-            self._stop_consuming.set()
-            pytest.fail("the stream's result consumer did not start within 30 s")
-        self.result.started = time.monotonic()
-        self._sender.start()
+        self._start_threads()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop_sending.set()
-        self._stop_consuming.set()
-        for t in (self._sender, self._consumer):
-            if t.is_alive():
-                t.join(timeout=60)
+        self._stop_threads()
         self._delete_reply_queue()
         self.capp.close()
         from kombu import pools
@@ -741,19 +802,11 @@ class TaskStream:
 
         from kombu import Connection
 
-        def on_message(body: Any, message: Any) -> None:
-            task_id = message.properties.get("correlation_id") or body.get("task_id")
-            with self._lock:
-                self.result.arrivals.append(
-                    (time.monotonic(), str(task_id), str(body.get("status")), body.get("result"))
-                )
-            message.ack()
-
         while not self._stop_consuming.is_set():
             try:
                 with (
                     Connection(self.urls, connect_timeout=10) as conn,
-                    conn.Consumer(self.reply_queue, callbacks=[on_message], accept=["json"]),
+                    conn.Consumer(self.reply_queue, callbacks=[self._on_result], accept=["json"]),
                 ):
                     self._consuming.set()
                     while not self._stop_consuming.is_set():
@@ -761,22 +814,6 @@ class TaskStream:
                             conn.drain_events(timeout=0.5)
             except Exception:  # noqa: BLE001 - its node went away: reconnect to the next one
                 time.sleep(1)
-
-    def finish(self, timeout: float = 180) -> StreamResult:
-        """Stop sending; wait up to ``timeout`` for every sent task's result; return all."""
-        self._stop_sending.set()
-        self._sender.join(timeout=120)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self.result.missing:
-                    break
-            time.sleep(0.5)
-        time.sleep(2)  # a duplicate may still be on its way
-        self._stop_consuming.set()
-        self._consumer.join(timeout=30)
-        with self._lock:
-            return self.result
 
     def _delete_reply_queue(self) -> None:
         from kombu import Connection

@@ -16,15 +16,13 @@ Figures (formation time, gaps, rejoin time) are printed: run with ``-s`` to see 
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from harness import (
     SandboxHosts,
     Site,
@@ -35,6 +33,7 @@ from harness import (
     queue_home,
     quorum_queue,
     rabbitmq_json,
+    site_copy,
     wait_for_ping,
 )
 
@@ -59,18 +58,6 @@ def cluster_inventory(data: dict[str, Any]) -> dict[str, Any]:
     data["beat"] = {"host": WORKERS[0]}
     data["flower"]["host"] = BROKERS[0]
     return data
-
-
-def site_copy(site: Site, folder: Path, edit: Callable[[dict[str, Any]], Any]) -> Site:
-    """Another inventory for the same hosts: a copy of ``site`` (secrets, app) edited."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(site.app_dir, folder / "app", dirs_exist_ok=True)
-    data = yaml.safe_load(site.inventory.read_text())
-    edit(data)
-    (folder / "inventory.yml").write_text(yaml.safe_dump(data, sort_keys=False))
-    shutil.copy(site.secrets, folder / "inventory.secrets.yml")
-    (folder / "inventory.secrets.yml").chmod(0o600)
-    return Site(folder / "inventory.yml", site.key, site.addresses, site.env)
 
 
 @dataclass

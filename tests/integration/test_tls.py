@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import shutil
 import socket
 import ssl
 import threading
@@ -37,16 +36,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from harness import (
+    ResultStream,
     SandboxHosts,
     Site,
-    StreamResult,
+    celery_client,
     changed_by_host,
     own_sandbox,
+    site_copy,
     wait_for,
 )
 
 from qsetup.desired import ADMIN_USER, broker_admin_password, celery_settings
-from qsetup.loader import LoadedInventory, load_inventory
+from qsetup.loader import load_inventory
 from qsetup.render import broker_url
 from qsetup.tls import ca_cert_path, ca_key_path, cache_dir, client_ca_file
 
@@ -57,18 +58,6 @@ WORKERS = ("qt2", "qt3")
 RATE = 10.0
 HOST_CERT_FILES = ("/etc/rabbitmq/tls/cert.pem", "/etc/qsetup/flower/tls/cert.pem")
 """Where deploy puts qt1's certificate: RabbitMQ's and Flower's copies."""
-
-
-def site_copy(site: Site, folder: Path, edit: Callable[[dict[str, Any]], Any]) -> Site:
-    """Another inventory for the same hosts: a copy of ``site`` (secrets, app) edited."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(site.app_dir, folder / "app", dirs_exist_ok=True)
-    data = yaml.safe_load(site.inventory.read_text())
-    edit(data)
-    (folder / "inventory.yml").write_text(yaml.safe_dump(data, sort_keys=False))
-    shutil.copy(site.secrets, folder / "inventory.secrets.yml")
-    (folder / "inventory.secrets.yml").chmod(0o600)
-    return Site(folder / "inventory.yml", site.key, site.addresses, site.env)
 
 
 def set_tls(site: Site, enabled: bool) -> None:
@@ -83,30 +72,13 @@ def set_tls(site: Site, enabled: bool) -> None:
 # --- clients as qsetup's own: the CA beside the inventory ------------------------------------
 
 
-@contextlib.contextmanager
-def client(loaded: LoadedInventory) -> Iterator[Any]:
-    """A Celery app as the app's user, verifying the broker against the inventory's CA."""
-    from celery import Celery
-
-    inv = loaded.inventory
-    url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
-    capp = Celery("qsetup-tls-probe", broker=url, backend=inv.app.result_backend)
-    capp.conf.update(celery_settings(inv, str(client_ca_file(loaded.path, inv))))
-    capp.conf.broker_connection_timeout = 10
-    capp.conf.broker_connection_retry_on_startup = False
-    try:
-        yield capp
-    finally:
-        capp.close()
-
-
 def wait_for_answers(site: Site, timeout: float = 120) -> set[str]:
     """Wait until every worker node of the site answers ping (over whatever the inventory says)."""
     want = site.expected_nodes()
     seen: set[str] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with client(site.loaded()) as capp:
+        with celery_client(site.loaded()) as capp:
             with contextlib.suppress(Exception):
                 seen = {n for reply in capp.control.ping(timeout=3) or [] for n in reply}
             if want <= seen:
@@ -478,7 +450,7 @@ def within(seconds: float, call: Callable[[], Any]) -> Any:
     return box.get("value")
 
 
-class SwitchingStream:
+class SwitchingStream(ResultStream):
     """``proj.tasks.add(i, 1000)`` at ``rate`` per second by a client that follows the inventory.
 
     The client is what a user's publisher does when the broker moves to TLS: it keeps its
@@ -504,17 +476,10 @@ class SwitchingStream:
             auto_delete=False,
             queue_arguments={"x-queue-type": "quorum", "x-expires": 1_800_000},
         )
-        self.result = StreamResult({}, {}, [], [], time.monotonic(), 0.0)
         self.scheme_of: dict[str, str] = {}
         self.switches: list[tuple[float, str]] = []
         """(seconds after start, scheme) of every sending client the stream built."""
-        self._lock = threading.Lock()
-        self._stop_sending = threading.Event()
-        self._stop_consuming = threading.Event()
-        self._consuming = threading.Event()
-        self._sender = threading.Thread(target=self._send, name="tls-stream-sender", daemon=True)
-        self._consumer = threading.Thread(target=self._consume, name="tls-stream-results",
-                                          daemon=True)  # fmt: skip
+        self._init_stream("tls-stream")
 
     def _app(self) -> tuple[Any, str]:
         from celery import Celery
@@ -548,20 +513,11 @@ class SwitchingStream:
                 time.sleep(0.5)
 
     def __enter__(self) -> SwitchingStream:
-        self._consumer.start()
-        if not self._consuming.wait(30):
-            self._stop_consuming.set()
-            pytest.fail("the stream's result consumer did not start within 30 s")
-        self.result.started = time.monotonic()
-        self._sender.start()
+        self._start_threads()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop_sending.set()
-        self._stop_consuming.set()
-        for t in (self._sender, self._consumer):
-            if t.is_alive():
-                t.join(timeout=60)
+        self._stop_threads()
         with contextlib.suppress(Exception):
             capp, _ = self._app()
             with capp.connection_for_write() as conn:
@@ -611,21 +567,13 @@ class SwitchingStream:
         threading.Thread(target=capp.close, daemon=True).start()
 
     def _consume(self) -> None:
-        def on_message(body: Any, message: Any) -> None:
-            task_id = message.properties.get("correlation_id") or body.get("task_id")
-            with self._lock:
-                self.result.arrivals.append(
-                    (time.monotonic(), str(task_id), str(body.get("status")), body.get("result"))
-                )
-            message.ack()
-
         while not self._stop_consuming.is_set():
             capp = None
             try:
                 capp, _ = self._app()
                 with (
                     capp.connection_for_read() as conn,
-                    conn.Consumer(self.reply_queue, callbacks=[on_message], accept=["json"]),
+                    conn.Consumer(self.reply_queue, callbacks=[self._on_result], accept=["json"]),
                 ):
                     self._consuming.set()
                     while not self._stop_consuming.is_set():
@@ -636,22 +584,6 @@ class SwitchingStream:
             finally:
                 if capp is not None:
                     threading.Thread(target=capp.close, daemon=True).start()
-
-    def finish(self, timeout: float = 180) -> StreamResult:
-        """Stop sending; wait up to ``timeout`` for every sent task's result; return all."""
-        self._stop_sending.set()
-        self._sender.join(timeout=120)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self.result.missing:
-                    break
-            time.sleep(0.5)
-        time.sleep(2)  # a duplicate may still be on its way
-        self._stop_consuming.set()
-        self._consumer.join(timeout=30)
-        with self._lock:
-            return self.result
 
 
 def test_tls_turned_on_under_a_stream_loses_no_task(site: Site) -> None:
