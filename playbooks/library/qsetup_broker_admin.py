@@ -1,0 +1,127 @@
+#!/usr/bin/python
+"""Ansible module: read the broker's definitions as qsetup's administrator, creating it first.
+
+One round trip on the broker's first node. The definitions are read through the
+management API on 127.0.0.1 as qsetup's administrator; when it is refused (a fresh
+node, or a password changed in the secrets file), the administrator is created or its
+password reset, then the definitions are read again:
+- through the API as ``guest``, which a fresh node still has (RabbitMQ lets it in from
+  127.0.0.1 only), or else
+- with ``rabbitmqctl``, the password on its standard input, never on a command line.
+Each rabbitmqctl call costs about half a second of Erlang start-up; a fresh node needs
+none of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: qsetup_broker_admin
+short_description: Read RabbitMQ's definitions as qsetup's administrator (created when refused)
+options:
+  port:
+    description: The management API's port on 127.0.0.1.
+    type: int
+    required: true
+  user:
+    description: qsetup's administrator.
+    type: str
+    required: true
+  password:
+    description: Its password.
+    type: str
+    required: true
+    no_log: true
+"""
+
+
+class Refused(Exception):
+    """The API answered 401: these credentials do not log in."""
+
+
+def api(port: int, user: str, password: str, method: str, path: str, body: Any = None) -> Any:
+    """One call to the API on 127.0.0.1; the parsed answer; Refused on 401."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    req = urllib.request.Request(  # noqa: S310 - a fixed http://127.0.0.1 base
+        f"http://127.0.0.1:{port}/api{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            text = resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise Refused from None
+        reason = exc.read().decode("utf-8", "replace")[:300]
+        raise RuntimeError(f"{method} /api{path}: HTTP {exc.code} {reason}") from None
+    except OSError as exc:
+        raise RuntimeError(f"{method} /api{path}: {exc}") from None
+    return json.loads(text) if text.strip() else None
+
+
+def _with_guest(port: int, user: str, password: str) -> bool:
+    """Create or reset the administrator as guest; False when guest cannot log in."""
+    try:
+        api(port, "guest", "guest", "GET", "/whoami")
+    except Refused:
+        return False
+    body = {"password": password, "tags": "administrator"}
+    api(port, "guest", "guest", "PUT", f"/users/{quote(user, safe='')}", body)
+    return True
+
+
+def _with_rabbitmqctl(module: AnsibleModule, user: str, password: str) -> None:
+    def ctl(*args: str, data: str | None = None) -> str:
+        rc, out, err = module.run_command(["rabbitmqctl", *args], data=data)
+        if rc != 0:
+            raise RuntimeError(f"rabbitmqctl {args[0]} failed (exit {rc}): {err.strip()[-300:]}")
+        return out
+
+    listed = ctl("list_users", "--quiet", "--no-table-headers")
+    exists = user in {line.split()[0] for line in listed.splitlines() if line.split()}
+    # Without a password argument rabbitmqctl reads it from standard input.
+    ctl("change_password" if exists else "add_user", user, data=password)
+    ctl("set_user_tags", user, "administrator")
+
+
+def main() -> None:
+    """Return the definitions; create or reset the administrator when refused."""
+    module = AnsibleModule(
+        argument_spec={
+            "port": {"type": "int", "required": True},
+            "user": {"type": "str", "required": True},
+            "password": {"type": "str", "required": True, "no_log": True},
+        },
+        supports_check_mode=True,
+    )
+    port, user, password = (module.params[k] for k in ("port", "user", "password"))
+    try:
+        try:
+            module.exit_json(
+                changed=False, definitions=api(port, user, password, "GET", "/definitions")
+            )
+        except Refused:
+            pass
+        if module.check_mode:
+            module.exit_json(changed=True, definitions={})
+        how = "api" if _with_guest(port, user, password) else "rabbitmqctl"
+        if how == "rabbitmqctl":
+            _with_rabbitmqctl(module, user, password)
+        definitions = api(port, user, password, "GET", "/definitions")
+    except (Refused, RuntimeError) as exc:
+        module.fail_json(msg=str(exc) or f"the broker refused {user} after its password was set")
+    module.exit_json(changed=True, bootstrap=how, definitions=definitions)
+
+
+if __name__ == "__main__":
+    main()

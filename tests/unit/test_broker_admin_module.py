@@ -1,0 +1,103 @@
+"""The administrator bootstrap (playbooks/library/qsetup_broker_admin.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_broker_admin.py"
+_spec = importlib.util.spec_from_file_location("qsetup_broker_admin", _PATH)
+assert _spec is not None and _spec.loader is not None
+admin: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(admin)
+
+
+class Broker:
+    """Users and their passwords, behind a fake API and a fake rabbitmqctl."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = dict(users)
+        self.argv: list[list[str]] = []
+
+    def api(
+        self, _port: int, user: str, password: str, method: str, path: str, body: Any = None
+    ) -> Any:
+        if self.users.get(user) != password:
+            raise admin.Refused
+        if method == "PUT":
+            self.users[path.rsplit("/", 1)[1]] = body["password"]
+            return None
+        return {"users": sorted(self.users)} if path == "/definitions" else {"name": user}
+
+    def run_command(self, argv: list[str], data: str | None = None) -> tuple[int, str, str]:
+        self.argv.append(argv)
+        if argv[1] == "list_users":
+            return 0, "".join(f"{u}\t[]\n" for u in self.users), ""
+        if argv[1] in ("add_user", "change_password"):
+            assert data is not None and data not in argv, "password on stdin only"
+            self.users[argv[2]] = data
+        return 0, "", ""
+
+
+class Done(Exception):
+    pass
+
+
+class FakeModule:
+    def __init__(self, broker: Broker) -> None:
+        self.params = {"port": 15672, "user": "qsetup-admin", "password": "s3cret"}
+        self.check_mode = False
+        self.run_command = broker.run_command
+        self.result: dict[str, Any] = {}
+
+    def exit_json(self, **result: Any) -> None:
+        self.result = result
+        raise Done
+
+    def fail_json(self, **result: Any) -> None:
+        self.result = {"failed": True, **result}
+        raise Done
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, broker: Broker) -> dict[str, Any]:
+    module = FakeModule(broker)
+    monkeypatch.setattr(admin, "api", broker.api)
+    monkeypatch.setattr(admin, "AnsibleModule", lambda **_kw: module)
+    with pytest.raises(Done):
+        admin.main()
+    return module.result
+
+
+def test_an_administrator_that_logs_in_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = Broker({"qsetup-admin": "s3cret"})
+    result = _run(monkeypatch, broker)
+    assert result == {"changed": False, "definitions": {"users": ["qsetup-admin"]}}
+    assert broker.argv == []
+
+
+def test_a_fresh_node_gets_it_through_guest_without_rabbitmqctl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker({"guest": "guest"})
+    result = _run(monkeypatch, broker)
+    assert result["changed"] and result["bootstrap"] == "api"
+    assert broker.users["qsetup-admin"] == "s3cret" and broker.argv == []
+
+
+def test_without_guest_rabbitmqctl_resets_the_password_from_stdin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker({"qsetup-admin": "old"})
+    result = _run(monkeypatch, broker)
+    assert result["bootstrap"] == "rabbitmqctl"
+    assert [a[1] for a in broker.argv] == ["list_users", "change_password", "set_user_tags"]
+    assert broker.users["qsetup-admin"] == "s3cret"
+
+
+def test_rabbitmqctl_adds_a_missing_administrator(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = Broker({"app": "x"})
+    _run(monkeypatch, broker)
+    assert [a[1] for a in broker.argv] == ["list_users", "add_user", "set_user_tags"]
