@@ -645,13 +645,23 @@ class StreamResult:
 
 class ResultStream:
     """What both task streams share: the sender and result threads, the result
-    messages counted as they arrive, and ``finish``. A subclass sets ``reply_queue``
-    and implements ``_send`` and ``_consume`` (which calls ``_on_result`` per message
+    messages counted as they arrive, its own reply queue, and ``finish``. A subclass
+    implements ``_send`` and ``_consume`` (which calls ``_on_result`` per message
     and sets ``_consuming`` once it consumes)."""
 
     def _init_stream(self, name: str) -> None:
         import threading
+        import uuid
 
+        from kombu import Queue
+
+        # A quorum queue: the measuring instrument must survive any one node going away.
+        self.reply_queue = Queue(
+            f"qsetup-{name}-{uuid.uuid4().hex[:12]}",
+            durable=True,
+            auto_delete=False,
+            queue_arguments={"x-queue-type": "quorum", "x-expires": 1_800_000},
+        )
         self._lock = threading.Lock()
         self._stop_sending = threading.Event()
         self._stop_consuming = threading.Event()
@@ -724,21 +734,13 @@ class TaskStream(ResultStream):
     """
 
     def __init__(self, loaded: LoadedInventory, first_host: str, rate: float = 10.0) -> None:
-        import uuid
 
         from celery import Celery
-        from kombu import Queue
 
         from qsetup.desired import celery_settings
 
         self.urls = broker_urls_from(loaded, first_host)
         self.rate = rate
-        self.reply_queue = Queue(
-            f"qsetup-stream-{uuid.uuid4().hex[:12]}",
-            durable=True,
-            auto_delete=False,
-            queue_arguments={"x-queue-type": "quorum", "x-expires": 1_800_000},
-        )
         self.capp = Celery("qsetup-stream", broker=self.urls, backend="rpc://")
         self.capp.conf.update(
             celery_settings(loaded.inventory, str(client_ca_file(loaded.path, loaded.inventory)))

@@ -466,16 +466,8 @@ class SwitchingStream(ResultStream):
     """
 
     def __init__(self, inventory: Path, rate: float = RATE) -> None:
-        from kombu import Queue
-
         self.inventory = inventory
         self.rate = rate
-        self.reply_queue = Queue(
-            f"qsetup-tls-stream-{uuid.uuid4().hex[:12]}",
-            durable=True,
-            auto_delete=False,
-            queue_arguments={"x-queue-type": "quorum", "x-expires": 1_800_000},
-        )
         self.scheme_of: dict[str, str] = {}
         self.switches: list[tuple[float, str]] = []
         """(seconds after start, scheme) of every sending client the stream built."""

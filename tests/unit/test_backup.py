@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from test_status_cluster import CLUSTER_INVENTORY, CLUSTER_SECRETS
 from typer.testing import CliRunner
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
@@ -145,39 +146,6 @@ EXPORT: dict[str, Any] = {
             "arguments": {},
         },
     ],
-}
-
-CLUSTER_INVENTORY = """\
-version: 1
-hosts:
-  mq1:
-    address: 10.0.0.11
-  mq2:
-    address: 10.0.0.12
-  mq3:
-    address: 10.0.0.13
-  wk1:
-    address: 10.0.0.14
-broker:
-  hosts: [mq1, mq2, mq3]
-  vhosts: [proj]
-  users:
-    - name: proj
-      vhost: proj
-app:
-  module: proj
-  source:
-    path: app
-  broker_user: proj
-  vhost: proj
-workers:
-  - name: default
-    hosts: [wk1]
-    install: pip
-"""
-CLUSTER_SECRETS = {
-    "rabbitmq-erlang-cookie": "COOKIECOOKIECOOKIECOOKIECOOKIEAB",
-    "rabbitmq-user-proj": "proj-pw-0123456789abcdef",
 }
 
 
