@@ -162,6 +162,12 @@ def _broker_vars(inv: Inventory) -> dict[str, Any]:
     }
 
 
+VENV_APT = frozenset({"python3-venv", "python3-packaging"})
+"""What a host needs from Debian to build a virtualenv (Ansible's pip module needs
+python3-packaging): installed before the host's other packages, so that a virtualenv
+that takes nothing from Debian's Python packages builds beside them."""
+
+
 def _venv(name: str, packages: list[str], site_packages: bool) -> dict[str, Any]:
     path = venv_dir(name)
     # The marker records what pip installed; an unchanged marker skips pip entirely.
@@ -209,7 +215,7 @@ def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
             if group.install == "apt":
                 plan.apt.add(CELERY_APT_MARK)
             if venv:
-                plan.apt.update({"python3-venv", "python3-packaging"})
+                plan.apt.update(VENV_APT)
                 plan.venvs[group.name] = _venv(
                     group.name, pip_packages(inv, group.celery_version), group.install == "apt"
                 )
@@ -225,7 +231,7 @@ def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     plan.users[beat.user] = beat.group
     _argv, venv = beat_runtime(inv)
     if venv == "beat":
-        plan.apt.update({"python3-venv", "python3-packaging"})
+        plan.apt.update(VENV_APT)
         plan.venvs["beat"] = _venv("beat", pip_packages(inv, None), False)
     elif venv is None:
         plan.apt.add(CELERY_APT_MARK)
@@ -238,7 +244,7 @@ def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     plan = plans[flower.host]
     plan.groups.add(flower.group)
     plan.users[flower.user] = flower.group
-    plan.apt.update({"python3-venv", "python3-packaging"})
+    plan.apt.update(VENV_APT)
     plan.venvs["flower"] = _venv(
         "flower", [f"flower{flower.version}" if flower.version else "flower>=2,<3"], False
     )
@@ -345,6 +351,7 @@ def build_ansible_inventory(
             "vars": {
                 "qsetup_app_name": inv.app.name,
                 "qsetup_releases": dict(RELEASES),
+                "qsetup_venv_apt": sorted(VENV_APT),
                 "qsetup_manifest_path": MANIFEST_PATH,
                 "qsetup_code_dir": str(code_dir(inv)),
                 "qsetup_app_shim": APP_SHIM,

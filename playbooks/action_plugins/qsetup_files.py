@@ -23,7 +23,7 @@ class ActionModule(ActionBase):
     """Read file contents here, then run the qsetup_files module once on the host."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("dirs", "files", "files_dir"))
+    _VALID_ARGS = frozenset(("groups", "users", "dirs", "files", "files_dir"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the module with every file's content; return its result without the args."""
@@ -47,7 +47,14 @@ class ActionModule(ActionBase):
             files.append(entry)
         module_result = self._execute_module(
             module_name="qsetup_files",
-            module_args={"dirs": list(args.get("dirs") or []), "files": files},
+            module_args={
+                "groups": list(args.get("groups") or []),
+                "users": [
+                    {"user": u["user"], "group": u["group"]} for u in args.get("users") or []
+                ],
+                "dirs": list(args.get("dirs") or []),
+                "files": files,
+            },
             task_vars=task_vars,
         )
         module_result.pop("invocation", None)

@@ -246,21 +246,17 @@ def qsetup_units_not_running(
 
 def qsetup_units_to_restart(
     services: list[dict[str, Any]],
-    started: dict[str, Any] | None,
+    started: list[str] | None,
     code_changed: bool,
     changed_venvs: list[str],
     changed_services: list[str],
 ) -> list[dict[str, Any]]:
     """Services already running whose code, packages, environment or unit changed.
 
-    A service that the deploy has just started runs the new version already.
+    A service that the deploy has just started (``started``: the units qsetup_services
+    enabled or started) runs the new version already.
     """
-    results = (started or {}).get("results") or []
-    just_started = {
-        r["item"]["unit"]
-        for r in results
-        if isinstance(r, dict) and r.get("changed") and "item" in r
-    }
+    just_started = set(started or [])
     return [
         s
         for s in services

@@ -9,15 +9,19 @@ password reset, then the definitions are read again:
   127.0.0.1 only), or else
 - with ``rabbitmqctl``, the password on its standard input, never on a command line.
 Each rabbitmqctl call costs about half a second of Erlang start-up; a fresh node needs
-none of them.
+none of them. With ``wait``, a node that has just (re)started is first given that
+many seconds to open the API's port (no separate wait_for round trip).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +44,13 @@ options:
     type: str
     required: true
     no_log: true
+  wait:
+    description: Seconds to wait for the API's port to accept connections first (0 = no wait).
+    type: int
+    default: 0
+  unit:
+    description: While waiting, stop at once when this systemd unit has failed.
+    type: str
 """
 
 
@@ -67,6 +78,29 @@ def api(port: int, user: str, password: str, method: str, path: str, body: Any =
     except OSError as exc:
         raise RuntimeError(f"{method} /api{path}: {exc}") from None
     return json.loads(text) if text.strip() else None
+
+
+def wait_for_port(
+    port: int, seconds: float, failed: Callable[[], bool] = lambda: False, unit: str = ""
+) -> None:
+    """Return once 127.0.0.1:port accepts a connection; RuntimeError after ``seconds``.
+
+    ``failed`` is asked between tries: True (the unit that should open the port has
+    failed) ends the wait at once.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if failed():
+                raise RuntimeError(f"{unit} failed to start; see journalctl -u {unit}") from None
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"the management API on 127.0.0.1:{port} did not open within {seconds:g} s"
+                ) from None
+            time.sleep(0.2)
 
 
 def _with_guest(port: int, user: str, password: str) -> bool:
@@ -101,11 +135,24 @@ def main() -> None:
             "port": {"type": "int", "required": True},
             "user": {"type": "str", "required": True},
             "password": {"type": "str", "required": True, "no_log": True},
+            "wait": {"type": "int", "default": 0},
+            "unit": {"type": "str", "required": False, "default": None},
         },
         supports_check_mode=True,
     )
     port, user, password = (module.params[k] for k in ("port", "user", "password"))
     try:
+        wait = module.params.get("wait") or 0
+        unit = module.params.get("unit")
+        if wait > 0:
+
+            def failed() -> bool:
+                if not unit:
+                    return False
+                rc, _out, _err = module.run_command(["systemctl", "is-failed", "--quiet", unit])
+                return rc == 0
+
+            wait_for_port(port, wait, failed, unit or "")
         try:
             module.exit_json(
                 changed=False, definitions=api(port, user, password, "GET", "/definitions")

@@ -28,6 +28,17 @@ DOCUMENTATION = r"""
 module: qsetup_files
 short_description: Ensure directories and whole files with owner, group and mode, in one call
 options:
+  groups:
+    description: System groups to create when missing (before the directories).
+    type: list
+    elements: str
+    default: []
+  users:
+    description: >-
+      System users to create when missing (user, group): no login shell, no home.
+    type: list
+    elements: dict
+    default: []
   dirs:
     description: Directories to ensure (path, owner, group, mode); created with parents.
     type: list
@@ -77,6 +88,38 @@ def _set_attrs(path: Path, want: tuple[int, int, int] | None) -> None:
     assert want is not None  # only None in check mode, which changes nothing
     os.chown(path, want[0], want[1])
     path.chmod(want[2])
+
+
+def ensure_group(module: Any, name: str, check: bool) -> bool:
+    """Create the system group ``name`` unless it exists; True if created."""
+    try:
+        grp.getgrnam(name)
+        return False
+    except KeyError:
+        pass
+    if not check:
+        rc, _out, err = module.run_command(["groupadd", "--system", "--", name])
+        if rc != 0:
+            raise FileError(f"group {name}: groupadd failed: {err.strip()}")
+    return True
+
+
+def ensure_user(module: Any, item: dict[str, Any], check: bool) -> bool:
+    """Create the system user ``item['user']`` (no login, no home) unless it exists."""
+    name = str(item["user"])
+    try:
+        pwd.getpwnam(name)
+        return False
+    except KeyError:
+        pass
+    if not check:
+        argv = ["useradd", "--system", "--gid", str(item["group"]), "--shell",
+                "/usr/sbin/nologin", "--home-dir", "/nonexistent", "--no-create-home",
+                "--", name]  # fmt: skip
+        rc, _out, err = module.run_command(argv)
+        if rc != 0:
+            raise FileError(f"user {name}: useradd failed: {err.strip()}")
+    return True
 
 
 def ensure_dir(item: dict[str, Any], check: bool) -> bool:
@@ -155,9 +198,11 @@ def _diff(dest: str, old: bytes, new: bytes) -> dict[str, str] | None:
 
 
 def main() -> None:
-    """Ensure every directory, then every file; report the paths that changed."""
+    """Ensure groups, users, every directory, then every file; report what changed."""
     module = AnsibleModule(
         argument_spec={
+            "groups": {"type": "list", "elements": "str", "default": []},
+            "users": {"type": "list", "elements": "dict", "default": []},
             "dirs": {"type": "list", "elements": "dict", "default": []},
             "files": {"type": "list", "elements": "dict", "default": []},
         },
@@ -167,6 +212,12 @@ def main() -> None:
     changed: list[str] = []
     diffs: list[dict[str, str]] = []
     try:
+        for name in module.params["groups"]:
+            if ensure_group(module, name, check):
+                changed.append(f"group {name}")
+        for user in module.params["users"]:
+            if ensure_user(module, user, check):
+                changed.append(f"user {user['user']}")
         for item in module.params["dirs"]:
             if ensure_dir(item, check):
                 changed.append(str(item["path"]))

@@ -161,6 +161,20 @@ def find_entries(paths: list[str], patterns: list[str]) -> list[dict[str, Any]]:
     return found
 
 
+def read_block(path: Path, marker: str) -> str | None:
+    """The lines between blockinfile's ``# BEGIN <marker>`` and ``# END <marker>``, or None."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    begin, end = f"# BEGIN {marker}", f"# END {marker}"
+    if begin not in lines:
+        return None
+    start = lines.index(begin) + 1
+    stop = lines.index(end, start) if end in lines[start:] else len(lines)
+    return "\n".join(lines[start:stop]).strip()
+
+
 def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
     """``systemctl show -p Id,...`` output (blank-line separated blocks) by unit."""
     units: dict[str, dict[str, str]] = {}
@@ -237,6 +251,7 @@ def main() -> None:
                 "default": [],
             },
             "units": {"type": "list", "elements": "str", "required": False, "default": []},
+            "hosts_marker": {"type": "str", "required": False, "default": None},
             "min_versions": {
                 "type": "list",
                 "elements": "dict",
@@ -267,6 +282,8 @@ def main() -> None:
     result["found"] = {
         "files": find_entries(module.params["find_paths"], module.params["find_patterns"])
     }
+    if module.params["hosts_marker"]:
+        result["hosts_block"] = read_block(Path("/etc/hosts"), module.params["hosts_marker"])
     result["users"] = _names_in("/etc/passwd")
     result["groups"] = _names_in("/etc/group")
     result["units"] = {}

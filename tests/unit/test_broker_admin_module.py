@@ -101,3 +101,17 @@ def test_rabbitmqctl_adds_a_missing_administrator(monkeypatch: pytest.MonkeyPatc
     broker = Broker({"app": "x"})
     _run(monkeypatch, broker)
     assert [a[1] for a in broker.argv] == ["list_users", "add_user", "set_user_tags"]
+
+
+def test_the_wait_ends_when_the_port_opens_or_at_once_when_the_unit_failed() -> None:
+    import socket
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        admin.wait_for_port(srv.getsockname()[1], 5)  # open: returns at once
+        port = srv.getsockname()[1]
+    with pytest.raises(RuntimeError, match="rabbitmq-server.service failed to start"):
+        admin.wait_for_port(port, 60, lambda: True, "rabbitmq-server.service")
+    with pytest.raises(RuntimeError, match="did not open within 0.3 s"):
+        admin.wait_for_port(port, 0.3)

@@ -89,3 +89,47 @@ def test_diff_only_for_text() -> None:
         "after_header": "/etc/x",
     }
     assert files._diff("/etc/x", b"\xff", b"b") is None
+
+
+class Recorder:
+    """Stands in for AnsibleModule.run_command: records argv, answers rc 0."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def run_command(self, argv: list[str]) -> tuple[int, str, str]:
+        self.calls.append(argv)
+        return 0, "", ""
+
+
+MISSING = "qsetup-test-no-such-name"
+
+
+def test_missing_group_and_user_are_created_as_system_accounts_without_login() -> None:
+    rec = Recorder()
+    assert files.ensure_group(rec, MISSING, check=False) is True
+    assert files.ensure_user(rec, {"user": MISSING, "group": MISSING}, check=False) is True
+    assert rec.calls[0] == ["groupadd", "--system", "--", MISSING]
+    useradd = rec.calls[1]
+    assert useradd[:2] == ["useradd", "--system"] and useradd[-1] == MISSING
+    assert useradd[useradd.index("--gid") + 1] == MISSING
+    assert useradd[useradd.index("--shell") + 1] == "/usr/sbin/nologin"
+    assert "--no-create-home" in useradd
+
+
+def test_existing_accounts_and_check_mode_run_nothing() -> None:
+    rec = Recorder()
+    assert files.ensure_group(rec, GROUP, check=False) is False
+    assert files.ensure_user(rec, {"user": OWNER, "group": GROUP}, check=False) is False
+    assert files.ensure_group(rec, MISSING, check=True) is True
+    assert files.ensure_user(rec, {"user": MISSING, "group": GROUP}, check=True) is True
+    assert rec.calls == []
+
+
+def test_a_failing_useradd_names_the_user() -> None:
+    class Failing(Recorder):
+        def run_command(self, argv: list[str]) -> tuple[int, str, str]:
+            return 9, "", "useradd: group 'nope' does not exist\n"
+
+    with pytest.raises(files.FileError, match=f"user {MISSING}: useradd failed: .*'nope'"):
+        files.ensure_user(Failing(), {"user": MISSING, "group": "nope"}, check=False)

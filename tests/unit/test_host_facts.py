@@ -69,3 +69,17 @@ def test_systemctl_show_blocks() -> None:
     units = facts.parse_systemctl_show(out)
     assert units["qsetup-beat.service"]["ActiveState"] == "failed"
     assert units["qsetup-worker-a@1.service"]["SubState"] == "running"
+
+
+def test_the_cluster_hosts_block_is_read_between_its_markers(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    marker = "qsetup: RabbitMQ cluster nodes"
+    hosts.write_text(
+        "127.0.0.1 localhost\n"
+        f"# BEGIN {marker}\n10.0.0.1 mq1\n10.0.0.2 mq2\n# END {marker}\n"
+        "::1 localhost\n"
+    )
+    assert facts.read_block(hosts, marker) == "10.0.0.1 mq1\n10.0.0.2 mq2"
+    hosts.write_text("127.0.0.1 localhost\n")
+    assert facts.read_block(hosts, marker) is None
+    assert facts.read_block(tmp_path / "missing", marker) is None
