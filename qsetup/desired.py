@@ -7,7 +7,6 @@ read these values; none of them works the same facts out again.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +19,7 @@ from qsetup.inventory import (
     group_broker_user,
     group_vhost,
 )
+from qsetup.names import expand_node_name
 from qsetup.secrets import Secrets
 
 OPT = PurePosixPath("/opt/qsetup")
@@ -204,11 +204,6 @@ def celery_settings(inv: Inventory, ca_file: str = str(CA_FILE)) -> dict[str, ob
     return settings
 
 
-def rabbit_node_name(hostname: str) -> str:
-    """The RabbitMQ node name on a host that reports ``hostname`` (Debian: short names)."""
-    return f"rabbit@{hostname.split('.')[0]}"
-
-
 def consumed_queues(inv: Inventory) -> dict[tuple[str, str], tuple[str, ...]]:
     """The queues worker groups consume, as (vhost, queue), with the groups that do."""
     out: dict[tuple[str, str], list[str]] = {}
@@ -282,24 +277,6 @@ def celery_argv(inv: Inventory, group: WorkerGroup) -> tuple[str, ...]:
     if needs_venv(inv, group):
         return (str(venv_dir(group.name) / "bin" / "python"), "-m", "celery")
     return ("/usr/bin/celery",)
-
-
-_FORMAT_RE = re.compile(r"%([%\w])")
-
-
-def expand_node_name(pattern: str, instance: int, hostname: str) -> str:
-    """The node name a worker gets from its ``-n`` pattern, as systemd and Celery expand it.
-
-    systemd replaces ``%i`` with the instance; Celery then adds ``celery@`` to a name
-    without ``@`` (the name becomes the host part) and expands ``%h`` (the host's full
-    name), ``%n`` (its first label), ``%d`` (its domain) and ``%%``; other ``%x`` stay.
-    """
-    name = pattern.replace("%i", str(instance))
-    if "@" not in name:
-        name = f"celery@{name}"
-    short, _, domain = hostname.partition(".")
-    keys = {"h": hostname, "n": short, "d": domain, "%": "%"}
-    return _FORMAT_RE.sub(lambda m: keys.get(m.group(1), m.group(0)), name)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from harness import (
     wait_for_ping,
 )
 
-from qsetup.desired import rabbit_node_name
+from qsetup.names import rabbit_node_name
 
 pytestmark = pytest.mark.integration
 

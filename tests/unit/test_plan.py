@@ -16,10 +16,10 @@ import pytest
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS
 
-from qsetup.desired import expand_node_name
 from qsetup.inventory import Inventory
 from qsetup.loader import validate_document
 from qsetup.manifest import MANIFEST_PATH, host_manifests
+from qsetup.names import expand_node_name
 from qsetup.plan import build_ansible_inventory
 from qsetup.render import Artifact, render_all
 from qsetup.secrets import Secrets
