@@ -446,7 +446,8 @@ def task_times(run_dir: Path) -> TaskTimes:
 
     A task's wall time is the time during which it ran on at least one host (the union
     of its per-host spans): with ``strategy: free`` hosts reach a task at different
-    times, so first start to last end would count the gaps between them.
+    times, so first start to last end would count the gaps between them. Meta tasks
+    (end_host, flush_handlers) are left out: their events carry no start of their own.
     """
     events_dir = run_dir / "artifacts" / "run" / "job_events"
     files = sorted(events_dir.glob("*.json")) if events_dir.is_dir() else []
@@ -467,6 +468,10 @@ def task_times(run_dir: Path) -> TaskTimes:
         if not event.get("event", "").startswith("runner_on_") or "duration" not in data:
             continue
         if data.get("start") is None or data.get("end") is None:
+            continue
+        if str(data.get("task_action", "")).endswith("meta"):
+            # meta tasks run in the controller's main process; the runner's events give a
+            # skipped one the start of the host's previous task, not its own.
             continue
         role = data.get("role") or ""
         name = f"{role}: {data.get('task', '')}" if role else str(data.get("task", ""))
