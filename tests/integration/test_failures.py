@@ -113,13 +113,14 @@ def test_a_host_lost_mid_deploy_is_named_the_others_finish_and_it_converges(
     rec = hosts.record(victim)
     deploy = site.popen("deploy", "--json")
     try:
-        # Kill the host once the run has read the hosts (it is between tasks).
+        # Kill the host once the run has read the hosts (the preflight passed everywhere
+        # and the configure play began: it is between tasks).
         wait_for(
             "the deploy to reach the code",
             lambda: (
                 (p := newest_run_stdout(site, old_runs)) is not None
                 and p.exists()
-                and "Note which files and directories differ" in p.read_text(errors="replace")
+                and "Install and configure every host" in p.read_text(errors="replace")
             ),
             120,
             every=0.2,
