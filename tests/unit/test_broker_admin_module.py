@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import pytest
+from unitdata import playbook_module
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_broker_admin.py"
-_spec = importlib.util.spec_from_file_location("qsetup_broker_admin", _PATH)
-assert _spec is not None and _spec.loader is not None
-admin: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(admin)
+admin: Any = playbook_module("library/qsetup_broker_admin.py")
 
 
 class Broker:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "filter_plugins" / "qsetup_cluster.py"
-_spec = importlib.util.spec_from_file_location("qsetup_cluster", _PATH)
-assert _spec is not None and _spec.loader is not None
-cluster: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster)
+from unitdata import playbook_module
+
+cluster: Any = playbook_module("filter_plugins/qsetup_cluster.py")
 
 A, B, C = "rabbit@a", "rabbit@b", "rabbit@c"
 

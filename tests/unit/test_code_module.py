@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import stat
 import subprocess
 from pathlib import Path
 from typing import Any
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_code.py"
-_spec = importlib.util.spec_from_file_location("qsetup_code", _PATH)
-assert _spec is not None and _spec.loader is not None
-code: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(code)
+from unitdata import playbook_module
+
+code: Any = playbook_module("library/qsetup_code.py")
 
 
 def test_stages_a_fresh_copy_and_leaves_the_live_code(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import grp
-import importlib.util
 import os
 import pwd
 import stat
@@ -12,12 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from unitdata import playbook_module
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_files.py"
-_spec = importlib.util.spec_from_file_location("qsetup_files", _PATH)
-assert _spec is not None and _spec.loader is not None
-files: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(files)
+files: Any = playbook_module("library/qsetup_files.py")
 
 OWNER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
+from unitdata import playbook_module
+
 from qsetup.desired import CELERY_APT_MARK, RELEASES, apt_packages_by_release
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_host_facts.py"
-_spec = importlib.util.spec_from_file_location("qsetup_host_facts", _PATH)
-assert _spec is not None and _spec.loader is not None
-facts: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(facts)
+facts: Any = playbook_module("library/qsetup_host_facts.py")
 
 
 def test_os_release() -> None:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from unitdata import playbook_module
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_job_wait.py"
-_spec = importlib.util.spec_from_file_location("qsetup_job_wait", _PATH)
-assert _spec is not None and _spec.loader is not None
-wait: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(wait)
+wait: Any = playbook_module("library/qsetup_job_wait.py")
 
 
 def test_a_running_job_is_not_finished(tmp_path: Path) -> None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
+from unitdata import playbook_module
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_packages.py"
-_spec = importlib.util.spec_from_file_location("qsetup_packages", _PATH)
-assert _spec is not None and _spec.loader is not None
-pkgs: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pkgs)
+pkgs: Any = playbook_module("library/qsetup_packages.py")
 
 
 class _Done(Exception):

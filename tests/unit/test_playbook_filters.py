@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import pytest
+from unitdata import playbook_module
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "filter_plugins" / "qsetup_filters.py"
-_spec = importlib.util.spec_from_file_location("qsetup_filters", _PATH)
-assert _spec is not None and _spec.loader is not None
-filters: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(filters)
+filters: Any = playbook_module("filter_plugins/qsetup_filters.py")
 
 
 def rabbit_hash(password: str, salt: bytes = b"\x01\x02\x03\x04") -> str:

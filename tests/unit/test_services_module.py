@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
+from unitdata import playbook_module
 
-_PATH = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "qsetup_services.py"
-_spec = importlib.util.spec_from_file_location("qsetup_services", _PATH)
-assert _spec is not None and _spec.loader is not None
-services: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(services)
+services: Any = playbook_module("library/qsetup_services.py")
 
 
 class Done(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 # Line numbers matter: test_inventory_invalid.py derives its cases from this text with
 # string edits and asserts FILE:LINE:COL positions.
@@ -159,3 +160,15 @@ def write_secrets(path: Path, values: Mapping[str, str], mode: int = 0o600) -> P
         fh.write("\n".join(lines) + "\n")
     path.chmod(mode)
     return path
+
+
+def playbook_module(relpath: str) -> Any:
+    """Import a file under playbooks/ (a module in library/, a plugin) as a Python module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "playbooks" / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
