@@ -352,6 +352,9 @@ def build_ansible_inventory(
                 "qsetup_app_name": inv.app.name,
                 "qsetup_releases": dict(RELEASES),
                 "qsetup_venv_apt": sorted(VENV_APT),
+                # blockinfile's marker text around the cluster's /etc/hosts lines; the
+                # preflight reads the block between the same markers.
+                "qsetup_hosts_marker": "qsetup: RabbitMQ cluster nodes",
                 "qsetup_manifest_path": MANIFEST_PATH,
                 "qsetup_code_dir": str(code_dir(inv)),
                 "qsetup_app_shim": APP_SHIM,
