@@ -52,6 +52,7 @@ def qsetup_cluster_plan(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     node joins the others instead of the others being reset into it. A joining node
     that the seed's cluster still lists as a member (a rebuilt host with the same name)
     is forgotten first; members the inventory no longer has are forgotten when stopped.
+    ``nodes`` in the plan names every node the inventory expects, in its order.
     """
     names = [str(n["node"]) for n in nodes]
     views = {}
@@ -70,6 +71,7 @@ def qsetup_cluster_plan(nodes: list[dict[str, Any]]) -> dict[str, Any]:
             best = ours
     if not best:
         return {
+            "nodes": names,
             "seed": None,
             "seed_node": None,
             "join": [],
@@ -88,6 +90,7 @@ def qsetup_cluster_plan(nodes: list[dict[str, Any]]) -> dict[str, Any]:
         if m in seed_running
     ]
     return {
+        "nodes": names,
         "seed": views[seed_node][0],
         "seed_node": seed_node,
         "join": join,
