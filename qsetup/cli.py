@@ -547,8 +547,12 @@ def up(
         typer.Option("--names", help="Comma-separated host names instead of --hosts, e.g. a,b,c."),
     ] = None,
     release: Annotated[
-        str, typer.Option("--release", help="Debian release the hosts run.")
-    ] = "bookworm",
+        str | None,
+        typer.Option(
+            "--release",
+            help="Debian release the hosts run (default: the one the sandbox runs, else bookworm).",
+        ),
+    ] = None,
     inventory_out: Annotated[
         Path | None,
         typer.Option(

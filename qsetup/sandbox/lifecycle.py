@@ -191,7 +191,7 @@ class _Recorder:
 def up(
     hosts: int | None = None,
     names: Sequence[str] | None = None,
-    release: str = DEFAULT_RELEASE,
+    release: str | None = None,
     inventory_out: Path | None = None,
     progress: Progress = _quiet,
     boot_timeout: float = 180.0,
@@ -201,7 +201,8 @@ def up(
     Args:
         hosts: number of hosts ``qs1..qsN`` (default 3) when ``names`` is not given.
         names: explicit host names.
-        release: Debian release of the hosts.
+        release: Debian release of the hosts (default: the one the sandbox runs, else
+            bookworm).
         inventory_out: where to write a complete starter inventory, if anywhere.
         progress: called with one line per step.
         boot_timeout: seconds to wait for all hosts to be ready.
@@ -224,6 +225,7 @@ def up(
                 f"the sandbox is up on {state.subnet}, not {net}; run `qsetup sandbox down` "
                 "first or unset QSETUP_SANDBOX_SUBNET"
             )
+        release = release or (state.release if state is not None else "") or DEFAULT_RELEASE
         if state is not None and state.release and state.release != release:
             raise SandboxError(
                 f"the sandbox runs Debian {state.release}, not {release}; run "
