@@ -1,7 +1,7 @@
 """Fleet benchmark (issue 13): qsetup beside a hand-written floor, 3 and 20 hosts, one run.
 
     sudo /var/cache/qsetup/venv/bin/python bench/bench_fleet.py [--sizes 3,20] [--rounds 3]
-        [--qsetup-first] [--keep]
+        [--deploy-rounds 1] [--qsetup-first] [--keep]
 
 Prints figures, asserts nothing. Per size (N hosts), on two sandboxes of its own (state
 under /var/tmp/qsetup-bench-fleet/, subnets 10.213.40.0/24 and 10.213.41.0/24, bridges
@@ -18,6 +18,10 @@ qsbrf and qsbrg, hosts fa1..faN and fb1..fbN):
 2. qsetup, on other fresh hosts fb1..fbN: the first deploy, then per round (median of
    --rounds) ``ssh host true`` to all hosts at once, a no-op deploy and ``qsetup
    status``; then one rolling restart (``qsetup restart --role workers``).
+With ``--deploy-rounds K`` > 1 the two first deploys alternate K times per size (floor,
+qsetup, floor, qsetup, ... on fresh hosts each time; steps 2's rounds and the restart
+only after the first): the table gives the medians and every pair, since one fresh
+20-host deploy varies by several seconds from run to run on a shared machine.
 Both sites then get the same untimed end-state check (broker objects read through the
 management API, Prometheus port, Flower with and without credentials, ping from every
 worker node, a task round trip), and the first deploy's ansible-runner events give
@@ -512,6 +516,8 @@ class SizeResult:
     healthy: list[bool] = field(default_factory=list)
     restart: float = 0.0
     ssh: list[float] = field(default_factory=list)
+    floors: list[float] = field(default_factory=list)
+    firsts: list[float] = field(default_factory=list)
     tasks: TaskTimes | None = None
     load: dict[str, float] = field(default_factory=dict)
 
@@ -520,6 +526,7 @@ def run_qsetup(loaded: LoadedInventory, key: Path, rounds: int, res: SizeResult)
     inv = str(loaded.path)
     res.load["qsetup"] = os.getloadavg()[0]
     res.first, out = qsetup(QSETUP_SET, "deploy", "--inventory", inv, "--json")
+    res.firsts.append(res.first)
     first = json.loads(out)
     print(f"  qsetup first deploy: {res.first:.1f} s", flush=True)
     res.tasks = task_times(Path(first["run_dir"]))
@@ -547,25 +554,39 @@ def run_qsetup(loaded: LoadedInventory, key: Path, rounds: int, res: SizeResult)
     print(f"  rolling restart: {res.restart:.1f} s", flush=True)
 
 
-def run_size(size: int, rounds: int, qsetup_first: bool, work: Path) -> SizeResult:
+def run_size(
+    size: int, rounds: int, deploy_rounds: int, qsetup_first: bool, work: Path
+) -> SizeResult:
     res = SizeResult(size)
 
     def floor_phase() -> None:
         loaded = fresh_sandbox(FLOOR_SET, size, work)
-        res.load["floor"] = os.getloadavg()[0]
-        res.floor = run_floor(loaded, FLOOR_SET.key)
-        print(f"  floor script: {res.floor.seconds:.1f} s", flush=True)
-        res.floor_problems = check_end_state(loaded)
+        floor = run_floor(loaded, FLOOR_SET.key)
+        print(f"  floor script: {floor.seconds:.1f} s", flush=True)
+        res.floors.append(floor.seconds)
+        if res.floor is None:
+            res.load["floor"] = os.getloadavg()[0]
+            res.floor = floor
+        problems = check_end_state(loaded)
+        res.floor_problems += [p for p in problems if p not in res.floor_problems]
         qsetup(FLOOR_SET, "sandbox", "down", timeout=600)
 
     def qsetup_phase() -> None:
         loaded = fresh_sandbox(QSETUP_SET, size, work)
-        run_qsetup(loaded, QSETUP_SET.key, rounds, res)
+        if not res.firsts:
+            run_qsetup(loaded, QSETUP_SET.key, rounds, res)
+        else:
+            took, _ = qsetup(QSETUP_SET, "deploy", "--inventory", str(loaded.path), "--json")
+            print(f"  qsetup first deploy: {took:.1f} s", flush=True)
+            problems = check_end_state(loaded)
+            res.first_problems += [p for p in problems if p not in res.first_problems]
+            res.firsts.append(took)
         qsetup(QSETUP_SET, "sandbox", "down", timeout=600)
 
     print(f"{size} hosts:", flush=True)
-    for phase in (qsetup_phase, floor_phase) if qsetup_first else (floor_phase, qsetup_phase):
-        phase()
+    for _ in range(deploy_rounds):
+        for phase in (qsetup_phase, floor_phase) if qsetup_first else (floor_phase, qsetup_phase):
+            phase()
     return res
 
 
@@ -576,12 +597,13 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(results: list[SizeResult], rounds: int, qsetup_first: bool) -> None:
+def report(results: list[SizeResult], rounds: int, deploy_rounds: int, qsetup_first: bool) -> None:
     order = "qsetup, then floor" if qsetup_first else "floor, then qsetup"
     print()
     print(
         f"bench_fleet: {datetime.now().isoformat(timespec='seconds')}, {os.cpu_count()} cores, "
-        f"order per size: {order}; medians of {rounds} round(s)"
+        f"order per size: {order}; first deploys: medians of {deploy_rounds} pair(s); "
+        f"no-op, status, ssh: medians of {rounds} round(s)"
     )
     cols = [f"{r.size} hosts" for r in results]
     print(f"{'':34}" + "".join(f"{c:>22}" for c in cols))
@@ -590,10 +612,13 @@ def report(results: list[SizeResult], rounds: int, qsetup_first: bool) -> None:
         print(f"{label:34}" + "".join(f"{c:>22}" for c in cells))
 
     def fl(r: SizeResult) -> float:
-        return r.floor.seconds if r.floor else float("nan")
+        return med(r.floors)
+
+    def first(r: SizeResult) -> float:
+        return med(r.firsts)
 
     row("floor script (parallel ssh)", [f"{fl(r):.1f} s" for r in results])
-    row("qsetup first deploy", [f"{r.first:.1f} s {r.first / fl(r):5.2f}x fl" for r in results])
+    row("qsetup first deploy", [f"{first(r):.1f} s {first(r) / fl(r):5.2f}x fl" for r in results])
     row("ssh true, all hosts at once", [f"{med(r.ssh):.2f} s" for r in results])
     row(
         "no-op deploy",
@@ -610,11 +635,17 @@ def report(results: list[SizeResult], rounds: int, qsetup_first: bool) -> None:
     )
     print()
     for r in results:
-        verdict = "ok" if r.first / fl(r) <= 1.15 else "MISSED"
+        verdict = "ok" if first(r) / fl(r) <= 1.15 else "MISSED"
         print(
-            f"{r.size} hosts: first deploy / floor = {r.first / fl(r):.2f} (target <= 1.15: "
+            f"{r.size} hosts: first deploy / floor = {first(r) / fl(r):.2f} (target <= 1.15: "
             f"{verdict}); no-op changed {r.noop_changed}; status healthy {r.healthy}"
         )
+        if len(r.floors) > 1:
+            pairs = zip(r.floors, r.firsts, strict=False)
+            print(
+                "  first deploys in run order (floor / qsetup = ratio): "
+                + "; ".join(f"{a:.1f} / {b:.1f} = {b / a:.2f}" for a, b in pairs)
+            )
     by_size = {r.size: r for r in results}
     if 3 in by_size and 20 in by_size:
         small, big = by_size[3], by_size[20]
@@ -671,6 +702,12 @@ def main() -> None:
         action="store_true",
         help="per size, run qsetup's phase before the floor's",
     )
+    parser.add_argument(
+        "--deploy-rounds",
+        type=int,
+        default=1,
+        help="first deploys per size, floor and qsetup alternating (medians reported)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep inventories and run dirs")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -688,7 +725,7 @@ def main() -> None:
         for hosts in (FLOOR_SET, QSETUP_SET):  # a crashed earlier run may have left hosts up
             qsetup(hosts, "sandbox", "down", timeout=600)
         for size in sizes:
-            results.append(run_size(size, args.rounds, args.qsetup_first, work))
+            results.append(run_size(size, args.rounds, args.deploy_rounds, args.qsetup_first, work))
     except KeyboardInterrupt:
         print("interrupted; bringing the sandboxes down", file=sys.stderr)
     finally:
@@ -703,7 +740,7 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
     if results:
-        report(results, args.rounds, args.qsetup_first)
+        report(results, args.rounds, args.deploy_rounds, args.qsetup_first)
 
 
 if __name__ == "__main__":
