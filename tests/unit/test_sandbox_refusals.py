@@ -130,3 +130,37 @@ def test_recorded_process_identity_uses_start_time() -> None:
     assert not procs.is_same_process(me, start + 1)
     assert not procs.is_same_process(None, start)
     assert not procs.signal_recorded(me, start + 1, 0)
+
+
+class _Built(Exception):
+    """ensure_rootfs was reached (with this release)."""
+
+
+def _up_on_trixie_sandbox(
+    monkeypatch: pytest.MonkeyPatch, state_dir: Path, release: str | None
+) -> str:
+    """Call ``up`` on a recorded trixie sandbox; the release it builds, or its refusal."""
+    monkeypatch.setenv("QSETUP_SANDBOX_SUBNET", "10.213.7.0/24")
+    monkeypatch.setattr(lifecycle, "check_machine", lambda _commands: None)
+
+    def built(which: str, _progress: object) -> Path:
+        raise _Built(which)
+
+    monkeypatch.setattr(lifecycle.rootfs, "ensure_rootfs", built)
+    ensure_state_dir()
+    save_state(SandboxState("10.213.7.0/24", "qsbr0", "10.213.7.1", release="trixie"))
+    try:
+        lifecycle.up(names=["qs1"], release=release)
+    except _Built as exc:
+        return f"built {exc}"
+    except SandboxError as exc:
+        return str(exc)
+    return "returned"
+
+
+def test_up_without_a_release_keeps_the_sandboxs_release(
+    monkeypatch: pytest.MonkeyPatch, state_dir: Path
+) -> None:
+    assert _up_on_trixie_sandbox(monkeypatch, state_dir, None) == "built trixie"
+    refused = _up_on_trixie_sandbox(monkeypatch, state_dir, "bookworm")
+    assert refused.startswith("the sandbox runs Debian trixie, not bookworm")
