@@ -181,18 +181,20 @@ def test_the_cluster_forms_serves_and_a_second_deploy_changes_nothing(
     print(f"\nformation: {formed.seconds:.1f} s; second deploy {data['elapsed_seconds']} s")
 
 
+def add_apt_group(data: dict[str, Any]) -> None:
+    """An ``install: apt`` worker group on the last worker host, consuming queue ``apt``."""
+    pip = data["workers"][0]
+    apt = {k: v for k, v in pip.items() if k != "celery_version"}
+    apt.update(name="apt-workers", hosts=[WORKERS[-1]], install="apt", instances=1)
+    apt["queues"] = ["apt"]
+    data["workers"].append(apt)
+
+
 def test_an_apt_group_on_bookworm_is_refused_and_nothing_changes(
     site: Site, release: str, tmp_path: Path
 ) -> None:
     if release != "bookworm":
-        pytest.skip("Debian 13's Celery is 5.5: an apt group may use quorum queues there")
-
-    def add_apt_group(data: dict[str, Any]) -> None:
-        pip = data["workers"][0]
-        apt = {k: v for k, v in pip.items() if k != "celery_version"}
-        apt.update(name="apt-workers", hosts=[WORKERS[-1]], install="apt", instances=1)
-        data["workers"].append(apt)
-
+        pytest.skip("Debian 13's Celery is 5.5: the next test runs an apt group there")
     refused = site_copy(site, tmp_path / "apt", add_apt_group)
     all_hosts = (*BROKERS, *WORKERS)
     before = {h: fingerprint(site, h) for h in all_hosts}
@@ -206,6 +208,34 @@ def test_an_apt_group_on_bookworm_is_refused_and_nothing_changes(
     assert changed_by_host(data) == dict.fromkeys(all_hosts, 0), data["hosts"]
     assert {h: fingerprint(site, h) for h in all_hosts} == before
     print(f"\nrefused: {lines[0].strip()}")
+
+
+def test_an_apt_group_on_trixie_serves_a_quorum_queue_and_leaves_when_dropped(
+    site: Site, release: str, tmp_path: Path
+) -> None:
+    if release != "trixie":
+        pytest.skip("Debian 12's Celery is 5.2: the test before checks it is refused")
+    with_apt = site_copy(site, tmp_path / "apt", add_apt_group)
+    code, data = with_apt.deploy()
+    assert code == 0, data["failures"]
+    unit = "qsetup-worker-apt-workers@1.service"
+    assert with_apt.unit(WORKERS[-1], unit)["ActiveState"] == "active"
+    queue = quorum_queue(with_apt, BROKERS[-1], "apt")
+    assert queue is not None and queue["type"] == "quorum", queue
+    assert set(queue["members"]) == NODES and set(queue["online"]) == NODES, queue
+    with celery_client(with_apt.loaded()) as capp:
+        done = capp.send_task("proj.tasks.add", (2, 3), queue="apt").get(timeout=60)
+    assert done == 5
+    code, status, _ = with_apt.status()
+    assert code == 0 and status["healthy"] is True, status["problems"]
+    versions = status["hosts"][WORKERS[-1]]["celery_versions"]
+    assert versions["/usr/bin/celery"].startswith("5.5"), versions
+
+    code, data = site.deploy()  # the group leaves the inventory: its worker leaves the host
+    assert code == 0, data["failures"]
+    assert site.unit(WORKERS[-1], unit)["LoadState"] == "not-found"
+    code, status, _ = site.status()
+    assert code == 0 and status["healthy"] is True, status["problems"]
 
 
 def test_losing_the_queue_leader_loses_no_task_and_it_comes_back(
