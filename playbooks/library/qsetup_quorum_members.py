@@ -127,12 +127,12 @@ def converge(
                 "grown": grown,
                 "quorum_queues": len([q for _v, q in queues if q.get("type") == "quorum"]),
             }
-        waited = int(clock() - start)
-        if clock() - start >= timeout:
-            msg = error or describe(gaps, waited)
+        waited = clock() - start
+        if waited >= timeout:
+            msg = error or describe(gaps, int(waited))
             return {"failed": True, "changed": bool(grown), "grown": grown, "msg": msg}
         for node in sorted({n for g in gaps for n in g["missing"]}):
-            rc, out, err = run(["rabbitmq-queues", "grow", node, "all"])
+            rc, _out, _err = run(["rabbitmq-queues", "grow", node, "all"])
             if rc == 0 and node not in grown:
                 grown.append(node)
         sleep(2)
@@ -146,12 +146,7 @@ def main() -> None:
             "timeout": {"type": "int", "default": 120},
         },
     )
-
-    def run(argv: list[str]) -> tuple[int, str, str]:
-        rc, out, err = module.run_command(argv)
-        return rc, out, err
-
-    result = converge(run, list(module.params["nodes"]), module.params["timeout"])
+    result = converge(module.run_command, list(module.params["nodes"]), module.params["timeout"])
     if result.get("failed"):
         module.fail_json(**result)
     module.exit_json(**result)
