@@ -25,7 +25,11 @@ only after the first): the table gives the medians and every pair, since one fre
 Both sites then get the same untimed end-state check (broker objects read through the
 management API, Prometheus port, Flower with and without credentials, ping from every
 worker node, a task round trip), and the first deploy's ansible-runner events give
-the time per task.
+the time per task. Beside the wall times it prints the machine's busy CPU across each
+first deploy and no-op (core-seconds from /proc/stat): the sandbox hosts share this
+machine's kernel and cores with the controller, so that is what the controller and every
+host spent together, and CPU / wall ("cores busy") near the core count means the step
+was bound by CPU, not by the network or by waiting.
 
 The floor does what qsetup does that costs time on a fresh host: the same Debian packages
 (also python3-requests and python3-packaging, which qsetup's modules need), the same pip
@@ -158,6 +162,18 @@ def end_all() -> None:
         _end(proc)
 
 
+def machine_cpu() -> float:
+    """CPU seconds this machine has been busy (all cores: user, nice, system, irq, softirq).
+
+    The sandbox hosts share the machine's kernel and cores, so the difference across a
+    step is what the controller and every host spent on it together.
+    """
+    with Path("/proc/stat").open(encoding="ascii") as fh:
+        fields = fh.readline().split()[1:8]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields)
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def qsetup(
     hosts: HostSet, *args: str, ok: tuple[int, ...] = (0,), timeout: float = 3600
 ) -> tuple[float, str]:
@@ -225,6 +241,7 @@ def expected_nodes(loaded: LoadedInventory) -> list[str]:
 @dataclass
 class FloorResult:
     seconds: float
+    cpu: float = 0.0
     hosts: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -235,6 +252,7 @@ def run_floor(loaded: LoadedInventory, key: Path) -> FloorResult:
     result = FloorResult(0.0)
     errors: list[str] = []
     started = time.monotonic()
+    cpu_before = machine_cpu()
 
     def one(host: str) -> None:
         args = [*ssh_args(key, address(loaded, host), user=LOGIN_USER), "sudo", "-n", "bash", "-s"]
@@ -257,6 +275,7 @@ def run_floor(loaded: LoadedInventory, key: Path) -> FloorResult:
     if not wait_flower(loaded, timeout=120):
         raise SystemExit("floor: Flower never answered")
     result.seconds = time.monotonic() - started
+    result.cpu = machine_cpu() - cpu_before
     return result
 
 
@@ -518,6 +537,9 @@ class SizeResult:
     ssh: list[float] = field(default_factory=list)
     floors: list[float] = field(default_factory=list)
     firsts: list[float] = field(default_factory=list)
+    floor_cpus: list[float] = field(default_factory=list)
+    first_cpus: list[float] = field(default_factory=list)
+    noop_cpus: list[float] = field(default_factory=list)
     tasks: TaskTimes | None = None
     load: dict[str, float] = field(default_factory=dict)
 
@@ -525,15 +547,22 @@ class SizeResult:
 def run_qsetup(loaded: LoadedInventory, key: Path, rounds: int, res: SizeResult) -> None:
     inv = str(loaded.path)
     res.load["qsetup"] = os.getloadavg()[0]
+    cpu_before = machine_cpu()
     res.first, out = qsetup(QSETUP_SET, "deploy", "--inventory", inv, "--json")
+    res.first_cpus.append(machine_cpu() - cpu_before)
     res.firsts.append(res.first)
     first = json.loads(out)
-    print(f"  qsetup first deploy: {res.first:.1f} s", flush=True)
+    print(
+        f"  qsetup first deploy: {res.first:.1f} s, machine CPU {res.first_cpus[-1]:.0f} core-s",
+        flush=True,
+    )
     res.tasks = task_times(Path(first["run_dir"]))
     res.first_problems = check_end_state(loaded)
     for i in range(rounds):
         res.ssh.append(ssh_floor(loaded, key))
+        cpu_before = machine_cpu()
         took, out = qsetup(QSETUP_SET, "deploy", "--inventory", inv, "--json", timeout=900)
+        res.noop_cpus.append(machine_cpu() - cpu_before)
         res.noops.append(took)
         res.noop_changed.append(
             {h: v["changed"] for h, v in json.loads(out)["hosts"].items() if v["changed"]}
@@ -562,8 +591,11 @@ def run_size(
     def floor_phase() -> None:
         loaded = fresh_sandbox(FLOOR_SET, size, work)
         floor = run_floor(loaded, FLOOR_SET.key)
-        print(f"  floor script: {floor.seconds:.1f} s", flush=True)
+        print(
+            f"  floor script: {floor.seconds:.1f} s, machine CPU {floor.cpu:.0f} core-s", flush=True
+        )
         res.floors.append(floor.seconds)
+        res.floor_cpus.append(floor.cpu)
         if res.floor is None:
             res.load["floor"] = os.getloadavg()[0]
             res.floor = floor
@@ -576,8 +608,13 @@ def run_size(
         if not res.firsts:
             run_qsetup(loaded, QSETUP_SET.key, rounds, res)
         else:
+            cpu_before = machine_cpu()
             took, _ = qsetup(QSETUP_SET, "deploy", "--inventory", str(loaded.path), "--json")
-            print(f"  qsetup first deploy: {took:.1f} s", flush=True)
+            res.first_cpus.append(machine_cpu() - cpu_before)
+            print(
+                f"  qsetup first deploy: {took:.1f} s, machine CPU {res.first_cpus[-1]:.0f} core-s",
+                flush=True,
+            )
             problems = check_end_state(loaded)
             res.first_problems += [p for p in problems if p not in res.first_problems]
             res.firsts.append(took)
@@ -629,6 +666,15 @@ def report(results: list[SizeResult], rounds: int, deploy_rounds: int, qsetup_fi
         [f"{med(r.statuses):.2f} s {med(r.statuses) / med(r.ssh):5.1f}x ssh" for r in results],
     )
     row("rolling restart (workers)", [f"{r.restart:.1f} s" for r in results])
+    row(
+        "machine CPU, floor / first deploy",
+        [f"{med(r.floor_cpus):.0f} / {med(r.first_cpus):.0f} core-s" for r in results],
+    )
+    row(
+        "cores busy, floor / first deploy",
+        [f"{med(r.floor_cpus) / fl(r):.2f} / {med(r.first_cpus) / first(r):.2f}" for r in results],
+    )
+    row("machine CPU, no-op deploy", [f"{med(r.noop_cpus):.1f} core-s" for r in results])
     row(
         "load avg at floor / qsetup start",
         [f"{r.load.get('floor', 0):.1f} / {r.load.get('qsetup', 0):.1f}" for r in results],
