@@ -78,8 +78,14 @@ def queue_gaps(
     return gaps
 
 
-def describe(gaps: list[dict[str, Any]], waited: int) -> str:
-    """One line: the first queue's gap, and how many more queues have one."""
+def describe(
+    gaps: list[dict[str, Any]], waited: int, grow_errors: dict[str, str] | None = None
+) -> str:
+    """One line: the first queue's gap and how many more queues have one.
+
+    When the last ``grow`` for a node the queue lacks failed, its error (``grow_errors``:
+    node -> text) is part of the line.
+    """
     first = gaps[0]
     where = f"quorum queue '{first['name']}' (vhost '{first['vhost']}')"
     if first["missing"]:
@@ -87,10 +93,20 @@ def describe(gaps: list[dict[str, Any]], waited: int) -> str:
     else:
         what = f"{where}: member {', '.join(first['offline'])} still offline"
     more = f" (and {len(gaps) - 1} more queues)" if len(gaps) > 1 else ""
+    said = "".join(
+        f"; rabbitmq-queues grow {node} all failed: {(grow_errors or {})[node]}"
+        for node in first["missing"]
+        if (grow_errors or {}).get(node)
+    )
     return (
-        f"{what}{more} after {waited} s; see journalctl -u rabbitmq-server on that node "
+        f"{what}{more} after {waited} s{said}; see journalctl -u rabbitmq-server on that node "
         "and rabbitmq-queues quorum_status, then deploy again"
     )
+
+
+def _last_line(*texts: str) -> str:
+    lines = [ln.strip() for t in texts for ln in t.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 def read_queues(run: Run) -> tuple[list[tuple[str, dict[str, Any]]], str]:
@@ -118,6 +134,7 @@ def converge(
     """Grow and wait; the module's result (``failed`` and ``msg`` when it gave up)."""
     start = clock()
     grown: list[str] = []
+    grow_errors: dict[str, str] = {}
     while True:
         queues, error = read_queues(run)
         gaps = queue_gaps(queues, nodes) if not error else []
@@ -129,11 +146,15 @@ def converge(
             }
         waited = clock() - start
         if waited >= timeout:
-            msg = error or describe(gaps, int(waited))
+            msg = error or describe(gaps, int(waited), grow_errors)
             return {"failed": True, "changed": bool(grown), "grown": grown, "msg": msg}
         for node in sorted({n for g in gaps for n in g["missing"]}):
-            rc, _out, _err = run(["rabbitmq-queues", "grow", node, "all"])
-            if rc == 0 and node not in grown:
+            rc, out, err = run(["rabbitmq-queues", "grow", node, "all"])
+            if rc != 0:
+                grow_errors[node] = f"exit {rc}: {_last_line(out, err)}"
+                continue
+            grow_errors.pop(node, None)
+            if node not in grown:
                 grown.append(node)
         sleep(2)
 

@@ -132,3 +132,40 @@ def test_a_failing_rabbitmqctl_is_retried_then_reported() -> None:
     result = qm.converge(run, [A, B, C], 6, clock, clock.sleep)
     assert result["failed"] is True
     assert result["msg"].startswith("rabbitmqctl list_vhosts failed: Error: unable to perform")
+
+
+def test_a_grow_that_keeps_failing_is_retried_and_its_own_error_ends_the_message() -> None:
+    broker = Broker({"proj": [quorum("celery", [A, B], [A, B])]})
+    answer = broker.run
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        if argv[:2] == ["rabbitmq-queues", "grow"]:
+            broker.calls.append(argv)
+            return 69, "", "Error:\nNode rabbit@c is down or not running"
+        return answer(argv)
+
+    clock = Clock()
+    result = qm.converge(run, [A, B, C], 10, clock, clock.sleep)
+    assert result["failed"] is True and result["grown"] == []
+    assert len([c for c in broker.calls if c[:2] == ["rabbitmq-queues", "grow"]]) > 1
+    assert result["msg"].startswith(
+        "quorum queue 'celery' (vhost 'proj') has no member on rabbit@c after rabbitmq-queues"
+        " grow after 10 s; rabbitmq-queues grow rabbit@c all failed: exit 69: Node rabbit@c is"
+        " down or not running; see journalctl"
+    )
+    assert "\n" not in result["msg"]
+
+
+def test_a_grow_that_fails_once_then_works_is_not_reported() -> None:
+    broker = Broker({"proj": [quorum("celery", [A, B], [A, B])]})
+    answer, failures = broker.run, [1]
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        if argv[:2] == ["rabbitmq-queues", "grow"] and failures:
+            failures.pop()
+            return 69, "", "Error: timed out"
+        return answer(argv)
+
+    clock = Clock()
+    result = qm.converge(run, [A, B, C], 120, clock, clock.sleep)
+    assert result == {"changed": True, "grown": [C], "quorum_queues": 1}
