@@ -257,8 +257,14 @@ def boot_sandbox(
     env: Mapping[str, str],
     release: str | None = None,
 ) -> SandboxHosts:
-    """``qsetup sandbox up`` (``--names``, else the default qs1..qs3) with ``--inventory-out``."""
+    """``qsetup sandbox up`` (``--names``, else the default qs1..qs3) with ``--inventory-out``.
+
+    Without ``release``, ``QSETUP_TEST_RELEASE`` (``bookworm`` or ``trixie``) picks the
+    Debian release of every sandbox the tier boots, so the whole tier can run on Debian 13
+    hosts; a module that names its release keeps it.
+    """
     which = ["--names", ",".join(names)] if names else ["--hosts", "3"]
+    release = release or os.environ.get("QSETUP_TEST_RELEASE") or None
     extra = ["--release", release] if release else []
     qsetup("sandbox", "up", *which, *extra, "--inventory-out", str(inventory), env=env,
            timeout=UP_TIMEOUT)  # fmt: skip
