@@ -40,4 +40,10 @@ run_pytest() {
 echo "== unit tests"; run_pytest tests/unit -q
 if [[ "$tier" == "all" ]]; then
     echo "== integration tests (sandbox hosts)"; run_pytest tests/integration -m integration -q
+    # The core behaviours again on Debian 13 hosts (first deploy, what the inventory drops
+    # leaving hosts and broker, a bad push, the rolling gate, self-healing units);
+    # test_trixie and test_cluster above already run their own Debian 13 hosts.
+    echo "== integration tests on Debian 13 hosts (core modules)"
+    QSETUP_TEST_RELEASE=trixie run_pytest -m integration -q tests/integration/test_deploy.py \
+        tests/integration/test_converge.py tests/integration/test_self_healing.py
 fi
