@@ -544,18 +544,24 @@ class SizeResult:
     load: dict[str, float] = field(default_factory=dict)
 
 
+def first_deploy(loaded: LoadedInventory, res: SizeResult) -> tuple[float, str]:
+    """qsetup's first deploy on fresh hosts: its wall time and machine CPU go into ``res``."""
+    cpu_before = machine_cpu()
+    took, out = qsetup(QSETUP_SET, "deploy", "--inventory", str(loaded.path), "--json")
+    res.first_cpus.append(machine_cpu() - cpu_before)
+    res.firsts.append(took)
+    print(
+        f"  qsetup first deploy: {took:.1f} s, machine CPU {res.first_cpus[-1]:.0f} core-s",
+        flush=True,
+    )
+    return took, out
+
+
 def run_qsetup(loaded: LoadedInventory, key: Path, rounds: int, res: SizeResult) -> None:
     inv = str(loaded.path)
     res.load["qsetup"] = os.getloadavg()[0]
-    cpu_before = machine_cpu()
-    res.first, out = qsetup(QSETUP_SET, "deploy", "--inventory", inv, "--json")
-    res.first_cpus.append(machine_cpu() - cpu_before)
-    res.firsts.append(res.first)
+    res.first, out = first_deploy(loaded, res)
     first = json.loads(out)
-    print(
-        f"  qsetup first deploy: {res.first:.1f} s, machine CPU {res.first_cpus[-1]:.0f} core-s",
-        flush=True,
-    )
     res.tasks = task_times(Path(first["run_dir"]))
     res.first_problems = check_end_state(loaded)
     for i in range(rounds):
@@ -608,16 +614,9 @@ def run_size(
         if not res.firsts:
             run_qsetup(loaded, QSETUP_SET.key, rounds, res)
         else:
-            cpu_before = machine_cpu()
-            took, _ = qsetup(QSETUP_SET, "deploy", "--inventory", str(loaded.path), "--json")
-            res.first_cpus.append(machine_cpu() - cpu_before)
-            print(
-                f"  qsetup first deploy: {took:.1f} s, machine CPU {res.first_cpus[-1]:.0f} core-s",
-                flush=True,
-            )
+            first_deploy(loaded, res)
             problems = check_end_state(loaded)
             res.first_problems += [p for p in problems if p not in res.first_problems]
-            res.firsts.append(took)
         qsetup(QSETUP_SET, "sandbox", "down", timeout=600)
 
     print(f"{size} hosts:", flush=True)

@@ -93,10 +93,11 @@ def describe(
     else:
         what = f"{where}: member {', '.join(first['offline'])} still offline"
     more = f" (and {len(gaps) - 1} more queues)" if len(gaps) > 1 else ""
+    errors = grow_errors or {}
     said = "".join(
-        f"; rabbitmq-queues grow {node} all failed: {(grow_errors or {})[node]}"
+        f"; rabbitmq-queues grow {node} all failed: {errors[node]}"
         for node in first["missing"]
-        if (grow_errors or {}).get(node)
+        if errors.get(node)
     )
     return (
         f"{what}{more} after {waited} s{said}; see journalctl -u rabbitmq-server on that node "
