@@ -61,8 +61,8 @@ def timed(*args: str) -> tuple[float, dict[str, Any]]:
 def celery_client(inventory: Path) -> Iterator[Any]:
     from celery import Celery
 
-    from qsetup.loader import load_inventory
-    from qsetup.render import broker_url
+    from qsetup.build.render import broker_url
+    from qsetup.inventory.loader import load_inventory
 
     loaded = load_inventory(inventory)
     inv = loaded.inventory
@@ -88,7 +88,7 @@ def worker_log(inventory: Path, since: float) -> dict[str, tuple[str, float]]:
     The workers' logs are the clock: rpc results from the apt group's Celery carry no
     ``date_done``; the sandbox hosts share this machine's clock.
     """
-    from qsetup.loader import load_inventory
+    from qsetup.inventory.loader import load_inventory
 
     inv = load_inventory(inventory).inventory
     seen: dict[str, tuple[str, float]] = {}

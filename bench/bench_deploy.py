@@ -126,7 +126,7 @@ def floor(env: dict[str, str]) -> float:
 
 def ssh_floor(env: dict[str, str], inventory: Path) -> float:
     """`ssh host true` to every host in parallel, as the deploy's key and options reach them."""
-    from qsetup.loader import load_inventory
+    from qsetup.inventory.loader import load_inventory
     from qsetup.sandbox.host import ssh_args
 
     loaded = load_inventory(inventory)

@@ -73,7 +73,7 @@ from typing import Any
 import yaml
 from fleet_floor import address, broker_url, floor_scripts  # beside this file
 
-from qsetup.loader import LoadedInventory, load_inventory
+from qsetup.inventory.loader import LoadedInventory, load_inventory
 from qsetup.sandbox.host import ssh_args
 
 QSETUP = [sys.executable, "-m", "qsetup"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from qsetup.loader import LoadedInventory
+from qsetup.inventory.loader import LoadedInventory
 
 
 def address(loaded: LoadedInventory, host: str) -> str:

@@ -132,7 +132,7 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing inventory/secrets.")] = False,
 ) -> None:
     """Write a commented inventory and its secrets file (strong generated passwords, 0600)."""
-    from qsetup.scaffold import build_spec, write_starter_files
+    from qsetup.inventory.scaffold import build_spec, write_starter_files
 
     def ask(value: str | None, question: str, default: str) -> str:
         if value is not None:
@@ -170,7 +170,7 @@ def validate(
     secrets: SecretsOpt = None,
 ) -> None:
     """Check an inventory and its secrets; print FILE:LINE:COL: field: message per problem."""
-    from qsetup.loader import load_inventory
+    from qsetup.inventory.loader import load_inventory
 
     loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
     inv = loaded.inventory
@@ -192,10 +192,10 @@ def render(
 
     Also OUT/prometheus-scrape.yml: Prometheus jobs for RabbitMQ's nodes and Flower.
     """
-    from qsetup.loader import load_inventory
-    from qsetup.metrics import scrape_config_text
-    from qsetup.render import render_all, write_artifacts
-    from qsetup.tls import prepare as prepare_tls
+    from qsetup.build.metrics import scrape_config_text
+    from qsetup.build.render import render_all, write_artifacts
+    from qsetup.build.tls import prepare as prepare_tls
+    from qsetup.inventory.loader import load_inventory
 
     def core() -> int:
         loaded = load_inventory(inventory, secrets)
@@ -226,7 +226,7 @@ def schema() -> None:
     """Print the inventory's JSON Schema (for editors' YAML language servers)."""
     import json
 
-    from qsetup.inventory import Inventory
+    from qsetup.inventory.model import Inventory
 
     text = run_guarded(lambda: json.dumps(Inventory.model_json_schema(), indent=2))
     sys.stdout.write(text + "\n")
@@ -254,10 +254,10 @@ def deploy(
     """
     import json
 
-    from qsetup.deploy import DeployOptions, run_deploy
-    from qsetup.loader import load_inventory
-    from qsetup.progress import run_with_progress
-    from qsetup.report import deploy_json, deploy_summary
+    from qsetup.inventory.loader import load_inventory
+    from qsetup.ops.deploy import DeployOptions, run_deploy
+    from qsetup.ui.progress import run_with_progress
+    from qsetup.ui.report import deploy_json, deploy_summary
 
     options = DeployOptions(
         check=check,
@@ -313,9 +313,9 @@ def status(
 
     from rich.live import Live
 
-    from qsetup.loader import load_inventory
-    from qsetup.report import status_json, status_view
+    from qsetup.inventory.loader import load_inventory
     from qsetup.status import SystemStatus, check_status
+    from qsetup.ui.report import status_json, status_view
 
     loaded = run_guarded(lambda: load_inventory(inventory, secrets))
 
@@ -374,10 +374,10 @@ def restart(
     """
     import json
 
-    from qsetup.deploy import run_restart
-    from qsetup.loader import load_inventory
-    from qsetup.progress import run_with_progress
-    from qsetup.report import deploy_json, deploy_summary
+    from qsetup.inventory.loader import load_inventory
+    from qsetup.ops.deploy import run_restart
+    from qsetup.ui.progress import run_with_progress
+    from qsetup.ui.report import deploy_json, deploy_summary
 
     loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
     roles = tuple(r.strip() for r in role.split(",") if r.strip())
@@ -411,8 +411,8 @@ def demo(
     Needs root. The inventory stays in --dir, so `qsetup status --inventory
     qsetup-demo/inventory.yml` works afterwards; `qsetup demo --down` removes the hosts.
     """
-    from qsetup.demo import run_demo, stop_demo
-    from qsetup.report import deploy_summary, event_line
+    from qsetup.ops.demo import run_demo, stop_demo
+    from qsetup.ui.report import deploy_summary, event_line
 
     def say(line: str) -> None:
         out.print(line, markup=False, highlight=False)
@@ -439,7 +439,7 @@ def demo(
     say(f"inventory: {result.inventory}; Flower on the first host, port 5555")
 
 
-# --- backup and restore (qsetup/backup.py) -----------------------------------
+# --- backup and restore (qsetup/ops/backup.py) -----------------------------------
 
 
 @app.command()
@@ -470,9 +470,9 @@ def backup(
     """
     import json
 
-    from qsetup.backup import run_backup
-    from qsetup.loader import load_inventory
-    from qsetup.report_backup import backup_json, backup_line
+    from qsetup.inventory.loader import load_inventory
+    from qsetup.ops.backup import run_backup
+    from qsetup.ui.report_backup import backup_json, backup_line
 
     loaded = run_guarded(lambda: load_inventory(inventory, secrets))
     result = run_guarded(lambda: run_backup(loaded, out_file))
@@ -514,9 +514,9 @@ def restore(
     """
     import json
 
-    from qsetup.backup import run_restore
-    from qsetup.loader import load_inventory
-    from qsetup.report_backup import restore_json, restore_line
+    from qsetup.inventory.loader import load_inventory
+    from qsetup.ops.backup import run_restore
+    from qsetup.ui.report_backup import restore_json, restore_line
 
     loaded = run_guarded(lambda: load_inventory(inventory, secrets))
     result = run_guarded(lambda: run_restore(loaded, file))

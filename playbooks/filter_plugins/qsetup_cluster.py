@@ -13,7 +13,7 @@ from typing import Any
 
 def qsetup_rabbit_node(hostname: str) -> str:
     """The RabbitMQ node name on a host that reports ``hostname``."""
-    from qsetup.names import rabbit_node_name
+    from qsetup.desired.names import rabbit_node_name
 
     return rabbit_node_name(str(hostname))
 

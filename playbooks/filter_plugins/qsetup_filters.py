@@ -271,7 +271,7 @@ def qsetup_units_to_restart(
 
 def qsetup_node_name(pattern: str, hostname: str) -> str:
     """The exact Celery node name of a unit (``%i`` already filled) on a host."""
-    from qsetup.names import expand_node_name
+    from qsetup.desired.names import expand_node_name
 
     return expand_node_name(str(pattern), 1, str(hostname))
 

@@ -32,7 +32,7 @@ from qsetup.sandbox.state import (
 )
 
 if TYPE_CHECKING:
-    from qsetup.scaffold import StarterSpec
+    from qsetup.inventory.scaffold import StarterSpec
 
 Progress = Callable[[str], None]
 DEFAULT_RELEASE = "bookworm"
@@ -508,7 +508,7 @@ def format_status(status: HostStatus) -> str:
 
 
 def write_inventory(path: Path, state: SandboxState, key: Path) -> tuple[Path, Path]:
-    """Write a starter inventory for the sandbox hosts with ``qsetup.scaffold``.
+    """Write a starter inventory for the sandbox hosts with ``qsetup.inventory.scaffold``.
 
     Broker and Flower go on the first host, apt workers on the second, pip workers
     on the third (falling back to the hosts that exist).
@@ -520,10 +520,10 @@ def write_inventory(path: Path, state: SandboxState, key: Path) -> tuple[Path, P
         SandboxError: the scaffold module is unavailable.
     """
     try:
-        from qsetup.scaffold import StarterHost, StarterSpec, write_starter_files
+        from qsetup.inventory.scaffold import StarterHost, StarterSpec, write_starter_files
     except ImportError as exc:
         raise SandboxError(
-            f"cannot write an inventory: qsetup.scaffold is unavailable ({exc}); "
+            f"cannot write an inventory: qsetup.inventory.scaffold is unavailable ({exc}); "
             "update qsetup or drop --inventory-out"
         ) from None
     names = [h.name for h in state.hosts]
@@ -554,8 +554,8 @@ def _inventory_unchanged(path: Path, spec: StarterSpec) -> tuple[Path, Path] | N
     Rewriting would generate new secrets, so an ``up`` that is already up keeps them.
     """
     try:
-        from qsetup.scaffold import render_inventory
-        from qsetup.secrets import default_secrets_path
+        from qsetup.inventory.scaffold import render_inventory
+        from qsetup.inventory.secrets import default_secrets_path
     except ImportError:
         return None
     secrets = Path(default_secrets_path(path))

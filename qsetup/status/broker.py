@@ -6,20 +6,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from qsetup.desired import (
+from qsetup.build.tls import ssl_reason, verify_with_ca
+from qsetup.desired.state import (
     ADMIN_USER,
     broker_admin_password,
     broker_state,
     consumed_queues,
     management_endpoint,
-    queue_type,
 )
-from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory
+from qsetup.inventory.loader import LoadedInventory
+from qsetup.inventory.model import Inventory, queue_type
 from qsetup.status.cluster import node_problems, parse_quorum_queues, quorum_problems
 from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
 from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
-from qsetup.tls import ssl_reason, verify_with_ca
 
 
 def api_base(inv: Inventory, host: str | None = None) -> str:

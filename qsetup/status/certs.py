@@ -2,7 +2,7 @@
 
 Every broker node's AMQPS port and HTTPS management port and Flower's HTTPS port get
 one TLS handshake that verifies against the CA qsetup's clients use
-(:func:`qsetup.tls.client_ca_file`) and the address the controller connects to, as
+(:func:`qsetup.build.tls.client_ca_file`) and the address the controller connects to, as
 the workers and ``qsetup status`` do. A certificate that does not verify is read
 again without verification, so its expiry is still shown. All handshakes run at
 once, each bounded by the status timeout.
@@ -21,12 +21,12 @@ from pathlib import Path
 
 from cryptography import x509
 
-from qsetup.desired import amqp_endpoint, management_endpoint
-from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory
+from qsetup.build.tls import RENEW_DAYS, client_ca_file
+from qsetup.desired.state import amqp_endpoint, management_endpoint
+from qsetup.inventory.loader import LoadedInventory
+from qsetup.inventory.model import Inventory
 from qsetup.status.flower import flower_address
 from qsetup.status.model import CertStatus, TlsStatus
-from qsetup.tls import RENEW_DAYS, client_ca_file
 
 MAX_PARALLEL = 16
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Generic, TypeVar
 
-from qsetup.desired import broker_admin_password
-from qsetup.loader import LoadedInventory
+from qsetup.desired.state import broker_admin_password
+from qsetup.inventory.loader import LoadedInventory
 from qsetup.status.broker import broker_problems, fetch_broker
 from qsetup.status.certs import certificate_problems, check_certificates
 from qsetup.status.cluster import place_nodes

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from qsetup.inventory import Inventory
-from qsetup.names import rabbit_node_name
+from qsetup.desired.names import rabbit_node_name
+from qsetup.inventory.model import Inventory
 from qsetup.status.model import BrokerNode, BrokerStatus, QuorumQueue
 
 _DELAYED = re.compile(r"^celery_delayed_\d+$")

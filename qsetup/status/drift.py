@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsetup.desired import NO_RIGHTS, BrokerPolicy, BrokerState
+from qsetup.desired.state import NO_RIGHTS, BrokerPolicy, BrokerState
 from qsetup.status.model import Drift
 
 NOTHING = NO_RIGHTS

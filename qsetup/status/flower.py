@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory
+from qsetup.build.tls import ssl_reason, verify_with_ca
+from qsetup.inventory.loader import LoadedInventory
+from qsetup.inventory.model import Inventory
 from qsetup.status.model import FlowerStatus
-from qsetup.tls import ssl_reason, verify_with_ca
 
 _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
 

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from qsetup.desired import BEAT_UNIT, UNIT_PREFIX, units_by_host, venv_dir
-from qsetup.inventory import Inventory
+from qsetup.desired.state import BEAT_UNIT, UNIT_PREFIX, units_by_host, venv_dir
+from qsetup.inventory.model import Inventory
 from qsetup.status.model import HostStatus, UnitStatus
 
 _PROPS = "Id,LoadState,ActiveState,SubState,UnitFileState,StateChangeTimestamp,NRestarts"

@@ -16,10 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from qsetup.desired import SshEndpoint, ssh_endpoints
+from qsetup.desired.state import SshEndpoint, ssh_endpoints
 from qsetup.errors import QsetupError
-from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory
+from qsetup.inventory.loader import LoadedInventory
+from qsetup.inventory.model import Inventory
 from qsetup.status.hosts import MARK, Outcome, assemble_hosts, build_script
 from qsetup.status.model import HostStatus
 

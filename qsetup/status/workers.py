@@ -6,12 +6,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsetup.desired import celery_settings, probe_transport_options, units_by_host
-from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory
-from qsetup.render import broker_url
+from qsetup.build.render import broker_url
+from qsetup.build.tls import client_ca_file
+from qsetup.desired.state import celery_settings, probe_transport_options, units_by_host
+from qsetup.inventory.loader import LoadedInventory
+from qsetup.inventory.model import Inventory
 from qsetup.status.model import WorkerNode
-from qsetup.tls import client_ca_file
 
 
 @dataclass(frozen=True)

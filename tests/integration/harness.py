@@ -39,8 +39,8 @@ from typing import Any
 
 import pytest
 
-from qsetup.loader import LoadedInventory, load_inventory
-from qsetup.tls import client_ca_file
+from qsetup.build.tls import client_ca_file
+from qsetup.inventory.loader import LoadedInventory, load_inventory
 
 _DEFAULT_BIN = Path("/var/cache/qsetup/venv/bin/qsetup")
 DEFAULT_SANDBOX_DIR = Path("/var/lib/qsetup/sandbox")
@@ -441,7 +441,7 @@ class Site:
 
     def expected_nodes(self) -> set[str]:
         """The exact Celery node name of every worker the inventory runs (sandbox hostnames)."""
-        from qsetup.desired import units_by_host
+        from qsetup.desired.state import units_by_host
 
         return {
             u.node_name(host)
@@ -488,8 +488,8 @@ def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
     """
     from celery import Celery
 
-    from qsetup.desired import celery_settings
-    from qsetup.render import broker_url
+    from qsetup.build.render import broker_url
+    from qsetup.desired.state import celery_settings
 
     inv = loaded.inventory
     url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
@@ -579,7 +579,7 @@ def queue_home(site: Site, host: str, name: str) -> str | None:
 
 def broker_urls_from(loaded: LoadedInventory, first_host: str) -> str:
     """The app's failover broker URL list, rotated so that ``first_host``'s node comes first."""
-    from qsetup.render import broker_url
+    from qsetup.build.render import broker_url
 
     inv = loaded.inventory
     urls = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost).split(";")
@@ -743,7 +743,7 @@ class TaskStream(ResultStream):
 
         from celery import Celery
 
-        from qsetup.desired import celery_settings
+        from qsetup.desired.state import celery_settings
 
         self.urls = broker_urls_from(loaded, first_host)
         self.rate = rate

@@ -26,7 +26,7 @@ import pytest
 import requests
 from harness import SandboxHosts, Site, deployed_site, own_sandbox, wait_for, wait_for_ping
 
-from qsetup.desired import ADMIN_USER, broker_admin_password
+from qsetup.desired.state import ADMIN_USER, broker_admin_password
 from qsetup.status.broker import api_base
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,7 @@ def run_timed(site: Site, *args: str) -> tuple[int, str, str, float]:
 def test_backup_rebuild_deploy_restore_brings_the_apps_definitions_back(
     hosts: SandboxHosts, tmp_path: Path
 ) -> None:
-    from qsetup.roundtrip import send_task
+    from qsetup.remote.roundtrip import send_task
 
     site = deployed_site(hosts, tmp_path / "site")
     inv = site.loaded().inventory

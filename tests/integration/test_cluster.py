@@ -39,7 +39,7 @@ from harness import (
     wait_for_ping,
 )
 
-from qsetup.names import rabbit_node_name
+from qsetup.desired.names import rabbit_node_name
 
 pytestmark = pytest.mark.integration
 

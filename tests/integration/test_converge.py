@@ -18,8 +18,8 @@ import requests
 import yaml
 from harness import SandboxHosts, Site
 
-from qsetup.loader import load_inventory
-from qsetup.roundtrip import send_task
+from qsetup.inventory.loader import load_inventory
+from qsetup.remote.roundtrip import send_task
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import requests
 import yaml
 from harness import SandboxHosts, Site, qsetup
 
-from qsetup.loader import LoadedInventory, load_inventory
-from qsetup.roundtrip import send_task
+from qsetup.inventory.loader import LoadedInventory, load_inventory
+from qsetup.remote.roundtrip import send_task
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def test_task_round_trip_through_the_deployed_broker(deployed: Deployed) -> None
 def test_both_worker_groups_answer_and_list_the_apps_tasks(deployed: Deployed) -> None:
     from celery import Celery
 
-    from qsetup.render import broker_url
+    from qsetup.build.render import broker_url
 
     inv = deployed.loaded.inventory
     url = broker_url(inv, deployed.loaded.secrets, inv.app.broker_user, inv.app.vhost)

@@ -28,7 +28,7 @@ from harness import (
     wait_for_ping,
 )
 
-from qsetup.render import code_dir
+from qsetup.build.render import code_dir
 
 pytestmark = pytest.mark.integration
 

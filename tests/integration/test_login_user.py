@@ -135,7 +135,7 @@ def test_deploy_twice_through_sudo_without_root_login(site: Site) -> None:
 
 
 def test_a_task_round_trip(site: Site) -> None:
-    from qsetup.roundtrip import send_task
+    from qsetup.remote.roundtrip import send_task
 
     trip = send_task(site.loaded())
     assert trip.result == 5

@@ -46,10 +46,10 @@ from harness import (
     wait_for,
 )
 
-from qsetup.desired import ADMIN_USER, broker_admin_password, celery_settings
-from qsetup.loader import load_inventory
-from qsetup.render import broker_url
-from qsetup.tls import ca_cert_path, ca_key_path, cache_dir, client_ca_file
+from qsetup.build.render import broker_url
+from qsetup.build.tls import ca_cert_path, ca_key_path, cache_dir, client_ca_file
+from qsetup.desired.state import ADMIN_USER, broker_admin_password, celery_settings
+from qsetup.inventory.loader import load_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -225,7 +225,7 @@ def test_flower_answers_over_https_only(site: Site) -> None:
 
 
 def test_a_task_round_trip_over_amqps(site: Site) -> None:
-    from qsetup.roundtrip import send_task
+    from qsetup.remote.roundtrip import send_task
 
     loaded = site.loaded()
     inv = loaded.inventory

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from harness import Site, own_sandbox
 
-from qsetup.roundtrip import send_task
+from qsetup.remote.roundtrip import send_task
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
 from qsetup.cli import app
-from qsetup.definitions import definitions_problem, prepare_import, read_backup
-from qsetup.desired import broker_admin_password
-from qsetup.loader import load_inventory
+from qsetup.desired.definitions import definitions_problem, prepare_import, read_backup
+from qsetup.desired.state import broker_admin_password
+from qsetup.inventory.loader import load_inventory
 
 runner = CliRunner()
 

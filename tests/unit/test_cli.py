@@ -375,12 +375,12 @@ def test_no_arguments_shows_help() -> None:
 def test_internal_error_exit_4(
     write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import qsetup.loader
+    import qsetup.inventory.loader
 
     def boom(*_: object, **__: object) -> None:
         raise RuntimeError("secret-internals-xyz")
 
-    monkeypatch.setattr(qsetup.loader, "load_inventory", boom)
+    monkeypatch.setattr(qsetup.inventory.loader, "load_inventory", boom)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
 
@@ -396,12 +396,12 @@ def test_internal_error_exit_4(
 def test_internal_error_in_render(
     write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import qsetup.render
+    import qsetup.build.render
 
     def boom(*_: object, **__: object) -> None:
         raise KeyError("oops")
 
-    monkeypatch.setattr(qsetup.render, "render_all", boom)
+    monkeypatch.setattr(qsetup.build.render, "render_all", boom)
     code, output = run("render", "-i", str(write_inventory()), "-o", str(tmp_path / "o"))
     assert code == 4
     assert "internal error" in output and "Traceback" not in output

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
-from qsetup.desired import broker_nodes, celery_settings, queue_type, units_by_host
+from qsetup.build.plan import build_ansible_inventory, pip_packages
+from qsetup.build.render import broker_url, render_all
+from qsetup.desired.state import broker_nodes, celery_settings, units_by_host
 from qsetup.errors import QsetupError
-from qsetup.inventory import Inventory
-from qsetup.loader import load_inventory, validate_document
-from qsetup.plan import build_ansible_inventory, pip_packages
-from qsetup.render import broker_url, render_all
-from qsetup.secrets import Secrets
-from qsetup.yamlsource import parse_yaml
+from qsetup.inventory.loader import load_inventory, validate_document
+from qsetup.inventory.model import Inventory, queue_type
+from qsetup.inventory.secrets import Secrets
+from qsetup.inventory.yamlsource import parse_yaml
 
 CLUSTER = BASE_INVENTORY.replace(
     "  worker1:\n    address: 10.0.0.2\n",

@@ -8,12 +8,12 @@ import pytest
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
-from qsetup.desired import consumer_timeout
+from qsetup.build.render import render_all
+from qsetup.desired.state import consumer_timeout
 from qsetup.errors import QsetupError
-from qsetup.loader import load_inventory, validate_document
-from qsetup.render import render_all
-from qsetup.secrets import Secrets
-from qsetup.yamlsource import parse_yaml
+from qsetup.inventory.loader import load_inventory, validate_document
+from qsetup.inventory.secrets import Secrets
+from qsetup.inventory.yamlsource import parse_yaml
 
 
 def limited(seconds: int, broker_line: str = "") -> str:

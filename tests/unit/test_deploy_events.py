@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from unitdata import WriteInventory
 
-from qsetup.deploy import (
+from qsetup.inventory.loader import load_inventory
+from qsetup.ops.deploy import (
     DeployEvent,
     DeployOptions,
     HostResult,
@@ -24,8 +25,7 @@ from qsetup.deploy import (
     _Collector,
     run_deploy,
 )
-from qsetup.loader import load_inventory
-from qsetup.report import deploy_json
+from qsetup.ui.report import deploy_json
 
 UNIT = "/etc/systemd/system/qsetup-worker-default@.service"
 NO_LOG = (

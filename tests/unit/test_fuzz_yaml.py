@@ -310,9 +310,9 @@ def fielddir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def check_load(inventory: Path, secrets: Path, check_files: bool) -> None:
+    from qsetup.build.render import render_all
     from qsetup.errors import QsetupError
-    from qsetup.loader import load_inventory
-    from qsetup.render import render_all
+    from qsetup.inventory.loader import load_inventory
 
     try:
         loaded = load_inventory(inventory, secrets, check_files=check_files)
@@ -360,7 +360,7 @@ def test_hostile_value_in_the_secrets_file(fielddir: Path, data: st.DataObject) 
 
 @pytest.mark.parametrize("which", ["base", "full"])
 def test_the_field_mutation_bases_are_valid(fielddir: Path, which: str) -> None:
-    from qsetup.loader import load_inventory
+    from qsetup.inventory.loader import load_inventory
 
     inventory = fielddir / f"{which}-unmutated.yml"
     inventory.write_text(BASE_INVENTORY if which == "base" else FULL_INVENTORY)

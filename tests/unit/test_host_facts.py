@@ -8,7 +8,7 @@ from typing import Any
 
 from unitdata import playbook_module
 
-from qsetup.desired import CELERY_APT_MARK, RELEASES, apt_packages_by_release
+from qsetup.desired.state import CELERY_APT_MARK, RELEASES, apt_packages_by_release
 
 facts: Any = playbook_module("library/qsetup_host_facts.py")
 

@@ -13,7 +13,7 @@ import pytest
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory, write_secrets
 
 from qsetup.errors import QsetupError
-from qsetup.loader import load_inventory
+from qsetup.inventory.loader import load_inventory
 
 
 def edit(old: str, new: str, text: str = BASE_INVENTORY) -> str:
@@ -2287,8 +2287,8 @@ def test_every_problem_is_one_line_and_never_a_traceback() -> None:
 
 
 def test_every_name_pattern_has_a_readable_hint() -> None:
-    from qsetup.inventory import Inventory
-    from qsetup.loader import _PATTERN_HELP
+    from qsetup.inventory.loader import _PATTERN_HELP
+    from qsetup.inventory.model import Inventory
 
     patterns: set[str] = set()
 
@@ -2319,7 +2319,7 @@ def test_every_name_pattern_has_a_readable_hint() -> None:
     ],
 )
 def test_format_path(path: tuple[str | int, ...], text: str) -> None:
-    from qsetup.loader import format_path
+    from qsetup.inventory.loader import format_path
 
     assert format_path(path) == text
 

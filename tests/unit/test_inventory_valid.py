@@ -16,11 +16,16 @@ from unitdata import (
     write_secrets,
 )
 
-from qsetup.crosscheck import has_rights, secret_names
-from qsetup.inventory import Permission, app_broker_user, group_broker_user, group_vhost
-from qsetup.loader import LoadedInventory, load_inventory, read_document, validate_document
-from qsetup.scaffold import build_spec, render_inventory
-from qsetup.yamlsource import parse_yaml
+from qsetup.inventory.crosscheck import has_rights, secret_names
+from qsetup.inventory.loader import (
+    LoadedInventory,
+    load_inventory,
+    read_document,
+    validate_document,
+)
+from qsetup.inventory.model import Permission, app_broker_user, group_broker_user, group_vhost
+from qsetup.inventory.scaffold import build_spec, render_inventory
+from qsetup.inventory.yamlsource import parse_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -337,7 +342,7 @@ def test_environment_values_are_kept_as_written(write_inventory: WriteInventory)
     assert loaded.inventory.app.environment == values
 
     # ... and through the environment file, read the way systemd reads it.
-    from qsetup.render import render_all
+    from qsetup.build.render import render_all
 
     (env_file,) = [
         a

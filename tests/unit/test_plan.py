@@ -16,14 +16,14 @@ import pytest
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS
 
-from qsetup.inventory import Inventory
-from qsetup.loader import validate_document
-from qsetup.manifest import MANIFEST_PATH, host_manifests
-from qsetup.names import expand_node_name
-from qsetup.plan import build_ansible_inventory
-from qsetup.render import Artifact, render_all
-from qsetup.secrets import Secrets
-from qsetup.yamlsource import parse_yaml
+from qsetup.build.manifest import MANIFEST_PATH, host_manifests
+from qsetup.build.plan import build_ansible_inventory
+from qsetup.build.render import Artifact, render_all
+from qsetup.desired.names import expand_node_name
+from qsetup.inventory.loader import validate_document
+from qsetup.inventory.model import Inventory
+from qsetup.inventory.secrets import Secrets
+from qsetup.inventory.yamlsource import parse_yaml
 
 SITE = Path("/srv/site/inventory.yml")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from qsetup.deploy import DeployEvent, DeployResult, HostResult, TaskFailure
-from qsetup.progress import PlayDigest, run_with_progress
-from qsetup.report import deploy_summary
+from qsetup.ops.deploy import DeployEvent, DeployResult, HostResult, TaskFailure
+from qsetup.ui.progress import PlayDigest, run_with_progress
+from qsetup.ui.report import deploy_summary
 
 
 def test_a_play_is_one_line_however_many_hosts_changed() -> None:

@@ -22,11 +22,11 @@ import pytest
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS
 
-from qsetup.inventory import Inventory
-from qsetup.loader import validate_document
-from qsetup.render import Artifact, render_all, write_artifacts
-from qsetup.secrets import Secrets
-from qsetup.yamlsource import parse_yaml
+from qsetup.build.render import Artifact, render_all, write_artifacts
+from qsetup.inventory.loader import validate_document
+from qsetup.inventory.model import Inventory
+from qsetup.inventory.secrets import Secrets
+from qsetup.inventory.yamlsource import parse_yaml
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("QSETUP_UPDATE_GOLDEN") == "1"

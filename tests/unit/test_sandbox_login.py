@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qsetup.errors import SandboxError
-from qsetup.loader import load_inventory
+from qsetup.inventory.loader import load_inventory
 from qsetup.sandbox import lifecycle, login
 from qsetup.sandbox.state import HostRecord, SandboxState
 

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
-from qsetup.desired import BrokerState, broker_state
-from qsetup.inventory import Inventory
-from qsetup.loader import load_inventory
-from qsetup.plan import _broker_vars
+from qsetup.build.plan import _broker_vars
+from qsetup.desired.state import BrokerState, broker_state
+from qsetup.inventory.loader import load_inventory
+from qsetup.inventory.model import Inventory
 from qsetup.status.broker import broker_problems, failed_broker, parse_api
 from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
 from qsetup.status.model import Drift

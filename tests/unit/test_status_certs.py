@@ -28,8 +28,7 @@ from cryptography.x509.oid import NameOID
 from rich.console import Console
 from unitdata import BASE_INVENTORY, WriteInventory
 
-from qsetup.loader import load_inventory
-from qsetup.report import status_json, status_view
+from qsetup.inventory.loader import load_inventory
 from qsetup.status.certs import (
     Endpoint,
     certificate_problems,
@@ -39,6 +38,7 @@ from qsetup.status.certs import (
     verifying_context,
 )
 from qsetup.status.model import CertStatus, SystemStatus, TlsStatus
+from qsetup.ui.report import status_json, status_view
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -19,14 +19,14 @@ from typer.testing import CliRunner
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
 from qsetup.cli import app
-from qsetup.desired import broker_state
-from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory, load_inventory
-from qsetup.report import status_json, status_view
+from qsetup.desired.state import broker_state
+from qsetup.inventory.loader import LoadedInventory, load_inventory
+from qsetup.inventory.model import Inventory
 from qsetup.status.broker import broker_problems, failed_broker, fetch_broker, parse_api
 from qsetup.status.cluster import is_client_queue, parse_quorum_queues, place_nodes
 from qsetup.status.model import BrokerStatus, HostStatus, QuorumQueue, SystemStatus
 from qsetup.status.workers import InspectResult
+from qsetup.ui.report import status_json, status_view
 
 CLUSTER_INVENTORY = """\
 version: 1

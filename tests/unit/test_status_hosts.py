@@ -13,8 +13,8 @@ from invoke.exceptions import CommandTimedOut
 from paramiko.ssh_exception import NoValidConnectionsError
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
-from qsetup.desired import units_by_host
-from qsetup.loader import load_inventory
+from qsetup.desired.state import units_by_host
+from qsetup.inventory.loader import load_inventory
 from qsetup.status.hosts import (
     Outcome,
     assemble_hosts,

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
 from qsetup.cli import app
-from qsetup.report import status_json, status_view
 from qsetup.status.check import effective_timeout, scrub
 from qsetup.status.model import (
     BrokerNode,
@@ -26,6 +25,7 @@ from qsetup.status.model import (
     UnitStatus,
     WorkerNode,
 )
+from qsetup.ui.report import status_json, status_view
 
 runner = CliRunner()
 
@@ -185,7 +185,7 @@ def inventory(write_inventory: WriteInventory) -> Path:
 
 
 def test_timeout_defaults_to_the_inventory_at_most_five(inventory: Path) -> None:
-    from qsetup.loader import load_inventory
+    from qsetup.inventory.loader import load_inventory
 
     loaded = load_inventory(inventory)
     assert effective_timeout(loaded, None) == 5.0

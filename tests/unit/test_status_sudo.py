@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
-from qsetup.loader import LoadedInventory, load_inventory
+from qsetup.inventory.loader import LoadedInventory, load_inventory
 from qsetup.status import ssh as status_ssh
 from qsetup.status.ssh import SshTarget, run_round, ssh_targets, status_command
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from unitdata import FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
-from qsetup.loader import load_inventory
-from qsetup.names import expand_node_name
+from qsetup.desired.names import expand_node_name
+from qsetup.inventory.loader import load_inventory
 from qsetup.status import workers
 from qsetup.status.workers import (
     ExpectedNode,

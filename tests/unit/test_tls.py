@@ -15,14 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
-from qsetup import tls
-from qsetup.desired import celery_settings
+from qsetup.build import tls
+from qsetup.build.render import broker_url, render_all
+from qsetup.desired.state import celery_settings
 from qsetup.errors import QsetupError
-from qsetup.inventory import Inventory
-from qsetup.loader import load_inventory, validate_document
-from qsetup.render import broker_url, render_all
-from qsetup.secrets import Secrets, redactor
-from qsetup.yamlsource import parse_yaml
+from qsetup.inventory.loader import load_inventory, validate_document
+from qsetup.inventory.model import Inventory
+from qsetup.inventory.secrets import Secrets, redactor
+from qsetup.inventory.yamlsource import parse_yaml
 
 TLS_ON = BASE_INVENTORY + "tls:\n  enabled: true\n"
 

@@ -17,10 +17,10 @@ import yaml
 from pydantic import SecretStr
 
 from qsetup.errors import InventoryError, SecretsError
-from qsetup.yamlsource import Position, bad_character, printable
+from qsetup.inventory.yamlsource import Position, bad_character, printable
 
 if TYPE_CHECKING:
-    from qsetup.yamlsource import YamlDocument
+    from qsetup.inventory.yamlsource import YamlDocument
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 

@@ -2,8 +2,8 @@
 
 Names, addresses, ports, paths, versions, requirements, environment entries and node name
 patterns: an ``Annotated`` type per kind of value, so each problem points at its own field.
-The models in ``qsetup.inventory`` are built from these; ``qsetup.crosscheck`` compares
-fields across sections.
+The models in ``qsetup.inventory.model`` are built from these;
+``qsetup.inventory.crosscheck`` compares fields across sections.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import AfterValidator, Field, StrictInt
 
-from qsetup.yamlsource import bad_character
+from qsetup.inventory.yamlsource import bad_character
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
 SECRET_NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -170,6 +170,10 @@ ListenAddress = Annotated[str, Field(pattern=LISTEN_RE), AfterValidator(_check_l
 DIST_PORT_OFFSET = 20000
 """RabbitMQ's inter-node (Erlang distribution) port is the AMQP port + 20000."""
 EPMD_PORT = 4369
+PROMETHEUS_PORT = 15692
+"""Where rabbitmq_prometheus serves /metrics (its default)."""
+QUORUM_CELERY = "5.5"
+"""The first Celery release that declares and consumes quorum queues."""
 
 
 def _dist_port(value: int) -> int:

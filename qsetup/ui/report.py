@@ -8,9 +8,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from qsetup.deploy import DeployEvent, DeployResult
-from qsetup.report_broker import add_broker_rows, broker_json
+from qsetup.ops.deploy import DeployEvent, DeployResult
 from qsetup.status.model import SystemStatus, TlsStatus, UnitStatus
+from qsetup.ui.report_broker import add_broker_rows, broker_json
 
 
 def deploy_json(result: DeployResult) -> dict[str, Any]:

@@ -5,7 +5,7 @@ management UI or ``rabbitmqadmin`` can import it too): vhosts, users with their 
 hashes, permissions, topic permissions, policies, queues, exchanges, bindings,
 parameters and global parameters. Messages are not definitions and are not in it.
 
-A restore checks the file and trims it (:mod:`qsetup.definitions`), then posts it to
+A restore checks the file and trims it (:mod:`qsetup.desired.definitions`), then posts it to
 ``/api/definitions`` of the first broker node that answers.
 """
 
@@ -22,19 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qsetup.definitions import (
+from qsetup.build.tls import ssl_reason
+from qsetup.desired.definitions import (
     LeftOut,
     count_definitions,
     definitions_problem,
     prepare_import,
     read_backup,
 )
-from qsetup.desired import ADMIN_USER
+from qsetup.desired.state import ADMIN_USER
 from qsetup.errors import BrokerError, QsetupError
-from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory
+from qsetup.inventory.loader import LoadedInventory
+from qsetup.inventory.model import Inventory
 from qsetup.status.broker import admin_session, api_base
-from qsetup.tls import ssl_reason
 
 CONNECT_TIMEOUT = 10.0
 TRANSFER_TIMEOUT = 300.0

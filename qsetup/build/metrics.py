@@ -12,9 +12,10 @@ from typing import Any
 
 import yaml
 
-from qsetup.desired import PROMETHEUS_PORT, broker_nodes
-from qsetup.inventory import Inventory
-from qsetup.tls import client_ca_file
+from qsetup.build.tls import client_ca_file
+from qsetup.desired.state import broker_nodes
+from qsetup.inventory.fields import PROMETHEUS_PORT
+from qsetup.inventory.model import Inventory
 
 
 def _target(address: str, port: int) -> str:

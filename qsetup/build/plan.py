@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from qsetup.desired import (
+from qsetup.build.manifest import MANIFEST_PATH, host_manifests
+from qsetup.build.render import Artifact
+from qsetup.desired.state import (
     APP_SHIM,
     CELERY_APT_MARK,
     ETC,
-    QUORUM_CELERY,
     RELEASES,
     SHIM_DIR,
     SshEndpoint,
@@ -30,14 +31,12 @@ from qsetup.desired import (
     code_dir,
     consumed_queues,
     needs_venv,
-    queue_type,
     ssh_endpoints,
     units_by_host,
     venv_dir,
 )
-from qsetup.inventory import Inventory
-from qsetup.manifest import MANIFEST_PATH, host_manifests
-from qsetup.render import Artifact
+from qsetup.inventory.fields import QUORUM_CELERY
+from qsetup.inventory.model import Inventory, queue_type
 
 PARTS = ("broker", "workers", "beat", "flower")
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qsetup.deploy import DeployEvent, DeployOptions, DeployResult, run_deploy
-from qsetup.loader import load_inventory
-from qsetup.roundtrip import RoundTrip, send_task
+from qsetup.inventory.loader import load_inventory
+from qsetup.ops.deploy import DeployEvent, DeployOptions, DeployResult, run_deploy
+from qsetup.remote.roundtrip import RoundTrip, send_task
 
 DEMO_HOSTS = 3
 

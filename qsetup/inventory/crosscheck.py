@@ -10,18 +10,18 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from qsetup.compat import compat_problems
-from qsetup.desired import PROMETHEUS_PORT
-from qsetup.fields import (
+from qsetup.inventory.compat import compat_problems
+from qsetup.inventory.fields import (
     ADMIN_SECRET,
     DIST_PORT_OFFSET,
     EPMD_PORT,
+    PROMETHEUS_PORT,
     RESERVED_BROKER_USERS,
     SECRET_NAME_RE,
     is_loopback,
     normalize_address,
 )
-from qsetup.inventory import BrokerUser, Inventory, WorkerGroup
+from qsetup.inventory.model import BrokerUser, Inventory, WorkerGroup
 
 FieldPath = tuple[str | int, ...]
 Problems = list[tuple[FieldPath, str]]

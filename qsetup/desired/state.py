@@ -10,17 +10,19 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from qsetup.fields import ADMIN_SECRET as ADMIN_SECRET
-from qsetup.fields import ADMIN_USER as ADMIN_USER
-from qsetup.fields import resolve_relative
-from qsetup.inventory import (
+from qsetup.desired.names import expand_node_name
+from qsetup.inventory.fields import ADMIN_SECRET as ADMIN_SECRET
+from qsetup.inventory.fields import ADMIN_USER as ADMIN_USER
+from qsetup.inventory.fields import resolve_relative
+from qsetup.inventory.model import (
     Inventory,
     WorkerGroup,
     group_broker_user,
     group_vhost,
+    longest_time_limit,
+    queue_type,
 )
-from qsetup.names import expand_node_name
-from qsetup.secrets import Secrets
+from qsetup.inventory.secrets import Secrets
 
 OPT = PurePosixPath("/opt/qsetup")
 ETC = PurePosixPath("/etc/qsetup")
@@ -94,18 +96,6 @@ APP_SHIM = "qsetup_celery"
 """The module every worker and beat loads with ``-A``: it loads the app named by the
 ``QSETUP_APP`` environment variable and applies the settings of the queue type."""
 SHIM_DIR = OPT / "lib"
-QUORUM_CELERY = "5.5"
-"""The first Celery release that declares and consumes quorum queues."""
-
-
-def longest_time_limit(inv: Inventory) -> tuple[str, int] | None:
-    """The worker group with the longest hard time limit, and that limit (seconds)."""
-    limits = [(g.time_limit, g.name) for g in inv.workers if g.time_limit is not None]
-    if not limits:
-        return None
-    limit, name = max(limits)
-    return name, limit
-
 
 RABBIT_CONSUMER_TIMEOUT = 1800
 """RabbitMQ's default consumer_timeout (seconds) in 3.10 and 4.0."""
@@ -126,22 +116,11 @@ def consumer_timeout(inv: Inventory) -> int | None:
     return longest[1] + 60
 
 
-def queue_type(inv: Inventory) -> str:
-    """Quorum or classic: the inventory's choice, else quorum exactly when clustered."""
-    if inv.app.queue_type is not None:
-        return inv.app.queue_type
-    return "quorum" if inv.broker.clustered else "classic"
-
-
 TLS_DIR = ETC / "tls"
 CA_FILE = TLS_DIR / "ca.pem"
 """The CA certificate on every host that runs a client (workers, beat, Flower)."""
 RABBIT_TLS_DIR = PurePosixPath("/etc/rabbitmq/tls")
 FLOWER_TLS_DIR = ETC / "flower" / "tls"
-
-
-PROMETHEUS_PORT = 15692
-"""Where rabbitmq_prometheus serves /metrics (its default)."""
 
 
 def broker_plugins(inv: Inventory) -> list[str]:
@@ -150,16 +129,6 @@ def broker_plugins(inv: Inventory) -> list[str]:
     if inv.broker.metrics:
         plugins.add("rabbitmq_prometheus")
     return sorted(plugins)
-
-
-def tls_hosts(inv: Inventory) -> tuple[str, ...]:
-    """Hosts that serve TLS and need a certificate: broker nodes and Flower's host."""
-    if not inv.tls.enabled:
-        return ()
-    hosts = list(inv.broker.hosts)
-    if inv.flower is not None:
-        hosts.append(inv.flower.host)
-    return tuple(dict.fromkeys(hosts))
 
 
 def amqp_endpoint(inv: Inventory) -> tuple[str, int]:

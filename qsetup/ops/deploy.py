@@ -23,18 +23,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qsetup.ansible_data import dump_inventory, dump_vars_file
-from qsetup.desired import ADMIN_SECRET, broker_admin_password
+from qsetup.build.ansible_data import dump_inventory, dump_vars_file
+from qsetup.build.plan import PARTS, build_ansible_inventory
+from qsetup.build.render import render_all
+from qsetup.build.tls import TlsMaterial
+from qsetup.build.tls import prepare as prepare_tls
+from qsetup.desired.state import ADMIN_SECRET, broker_admin_password
 from qsetup.errors import DeployError
-from qsetup.fields import resolve_relative
-from qsetup.inventory import Inventory
-from qsetup.loader import LoadedInventory
-from qsetup.plan import PARTS, build_ansible_inventory
-from qsetup.render import render_all
+from qsetup.inventory.fields import resolve_relative
+from qsetup.inventory.loader import LoadedInventory
+from qsetup.inventory.model import Inventory, tls_hosts
+from qsetup.inventory.secrets import redactor
 from qsetup.resources import resource_dir
-from qsetup.secrets import redactor
-from qsetup.tls import TlsMaterial
-from qsetup.tls import prepare as prepare_tls
 
 TAGS = PARTS
 RUNS_KEPT = 10
@@ -356,7 +356,6 @@ def _tls_material(loaded: LoadedInventory) -> TlsMaterial | None:
     """With TLS: certificates that name each host as it reports itself (read first)."""
     if not loaded.inventory.tls.enabled:
         return None
-    from qsetup.desired import tls_hosts
     from qsetup.status.ssh import run_round
 
     hosts = run_round(loaded, 10.0)

@@ -1,8 +1,9 @@
 """The inventory model: what runs where, validated at the edge and frozen.
 
 ``load_inventory(path)`` reads YAML, validates it against these models (built from the field
-types in ``qsetup.fields``) and the cross-section checks in ``qsetup.crosscheck``, and raises
-``InventoryError`` with one ``FILE:LINE:COL: field.path: message`` line per problem.
+types in ``qsetup.inventory.fields``) and the cross-section checks in
+``qsetup.inventory.crosscheck``, and raises ``InventoryError`` with one
+``FILE:LINE:COL: field.path: message`` line per problem.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from qsetup.fields import (
+from qsetup.inventory.fields import (
     BACKEND_URL_RE,
     EXCHANGE_RE,
     POLICY_KEY_RE,
@@ -551,3 +552,29 @@ def app_broker_user(inv: Inventory) -> BrokerUser:
         if user.name == inv.app.broker_user:
             return user
     raise KeyError(inv.app.broker_user)
+
+
+def queue_type(inv: Inventory) -> str:
+    """Quorum or classic: the inventory's choice, else quorum exactly when clustered."""
+    if inv.app.queue_type is not None:
+        return inv.app.queue_type
+    return "quorum" if inv.broker.clustered else "classic"
+
+
+def longest_time_limit(inv: Inventory) -> tuple[str, int] | None:
+    """The worker group with the longest hard time limit, and that limit (seconds)."""
+    limits = [(g.time_limit, g.name) for g in inv.workers if g.time_limit is not None]
+    if not limits:
+        return None
+    limit, name = max(limits)
+    return name, limit
+
+
+def tls_hosts(inv: Inventory) -> tuple[str, ...]:
+    """Hosts that serve TLS and need a certificate: broker nodes and Flower's host."""
+    if not inv.tls.enabled:
+        return ()
+    hosts = list(inv.broker.hosts)
+    if inv.flower is not None:
+        hosts.append(inv.flower.host)
+    return tuple(dict.fromkeys(hosts))

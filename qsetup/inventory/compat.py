@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from packaging.specifiers import SpecifierSet
 
-from qsetup.desired import QUORUM_CELERY, longest_time_limit, queue_type
-from qsetup.inventory import Inventory
+from qsetup.inventory.fields import QUORUM_CELERY
+from qsetup.inventory.model import Inventory, longest_time_limit, queue_type
 
 Problems = list[tuple[tuple[str | int, ...], str]]
 

@@ -12,12 +12,30 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from qsetup.desired import tls_hosts
-from qsetup.fields import resolve_relative
-from qsetup.inventory import Inventory
-from qsetup.tls import cert_names, issued_by
+from qsetup.inventory.fields import resolve_relative
+from qsetup.inventory.model import Inventory, tls_hosts
 
 FieldPath = tuple[str | int, ...]
+
+
+def cert_names(cert: x509.Certificate) -> set[str]:
+    """The DNS names and addresses a certificate's subject alternative names hold."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(n) for n in san.get_values_for_type(x509.DNSName)} | {
+        str(a) for a in san.get_values_for_type(x509.IPAddress)
+    }
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """True when ``ca`` signed ``cert``."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, Exception):  # noqa: BLE001 - InvalidSignature and friends
+        return False
+    return True
 
 
 def check_tls_names(inv: Inventory) -> list[tuple[FieldPath, str]]:

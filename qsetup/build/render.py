@@ -15,12 +15,12 @@ from urllib.parse import quote
 
 import jinja2
 
-from qsetup.desired import (
+from qsetup.build.tls import TlsMaterial
+from qsetup.desired.state import (
     APP_SHIM,
     CA_FILE,
     ETC,
     FLOWER_TLS_DIR,
-    PROMETHEUS_PORT,
     RABBIT_TLS_DIR,
     SHIM_DIR,
     UNIT_DIR,
@@ -36,16 +36,16 @@ from qsetup.desired import (
     venv_dir,
 )
 from qsetup.errors import RenderError
-from qsetup.inventory import (
+from qsetup.inventory.fields import PROMETHEUS_PORT
+from qsetup.inventory.model import (
     Inventory,
     WorkerGroup,
     app_broker_user,
     group_broker_user,
     group_vhost,
 )
+from qsetup.inventory.secrets import Secrets
 from qsetup.resources import resource_dir
-from qsetup.secrets import Secrets
-from qsetup.tls import TlsMaterial
 
 Role = Literal["broker", "worker", "beat", "flower"]
 
@@ -71,7 +71,7 @@ class Artifact:
 
 
 def celery_command(inv: Inventory, group: WorkerGroup) -> str:
-    """The command a group's units run as ``celery`` (see :func:`qsetup.desired.celery_argv`)."""
+    """The command a group's units run as ``celery`` (see ``desired.state.celery_argv``)."""
     return " ".join(celery_argv(inv, group))
 
 
@@ -435,7 +435,7 @@ def render_all(inv: Inventory, secrets: Secrets, tls: TlsMaterial | None = None)
     """Render every file deploy installs, ordered by host and path.
 
     ``tls`` holds the CA and host certificates when the inventory enables TLS
-    (:mod:`qsetup.tls` makes or reads them); without it the files are rendered for
+    (:mod:`qsetup.build.tls` makes or reads them); without it the files are rendered for
     plain listeners.
     """
     if inv.tls.enabled and tls is None:

@@ -10,14 +10,14 @@ from pathlib import Path
 import jinja2
 
 from qsetup.errors import QsetupError
-from qsetup.fields import normalize_address
-from qsetup.resources import resource_dir
-from qsetup.secrets import (
+from qsetup.inventory.fields import normalize_address
+from qsetup.inventory.secrets import (
     default_secrets_path,
     generate_erlang_cookie,
     generate_password,
     save_secrets,
 )
+from qsetup.resources import resource_dir
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,8 @@ def copy_sample_app(dest: Path, module: str) -> None:
 def _check_starter(inventory: Path, text: str) -> None:
     """Refuse answers that would make an invalid inventory, before writing anything."""
     from qsetup.errors import InventoryError
-    from qsetup.loader import validate_document
-    from qsetup.yamlsource import YamlSourceError, parse_yaml
+    from qsetup.inventory.loader import validate_document
+    from qsetup.inventory.yamlsource import YamlSourceError, parse_yaml
 
     try:
         validate_document(parse_yaml(inventory, text))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from qsetup.desired import celery_settings, probe_transport_options
+from qsetup.build.render import broker_url
+from qsetup.build.tls import client_ca_file
+from qsetup.desired.state import celery_settings, probe_transport_options
 from qsetup.errors import QsetupError
-from qsetup.loader import LoadedInventory
-from qsetup.render import broker_url
-from qsetup.tls import client_ca_file
+from qsetup.inventory.loader import LoadedInventory
 
 
 @dataclass(frozen=True)

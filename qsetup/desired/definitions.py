@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qsetup.desired import ADMIN_USER, broker_state
+from qsetup.desired.state import ADMIN_USER, broker_state
 from qsetup.errors import QsetupError
-from qsetup.inventory import Inventory
+from qsetup.inventory.model import Inventory
 
 COUNTED = (
     "vhosts",

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from qsetup.desired import UNIT_DIR, broker_state, code_dir, units_by_host, venv_dir
-from qsetup.inventory import Inventory
-from qsetup.render import Artifact
+from qsetup.build.render import Artifact
+from qsetup.desired.state import UNIT_DIR, broker_state, code_dir, units_by_host, venv_dir
+from qsetup.inventory.model import Inventory
 
 MANIFEST_PATH = "/etc/qsetup/manifest.json"
 MANIFEST_VERSION = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qsetup.backup import BackupResult, RestoreResult
+from qsetup.ops.backup import BackupResult, RestoreResult
 
 SHOWN_QUEUES = 20
 """Queues named in a restore's line; JSON lists all of them."""

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from qsetup.crosscheck import check_references, secret_names
 from qsetup.errors import InventoryError
-from qsetup.fields import (
+from qsetup.inventory.crosscheck import check_references, secret_names
+from qsetup.inventory.fields import (
     BACKEND_URL_RE,
     EXCHANGE_RE,
     HOSTLIKE_RE,
@@ -23,15 +23,15 @@ from qsetup.fields import (
     POLICY_KEY_RE,
     resolve_relative,
 )
-from qsetup.inventory import Inventory
-from qsetup.secrets import (
+from qsetup.inventory.model import Inventory
+from qsetup.inventory.secrets import (
     Secrets,
     default_secrets_path,
     erlang_cookie_problem,
     load_secrets_document,
 )
-from qsetup.tlscheck import check_tls_files, check_tls_names
-from qsetup.yamlsource import (
+from qsetup.inventory.tlscheck import check_tls_files, check_tls_names
+from qsetup.inventory.yamlsource import (
     PathKey,
     Position,
     YamlDocument,

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 from rich.console import Console
 
-from qsetup.deploy import DeployEvent
-from qsetup.report import DeployProgress, event_line
+from qsetup.ops.deploy import DeployEvent
+from qsetup.ui.report import DeployProgress, event_line
 
 T = TypeVar("T")
 MAX_NAMED = 8

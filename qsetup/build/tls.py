@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from qsetup.errors import QsetupError
-from qsetup.inventory import Inventory
+from qsetup.inventory.model import Inventory, tls_hosts
+from qsetup.inventory.tlscheck import cert_names, issued_by
 
 RENEW_DAYS = 30
 """A certificate that expires within this many days is renewed by deploy (status warns)."""
@@ -156,17 +157,6 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def cert_names(cert: x509.Certificate) -> set[str]:
-    """The DNS names and addresses a certificate's subject alternative names hold."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return {str(n) for n in san.get_values_for_type(x509.DNSName)} | {
-        str(a) for a in san.get_values_for_type(x509.IPAddress)
-    }
-
-
 def _issue(
     host: str, names: list[str], ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
 ) -> tuple[bytes, bytes]:
@@ -191,15 +181,6 @@ def _issue(
         .sign(ca_key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-
-
-def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    """True when ``ca`` signed ``cert``."""
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 - InvalidSignature and friends
-        return False
-    return True
 
 
 def host_names(name: str, address: str, hostname: str | None) -> list[str]:
@@ -256,7 +237,7 @@ def generated_material(
 
 def own_material(inventory_path: Path, inv: Inventory) -> TlsMaterial:
     """The user's CA and host certificates (validate checked them)."""
-    from qsetup.fields import resolve_relative
+    from qsetup.inventory.fields import resolve_relative
 
     assert inv.tls.ca_cert is not None
     ca_pem = resolve_relative(inventory_path, inv.tls.ca_cert).read_text(encoding="ascii")
@@ -271,7 +252,7 @@ def own_material(inventory_path: Path, inv: Inventory) -> TlsMaterial:
 
 def client_ca_file(inventory_path: Path, inv: Inventory) -> Path:
     """The CA certificate qsetup's own clients (status, the demo) verify against."""
-    from qsetup.fields import resolve_relative
+    from qsetup.inventory.fields import resolve_relative
 
     if inv.tls.ca_cert is not None:
         return resolve_relative(inventory_path, inv.tls.ca_cert)
@@ -298,8 +279,6 @@ def prepare(
         return None
     if inv.tls.ca_cert is not None:
         return own_material(inventory_path, inv)
-    from qsetup.desired import tls_hosts
-
     known = hostnames or {}
     names = {h: host_names(h, inv.hosts[h].address, known.get(h)) for h in tls_hosts(inv)}
     # Clients of a cluster check the certificate against the node named first in their

@@ -1,0 +1,1 @@
+"""The commands that change hosts: deploy, restart, backup and restore, the demo."""

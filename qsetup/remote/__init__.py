@@ -1,0 +1,1 @@
+"""The wire: a task sent through the deployed broker from this machine."""

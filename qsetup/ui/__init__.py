@@ -1,0 +1,1 @@
+"""Results -> rich tables, live progress and JSON; called only from ``qsetup.cli``."""
