@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qsetup.inventory.loader import load_inventory
-from qsetup.ops.deploy import DeployEvent, DeployOptions, DeployResult, run_deploy
+from qsetup.ops.deploy import DeployOptions, run_deploy
 from qsetup.remote.roundtrip import RoundTrip, send_task
+from qsetup.remote.runner import DeployEvent, DeployResult
 
 DEMO_HOSTS = 3
 

@@ -1,1 +1,1 @@
-"""The wire: a task sent through the deployed broker from this machine."""
+"""The wire: ansible-runner runs of the playbooks, a task sent through the deployed broker."""

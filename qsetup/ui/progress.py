@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from rich.console import Console
 
-from qsetup.ops.deploy import DeployEvent
+from qsetup.remote.runner import DeployEvent
 from qsetup.ui.report import DeployProgress, event_line
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from qsetup.ops.deploy import DeployEvent, DeployResult
+from qsetup.remote.runner import DeployEvent, DeployResult
 from qsetup.status.model import SystemStatus, TlsStatus, UnitStatus
 from qsetup.ui.report_broker import add_broker_rows, broker_json
 

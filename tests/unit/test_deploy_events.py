@@ -17,14 +17,8 @@ import pytest
 from unitdata import WriteInventory
 
 from qsetup.inventory.loader import load_inventory
-from qsetup.ops.deploy import (
-    DeployEvent,
-    DeployOptions,
-    HostResult,
-    TaskFailure,
-    _Collector,
-    run_deploy,
-)
+from qsetup.ops.deploy import DeployOptions, run_deploy
+from qsetup.remote.runner import DeployEvent, HostResult, TaskFailure, _Collector
 from qsetup.ui.report import deploy_json
 
 UNIT = "/etc/systemd/system/qsetup-worker-default@.service"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from qsetup.ops.deploy import DeployEvent, DeployResult, HostResult, TaskFailure
+from qsetup.remote.runner import DeployEvent, DeployResult, HostResult, TaskFailure
 from qsetup.ui.progress import PlayDigest, run_with_progress
 from qsetup.ui.report import deploy_summary
 
