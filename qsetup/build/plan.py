@@ -1,9 +1,12 @@
 """The deploy plan: the Ansible inventory and per-host variables, built from the model.
 
 Everything the playbooks loop over is decided here, per host and per selected
-part (broker, workers, beat, flower), so the playbooks hold no logic of their
-own beyond ordering. Nothing here is secret: passwords stay in the scratch
-secrets file, referred to by name.
+part (broker, workers, beat, flower): which units, files, virtualenvs, packages and
+broker objects each host gets. What depends on a host's current state (what
+differs, what to restart, cluster membership) is decided on the way by the filters
+in ``playbooks/filter_plugins/`` and the modules in ``playbooks/library/``; the
+playbooks wire those into plays and order them. Nothing here is secret: passwords
+stay in the scratch secrets file, referred to by name.
 """
 
 from __future__ import annotations

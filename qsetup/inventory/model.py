@@ -1,9 +1,10 @@
 """The inventory model: what runs where, validated at the edge and frozen.
 
-``load_inventory(path)`` reads YAML, validates it against these models (built from the field
-types in ``qsetup.inventory.fields``) and the cross-section checks in
-``qsetup.inventory.crosscheck``, and raises ``InventoryError`` with one
-``FILE:LINE:COL: field.path: message`` line per problem.
+``qsetup.inventory.loader.load_inventory(path)`` reads YAML, validates it against these
+models (built from the field types in ``qsetup.inventory.fields``) and the cross-section
+checks in ``qsetup.inventory.crosscheck``, and raises ``InventoryError`` with one
+``FILE:LINE:COL: field.path: message`` line per problem. The helpers at the end
+(``queue_type``, ``tls_hosts``, ...) read choices off a validated inventory.
 """
 
 from __future__ import annotations

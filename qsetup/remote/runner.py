@@ -203,8 +203,9 @@ class _Collector:
             for key in ("ok", "changed", "failures", "dark", "skipped", "ignored", "rescued"):
                 for h, n in (data.get(key) or {}).items():
                     self.stats.setdefault(h, {})[key] = int(n)
-        # Returning False tells ansible-runner not to write this event's JSON to
-        # the artifacts directory; the plain stdout log is kept instead.
+        # True keeps the event: ansible-runner writes its JSON (0600) to the run
+        # directory's artifacts/run/job_events/ beside the stdout log, and
+        # scrub_run_dir then replaces any secret value left in either.
         return True
 
     def _diff(self, host: str, task: str, res: Any) -> None:
