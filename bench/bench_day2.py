@@ -61,7 +61,7 @@ def timed(*args: str) -> tuple[float, dict[str, Any]]:
 def celery_client(inventory: Path) -> Iterator[Any]:
     from celery import Celery
 
-    from qsetup.build.render import broker_url
+    from qsetup.artifacts.render import broker_url
     from qsetup.inventory.loader import load_inventory
 
     loaded = load_inventory(inventory)

@@ -192,9 +192,9 @@ def render(
 
     Also OUT/prometheus-scrape.yml: Prometheus jobs for RabbitMQ's nodes and Flower.
     """
-    from qsetup.build.metrics import scrape_config_text
-    from qsetup.build.render import render_all, write_artifacts
-    from qsetup.build.tls import prepare as prepare_tls
+    from qsetup.artifacts.metrics import scrape_config_text
+    from qsetup.artifacts.render import render_all, write_artifacts
+    from qsetup.artifacts.tls import prepare as prepare_tls
     from qsetup.inventory.loader import load_inventory
 
     def core() -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qsetup.build.tls import ssl_reason
+from qsetup.artifacts.tls import ssl_reason
 from qsetup.desired.definitions import (
     LeftOut,
     count_definitions,

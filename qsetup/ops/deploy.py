@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qsetup.build.ansible_data import dump_inventory, dump_vars_file
-from qsetup.build.plan import PARTS, build_ansible_inventory
-from qsetup.build.render import render_all
-from qsetup.build.tls import TlsMaterial
-from qsetup.build.tls import prepare as prepare_tls
+from qsetup.artifacts.ansible_data import dump_inventory, dump_vars_file
+from qsetup.artifacts.plan import PARTS, build_ansible_inventory
+from qsetup.artifacts.render import render_all
+from qsetup.artifacts.tls import TlsMaterial
+from qsetup.artifacts.tls import prepare as prepare_tls
 from qsetup.desired.state import ADMIN_SECRET, broker_admin_password
 from qsetup.errors import DeployError
 from qsetup.inventory.fields import resolve_relative

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from qsetup.build.render import broker_url
-from qsetup.build.tls import client_ca_file
+from qsetup.artifacts.render import broker_url
+from qsetup.artifacts.tls import client_ca_file
 from qsetup.desired.state import celery_settings, probe_transport_options
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import LoadedInventory

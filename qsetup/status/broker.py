@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from qsetup.build.tls import ssl_reason, verify_with_ca
+from qsetup.artifacts.tls import ssl_reason, verify_with_ca
 from qsetup.desired.state import (
     ADMIN_USER,
     broker_admin_password,

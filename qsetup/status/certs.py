@@ -2,7 +2,7 @@
 
 Every broker node's AMQPS port and HTTPS management port and Flower's HTTPS port get
 one TLS handshake that verifies against the CA qsetup's clients use
-(:func:`qsetup.build.tls.client_ca_file`) and the address the controller connects to, as
+(:func:`qsetup.artifacts.tls.client_ca_file`) and the address the controller connects to, as
 the workers and ``qsetup status`` do. A certificate that does not verify is read
 again without verification, so its expiry is still shown. All handshakes run at
 once, each bounded by the status timeout.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from qsetup.build.tls import RENEW_DAYS, client_ca_file
+from qsetup.artifacts.tls import RENEW_DAYS, client_ca_file
 from qsetup.desired.state import amqp_endpoint, management_endpoint
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory

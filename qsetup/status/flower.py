@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qsetup.build.tls import ssl_reason, verify_with_ca
+from qsetup.artifacts.tls import ssl_reason, verify_with_ca
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
 from qsetup.status.model import FlowerStatus

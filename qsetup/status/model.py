@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qsetup.build.tls import RENEW_DAYS
+from qsetup.artifacts.tls import RENEW_DAYS
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsetup.build.render import broker_url
-from qsetup.build.tls import client_ca_file
+from qsetup.artifacts.render import broker_url
+from qsetup.artifacts.tls import client_ca_file
 from qsetup.desired.state import celery_settings, probe_transport_options, units_by_host
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory

@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from qsetup.build.tls import client_ca_file
+from qsetup.artifacts.tls import client_ca_file
 from qsetup.inventory.loader import LoadedInventory, load_inventory
 
 _DEFAULT_BIN = Path("/var/cache/qsetup/venv/bin/qsetup")
@@ -488,7 +488,7 @@ def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
     """
     from celery import Celery
 
-    from qsetup.build.render import broker_url
+    from qsetup.artifacts.render import broker_url
     from qsetup.desired.state import celery_settings
 
     inv = loaded.inventory
@@ -579,7 +579,7 @@ def queue_home(site: Site, host: str, name: str) -> str | None:
 
 def broker_urls_from(loaded: LoadedInventory, first_host: str) -> str:
     """The app's failover broker URL list, rotated so that ``first_host``'s node comes first."""
-    from qsetup.build.render import broker_url
+    from qsetup.artifacts.render import broker_url
 
     inv = loaded.inventory
     urls = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost).split(";")

@@ -94,7 +94,7 @@ def test_task_round_trip_through_the_deployed_broker(deployed: Deployed) -> None
 def test_both_worker_groups_answer_and_list_the_apps_tasks(deployed: Deployed) -> None:
     from celery import Celery
 
-    from qsetup.build.render import broker_url
+    from qsetup.artifacts.render import broker_url
 
     inv = deployed.loaded.inventory
     url = broker_url(inv, deployed.loaded.secrets, inv.app.broker_user, inv.app.vhost)

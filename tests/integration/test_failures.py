@@ -28,7 +28,7 @@ from harness import (
     wait_for_ping,
 )
 
-from qsetup.build.render import code_dir
+from qsetup.artifacts.render import code_dir
 
 pytestmark = pytest.mark.integration
 

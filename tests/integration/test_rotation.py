@@ -25,7 +25,7 @@ from harness import (
     wait_for_ping,
 )
 
-from qsetup.build.render import broker_url
+from qsetup.artifacts.render import broker_url
 
 pytestmark = pytest.mark.integration
 

@@ -46,8 +46,8 @@ from harness import (
     wait_for,
 )
 
-from qsetup.build.render import broker_url
-from qsetup.build.tls import ca_cert_path, ca_key_path, cache_dir, client_ca_file
+from qsetup.artifacts.render import broker_url
+from qsetup.artifacts.tls import ca_cert_path, ca_key_path, cache_dir, client_ca_file
 from qsetup.desired.state import ADMIN_USER, broker_admin_password, celery_settings
 from qsetup.inventory.loader import load_inventory
 

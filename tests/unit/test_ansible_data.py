@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qsetup.build.ansible_data import dump_inventory, dump_vars_file
+from qsetup.artifacts.ansible_data import dump_inventory, dump_vars_file
 
 HOSTILE = [
     "Ab{{ 7 * 7 }}cd",

@@ -396,12 +396,12 @@ def test_internal_error_exit_4(
 def test_internal_error_in_render(
     write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import qsetup.build.render
+    import qsetup.artifacts.render
 
     def boom(*_: object, **__: object) -> None:
         raise KeyError("oops")
 
-    monkeypatch.setattr(qsetup.build.render, "render_all", boom)
+    monkeypatch.setattr(qsetup.artifacts.render, "render_all", boom)
     code, output = run("render", "-i", str(write_inventory()), "-o", str(tmp_path / "o"))
     assert code == 4
     assert "internal error" in output and "Traceback" not in output

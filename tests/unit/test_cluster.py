@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
-from qsetup.build.plan import build_ansible_inventory, pip_packages
-from qsetup.build.render import broker_url, render_all
+from qsetup.artifacts.plan import build_ansible_inventory, pip_packages
+from qsetup.artifacts.render import broker_url, render_all
 from qsetup.desired.state import broker_nodes, celery_settings, units_by_host
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import load_inventory, validate_document

@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
-from qsetup.build.render import render_all
+from qsetup.artifacts.render import render_all
 from qsetup.desired.state import consumer_timeout
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import load_inventory, validate_document

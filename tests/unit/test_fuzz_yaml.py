@@ -310,7 +310,7 @@ def fielddir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def check_load(inventory: Path, secrets: Path, check_files: bool) -> None:
-    from qsetup.build.render import render_all
+    from qsetup.artifacts.render import render_all
     from qsetup.errors import QsetupError
     from qsetup.inventory.loader import load_inventory
 

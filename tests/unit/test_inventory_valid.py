@@ -342,7 +342,7 @@ def test_environment_values_are_kept_as_written(write_inventory: WriteInventory)
     assert loaded.inventory.app.environment == values
 
     # ... and through the environment file, read the way systemd reads it.
-    from qsetup.build.render import render_all
+    from qsetup.artifacts.render import render_all
 
     (env_file,) = [
         a

@@ -1,6 +1,6 @@
 """The package follows the pipeline: no module imports a stage that comes after its own.
 
-Data flows one way: inventory -> desired -> converge -> build -> remote/sandbox -> status
+Data flows one way: inventory -> desired -> converge -> artifacts -> remote/sandbox -> status
 -> ops -> ui -> cli. A module may import its own stage, any earlier stage, and the shared
 ``qsetup.errors`` and ``qsetup.resources``; ``qsetup/cli.py`` (and ``__main__``) may import
 anything. typer is imported by ``cli.py`` alone, rich by ``cli.py`` and ``qsetup/ui/``.
@@ -20,7 +20,7 @@ STAGES: list[tuple[str, ...]] = [
     ("inventory",),
     ("desired",),
     ("converge",),
-    ("build",),
+    ("artifacts",),
     ("remote", "sandbox"),
     ("status",),
     ("ops",),
@@ -39,7 +39,7 @@ ONLY_FROM = {
 
 
 def _stage_of(parts: tuple[str, ...]) -> str:
-    """``('qsetup', 'build', 'render')`` -> ``build``; ``('qsetup',)`` -> ``__init__``."""
+    """``('qsetup', 'artifacts', 'render')`` -> ``artifacts``; ``('qsetup',)`` -> ``__init__``."""
     if len(parts) < 2:
         return "__init__"
     return parts[1]
@@ -141,9 +141,9 @@ def test_a_violation_is_named_by_file_line_and_import(tmp_path: Path) -> None:
         "from qsetup.inventory.model import Inventory\n"
         "\n"
         "def load():\n"
-        "    from qsetup.build.render import render_all\n",
+        "    from qsetup.artifacts.render import render_all\n",
     )
-    write("qsetup/build/tls.py", "import rich.table\nfrom ..desired import state\n")
+    write("qsetup/artifacts/tls.py", "import rich.table\nfrom ..desired import state\n")
     write("qsetup/desired/state.py", "from ..ops import deploy\n")
     write("qsetup/errors.py", "from qsetup.inventory import loader\n")
     write("qsetup/ops/demo.py", "from qsetup import sandbox\nfrom qsetup.cli import app\n")
@@ -154,17 +154,17 @@ def test_a_violation_is_named_by_file_line_and_import(tmp_path: Path) -> None:
     problems = layout_violations(tmp_path)
 
     assert problems == [
-        "qsetup/build/tls.py:1: imports rich.table: "
+        "qsetup/artifacts/tls.py:1: imports rich.table: "
         "only qsetup/cli.py and qsetup/ui/ may import rich",
         "qsetup/desired/state.py:1: imports qsetup.ops: desired may import only inventory, "
         "qsetup.errors and qsetup.resources",
         "qsetup/errors.py:1: imports qsetup.inventory: "
         "it may import only qsetup.errors and qsetup.resources",
-        "qsetup/inventory/loader.py:5: imports qsetup.build.render: "
+        "qsetup/inventory/loader.py:5: imports qsetup.artifacts.render: "
         "inventory comes first and may import only qsetup.errors and qsetup.resources",
         "qsetup/ops/demo.py:2: imports qsetup.cli: ops may import only inventory, desired, "
-        "converge, build, remote, sandbox, status, qsetup.errors and qsetup.resources",
+        "converge, artifacts, remote, sandbox, status, qsetup.errors and qsetup.resources",
         "qsetup/sandbox/host.py:1: imports qsetup.remote: sandbox may import only inventory, "
-        "desired, converge, build, qsetup.errors and qsetup.resources",
+        "desired, converge, artifacts, qsetup.errors and qsetup.resources",
         "qsetup/ui/report.py:2: imports typer: only qsetup/cli.py may import typer",
     ]

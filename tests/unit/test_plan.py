@@ -16,9 +16,9 @@ import pytest
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS
 
-from qsetup.build.manifest import MANIFEST_PATH, host_manifests
-from qsetup.build.plan import build_ansible_inventory
-from qsetup.build.render import Artifact, render_all
+from qsetup.artifacts.manifest import MANIFEST_PATH, host_manifests
+from qsetup.artifacts.plan import build_ansible_inventory
+from qsetup.artifacts.render import Artifact, render_all
 from qsetup.desired.names import expand_node_name
 from qsetup.inventory.loader import validate_document
 from qsetup.inventory.model import Inventory

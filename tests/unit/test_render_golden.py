@@ -22,7 +22,7 @@ import pytest
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS
 
-from qsetup.build.render import Artifact, render_all, write_artifacts
+from qsetup.artifacts.render import Artifact, render_all, write_artifacts
 from qsetup.inventory.loader import validate_document
 from qsetup.inventory.model import Inventory
 from qsetup.inventory.secrets import Secrets

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
-from qsetup.build.plan import _broker_vars
+from qsetup.artifacts.plan import _broker_vars
 from qsetup.desired.state import BrokerState, broker_state
 from qsetup.inventory.loader import load_inventory
 from qsetup.inventory.model import Inventory

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
-from qsetup.build import tls
-from qsetup.build.render import broker_url, render_all
+from qsetup.artifacts import tls
+from qsetup.artifacts.render import broker_url, render_all
 from qsetup.desired.state import celery_settings
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import load_inventory, validate_document

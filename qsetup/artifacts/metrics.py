@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from qsetup.build.tls import client_ca_file
+from qsetup.artifacts.tls import client_ca_file
 from qsetup.desired.state import broker_nodes
 from qsetup.inventory.fields import PROMETHEUS_PORT
 from qsetup.inventory.model import Inventory

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from qsetup.build.tls import TlsMaterial
+from qsetup.artifacts.tls import TlsMaterial
 from qsetup.desired.state import (
     APP_SHIM,
     CA_FILE,
@@ -435,7 +435,7 @@ def render_all(inv: Inventory, secrets: Secrets, tls: TlsMaterial | None = None)
     """Render every file deploy installs, ordered by host and path.
 
     ``tls`` holds the CA and host certificates when the inventory enables TLS
-    (:mod:`qsetup.build.tls` makes or reads them); without it the files are rendered for
+    (:mod:`qsetup.artifacts.tls` makes or reads them); without it the files are rendered for
     plain listeners.
     """
     if inv.tls.enabled and tls is None:

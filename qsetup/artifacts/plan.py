@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from qsetup.build.manifest import MANIFEST_PATH, host_manifests
-from qsetup.build.render import Artifact
+from qsetup.artifacts.manifest import MANIFEST_PATH, host_manifests
+from qsetup.artifacts.render import Artifact
 from qsetup.desired.state import (
     APP_SHIM,
     CELERY_APT_MARK,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from qsetup.build.render import Artifact
+from qsetup.artifacts.render import Artifact
 from qsetup.desired.state import UNIT_DIR, broker_state, code_dir, units_by_host, venv_dir
 from qsetup.inventory.model import Inventory
 
