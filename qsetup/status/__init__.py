@@ -9,12 +9,12 @@ unit or object each. No typer or rich here.
 
 from __future__ import annotations
 
+from qsetup.converge.broker import Drift
 from qsetup.status.check import DEFAULT_TIMEOUT, PING_TIMEOUT, check_status
 from qsetup.status.model import (
     BrokerNode,
     BrokerStatus,
     CertStatus,
-    Drift,
     FlowerStatus,
     HostStatus,
     QueueStatus,

@@ -17,7 +17,7 @@ from qsetup.desired.state import (
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, queue_type
 from qsetup.status.cluster import node_problems, parse_quorum_queues, quorum_problems
-from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
+from qsetup.converge.broker import Permission, Policy, TopicPermission, compare_broker
 from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
 
 

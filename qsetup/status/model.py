@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qsetup.converge.broker import Drift
 from qsetup.artifacts.tls import RENEW_DAYS
 
 
@@ -55,20 +56,6 @@ class HostStatus:
     unexpected_units: tuple[UnitStatus, ...] = ()
     """``qsetup-*`` units loaded, active or enabled there that the inventory does not put
     there (an old group, an extra instance, a moved beat)."""
-
-
-@dataclass(frozen=True)
-class Drift:
-    """One difference between the broker and the inventory."""
-
-    kind: str
-    """vhost, user, tags, permission, topic_permission or policy."""
-    name: str
-    """The object: a vhost, a user, ``user@vhost`` for a permission,
-    ``user@vhost/exchange`` for a topic permission, ``vhost/policy`` for a policy."""
-    state: str
-    """missing (in the inventory, not on the broker), extra (the reverse), or differs."""
-    detail: str
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from unitdata import playbook_module
 
 from qsetup.desired.state import CELERY_APT_MARK, RELEASES, apt_packages_by_release
 
-facts: Any = playbook_module("library/qsetup_host_facts.py")
+facts: Any = playbook_module("module_utils/qsetup_read.py")
 
 
 def test_os_release() -> None:

@@ -12,8 +12,8 @@ from qsetup.desired.state import BrokerState, broker_state
 from qsetup.inventory.loader import load_inventory
 from qsetup.inventory.model import Inventory
 from qsetup.status.broker import broker_problems, failed_broker, parse_api
-from qsetup.status.drift import Permission, Policy, TopicPermission, compare_broker
-from qsetup.status.model import Drift
+from qsetup.converge.broker import Permission, Policy, TopicPermission, compare_broker
+from qsetup.converge.broker import Drift
 
 
 @pytest.fixture

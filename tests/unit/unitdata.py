@@ -166,7 +166,18 @@ def playbook_module(relpath: str) -> Any:
     """Import a file under playbooks/ (a module in library/, a plugin) as a Python module."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[2] / "playbooks" / relpath
+    import sys
+
+    playbooks = Path(__file__).resolve().parents[2] / "playbooks"
+    # Modules import their shared host code as Ansible ships it: ansible.module_utils.<name>.
+    for shared in sorted((playbooks / "module_utils").glob("*.py")):
+        name = f"ansible.module_utils.{shared.stem}"
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, shared)
+            assert spec is not None and spec.loader is not None
+            sys.modules[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[name])
+    path = playbooks / relpath
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,7 +1,9 @@
-"""Broker drift: the broker's objects compared with the state deploy sets up.
+"""The broker's objects compared with the state deploy sets up: the one comparison.
 
-Pure: the rows come from the management API (``broker.parse_api``), the expected state
-from ``desired.broker_state``, the one description deploy applies too.
+Pure: the rows come from the broker's definitions (the one read of a broker node, or
+the management API's own lists), the expected state from ``desired.broker_state``.
+Deploy applies what :func:`broker_changes` derives from the same drift that status
+reports, so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -12,7 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qsetup.desired.state import NO_RIGHTS, BrokerPolicy, BrokerState
-from qsetup.status.model import Drift
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference between the broker and the inventory."""
+
+    kind: str
+    """vhost, user, password, tags, permission, topic_permission or policy."""
+    name: str
+    """The object: a vhost, a user, ``user@vhost`` for a permission,
+    ``user@vhost/exchange`` for a topic permission, ``vhost/policy`` for a policy."""
+    state: str
+    """missing (in the inventory, not on the broker), extra (the reverse), or differs."""
+    detail: str
+
 
 NOTHING = NO_RIGHTS
 """RabbitMQ's "matches nothing" pattern: a permission of three of these grants nothing."""
@@ -64,12 +80,15 @@ def compare_broker(
     permissions: Iterable[Permission],
     topic_permissions: Iterable[TopicPermission] = (),
     policies: Iterable[Policy] = (),
+    passwords: Mapping[str, PasswordCheck] | None = None,
 ) -> list[Drift]:
     """Every difference between the broker and the state deploy sets up.
 
     Compared: vhosts, users with their tags, permissions and topic permissions, and
     policies. RabbitMQ's default vhost ``/`` is not drift when the inventory does not
     list it (the server creates it and qsetup leaves it and its policies alone);
+    ``passwords`` (user -> whether the broker's hash matches the secrets file; None: not
+    checked) adds a ``password`` line per user whose hash does not match;
     ``guest`` is drift unless ``broker.delete_guest`` is false; a permission that grants
     nothing (``^$`` three times) counts as no permission. A missing user or vhost is one
     line, not one more per permission or policy in it.
@@ -107,6 +126,17 @@ def compare_broker(
                 )
             )
 
+    for name in sorted(set(want_users) & set(users)):
+        if passwords is not None and passwords.get(name) is False:
+            drift.append(
+                Drift(
+                    "password",
+                    name,
+                    "differs",
+                    "the broker's password hash does not match the secrets file",
+                )
+            )
+
     def here(user: str, vhost: str) -> bool:
         # The missing user or vhost is already one line.
         return user in users and vhost in actual_vhosts
@@ -115,6 +145,176 @@ def compare_broker(
     drift += _topic_drift(expected, topic_permissions, here)
     drift += _policy_drift(expected, policies, actual_vhosts)
     return drift
+
+
+PasswordCheck = bool
+"""Whether a user's password on the broker matches the secrets file."""
+
+
+def password_matches(user: Mapping[str, Any], password: str) -> bool:
+    """Check a password against RabbitMQ's salted SHA-256 hash (4-byte salt)."""
+    import base64
+    import hashlib
+
+    if user.get("hashing_algorithm") not in (None, "rabbit_password_hashing_sha256"):
+        return False
+    try:
+        raw = base64.b64decode(str(user.get("password_hash", "")))
+    except ValueError:
+        return False
+    salt, digest = raw[:4], raw[4:]
+    return len(raw) == 36 and hashlib.sha256(salt + password.encode()).digest() == digest
+
+
+def compare_definitions(
+    expected: BrokerState, definitions: Mapping[str, Any], secrets: Mapping[str, str]
+) -> list[Drift]:
+    """:func:`compare_broker` on the broker's definitions (``/api/definitions``).
+
+    ``secrets`` maps secret names to values; each managed user's password is checked
+    against its hash (a secret that is not given is not checked).
+    """
+    users: dict[str, frozenset[str]] = {}
+    checks: dict[str, PasswordCheck] = {}
+    secret_of = {u.name: u.secret for u in expected.users}
+    for u in definitions.get("users") or []:
+        name = str(u.get("name"))
+        users[name] = _tag_set(u.get("tags"))
+        if name in secret_of and secret_of[name] in secrets:
+            checks[name] = password_matches(u, secrets[secret_of[name]])
+    return compare_broker(
+        expected,
+        [str(v.get("name")) for v in definitions.get("vhosts") or []],
+        users,
+        [
+            Permission(
+                str(p["user"]),
+                str(p["vhost"]),
+                str(p["configure"]),
+                str(p["write"]),
+                str(p["read"]),
+            )
+            for p in definitions.get("permissions") or []
+        ],
+        [
+            TopicPermission(
+                str(t["user"]), str(t["vhost"]), str(t["exchange"]), str(t["write"]), str(t["read"])
+            )
+            for t in definitions.get("topic_permissions") or []
+        ],
+        [
+            Policy(
+                str(p.get("vhost")),
+                str(p.get("name")),
+                str(p.get("pattern", "")),
+                str(p.get("apply-to", "all")),
+                int(p.get("priority") or 0),
+                dict(p.get("definition") or {}),
+            )
+            for p in definitions.get("policies") or []
+        ],
+        checks,
+    )
+
+
+def _tag_set(tags: Any) -> frozenset[str]:
+    # RabbitMQ 3.8 and older give tags as one comma-separated string.
+    tag_list = tags.split(",") if isinstance(tags, str) else list(tags or [])
+    return frozenset(str(t) for t in tag_list if t)
+
+
+def fixable(drift: Drift) -> bool:
+    """Whether deploy changes this: it never deletes what qsetup did not create.
+
+    Users, vhosts and policies on the broker that the inventory does not have (and
+    qsetup's manifest never recorded) stay; a managed user's extra permission goes
+    (deploy sets a user's permissions as a whole); guest goes when delete_guest.
+    """
+    if drift.state != "extra":
+        return True
+    return drift.kind in ("permission", "topic_permission") or (
+        drift.kind == "user" and drift.name == "guest"
+    )
+
+
+def broker_changes(
+    expected: BrokerState, drift: Iterable[Drift], removals: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What ``qsetup_broker_objects`` applies to make the drift go, plus the removals.
+
+    A user that is missing or whose tags or rights differ is set whole (password, tags,
+    permissions, topic permissions); a user whose password alone differs gets its
+    password and tags. Users with rights on a vhost that is created are set whole too.
+    No password is in the result.
+    """
+    rows = list(drift)
+    vhosts = [d.name for d in rows if d.kind == "vhost" and d.state == "missing"]
+    whole: set[str] = set()
+    for d in rows:
+        if d.kind in ("user", "tags") and d.name != "guest":
+            whole.add(d.name)
+        elif d.kind in ("permission", "topic_permission") and fixable(d):
+            whole.add(d.name.split("@", 1)[0])
+    for u in expected.users:
+        if any(p.vhost in vhosts for p in u.permissions) or any(
+            t.vhost in vhosts for t in u.topic_permissions
+        ):
+            whole.add(u.name)
+    password_only = {d.name for d in rows if d.kind == "password"} - whole
+    users = []
+    for u in expected.users:
+        if u.name in whole or u.name in password_only:
+            full = u.name in whole
+            users.append(
+                {
+                    "name": u.name,
+                    "tags": ",".join(u.tags),
+                    "permissions": [
+                        {
+                            "vhost": p.vhost,
+                            "configure_priv": p.configure,
+                            "write_priv": p.write,
+                            "read_priv": p.read,
+                        }
+                        for p in u.permissions
+                    ]
+                    if full
+                    else None,
+                    "topic_permissions": [
+                        {
+                            "vhost": t.vhost,
+                            "exchange": t.exchange,
+                            "write_priv": t.write,
+                            "read_priv": t.read,
+                        }
+                        for t in u.topic_permissions
+                    ]
+                    if full
+                    else None,
+                }
+            )
+    policies = {d.name for d in rows if d.kind == "policy" and d.state != "extra"}
+    policies |= {f"{p.vhost}/{p.name}" for p in expected.policies if p.vhost in vhosts}
+    return {
+        "vhosts": vhosts,
+        "users": users,
+        "policies": [
+            {
+                "name": p.name,
+                "vhost": p.vhost,
+                "pattern": p.pattern,
+                "apply_to": p.apply_to,
+                "priority": p.priority,
+                "definition": dict(p.definition),
+            }
+            for p in expected.policies
+            if f"{p.vhost}/{p.name}" in policies
+        ],
+        "delete_guest": any(d.kind == "user" and d.name == "guest" for d in rows),
+        "delete_users": [u for u in removals.get("broker_users") or [] if u != expected.admin_user],
+        "delete_policies": list(removals.get("broker_policies") or []),
+        "delete_vhosts": list(removals.get("broker_vhosts") or []),
+    }
 
 
 _Rights = dict[tuple[str, ...], tuple[str, ...]]

@@ -1,0 +1,406 @@
+"""The one read of a host: everything qsetup compares with its desired state.
+
+One program, two callers: the deploy's preflight runs it as an Ansible module
+(``library/qsetup_host_facts.py``), and ``qsetup status`` and the deploy's no-op check
+send this file's source over SSH and run it with ``python3`` (``main`` reads its
+parameters as JSON on standard input, so no password is ever in a command line).
+Both get the same facts: the Debian release, the hostname the host reports (Celery's
+``%h``), the packages the plan needs and whether apt can install the missing ones,
+qsetup's files with their checksums, modes and owners, users and groups, the state of
+every unit qsetup runs there and of every ``qsetup-*`` unit systemd knows, the
+manifest an earlier deploy wrote, the executables the units run and the Celery and
+Flower versions they import, and on a broker node the broker's definitions and cluster.
+
+It imports nothing but Python's standard library (it runs on the host), and changes
+nothing that a service reads: at most apt's package lists, when the plan needs a
+package that is missing and the lists are older than a day.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import grp
+import hashlib
+import json
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Run = Callable[[list[str]], tuple[int, str, str]]
+"""Runs argv, returns (exit code, stdout, stderr)."""
+
+LISTS_MAX_AGE = 86400
+UNIT_PROPS = "Id,LoadState,ActiveState,SubState,UnitFileState,StateChangeTimestamp,NRestarts"
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """Parse ``/etc/os-release`` (KEY=VALUE lines, values optionally quoted)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.startswith("#"):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+def parse_dpkg_installed(text: str) -> set[str]:
+    """Package names that dpkg-query shows installed (``${db:Status-Abbrev} ${Package}``)."""
+    installed = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith("ii"):
+            installed.add(parts[-1].split(":")[0])
+    return installed
+
+
+def parse_apt_candidates(text: str) -> set[str]:
+    """Package names that ``apt-cache policy`` shows with an installable candidate."""
+    available = set()
+    current = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            current = line.rstrip()[:-1].split(":")[0]
+        elif current and line.strip().startswith("Candidate:"):
+            if line.split(":", 1)[1].strip() not in ("", "(none)"):
+                available.add(current)
+    return available
+
+
+def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
+    """``systemctl show -p Id,...`` output (blank-line separated blocks) by unit ``Id``."""
+    units: dict[str, dict[str, str]] = {}
+    for block in re.split(r"\n\s*\n", text.strip()):
+        props: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                props[key.strip()] = value
+        if props.get("Id"):
+            units[props["Id"]] = props
+    return units
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest an earlier deploy wrote, or an empty one (none, or unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def stat_entry(path: Path) -> dict[str, Any] | None:
+    """Mode, owner, group, type and (for a regular file) SHA-1 checksum of one entry."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    entry: dict[str, Any] = {
+        "path": str(path),
+        "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+        "isdir": stat.S_ISDIR(st.st_mode),
+        "isreg": stat.S_ISREG(st.st_mode),
+        "islnk": stat.S_ISLNK(st.st_mode),
+        "pw_name": _name_of(pwd.getpwuid, st.st_uid),
+        "gr_name": _name_of(grp.getgrgid, st.st_gid),
+        "size": st.st_size,
+    }
+    if entry["isreg"]:
+        digest = hashlib.sha1()  # noqa: S324 - the checksum Ansible's modules report
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        entry["checksum"] = digest.hexdigest()
+    return entry
+
+
+def _name_of(lookup: Any, ident: int) -> str:
+    try:
+        return str(lookup(ident)[0])
+    except KeyError:
+        return str(ident)
+
+
+def find_entries(paths: list[str], patterns: list[str]) -> list[dict[str, Any]]:
+    """Entries of each directory whose names match a pattern, hidden ones included."""
+    found = []
+    for base in paths:
+        try:
+            names = sorted(p.name for p in Path(base).iterdir())
+        except OSError:
+            continue
+        for name in names:
+            if any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
+                entry = stat_entry(Path(base) / name)
+                if entry is not None:
+                    found.append(entry)
+    return found
+
+
+def read_block(path: Path, marker: str) -> str | None:
+    """The lines between blockinfile's ``# BEGIN <marker>`` and ``# END <marker>``, or None."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    begin, end = f"# BEGIN {marker}", f"# END {marker}"
+    if begin not in lines:
+        return None
+    start = lines.index(begin) + 1
+    stop = lines.index(end, start) if end in lines[start:] else len(lines)
+    return "\n".join(lines[start:stop]).strip()
+
+
+def _names_in(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [line.split(":", 1)[0] for line in text.splitlines() if ":" in line]
+
+
+def read_api(port: int, user: str, password: str, path: str) -> Any:
+    """One GET from the local management API (None when it cannot be read)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+            return json.loads(resp.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_cluster(port: int, user: str, password: str) -> list[dict[str, Any]] | None:
+    """The cluster's nodes (name, running) as the local node sees them, or None."""
+    data = read_api(port, user, password, "nodes?columns=name,running")
+    if not isinstance(data, list):
+        return None
+    return [
+        {"name": str(n.get("name")), "running": n.get("running") is True}
+        for n in data
+        if isinstance(n, dict)
+    ]
+
+
+def discover_units(run: Run, prefix: str) -> list[str]:
+    """The ``prefix*`` units systemd has loaded, enabled, or links in a ``.wants`` folder.
+
+    ``list-units --all`` gives every loaded unit (running, failed, or still referenced
+    after its file went); ``list-unit-files`` the enabled ones; the ``.wants`` links the
+    enabled instances of templates (``x@2.service``), which ``list-unit-files`` shows only
+    as their template. Templates themselves (``x@.service``) are unit files, not units.
+    """
+    found: set[str] = set()
+    _rc, out, _err = run(
+        ["systemctl", "list-units", "--all", "--plain", "--no-legend", "--full", "--no-pager",
+         f"{prefix}*"]
+    )  # fmt: skip
+    for line in out.splitlines():
+        for word in line.split():
+            if word.startswith(prefix):  # a failed unit may have a bullet before it
+                found.add(word)
+                break
+    _rc, out, _err = run(
+        ["systemctl", "list-unit-files", "--plain", "--no-legend", "--no-pager",
+         "--state=enabled,enabled-runtime", f"{prefix}*"]
+    )  # fmt: skip
+    found.update(line.split()[0] for line in out.splitlines() if line.split())
+    for base in (Path("/etc/systemd/system"), Path("/run/systemd/system")):
+        found.update(p.name for p in base.glob(f"*.wants/{prefix}*") if p.is_symlink())
+    return sorted(u for u in found if "@." not in u)
+
+
+def show_units(run: Run, units: list[str]) -> dict[str, dict[str, str]]:
+    """``systemctl show`` of each unit (times as ``@<unix seconds>`` where systemd can)."""
+    if not units:
+        return {}
+    rc, out, _err = run(
+        ["systemctl", "show", "--no-pager", "--timestamp=unix", "-p", UNIT_PROPS, "--", *units]
+    )
+    if rc != 0 or not out.strip():  # systemd older than 251 has no --timestamp
+        _rc, out, _err = run(["systemctl", "show", "--no-pager", "-p", UNIT_PROPS, "--", *units])
+    return parse_systemctl_show(out)
+
+
+_DIST = re.compile(
+    r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+?)(?:-py\d[\d.]*)?\.(?:dist|egg)-info$"
+)
+
+
+def dist_version(prefix: str, name: str) -> str | None:
+    """The version of distribution ``name`` a Python under ``prefix`` imports, from metadata.
+
+    A virtualenv's own site-packages first, then Debian's dist-packages (a virtualenv
+    made with the system's site-packages, or ``/usr`` itself). Reading metadata costs
+    nothing; starting Python to ask ``celery --version`` costs a third of a second.
+    """
+    places = [] if prefix == "/usr" else sorted(Path(prefix).glob("lib/python3*/site-packages"))
+    places.append(Path("/usr/lib/python3/dist-packages"))
+    for place in places:
+        for entry in sorted(place.glob(f"{name}-*-info")):
+            match = _DIST.match(entry.name)
+            if match and match.group("name").lower() == name.lower():
+                return match.group("version")
+    return None
+
+
+def package_version(run: Run, name: str) -> str | None:
+    """The installed version of a package, else the version apt would install."""
+    rc, out, _err = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Version}", name])
+    if rc == 0 and out.startswith("ii "):
+        return out.split()[-1]
+    _rc, out, _err = run(["apt-cache", "policy", name])
+    for line in out.splitlines():
+        if line.strip().startswith("Candidate:"):
+            value = line.split(":", 1)[1].strip()
+            return None if value in ("", "(none)") else value
+    return None
+
+
+def installed_version(run: Run, name: str) -> str | None:
+    """The installed version of a Debian package, or None."""
+    rc, out, _err = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Version}", name])
+    return out.split()[-1] if rc == 0 and out.startswith("ii ") else None
+
+
+def _lists_age() -> float:
+    try:
+        stamps = [
+            path.stat().st_mtime
+            for path in Path("/var/lib/apt/lists").iterdir()
+            if "_Packages" in path.name
+        ]
+    except OSError:
+        return float("inf")
+    return time.time() - max(stamps) if stamps else float("inf")
+
+
+def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
+    """Read the host as ``params`` ask (all optional but ``releases``).
+
+    ``packages`` (release -> Debian packages the plan needs), ``releases`` (codename ->
+    name), ``manifest`` (path), ``find_paths``/``find_patterns`` (qsetup's files),
+    ``units`` (systemctl show of these), ``discover`` (a unit name prefix: every such
+    unit systemd knows is listed and shown), ``hosts_marker`` (blockinfile marker in
+    /etc/hosts), ``broker_api`` (port, user, password: definitions and cluster),
+    ``min_versions`` (package, version, problem), ``executables`` (paths: do they
+    exist), ``dists`` ({prefix, name}: versions), ``deb_versions`` (packages).
+    """
+    result: dict[str, Any] = {"changed": False, "problems": [], "manifest": {}}
+    if params.get("manifest"):
+        result["manifest"] = read_manifest(Path(params["manifest"]))
+    result["found"] = {
+        "files": find_entries(params.get("find_paths") or [], params.get("find_patterns") or [])
+    }
+    if params.get("hosts_marker"):
+        result["hosts_block"] = read_block(Path("/etc/hosts"), params["hosts_marker"])
+    result["users"] = _names_in("/etc/passwd")
+    result["groups"] = _names_in("/etc/group")
+    units = list(params.get("units") or [])
+    if params.get("discover"):
+        result["discovered"] = discover_units(run, params["discover"])
+        units += [u for u in result["discovered"] if u not in units]
+    result["units"] = show_units(run, units)
+    result["executables"] = {
+        path: os.access(path, os.X_OK) for path in params.get("executables") or []
+    }
+    result["dists"] = [
+        {**d, "version": dist_version(d["prefix"], d["name"])} for d in params.get("dists") or []
+    ]
+    result["deb_versions"] = {
+        name: installed_version(run, name) for name in params.get("deb_versions") or []
+    }
+    api = params.get("broker_api")
+    if api:
+        data = read_api(api["port"], api["user"], api["password"], "definitions")
+        result["definitions"] = data if isinstance(data, dict) else None
+        result["cluster"] = read_cluster(api["port"], api["user"], api["password"])
+    try:
+        os_release = parse_os_release(Path("/etc/os-release").read_text(encoding="utf-8"))
+    except OSError as exc:
+        os_release = {}
+        result["problems"].append(f"cannot read /etc/os-release ({exc.strerror})")
+    result["hostname"] = Path("/proc/sys/kernel/hostname").read_text(encoding="utf-8").strip()
+    release = os_release.get("VERSION_CODENAME", "")
+    result["release"] = release
+    result["pretty_name"] = os_release.get("PRETTY_NAME", release or "an unknown system")
+    releases: dict[str, str] = params["releases"]
+    if os_release.get("ID") != "debian" or release not in releases:
+        result["problems"].append(
+            f"runs {result['pretty_name']} (release '{release or 'unknown'}'); "
+            f"qsetup supports {' and '.join(releases.values())}"
+        )
+        result["packages"] = []
+        result["installed"] = []
+        return result
+    _read_packages(params, run, result)
+    return result
+
+
+def _read_packages(params: dict[str, Any], run: Run, result: dict[str, Any]) -> None:
+    """Which planned packages are installed; for the missing ones, whether apt has them."""
+    wanted = sorted(set((params.get("packages") or {}).get(result["release"]) or []))
+    result["packages"] = wanted
+    installed: set[str] = set()
+    if wanted:
+        _rc, out, _err = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Package}\\n", *wanted])
+        installed = parse_dpkg_installed(out)
+    result["installed"] = sorted(installed)
+    missing = [p for p in wanted if p not in installed]
+    if missing and params.get("check_candidates", True):
+        if _lists_age() > LISTS_MAX_AGE:
+            rc, _out, err = run(["apt-get", "update", "-q"])
+            if rc != 0:
+                last = (err.strip().splitlines() or ["apt-get update failed"])[-1]
+                result["problems"].append(f"apt-get update failed: {last}")
+        _rc, out, _err = run(["apt-cache", "policy", *missing])
+        available = parse_apt_candidates(out)
+        for name in missing:
+            if name not in available:
+                result["problems"].append(
+                    f"Debian package '{name}' is not available on {result['pretty_name']}"
+                    " (apt-cache policy shows no candidate)"
+                )
+    for need in params.get("min_versions") or []:
+        version = package_version(run, need["package"])
+        if version is None:
+            continue  # not installable: reported above when the plan needs it
+        rc, _out, _err = run(["dpkg", "--compare-versions", version, "lt", need["version"]])
+        if rc == 0:
+            result["problems"].append(
+                f"{need['problem']} (Debian's {need['package']} here is {version})"
+            )
+
+
+def run_argv(argv: list[str]) -> tuple[int, str, str]:
+    """Run a command with the C locale and no pager; (exit code, stdout, stderr)."""
+    env = dict(os.environ, LC_ALL="C", SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)  # noqa: S603
+    except OSError as exc:
+        return 127, "", str(exc)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def main() -> None:
+    """Read the parameters (JSON) on standard input, print the facts as JSON."""
+    params = json.loads(sys.stdin.readline())
+    print(json.dumps(read_host(params, run_argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""The one comparison: what belongs on a host (a target) against what it holds (facts).
+
+Every consumer decides from :func:`compare_host`: the deploy's preflight (through the
+playbooks' filter shim) ends a host on which it finds nothing and installs, starts
+or removes what it finds; ``deploy --check`` prints its differences; the deploy's
+no-op check answers from it without starting Ansible; status reports it. A host is
+healthy exactly when it finds nothing (besides what only runtime checks see: ping,
+queues, certificates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qsetup.converge.broker import broker_changes, compare_definitions, fixable
+from qsetup.converge.facts import FileFact, HostFacts, UnitFact
+from qsetup.converge.removals import manifest_pending, removals
+from qsetup.converge.target import DirTarget, FileTarget, HostTarget, VenvTarget
+
+LEAVE = "leave"
+"""The fix of a difference deploy does not change (something qsetup never installed)."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way a host differs from what belongs there, and what fixes it."""
+
+    host: str
+    kind: str
+    """package, os_user, os_group, dir, file, venv, code, unit, removal, manifest,
+    unmanaged, leftover, broker, broker_api or cluster."""
+    obj: str
+    """The object: a path, a unit, a package, a user, a broker object."""
+    detail: str
+    fix: str
+    """What deploy does about it (install, create, build, start, enable, remove,
+    record, set, join), or ``leave``."""
+
+    @property
+    def fixable(self) -> bool:
+        """Whether a deploy changes it."""
+        return self.fix != LEAVE
+
+    @property
+    def line(self) -> str:
+        """``<host>: <object>: <what>``, the shape of every status problem."""
+        return f"{self.host}: {self.obj}: {self.detail}"
+
+
+def _same_meta(now: FileFact, mode: str, owner: str, group: str) -> bool:
+    return now.mode.lstrip("0") == mode.lstrip("0") and (now.owner, now.group) == (owner, group)
+
+
+def _meta(now: FileFact, mode: str, owner: str, group: str) -> str:
+    return (
+        f"mode {now.mode} owner {now.owner}:{now.group}, expected mode {mode} owner {owner}:{group}"
+    )
+
+
+def stale_files(files: Iterable[FileTarget], facts: HostFacts) -> list[FileTarget]:
+    """Files whose content, mode, owner or group differ from what qsetup renders."""
+    out = []
+    for f in files:
+        now = facts.files.get(f.dest)
+        if (
+            now is None
+            or now.checksum != f.checksum
+            or not _same_meta(now, f.mode, f.owner, f.group)
+        ):
+            out.append(f)
+    return out
+
+
+def stale_dirs(dirs: Iterable[DirTarget], facts: HostFacts) -> list[DirTarget]:
+    """Directories that are missing or have another mode, owner or group."""
+    out = []
+    for d in dirs:
+        now = facts.files.get(d.path)
+        if now is None or not now.isdir or not _same_meta(now, d.mode, d.owner, d.group):
+            out.append(d)
+    return out
+
+
+def stale_venvs(target: HostTarget, facts: HostFacts) -> list[VenvTarget]:
+    """Virtualenvs whose marker (what pip installed) differs, or whose interpreter is gone."""
+    broken = {
+        s.executable
+        for s in target.services
+        if s.executable and facts.executables.get(s.executable) is False
+    }
+    return [
+        v
+        for v in target.venvs
+        if (facts.files.get(v.marker) or _NO_FILE).checksum != v.marker_sum
+        or any(e.startswith(v.path.rstrip("/") + "/") for e in broken)
+    ]
+
+
+_NO_FILE = FileFact("", "", "", "", False, None)
+
+
+def code_stale(target: HostTarget, facts: HostFacts) -> bool:
+    """Whether the app's code (its archive and unpacked directory) differs or is missing."""
+    if target.code_dir is None:
+        return False
+    tar = facts.files.get(f"{target.code_dir}.tar")
+    return tar is None or tar.checksum != target.code_sum or target.code_dir not in facts.files
+
+
+def _file_differences(target: HostTarget, facts: HostFacts) -> list[Difference]:
+    out = []
+    for d in stale_dirs(target.dirs, facts):
+        now = facts.files.get(d.path)
+        if now is None or not now.isdir:
+            detail = "missing" if now is None else "not a directory"
+            out.append(
+                Difference(target.host, "dir", d.path, f"{detail}; run qsetup deploy", "create")
+            )
+        else:
+            out.append(
+                Difference(target.host, "dir", d.path, _meta(now, d.mode, d.owner, d.group), "set")
+            )
+    for f in stale_files(target.files, facts):
+        now = facts.files.get(f.dest)
+        if now is None:
+            detail = "missing; run qsetup deploy"
+        elif now.checksum != f.checksum:
+            detail = "content differs from what qsetup renders; run qsetup deploy"
+        else:
+            detail = _meta(now, f.mode, f.owner, f.group)
+        out.append(Difference(target.host, "file", f.dest, detail, "install"))
+    for v in stale_venvs(target, facts):
+        marker = facts.files.get(v.marker)
+        detail = (
+            "missing" if marker is None else "holds other packages than the plan"
+        ) + "; run qsetup deploy"
+        if marker is not None and marker.checksum == v.marker_sum:
+            detail = "its interpreter is missing; run qsetup deploy"
+        out.append(Difference(target.host, "venv", v.path, detail, "build"))
+    if code_stale(target, facts):
+        assert target.code_dir is not None
+        missing = target.code_dir not in facts.files
+        detail = "missing" if missing else "differs from the app's code"
+        out.append(
+            Difference(
+                target.host, "code", target.code_dir, f"{detail}; run qsetup deploy", "install"
+            )
+        )
+    return out
+
+
+def _account_differences(target: HostTarget, facts: HostFacts) -> list[Difference]:
+    out = []
+    for p in sorted(set(facts.packages) - facts.installed):
+        out.append(Difference(target.host, "package", f"package {p}", "not installed", "install"))
+    for g in sorted(set(target.os_groups) - facts.groups):
+        out.append(Difference(target.host, "os_group", f"group {g}", "missing", "create"))
+    for u in sorted(set(target.os_users) - facts.users):
+        out.append(Difference(target.host, "os_user", f"user {u}", "missing", "create"))
+    return out
+
+
+def unit_difference(host: str, unit: UnitFact) -> Difference | None:
+    """How a unit that should run differs from running and enabled (None: it does not)."""
+    name = f"unit {unit.name}"
+    if unit.load_state == "not-found":
+        return Difference(host, "unit", name, "not installed; run qsetup deploy", "install")
+    if unit.active_state != "active":
+        since = f" since {unit.since}" if unit.since else ""
+        restarts = f", {unit.restarts} automatic restarts" if unit.restarts else ""
+        return Difference(
+            host,
+            "unit",
+            name,
+            f"{unit.active_state} ({unit.sub_state}){since}{restarts}; expected active (running)",
+            "start",
+        )
+    if unit.unit_file_state != "enabled":
+        state = unit.unit_file_state or "not enabled"
+        return Difference(
+            host, "unit", name, f"{state}; expected enabled (started at boot)", "enable"
+        )
+    return None
+
+
+def _unit_differences(
+    target: HostTarget, facts: HostFacts, gone: Mapping[str, Any], siblings: frozenset[str]
+) -> list[Difference]:
+    out = []
+    for s in target.services:
+        diff = unit_difference(target.host, facts.unit(s.unit))
+        if diff is not None:
+            out.append(diff)
+    expected = {s.unit for s in target.services} | siblings
+    removing = {str(u["unit"]) for u in gone["units"]}
+    for name in sorted(removing - set(facts.discovered)):
+        detail = (
+            "recorded in qsetup's manifest, dropped from the inventory; the next deploy removes it"
+        )
+        out.append(Difference(target.host, "removal", f"unit {name}", detail, "remove"))
+    for name in facts.discovered:
+        if name in expected:
+            continue
+        unit = facts.unit(name)
+        state = f"{unit.active_state} ({unit.sub_state})" + (", enabled" if unit.enabled else "")
+        where = f"the inventory does not put it on {target.host}; {state}"
+        if name in removing:
+            detail = f"unexpected ({where}); the next deploy removes it"
+            out.append(Difference(target.host, "removal", f"unit {name}", detail, "remove"))
+        elif unit.present:
+            detail = (
+                f"unexpected ({where}); qsetup's manifest does not name it, so deploy "
+                "leaves it: stop and disable it by hand if it should go"
+            )
+            out.append(Difference(target.host, "unmanaged", f"unit {name}", detail, LEAVE))
+        else:
+            detail = (
+                f"left in systemd ({unit.load_state}, {state}) though its unit file is gone; "
+                f"`systemctl reset-failed {name}` and `systemctl daemon-reload` clear it"
+            )
+            out.append(Difference(target.host, "leftover", f"unit {name}", detail, LEAVE))
+    return out
+
+
+def _removal_differences(
+    target: HostTarget, facts: HostFacts, gone: Mapping[str, Any]
+) -> list[Difference]:
+    out = []
+    for key, what in (("files", "file"), ("venvs", "venv"), ("code", "code")):
+        for path in gone[key]:
+            out.append(
+                Difference(
+                    target.host,
+                    "removal",
+                    f"{what} {path}",
+                    "the inventory dropped it; the next deploy removes it",
+                    "remove",
+                )
+            )
+    for key, what in (
+        ("broker_users", "user"),
+        ("broker_vhosts", "vhost"),
+        ("broker_policies", "policy"),
+    ):
+        for name in gone[key]:
+            out.append(
+                Difference(
+                    target.host,
+                    "removal",
+                    f"broker {what} '{name}'",
+                    "the inventory dropped it; the next deploy deletes it",
+                    "remove",
+                )
+            )
+    if not out and manifest_pending(target.manifest, gone) != dict(facts.manifest):
+        out.append(
+            Difference(
+                target.host,
+                "manifest",
+                "manifest /etc/qsetup/manifest.json",
+                "missing or out of date; run qsetup deploy",
+                "record",
+            )
+        )
+    return out
+
+
+def _broker_differences(
+    target: HostTarget, facts: HostFacts, secrets: Mapping[str, str]
+) -> list[Difference]:
+    out: list[Difference] = []
+    if target.broker is not None:
+        if not facts.definitions:
+            out.append(
+                Difference(
+                    target.host,
+                    "broker_api",
+                    "broker management API",
+                    "its definitions could not be read as qsetup-admin; run qsetup deploy",
+                    "set",
+                )
+            )
+        else:
+            for d in compare_definitions(target.broker, facts.definitions, secrets):
+                out.append(
+                    Difference(
+                        target.host,
+                        "broker",
+                        f"broker {d.kind} '{d.name}'",
+                        f"{d.state} ({d.detail})",
+                        "set" if fixable(d) else LEAVE,
+                    )
+                )
+    if target.broker_node and target.cluster_size > 1:
+        nodes = facts.cluster or ()
+        running = [n.name for n in nodes if n.running]
+        if len(nodes) != target.cluster_size or len(running) != target.cluster_size:
+            out.append(
+                Difference(
+                    target.host,
+                    "cluster",
+                    "RabbitMQ cluster",
+                    f"{len(running)} of {target.cluster_size} nodes running in this node's "
+                    "cluster; run qsetup deploy",
+                    "join",
+                )
+            )
+    return out
+
+
+def compare_host(
+    target: HostTarget,
+    facts: HostFacts,
+    secrets: Mapping[str, str],
+    siblings: frozenset[str] = frozenset(),
+) -> tuple[Difference, ...]:
+    """Every way the host differs from its target, each with the fix deploy applies.
+
+    ``secrets`` maps secret names to values (broker passwords are checked against the
+    broker's hashes; nothing secret is in a difference). ``siblings`` are units other
+    inventory hosts on the same machine run (not unexpected here).
+    """
+    gone = removals(facts.manifest, target.manifest)
+    return (
+        *_account_differences(target, facts),
+        *_file_differences(target, facts),
+        *_unit_differences(target, facts, gone, siblings),
+        *_removal_differences(target, facts, gone),
+        *_broker_differences(target, facts, secrets),
+    )
+
+
+def host_clean(differences: Iterable[Difference]) -> bool:
+    """Nothing that a deploy would change (what it leaves alone does not count)."""
+    return not any(d.fixable for d in differences)
+
+
+def broker_apply(
+    target: HostTarget, facts: HostFacts, secrets: Mapping[str, str]
+) -> dict[str, object]:
+    """What the broker's objects need (``qsetup_broker_objects``), by status's comparison."""
+    assert target.broker is not None
+    drift = compare_definitions(target.broker, facts.definitions or {}, secrets)
+    return broker_changes(target.broker, drift, removals(facts.manifest, target.manifest))

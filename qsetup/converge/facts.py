@@ -1,0 +1,177 @@
+"""What the one read found on a host, typed.
+
+``playbooks/module_utils/qsetup_read.py`` runs on the host (as the deploy preflight's
+module, or sent over SSH by status and the deploy's no-op check) and returns plain
+JSON; :meth:`HostFacts.from_read` is the one parser of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FileFact:
+    """One of qsetup's files or directories as the host holds it."""
+
+    path: str
+    mode: str
+    owner: str
+    group: str
+    isdir: bool
+    checksum: str | None
+
+
+@dataclass(frozen=True)
+class UnitFact:
+    """One unit as ``systemctl show`` reports it."""
+
+    name: str
+    load_state: str
+    active_state: str
+    sub_state: str
+    unit_file_state: str
+    since: str | None = None
+    """When the unit entered its current state (ISO 8601, UTC), if known."""
+    restarts: int | None = None
+
+    @property
+    def running(self) -> bool:
+        """Loaded, active and running."""
+        return (
+            self.load_state == "loaded"
+            and self.active_state == "active"
+            and self.sub_state == "running"
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Enabled to start at boot."""
+        return self.unit_file_state in ("enabled", "enabled-runtime")
+
+    @property
+    def present(self) -> bool:
+        """Loaded, active or enabled: more than a name systemd still remembers."""
+        return (
+            self.load_state == "loaded"
+            or self.active_state not in ("inactive", "failed", "")
+            or self.unit_file_state.startswith("enabled")
+        )
+
+    @classmethod
+    def from_show(cls, name: str, props: Mapping[str, str] | None) -> UnitFact:
+        """From ``systemctl show`` properties (None: systemd did not report it)."""
+        p = props or {}
+        restarts = str(p.get("NRestarts", ""))
+        return cls(
+            name=name,
+            load_state=str(p.get("LoadState", "unknown")),
+            active_state=str(p.get("ActiveState", "unknown")),
+            sub_state=str(p.get("SubState", "unknown")),
+            unit_file_state=str(p.get("UnitFileState", "")),
+            since=_since(str(p.get("StateChangeTimestamp", ""))),
+            restarts=int(restarts) if restarts.isdigit() else None,
+        )
+
+
+def _since(value: str) -> str | None:
+    value = value.strip()
+    if not value or value in ("n/a", "0"):
+        return None
+    if value.startswith("@") and value[1:].isdigit():
+        stamp = int(value[1:])
+        if stamp == 0:
+            return None
+        return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
+    return value  # an older systemd's local time, passed on as it printed it
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """A RabbitMQ node as the local node's API lists it."""
+
+    name: str
+    running: bool
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """Everything the one read found on a host."""
+
+    hostname: str
+    release: str
+    problems: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    """The Debian packages the plan needs on this release."""
+    installed: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    files: Mapping[str, FileFact] = field(default_factory=dict)
+    units: Mapping[str, UnitFact] = field(default_factory=dict)
+    discovered: tuple[str, ...] = ()
+    """Every ``qsetup-*`` unit systemd knows there (loaded, enabled, or linked)."""
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+    hosts_block: str | None = None
+    definitions: Mapping[str, Any] | None = None
+    """The broker's definitions (a broker node; None when its API did not answer)."""
+    cluster: tuple[ClusterNode, ...] | None = None
+    executables: Mapping[str, bool] = field(default_factory=dict)
+    dists: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
+    """(prefix, distribution) -> installed version."""
+    deb_versions: Mapping[str, str | None] = field(default_factory=dict)
+
+    def unit(self, name: str) -> UnitFact:
+        """The unit's facts (``unknown`` states when the read did not report it)."""
+        return self.units.get(name) or UnitFact.from_show(name, None)
+
+    @classmethod
+    def from_read(cls, data: Mapping[str, Any]) -> HostFacts:
+        """Parse what ``qsetup_read.read_host`` returned."""
+        files = {
+            str(f["path"]): FileFact(
+                path=str(f["path"]),
+                mode=str(f.get("mode", "")),
+                owner=str(f.get("pw_name", "")),
+                group=str(f.get("gr_name", "")),
+                isdir=bool(f.get("isdir")),
+                checksum=f.get("checksum"),
+            )
+            for f in (data.get("found") or {}).get("files") or []
+            if isinstance(f, dict) and "path" in f
+        }
+        units = {
+            str(name): UnitFact.from_show(str(name), props)
+            for name, props in (data.get("units") or {}).items()
+        }
+        cluster = data.get("cluster")
+        definitions = data.get("definitions")
+        return cls(
+            hostname=str(data.get("hostname") or ""),
+            release=str(data.get("release") or ""),
+            problems=tuple(str(p) for p in data.get("problems") or ()),
+            packages=tuple(str(p) for p in data.get("packages") or ()),
+            installed=frozenset(str(p) for p in data.get("installed") or ()),
+            users=frozenset(str(u) for u in data.get("users") or ()),
+            groups=frozenset(str(g) for g in data.get("groups") or ()),
+            files=files,
+            units=units,
+            discovered=tuple(str(u) for u in data.get("discovered") or ()),
+            manifest=dict(data.get("manifest") or {}),
+            hosts_block=data.get("hosts_block"),
+            definitions=definitions if isinstance(definitions, dict) else None,
+            cluster=(
+                tuple(ClusterNode(str(n["name"]), bool(n["running"])) for n in cluster)
+                if isinstance(cluster, list)
+                else None
+            ),
+            executables={str(k): bool(v) for k, v in (data.get("executables") or {}).items()},
+            dists={
+                (str(d["prefix"]), str(d["name"])): d.get("version")
+                for d in data.get("dists") or ()
+                if isinstance(d, dict)
+            },
+            deb_versions=dict(data.get("deb_versions") or {}),
+        )

@@ -1,0 +1,182 @@
+"""What belongs on a host, typed, as the comparison reads it.
+
+Built from the deploy plan's per-host variables (``qsetup.plan``), the one place that
+decides what goes where, and the checksums of the files rendered for this run. The
+playbooks' filter shim builds the same object from the same variables, so deploy and
+status compare against one description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qsetup.desired.state import (
+    BrokerAccount,
+    BrokerPermission,
+    BrokerPolicy,
+    BrokerState,
+    BrokerTopicPermission,
+)
+
+
+@dataclass(frozen=True)
+class FileTarget:
+    """A file qsetup renders and installs."""
+
+    dest: str
+    checksum: str | None
+    mode: str
+    owner: str
+    group: str
+    service: str | None = None
+    """The unit (file) a change of this file restarts."""
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class DirTarget:
+    """A directory qsetup creates."""
+
+    path: str
+    mode: str
+    owner: str
+    group: str
+
+
+@dataclass(frozen=True)
+class VenvTarget:
+    """A virtualenv and the marker recording what pip installed there."""
+
+    name: str
+    path: str
+    marker: str
+    marker_sum: str
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    """A unit qsetup runs on the host (RabbitMQ included on a broker node)."""
+
+    unit: str
+    role: str
+    executable: str | None = None
+    """What its ExecStart runs first (``/usr/bin/celery``, ``<venv>/bin/python``)."""
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """Everything that belongs on one host."""
+
+    host: str
+    files: tuple[FileTarget, ...] = ()
+    dirs: tuple[DirTarget, ...] = ()
+    venvs: tuple[VenvTarget, ...] = ()
+    code_dir: str | None = None
+    """The app's code directory, when the host runs the app."""
+    code_sum: str | None = None
+    os_users: tuple[str, ...] = ()
+    os_groups: tuple[str, ...] = ()
+    services: tuple[ServiceTarget, ...] = ()
+    broker: BrokerState | None = None
+    """The broker's objects, on the node that manages them (the first broker node)."""
+    broker_node: bool = False
+    cluster_size: int = 1
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_plan(
+        cls, host: str, hv: Mapping[str, Any], common: Mapping[str, Any], sums: Mapping[str, str]
+    ) -> HostTarget:
+        """From a host's plan variables, the plan's shared ones and the files' checksums."""
+        files = tuple(
+            FileTarget(
+                dest=str(f["dest"]),
+                checksum=sums.get(str(f["src"])),
+                mode=str(f["mode"]),
+                owner=str(f["owner"]),
+                group=str(f["group"]),
+                service=f.get("service") or None,
+                secret=bool(f.get("secret")),
+            )
+            for f in [*hv.get("qsetup_files", ()), *hv.get("qsetup_broker_files", ())]
+        )
+        services = [
+            ServiceTarget(
+                str(s["unit"]),
+                str(s["role"]),
+                str(s["celery_argv"][0]) if s.get("celery_argv") else None,
+            )
+            for s in hv.get("qsetup_services", ())
+        ]
+        is_broker = bool(hv.get("qsetup_is_broker"))
+        if is_broker:
+            services.insert(0, ServiceTarget("rabbitmq-server.service", "broker"))
+        primary = bool(hv.get("qsetup_is_broker_primary"))
+        return cls(
+            host=host,
+            files=files,
+            dirs=tuple(
+                DirTarget(str(d["path"]), str(d["mode"]), str(d["owner"]), str(d["group"]))
+                for d in hv.get("qsetup_dirs", ())
+            ),
+            venvs=tuple(
+                VenvTarget(str(v["name"]), str(v["path"]), str(v["marker"]), str(v["marker_sum"]))
+                for v in hv.get("qsetup_venvs", ())
+            ),
+            code_dir=str(common["qsetup_code_dir"]) if hv.get("qsetup_ship_code") else None,
+            code_sum=sums.get("app.tar"),
+            os_users=tuple(str(u["user"]) for u in hv.get("qsetup_os_users", ())),
+            os_groups=tuple(str(g) for g in hv.get("qsetup_os_groups", ())),
+            services=tuple(services),
+            broker=broker_from_plan(common["qsetup_broker"]) if primary else None,
+            broker_node=is_broker,
+            cluster_size=max(1, len(common.get("qsetup_broker_nodes") or ())),
+            manifest=dict(hv.get("qsetup_manifest") or {}),
+        )
+
+
+def broker_from_plan(wanted: Mapping[str, Any]) -> BrokerState:
+    """The broker's desired state back from the plan's ``qsetup_broker`` variable."""
+    return BrokerState(
+        vhosts=tuple(wanted.get("vhosts") or ()),
+        users=tuple(_account(u) for u in wanted.get("users") or ()),
+        policies=tuple(
+            BrokerPolicy(
+                str(p["name"]),
+                str(p["vhost"]),
+                str(p["pattern"]),
+                str(p["apply_to"]),
+                int(p["priority"]),
+                tuple((dict(p["definition"]) or {}).items()),
+            )
+            for p in wanted.get("policies") or ()
+        ),
+        delete_guest=bool(wanted.get("delete_guest")),
+        port=int(wanted.get("port", 5672)),
+        management_port=int(wanted.get("management_port", 15672)),
+        admin_user=str(wanted.get("admin_user", "qsetup-admin")),
+        admin_secret=str(wanted.get("admin_secret", "rabbitmq-user-qsetup-admin")),
+    )
+
+
+def _account(u: Mapping[str, Any]) -> BrokerAccount:
+    tags: Sequence[str] | str = u.get("tags") or ()
+    return BrokerAccount(
+        name=str(u["name"]),
+        secret=str(u["secret"]),
+        tags=tuple(t for t in (tags.split(",") if isinstance(tags, str) else tags) if t),
+        permissions=tuple(
+            BrokerPermission(
+                str(p["vhost"]), str(p["configure_priv"]), str(p["write_priv"]), str(p["read_priv"])
+            )
+            for p in u.get("permissions") or ()
+        ),
+        topic_permissions=tuple(
+            BrokerTopicPermission(
+                str(t["vhost"]), str(t["exchange"]), str(t["write_priv"]), str(t["read_priv"])
+            )
+            for t in u.get("topic_permissions") or ()
+        ),
+    )
