@@ -7,8 +7,6 @@ differs. They return names and paths, never a secret.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from typing import Any
 
@@ -59,15 +57,9 @@ def qsetup_stale_venvs(venvs: list[dict[str, Any]], found: dict[str, Any] | None
 
 
 def _password_matches(user: dict[str, Any], password: str) -> bool:
-    """Check a password against RabbitMQ's salted SHA-256 hash (4-byte salt)."""
-    if user.get("hashing_algorithm") not in (None, "rabbit_password_hashing_sha256"):
-        return False
-    try:
-        raw = base64.b64decode(str(user.get("password_hash", "")))
-    except ValueError:
-        return False
-    salt, digest = raw[:4], raw[4:]
-    return len(raw) == 36 and hashlib.sha256(salt + password.encode()).digest() == digest
+    from qsetup.converge.passwords import password_matches
+
+    return password_matches(user, password)
 
 
 def _tags(value: Any) -> set[str]:
@@ -373,80 +365,18 @@ def qsetup_code_check_problems(check: dict[str, Any] | None) -> list[str]:
     return problems
 
 
-def _names(manifest: dict[str, Any] | None, key: str) -> list[Any]:
-    value = (manifest or {}).get(key) or []
-    return list(value) if isinstance(value, list) else []
-
-
-# A manifest names only what qsetup installs; anything else in one is never removed.
-_REMOVABLE_PREFIXES = ("/etc/qsetup/", "/etc/systemd/system/qsetup-", "/opt/qsetup/")
-
-
-def _removable(path: str) -> bool:
-    return (
-        path.startswith(_REMOVABLE_PREFIXES)
-        and "/../" not in path
-        and not path.endswith("/..")
-        and path.rstrip("/") not in {p.rstrip("/") for p in _REMOVABLE_PREFIXES}
-    )
-
-
 def qsetup_removals(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """What an earlier deploy recorded on the host that the inventory no longer has.
+    """What an earlier deploy recorded on the host that the inventory no longer has."""
+    from qsetup.converge.removals import removals
 
-    Returns units (with their role), files, virtualenvs, code directories and, on the
-    broker host, broker users, vhosts and policies (``vhost/name``) to remove.
-    """
-    new_units = {u["unit"] for u in _names(new, "units") if isinstance(u, dict)}
-    units = [
-        u
-        for u in _names(old, "units")
-        if isinstance(u, dict)
-        and str(u.get("unit", "")).startswith("qsetup-")
-        and u["unit"] not in new_units
-    ]
-
-    def gone(key: str) -> list[str]:
-        keep = set(_names(new, key))
-        return sorted({str(x) for x in _names(old, key) if x not in keep and _removable(str(x))})
-
-    old_broker = (old or {}).get("broker") or {}
-    new_broker = new.get("broker") or {}
-
-    def broker_gone(key: str) -> list[str]:
-        if not isinstance(old_broker, dict):
-            return []
-        keep = set(new_broker.get(key) or []) if isinstance(new_broker, dict) else set()
-        return sorted({str(x) for x in old_broker.get(key) or [] if x not in keep})
-
-    removals = {
-        "units": sorted(units, key=lambda u: str(u["unit"])),
-        "files": gone("files"),
-        "venvs": gone("venvs"),
-        "code": gone("code"),
-        "broker_users": broker_gone("users"),
-        "broker_vhosts": broker_gone("vhosts"),
-        "broker_policies": broker_gone("policies"),
-    }
-    removals["any"] = any(removals[k] for k in list(removals))
-    return removals
+    return removals(old, new)
 
 
 def qsetup_manifest_pending(new: dict[str, Any], removals: dict[str, Any]) -> dict[str, Any]:
     """The manifest to record before removals: the new one plus what is still to remove."""
-    pending = dict(new)
-    pending["units"] = sorted(
-        [*new.get("units", []), *removals["units"]], key=lambda u: str(u["unit"])
-    )
-    for key in ("files", "venvs", "code"):
-        pending[key] = sorted({*new.get(key, []), *removals[key]})
-    if removals["broker_users"] or removals["broker_vhosts"] or removals["broker_policies"]:
-        broker = dict(new.get("broker") or {})
-        broker["users"] = sorted({*broker.get("users", []), *removals["broker_users"]})
-        broker["vhosts"] = sorted({*broker.get("vhosts", []), *removals["broker_vhosts"]})
-        broker["policies"] = sorted({*broker.get("policies", []), *removals["broker_policies"]})
-        pending["broker"] = broker
-    return pending
+    from qsetup.converge.removals import manifest_pending
+
+    return manifest_pending(new, removals)
 
 
 def qsetup_host_clean(host: dict[str, Any], plan: dict[str, Any]) -> bool:

@@ -72,6 +72,7 @@ options:
     required: false
 """
 
+
 def main() -> None:
     """Run the module: the one read (module_utils/qsetup_read.py) with these parameters."""
     module = AnsibleModule(

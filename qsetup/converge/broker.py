@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from qsetup.converge.passwords import password_matches
 from qsetup.desired.state import NO_RIGHTS, BrokerPolicy, BrokerState
 
 
@@ -149,21 +150,6 @@ def compare_broker(
 
 PasswordCheck = bool
 """Whether a user's password on the broker matches the secrets file."""
-
-
-def password_matches(user: Mapping[str, Any], password: str) -> bool:
-    """Check a password against RabbitMQ's salted SHA-256 hash (4-byte salt)."""
-    import base64
-    import hashlib
-
-    if user.get("hashing_algorithm") not in (None, "rabbit_password_hashing_sha256"):
-        return False
-    try:
-        raw = base64.b64decode(str(user.get("password_hash", "")))
-    except ValueError:
-        return False
-    salt, digest = raw[:4], raw[4:]
-    return len(raw) == 36 and hashlib.sha256(salt + password.encode()).digest() == digest
 
 
 def compare_definitions(

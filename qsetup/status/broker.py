@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from qsetup.artifacts.tls import ssl_reason, verify_with_ca
+from qsetup.converge.broker import Permission, Policy, TopicPermission, compare_broker
 from qsetup.desired.state import (
     ADMIN_USER,
     broker_admin_password,
@@ -17,7 +18,6 @@ from qsetup.desired.state import (
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, queue_type
 from qsetup.status.cluster import node_problems, parse_quorum_queues, quorum_problems
-from qsetup.converge.broker import Permission, Policy, TopicPermission, compare_broker
 from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
 
 

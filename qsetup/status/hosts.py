@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from qsetup.converge.compare import unit_difference
+from qsetup.converge.facts import UnitFact
 from qsetup.desired.state import BEAT_UNIT, UNIT_PREFIX, units_by_host, venv_dir
 from qsetup.inventory.model import Inventory
 from qsetup.status.model import HostStatus, UnitStatus
@@ -36,20 +38,23 @@ def host_roles(inv: Inventory) -> dict[str, tuple[str, ...]]:
 
 
 def celery_binaries(inv: Inventory) -> dict[str, list[str]]:
-    """The celery each host's units run, named ``<where its packages live>/bin/celery``."""
+    """The executable each host's Celery units run: the first word of their ExecStart.
+
+    ``/usr/bin/celery``, ``<venv>/bin/celery``, or ``<venv>/bin/python`` (an apt group
+    whose app needs more packages runs ``python -m celery`` over Debian's Celery): the
+    argv the unit runs (``desired.celery_argv``), never a path built here.
+    """
     out: dict[str, list[str]] = {name: [] for name in inv.hosts}
     for host, units in units_by_host(inv).items():
         for unit in units:
-            if unit.celery_argv and unit.runtime_prefix:
-                binary = f"{unit.runtime_prefix}/bin/celery"
-                if binary not in out[host]:
-                    out[host].append(binary)
+            if unit.celery_argv and unit.celery_argv[0] not in out[host]:
+                out[host].append(unit.celery_argv[0])
     return out
 
 
 def _metadata_globs(binary: str) -> str:
     """Shell globs of the celery distribution's metadata an executable imports."""
-    prefix = binary.removesuffix("/bin/celery")
+    prefix = binary.rsplit("/bin/", 1)[0]
     system = "/usr/lib/python3/dist-packages/celery-*-info"
     if prefix == "/usr":
         return system
@@ -304,17 +309,21 @@ def host_problems(host: HostStatus) -> list[str]:
         return [f"{host.name}: unreachable ({host.address}): {host.error}"]
     problems = []
     for unit in host.units:
-        if unit.ok:
-            continue
-        if unit.load_state == "not-found":
-            problems.append(f"{host.name}: unit {unit.name}: not installed; run qsetup deploy")
-            continue
-        since = f" since {unit.since}" if unit.since else ""
-        restarts = f", {unit.restarts} automatic restarts" if unit.restarts else ""
-        problems.append(
-            f"{host.name}: unit {unit.name}: {unit.active_state} ({unit.sub_state}){since}"
-            f"{restarts}; expected active (running)"
+        # The comparison deploy's start step makes too: installed, active and enabled
+        # (a unit disabled by hand is a difference that deploy enables again).
+        fact = UnitFact(
+            name=unit.name,
+            load_state=unit.load_state,
+            active_state=unit.active_state,
+            sub_state=unit.sub_state,
+            # None: systemd reported no UnitFileState (a unit not found): not judged.
+            unit_file_state="enabled" if unit.unit_file_state is None else unit.unit_file_state,
+            since=unit.since,
+            restarts=unit.restarts,
         )
+        diff = unit_difference(host.name, fact)
+        if diff is not None:
+            problems.append(diff.line)
     for unit in host.unexpected_units:
         enabled = ", enabled" if (unit.unit_file_state or "").startswith("enabled") else ""
         problems.append(

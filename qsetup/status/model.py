@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qsetup.converge.broker import Drift
 from qsetup.artifacts.tls import RENEW_DAYS
+from qsetup.converge.broker import Drift
 
 
 @dataclass(frozen=True)

@@ -162,12 +162,13 @@ def test_the_units_status_expects_are_the_desired_ones(full: object) -> None:
 def test_celery_binaries_are_what_the_units_run(full: object) -> None:
     inv = full.inventory  # type: ignore[attr-defined]
     # app.source.requirement makes every group use a venv: the apt group "orders" runs
-    # `venvs/orders/bin/python -m celery` (Debian's Celery seen through the venv), so
-    # its version is read there, not from /usr/bin/celery; beat runs the orders group's.
+    # `venvs/orders/bin/python -m celery` (Debian's Celery seen through the venv; pip
+    # installs no celery script there), so status checks that python, the argv the
+    # unit runs, and reads the version there; beat runs the orders group's.
     assert celery_binaries(inv) == {
         "mq": [],
-        "w1": ["/opt/qsetup/venvs/orders/bin/celery"],
-        "w2": ["/opt/qsetup/venvs/orders/bin/celery", "/opt/qsetup/venvs/reports/bin/celery"],
+        "w1": ["/opt/qsetup/venvs/orders/bin/python"],
+        "w2": ["/opt/qsetup/venvs/orders/bin/python", "/opt/qsetup/venvs/reports/bin/celery"],
     }
 
 
@@ -219,7 +220,7 @@ def test_assemble_hosts_marks_unreachable_and_keeps_only_this_hosts_units(full: 
     # orders@3 was not in the output: reported, not invented
     assert w1.units[2].load_state == "unknown"
     assert w1.units[3].load_state == "not-found"
-    assert w1.celery_versions == (("/opt/qsetup/venvs/orders/bin/celery", "unknown"),)
+    assert w1.celery_versions == (("/opt/qsetup/venvs/orders/bin/python", "unknown"),)
 
 
 def test_host_problems_name_host_and_unit() -> None:
@@ -230,6 +231,9 @@ def test_host_problems_name_host_and_unit() -> None:
         UnitStatus("qsetup-beat.service", "beat", "not-found", "inactive", "dead", None, 0),
         UnitStatus("qsetup-worker-b@1.service", "worker", "loaded", "activating",
                    "auto-restart", None, 7),
+        # Running, but disabled by hand: deploy would enable it, so status names it.
+        UnitStatus("qsetup-worker-b@2.service", "worker", "loaded", "active", "running",
+                   None, 0, "disabled"),
     )  # fmt: skip
     host = HostStatus("w1", "10.0.0.2", ("worker", "beat"), True, None, "w1", units,
                       (("/usr/bin/celery", "absent"),), None, None)  # fmt: skip
@@ -239,6 +243,7 @@ def test_host_problems_name_host_and_unit() -> None:
         "w1: unit qsetup-beat.service: not installed; run qsetup deploy",
         "w1: unit qsetup-worker-b@1.service: activating (auto-restart), 7 automatic restarts; "
         "expected active (running)",
+        "w1: unit qsetup-worker-b@2.service: disabled; expected enabled (started at boot)",
         "w1: /usr/bin/celery: missing; run qsetup deploy",
     ]
     down = HostStatus("w2", "10.0.0.3", ("worker",), False, "no route to host", None, (), (),

@@ -165,7 +165,6 @@ def write_secrets(path: Path, values: Mapping[str, str], mode: int = 0o600) -> P
 def playbook_module(relpath: str) -> Any:
     """Import a file under playbooks/ (a module in library/, a plugin) as a Python module."""
     import importlib.util
-
     import sys
 
     playbooks = Path(__file__).resolve().parents[2] / "playbooks"
