@@ -1,0 +1,215 @@
+"""The one comparison (qsetup.converge): targets and facts in, differences out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from unitdata import FULL_INVENTORY, FULL_SECRETS, WriteInventory
+
+from qsetup.converge.broker import broker_changes, compare_definitions
+from qsetup.converge.compare import LEAVE, compare_host, host_clean
+from qsetup.converge.facts import FileFact, HostFacts, UnitFact
+from qsetup.converge.target import (
+    FileTarget,
+    HostTarget,
+    ServiceTarget,
+    VenvTarget,
+    broker_from_plan,
+)
+from qsetup.desired.state import (
+    BrokerAccount,
+    BrokerPermission,
+    BrokerPolicy,
+    BrokerState,
+)
+from qsetup.inventory.loader import LoadedInventory, load_inventory
+
+UNIT = "qsetup-worker-a@1.service"
+ENV = "/etc/qsetup/worker-a.env"
+VENV = "/opt/qsetup/venvs/a"
+MANIFEST = {
+    "version": 1,
+    "units": [{"unit": UNIT, "role": "worker"}],
+    "files": [ENV],
+    "venvs": [VENV],
+    "code": [],
+}
+
+
+def running(name: str, enabled: str = "enabled") -> UnitFact:
+    return UnitFact(name, "loaded", "active", "running", enabled)
+
+
+def target() -> HostTarget:
+    return HostTarget(
+        host="w1",
+        files=(FileTarget(ENV, "sum-env", "0640", "root", "celery", UNIT),),
+        venvs=(VenvTarget("a", VENV, f"{VENV}/.qsetup-packages", "sum-marker"),),
+        services=(ServiceTarget(UNIT, "workers", f"{VENV}/bin/python"),),
+        manifest=MANIFEST,
+    )
+
+
+def facts(**changes: Any) -> HostFacts:
+    base = HostFacts(
+        hostname="w1",
+        release="bookworm",
+        files={
+            ENV: FileFact(ENV, "0640", "root", "celery", False, "sum-env"),
+            f"{VENV}/.qsetup-packages": FileFact(
+                f"{VENV}/.qsetup-packages", "0644", "root", "root", False, "sum-marker"
+            ),
+        },
+        units={UNIT: running(UNIT)},
+        discovered=(UNIT,),
+        manifest=MANIFEST,
+        executables={f"{VENV}/bin/python": True},
+    )
+    return replace(base, **changes)
+
+
+def test_a_host_as_planned_has_no_difference() -> None:
+    assert compare_host(target(), facts(), {}) == ()
+
+
+def test_an_edited_file_and_a_disabled_unit_are_differences_deploy_fixes() -> None:
+    edited = dict(facts().files)
+    edited[ENV] = replace(edited[ENV], checksum="edited")
+    diffs = compare_host(target(), facts(files=edited, units={UNIT: running(UNIT, "disabled")}), {})
+    assert [(d.kind, d.obj, d.fix) for d in diffs] == [
+        ("file", ENV, "install"),
+        ("unit", f"unit {UNIT}", "enable"),
+    ]
+    assert not host_clean(diffs)
+    assert diffs[0].line.startswith(f"w1: {ENV}: content differs")
+
+
+def test_a_removed_interpreter_rebuilds_the_virtualenv() -> None:
+    diffs = compare_host(target(), facts(executables={f"{VENV}/bin/python": False}), {})
+    assert [(d.kind, d.obj, d.fix) for d in diffs] == [("venv", VENV, "build")]
+
+
+def test_a_unit_qsetup_never_installed_is_named_and_left() -> None:
+    stray = "qsetup-worker-zz@1.service"
+    diffs = compare_host(
+        target(),
+        facts(discovered=(UNIT, stray), units={UNIT: running(UNIT), stray: running(stray)}),
+        {},
+    )
+    assert [(d.kind, d.fix) for d in diffs] == [("unmanaged", LEAVE)]
+    assert "deploy leaves it" in diffs[0].detail
+    assert host_clean(diffs)  # deploy has nothing to do: status still names it
+
+
+def test_a_unit_the_manifest_recorded_and_the_inventory_dropped_is_removed() -> None:
+    old = "qsetup-worker-old@2.service"
+    manifest = {**MANIFEST, "units": [*MANIFEST["units"], {"unit": old, "role": "worker"}]}
+    diffs = compare_host(
+        target(),
+        facts(manifest=manifest, discovered=(UNIT, old), units={UNIT: running(UNIT)}),
+        {},
+    )
+    assert [(d.kind, d.obj, d.fix) for d in diffs] == [("removal", f"unit {old}", "remove")]
+
+
+def test_a_leftover_unit_without_a_file_is_named() -> None:
+    old = "qsetup-worker-old@2.service"
+    gone = UnitFact(old, "not-found", "inactive", "dead", "")
+    diffs = compare_host(
+        target(), facts(discovered=(UNIT, old), units={UNIT: running(UNIT), old: gone}), {}
+    )
+    assert [d.kind for d in diffs] == ["leftover"]
+    assert "not-found" in diffs[0].detail
+
+
+def _hash(password: str, salt: bytes = b"salt") -> str:
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+STATE = BrokerState(
+    vhosts=("shop",),
+    users=(
+        BrokerAccount(
+            "shop", "rabbitmq-user-shop", (), (BrokerPermission("shop", ".*", ".*", ".*"),)
+        ),
+    ),
+    policies=(BrokerPolicy("limits", "shop", "^celery", "queues", 0, (("max-length", 10),)),),
+    delete_guest=True,
+    port=5672,
+    management_port=15672,
+)
+SECRETS = {"rabbitmq-user-shop": "right-password"}
+
+
+def definitions(password: str = "right-password", max_length: int = 10) -> dict[str, Any]:
+    return {
+        "vhosts": [{"name": "/"}, {"name": "shop"}],
+        "users": [{"name": "shop", "tags": [], "password_hash": _hash(password)}],
+        "permissions": [
+            {"user": "shop", "vhost": "shop", "configure": ".*", "write": ".*", "read": ".*"}
+        ],
+        "topic_permissions": [],
+        "policies": [
+            {
+                "vhost": "shop",
+                "name": "limits",
+                "pattern": "^celery",
+                "apply-to": "queues",
+                "priority": 0,
+                "definition": {"max-length": max_length},
+            }
+        ],
+    }
+
+
+def test_the_broker_as_planned_has_no_drift() -> None:
+    assert compare_definitions(STATE, definitions(), SECRETS) == []
+
+
+def test_a_changed_password_is_drift_and_deploy_sets_only_the_password() -> None:
+    drift = compare_definitions(STATE, definitions(password="changed-by-hand"), SECRETS)
+    assert [(d.kind, d.name) for d in drift] == [("password", "shop")]
+    changes = broker_changes(STATE, drift, {})
+    assert [(u["name"], u["permissions"]) for u in changes["users"]] == [("shop", None)]
+    assert "changed-by-hand" not in repr(drift) and "right-password" not in repr(changes)
+
+
+def test_an_edited_policy_is_drift_and_deploy_sets_it() -> None:
+    drift = compare_definitions(STATE, definitions(max_length=99), SECRETS)
+    assert [(d.kind, d.name, d.state) for d in drift] == [("policy", "shop/limits", "differs")]
+    assert [p["name"] for p in broker_changes(STATE, drift, {})["policies"]] == ["limits"]
+
+
+def test_a_deleted_vhost_brings_back_its_users_rights_and_policies() -> None:
+    defs = definitions()
+    defs["vhosts"] = [{"name": "/"}]
+    defs["permissions"] = []
+    defs["policies"] = []
+    drift = compare_definitions(STATE, defs, SECRETS)
+    changes = broker_changes(STATE, drift, {})
+    assert changes["vhosts"] == ["shop"]
+    assert [u["name"] for u in changes["users"] if u["permissions"]] == ["shop"]
+    assert [p["name"] for p in changes["policies"]] == ["limits"]
+
+
+@pytest.fixture
+def full(write_inventory: WriteInventory) -> LoadedInventory:
+    return load_inventory(write_inventory(FULL_INVENTORY, FULL_SECRETS))
+
+
+def test_the_broker_target_from_the_plan_is_the_desired_state(full: LoadedInventory) -> None:
+    from qsetup.artifacts.plan import build_ansible_inventory
+    from qsetup.artifacts.render import render_all
+    from qsetup.desired.state import broker_state
+
+    inv = full.inventory
+    plan = build_ansible_inventory(inv, render_all(inv, full.secrets))
+    assert broker_from_plan(plan["all"]["vars"]["qsetup_broker"]) == broker_state(inv)
+    hosts = plan["all"]["hosts"]
+    for name, hv in hosts.items():
+        t = HostTarget.from_plan(name, hv, plan["all"]["vars"], {})
+        assert {s.unit for s in t.services} >= {s["unit"] for s in hv["qsetup_services"]}
