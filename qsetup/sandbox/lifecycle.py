@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from qsetup.errors import SandboxError
 from qsetup.sandbox import host as hostmod
-from qsetup.sandbox import network, proxy, rootfs
+from qsetup.sandbox import limits, network, proxy, rootfs
 from qsetup.sandbox.host import HostStatus
 from qsetup.sandbox.login import LOGIN_USER, ensure_login_user
 from qsetup.sandbox.procs import have_command, is_same_process, signal_recorded, wait_gone
@@ -231,6 +231,11 @@ def up(
                 f"the sandbox runs Debian {state.release}, not {release}; run "
                 "`qsetup sandbox down` first to switch releases"
             )
+        # Refuse before building anything when the kernel cannot hold the hosts' systemd.
+        recorded = state.hosts if state is not None else ()
+        running = {h.name for h in recorded if hostmod.host_alive(h)}
+        booting = {*want, *(h.name for h in recorded)} - running
+        limits.ensure_inotify_limits(len(booting), progress)
         if state is None:
             _check_free(net)
             state = SandboxState(

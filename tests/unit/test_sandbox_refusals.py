@@ -147,6 +147,7 @@ def _up_on_trixie_sandbox(
         raise _Built(which)
 
     monkeypatch.setattr(lifecycle.rootfs, "ensure_rootfs", built)
+    monkeypatch.setattr(lifecycle.limits, "ensure_inotify_limits", lambda _n, _progress: [])
     ensure_state_dir()
     save_state(SandboxState("10.213.7.0/24", "qsbr0", "10.213.7.1", release="trixie"))
     try:
