@@ -80,3 +80,55 @@ def test_the_cluster_hosts_block_is_read_between_its_markers(tmp_path: Path) -> 
     hosts.write_text("127.0.0.1 localhost\n")
     assert facts.read_block(hosts, marker) is None
     assert facts.read_block(tmp_path / "missing", marker) is None
+
+
+def test_discovery_lists_loaded_enabled_and_failed_units_but_not_templates() -> None:
+    outputs = {
+        "list-units": (
+            "● qsetup-worker-old@2.service not-found inactive dead qsetup-worker-old@2.service\n"
+            "qsetup-worker-a@1.service loaded active running Celery worker a\n"
+        ),
+        "list-unit-files": (
+            "qsetup-worker-a@.service enabled enabled\nqsetup-beat.service enabled -\n"
+        ),
+    }
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        return 0, outputs.get(argv[1], ""), ""
+
+    assert facts.discover_units(run, "qsetup-") == [
+        "qsetup-beat.service",
+        "qsetup-worker-a@1.service",
+        "qsetup-worker-old@2.service",
+    ]
+
+
+def test_the_read_shows_discovered_units_and_reports_executables() -> None:
+    calls: list[list[str]] = []
+    show = (
+        "Id=qsetup-worker-a@1.service\nLoadState=loaded\nActiveState=active\n"
+        "SubState=running\nUnitFileState=disabled\nStateChangeTimestamp=@1700000000\n"
+        "NRestarts=0\n"
+    )
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        calls.append(argv)
+        if argv[1] == "list-units":
+            return 0, "qsetup-worker-a@1.service loaded active running x\n", ""
+        if argv[1] == "show":
+            return 0, show, ""
+        return 0, "", ""
+
+    out = facts.read_host(
+        {
+            "releases": {"bookworm": "Debian 12", "trixie": "Debian 13"},
+            "discover": "qsetup-",
+            "executables": ["/bin/sh", "/nonexistent/bin/python"],
+        },
+        run,
+    )
+    assert out["discovered"] == ["qsetup-worker-a@1.service"]
+    assert out["units"]["qsetup-worker-a@1.service"]["UnitFileState"] == "disabled"
+    assert out["executables"] == {"/bin/sh": True, "/nonexistent/bin/python": False}
+    shown = next(c for c in calls if c[1] == "show")
+    assert shown[-1] == "qsetup-worker-a@1.service" and "--timestamp=unix" in shown
