@@ -175,11 +175,15 @@ def machine_cpu() -> float:
 
 
 def qsetup(
-    hosts: HostSet, *args: str, ok: tuple[int, ...] = (0,), timeout: float = 3600
+    hosts: HostSet,
+    *args: str,
+    ok: tuple[int, ...] = (0,),
+    timeout: float = 3600,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, str]:
     """Run a qsetup command against ``hosts``' sandbox; return wall seconds and stdout."""
     started = time.monotonic()
-    code, out, err = run([*QSETUP, *args], hosts.env, timeout=timeout)
+    code, out, err = run([*QSETUP, *args], {**hosts.env, **(env or {})}, timeout=timeout)
     took = time.monotonic() - started
     if code not in ok:
         sys.stderr.write(out[-4000:] + err[-4000:])
@@ -547,7 +551,15 @@ class SizeResult:
 def first_deploy(loaded: LoadedInventory, res: SizeResult) -> tuple[float, str]:
     """qsetup's first deploy on fresh hosts: its wall time and machine CPU go into ``res``."""
     cpu_before = machine_cpu()
-    took, out = qsetup(QSETUP_SET, "deploy", "--inventory", str(loaded.path), "--json")
+    # Its event files give the per-task timings (task_times); deploy keeps them only when asked.
+    took, out = qsetup(
+        QSETUP_SET,
+        "deploy",
+        "--inventory",
+        str(loaded.path),
+        "--json",
+        env={"QSETUP_KEEP_EVENTS": "1"},
+    )
     res.first_cpus.append(machine_cpu() - cpu_before)
     res.firsts.append(took)
     print(

@@ -220,7 +220,8 @@ def test_progress_sees_every_step_and_no_event_is_dropped(
     collected: tuple[_Collector, list[DeployEvent], list[bool]],
 ) -> None:
     _, seen, returned = collected
-    assert all(returned)  # True: ansible-runner keeps every event
+    # False: ansible-runner writes no event JSON; progress still saw each event.
+    assert returned == [False] * len(returned) and returned
     assert [(e.kind, e.host) for e in seen] == [
         ("play", ""),
         ("task", ""),
@@ -325,3 +326,22 @@ def test_an_unreachable_host_and_a_limit_are_reported_per_target(
     assert result.hosts == {"worker1": HostResult(unreachable=True)}
     assert result.failures == (TaskFailure("worker1", "Gather", "unreachable: timed out"),)
     assert deploy_json(result)["hosts"]["worker1"]["unreachable"] is True
+
+
+def test_event_files_are_kept_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qsetup.remote import runner
+
+    monkeypatch.delenv(runner.KEEP_EVENTS_ENV, raising=False)
+    event = {"event": "runner_on_ok", "event_data": {"host": "h", "task": "t", "res": {}}}
+    assert runner._Collector(None, keep_events=runner.keep_events(False))(event) is False
+    assert runner._Collector(None, keep_events=runner.keep_events(True))(event) is True
+    monkeypatch.setenv(runner.KEEP_EVENTS_ENV, "1")
+    assert runner._Collector(None, keep_events=runner.keep_events(False))(event) is True
+
+
+def test_the_runs_ansible_cfg_sets_what_no_environment_variable_can() -> None:
+    from qsetup.remote import runner
+
+    cfg = runner.render_ansible_cfg(runner.ANSIBLE_CFG_DEFAULTS)
+    assert cfg.splitlines()[0] == "[defaults]"
+    assert "internal_poll_interval = 0.01" in cfg.splitlines()
