@@ -77,6 +77,7 @@ class TaskFailure:
     host: str
     task: str
     message: str
+    unreachable: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,16 +185,40 @@ def _message(res: Any) -> str:
     return "failed (no message)"
 
 
+def unreachable_message(res: Any, address: str | None, changed: bool) -> str:
+    """One line for a host SSH could not reach: where, why when known, and what to do.
+
+    The task that met the dead host may handle secrets (no_log): its result then carries
+    no SSH error, and the line says so plainly instead of "details hidden".
+    """
+    reason = "" if not isinstance(res, dict) or res.get("censored") else _message(res)
+    if not reason or reason == "failed (no message)":
+        reason = "SSH could not connect"
+    where = f" ({address})" if address else ""
+    after = (
+        "it was changed before it went away: run this again once it is back"
+        if changed
+        else "no change was made there"
+    )
+    return (
+        f"unreachable{where}: {reason}; power it on or check its SSH access "
+        f"(address, port, user, key), then run this again; {after}"
+    )
+
+
 class _Collector:
     def __init__(
         self,
         progress: Callable[[DeployEvent], None] | None,
         redact: Callable[[str], str] = str,
         keep_events: bool = False,
+        addresses: Mapping[str, str] | None = None,
     ) -> None:
         self.progress = progress
         self.redact = redact
         self.keep_events = keep_events
+        self.addresses = dict(addresses or {})
+        self.changed_hosts: set[str] = set()
         self.failures: list[TaskFailure] = []
         self.diffs: list[tuple[str, str, str]] = []
         self.stats: dict[str, dict[str, int]] = {}
@@ -214,6 +239,8 @@ class _Collector:
             self.emit(DeployEvent("task", task=task))
         elif kind == "runner_on_ok":
             changed = bool(isinstance(res, dict) and res.get("changed"))
+            if changed:
+                self.changed_hosts.add(host)
             self._diff(host, task, res)
             self.emit(DeployEvent("changed" if changed else "ok", host, task))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
@@ -221,8 +248,11 @@ class _Collector:
             self.failures.append(TaskFailure(host, task, msg))
             self.emit(DeployEvent("failed", host, task, msg))
         elif kind == "runner_on_unreachable":
-            msg = self.redact(_message(res))
-            self.failures.append(TaskFailure(host, task, f"unreachable: {msg}"))
+            if any(f.host == host and f.unreachable for f in self.failures):
+                return self.keep_events  # one line per dead host, however many tasks met it
+            address = self.addresses.get(host)
+            msg = self.redact(unreachable_message(res, address, host in self.changed_hosts))
+            self.failures.append(TaskFailure(host, task, msg, unreachable=True))
             self.emit(DeployEvent("unreachable", host, task, msg))
         elif kind == "runner_on_skipped":
             self.emit(DeployEvent("skipped", host, task))
@@ -308,7 +338,8 @@ def run_playbook(
         cmdline.append("--check")
     if diff:
         cmdline.append("--diff")
-    collector = _Collector(progress, redact, keep_events(verbose))
+    addresses = {name: h.address for name, h in inv.hosts.items()}
+    collector = _Collector(progress, redact, keep_events(verbose), addresses)
     (scratch / "ansible.cfg").write_text(render_ansible_cfg(ANSIBLE_CFG_DEFAULTS), encoding="utf-8")
     forks = max(len(inv.hosts), 5)
     runner = ansible_runner.run(

@@ -65,7 +65,9 @@ def deploy_summary(result: DeployResult, what: str = "deploy") -> Group:
         table.add_row(name, str(h.ok), str(h.changed), str(h.failed), state)
     parts: list[Any] = [table]
     for f in result.failures:
-        parts.append(Text(f"{f.host}: {f.task}: {f.message}", style="red"))
+        # An unreachable host's line says so itself; which task met it is no help.
+        line = f"{f.host}: {f.message}" if f.unreachable else f"{f.host}: {f.task}: {f.message}"
+        parts.append(Text(line, style="red"))
     verdict = (
         Text(f"{what} ok in {result.elapsed:.1f} s", style="green")
         if result.ok
@@ -136,7 +138,7 @@ def event_line(event: DeployEvent) -> str | None:
     if event.kind == "failed":
         return f"  FAILED   {event.host}: {event.task}: {event.message}"
     if event.kind == "unreachable":
-        return f"  UNREACHABLE {event.host}: {event.message}"
+        return f"  {event.host}: {event.message}"
     return None
 
 

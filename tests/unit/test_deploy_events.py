@@ -184,7 +184,9 @@ def test_failures_name_host_task_and_an_actionable_message(
             "flower9",
             "Read the host's release",
             "unreachable: Failed to connect to the host via ssh: ssh: connect to host "
-            "10.0.0.9 port 22: No route to host",
+            "10.0.0.9 port 22: No route to host; power it on or check its SSH access "
+            "(address, port, user, key), then run this again; no change was made there",
+            unreachable=True,
         ),
     ]
 
@@ -238,7 +240,7 @@ def test_progress_sees_every_step_and_no_event_is_dropped(
     ]
     assert seen[0].task == "Deploy qsetup" and seen[1].task == "Install the unit files"
     unreachable = seen[-2]
-    assert unreachable.message.startswith("Failed to connect to the host via ssh")
+    assert unreachable.message.startswith("unreachable: Failed to connect to the host via ssh")
 
 
 def test_nothing_a_secret_task_returned_reaches_failures_diffs_or_progress() -> None:
@@ -324,7 +326,9 @@ def test_an_unreachable_host_and_a_limit_are_reported_per_target(
     loaded = load_inventory(write_inventory())
     result = run_deploy(loaded, DeployOptions(limit=("worker1",)))
     assert result.hosts == {"worker1": HostResult(unreachable=True)}
-    assert result.failures == (TaskFailure("worker1", "Gather", "unreachable: timed out"),)
+    (failure,) = result.failures
+    assert (failure.host, failure.unreachable) == ("worker1", True)
+    assert failure.message.startswith("unreachable (10.0.0.2): timed out; power it on")
     assert deploy_json(result)["hosts"]["worker1"]["unreachable"] is True
 
 
@@ -345,3 +349,32 @@ def test_the_runs_ansible_cfg_sets_what_no_environment_variable_can() -> None:
     cfg = runner.render_ansible_cfg(runner.ANSIBLE_CFG_DEFAULTS)
     assert cfg.splitlines()[0] == "[defaults]"
     assert "internal_poll_interval = 0.01" in cfg.splitlines()
+
+
+def test_a_dead_host_met_by_a_secret_task_is_one_plain_unreachable_line() -> None:
+    # The preflight's read is no_log: its unreachable result carries no SSH error.
+    seen: list[DeployEvent] = []
+    collector = _Collector(seen.append, addresses={"qc2": "10.213.24.12"})
+    censored = {"censored": NO_LOG, "unreachable": True}
+    collector(event("runner_on_unreachable", host="qc2", task="Read the host", res=censored))
+    collector(event("runner_on_unreachable", host="qc2", task="Read it again", res=censored))
+    assert collector.failures == [
+        TaskFailure(
+            "qc2",
+            "Read the host",
+            "unreachable (10.213.24.12): SSH could not connect; power it on or check its SSH "
+            "access (address, port, user, key), then run this again; no change was made there",
+            unreachable=True,
+        )
+    ]
+    assert [e.kind for e in seen] == ["unreachable"]
+    assert "details hidden" not in repr(collector.failures)
+
+
+def test_a_host_lost_after_changes_says_it_was_changed() -> None:
+    collector = _Collector(None, addresses={"w1": "10.0.0.5"})
+    collector(event("runner_on_ok", host="w1", task="Install", res={"changed": True}))
+    collector(event("runner_on_unreachable", host="w1", task="Start", res={"msg": "timed out"}))
+    (failure,) = collector.failures
+    assert failure.message.endswith("it was changed before it went away: run this again once "
+                                    "it is back")  # fmt: skip

@@ -62,3 +62,23 @@ def test_the_summary_lists_failures_first() -> None:
     Console(file=buf, width=120).print(deploy_summary(result))
     rows = [line for line in buf.getvalue().splitlines() if line.startswith("│")]
     assert [r.split("│")[1].strip() for r in rows] == ["c-failed", "d-gone", "b-changed", "a-ok"]
+
+
+def test_an_unreachable_host_is_one_line_without_a_task() -> None:
+    message = "unreachable (10.0.0.9): SSH could not connect; ...; no change was made there"
+    result = DeployResult(
+        "failed",
+        4,
+        {"a-ok": HostResult(ok=3), "d-gone": HostResult(unreachable=True)},
+        (TaskFailure("d-gone", "Read the host", message, unreachable=True),),
+        Path("/tmp/run"),
+        1.0,
+    )
+    buf = io.StringIO()
+    Console(file=buf, width=120, soft_wrap=True).print(deploy_summary(result))
+    named = [line for line in buf.getvalue().splitlines() if "d-gone" in line and ":" in line]
+    assert named == [f"d-gone: {message}"]
+    lines: list[str] = []
+    digest = PlayDigest(lines.append)
+    digest(DeployEvent("unreachable", "d-gone", "Read the host", message))
+    assert lines == [f"  d-gone: {message}"]
