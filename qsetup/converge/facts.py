@@ -72,12 +72,13 @@ class UnitFact:
             active_state=str(p.get("ActiveState", "unknown")),
             sub_state=str(p.get("SubState", "unknown")),
             unit_file_state=str(p.get("UnitFileState", "")),
-            since=_since(str(p.get("StateChangeTimestamp", ""))),
+            since=since_text(str(p.get("StateChangeTimestamp", ""))),
             restarts=int(restarts) if restarts.isdigit() else None,
         )
 
 
-def _since(value: str) -> str | None:
+def since_text(value: str) -> str | None:
+    """A systemd timestamp (``@<unix seconds>`` or local text) as ISO 8601 UTC, or None."""
     value = value.strip()
     if not value or value in ("n/a", "0"):
         return None

@@ -15,10 +15,9 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from qsetup.converge.compare import unit_difference
-from qsetup.converge.facts import UnitFact
+from qsetup.converge.facts import UnitFact, since_text
 from qsetup.desired.state import BEAT_UNIT, UNIT_PREFIX, units_by_host, venv_dir
 from qsetup.inventory.model import Inventory
 from qsetup.status.model import HostStatus, UnitStatus
@@ -136,18 +135,6 @@ def parse_dist_version(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _since(value: str) -> str | None:
-    value = value.strip()
-    if not value or value in ("n/a", "0"):
-        return None
-    if value.startswith("@") and value[1:].isdigit():
-        stamp = int(value[1:])
-        if stamp == 0:
-            return None
-        return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
-    return value  # an older systemd's local time, passed on as it printed it
-
-
 def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
     """Split ``systemctl show`` output for several units into properties per unit ``Id``."""
     units: dict[str, dict[str, str]] = {}
@@ -173,7 +160,7 @@ def unit_status(name: str, role: str, props: Mapping[str, str] | None) -> UnitSt
         load_state=props.get("LoadState", "unknown"),
         active_state=props.get("ActiveState", "unknown"),
         sub_state=props.get("SubState", "unknown"),
-        since=_since(props.get("StateChangeTimestamp", "")),
+        since=since_text(props.get("StateChangeTimestamp", "")),
         restarts=int(restarts) if restarts.isdigit() else None,
         unit_file_state=props.get("UnitFileState") or None,
     )
