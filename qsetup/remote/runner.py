@@ -177,12 +177,24 @@ def _message(res: Any) -> str:
                     label = label.get("dest") or label.get("name") or ""
                 prefix = f"{label}: " if label and not item.get("censored") else ""
                 return prefix + _message(item)
-    for key in ("msg", "stderr", "module_stderr", "reason"):
-        value = res.get(key)
-        if value:
-            text = str(value).strip()
-            return text.splitlines()[-1][:500] if key != "msg" else text[:800]
+    msg = str(res.get("msg") or "").strip()
+    if msg == "non-zero return code":
+        # A command's own words are in its output; Ansible's msg says only that it failed.
+        said = _last_line(res.get("stderr")) or _last_line(res.get("stdout"))
+        if said:
+            return f"exit {res.get('rc')}: {said}"
+    if msg:
+        return msg[:800]
+    for key in ("stderr", "module_stderr", "reason"):
+        said = _last_line(res.get(key))
+        if said:
+            return said
     return "failed (no message)"
+
+
+def _last_line(value: Any) -> str:
+    lines = str(value or "").strip().splitlines()
+    return lines[-1].strip()[:500] if lines else ""
 
 
 def unreachable_message(res: Any, address: str | None, changed: bool) -> str:

@@ -378,3 +378,26 @@ def test_a_host_lost_after_changes_says_it_was_changed() -> None:
     (failure,) = collector.failures
     assert failure.message.endswith("it was changed before it went away: run this again once "
                                     "it is back")  # fmt: skip
+
+
+def test_a_command_that_exits_non_zero_is_named_by_its_own_last_words() -> None:
+    seen: list[DeployEvent] = []
+    collector = _Collector(seen.append)
+    collector(
+        event(
+            "runner_on_failed",
+            host="rabbit1",
+            task="Drain this node (clients and queue leaders move to the other nodes)",
+            res={
+                "rc": 69,
+                "msg": "non-zero return code",
+                "stdout": "Will put node rabbit@rabbit1 into maintenance mode.",
+                "stderr": "[warning] This node is being put into maintenance (drain) mode\n"
+                "Error: {:badrpc, {:EXIT, :timeout}}\n",
+            },
+            ignore_errors=None,
+        )
+    )
+    assert [f.message for f in collector.failures] == [
+        "exit 69: Error: {:badrpc, {:EXIT, :timeout}}"
+    ]
