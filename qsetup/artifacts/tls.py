@@ -108,8 +108,10 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common[:64])])
 
 
-def load_or_create_ca(inventory_path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """The generated CA beside the inventory, created on first use."""
+def load_or_create_ca(
+    inventory_path: Path, write: bool = True
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The generated CA beside the inventory, created on first use (kept only if ``write``)."""
     cert_path, key_path = ca_cert_path(inventory_path), ca_key_path(inventory_path)
     if cert_path.exists() and key_path.exists():
         try:
@@ -142,8 +144,9 @@ def load_or_create_ca(inventory_path: Path) -> tuple[x509.Certificate, ec.Ellipt
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, _key_pem(key))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if write:
+        _write_private(key_path, _key_pem(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -195,16 +198,20 @@ def generated_material(
     inventory_path: Path,
     hosts: dict[str, list[str]],
     now: dt.datetime | None = None,
+    write: bool = True,
 ) -> TlsMaterial:
     """The generated CA and a current certificate for each host (issued when needed).
 
-    ``hosts`` maps inventory name to the names its certificate must hold.
+    ``hosts`` maps inventory name to the names its certificate must hold. Without
+    ``write`` nothing is written: what would be issued is issued in memory only
+    (status compares hosts with what the next deploy would install).
     """
     now = now or _now()
-    ca, ca_key = load_or_create_ca(inventory_path)
+    ca, ca_key = load_or_create_ca(inventory_path, write)
     folder = cache_dir(inventory_path)
-    folder.mkdir(mode=0o700, exist_ok=True)
-    folder.chmod(0o700)
+    if write:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
     out: dict[str, HostCert] = {}
     for host, want in sorted(hosts.items()):
         cert_file, key_file = folder / f"{host}.pem", folder / f"{host}.key"
@@ -220,17 +227,17 @@ def generated_material(
             and (cert.not_valid_after_utc - now).days >= RENEW_DAYS
             and issued_by(cert, ca)
         )
-        if not fresh:
+        if fresh:
+            cert_pem, key_pem = cert_file.read_bytes(), key_file.read_bytes()
+        else:
             cert_pem, key_pem = _issue(host, want, ca, ca_key)
-            _write_private(key_file, key_pem)
-            cert_file.write_bytes(cert_pem)
+            if write:
+                _write_private(key_file, key_pem)
+                cert_file.write_bytes(cert_pem)
             cert = x509.load_pem_x509_certificate(cert_pem)
         assert cert is not None
         out[host] = HostCert(
-            host,
-            cert_file.read_text(encoding="ascii"),
-            key_file.read_text(encoding="ascii"),
-            cert.not_valid_after_utc,
+            host, cert_pem.decode("ascii"), key_pem.decode("ascii"), cert.not_valid_after_utc
         )
     return TlsMaterial(ca.public_bytes(serialization.Encoding.PEM).decode("ascii"), out)
 
@@ -268,7 +275,10 @@ def verify_with_ca(session: Any, inventory_path: Path, inv: Inventory) -> None:
 
 
 def prepare(
-    inventory_path: Path, inv: Inventory, hostnames: dict[str, str | None] | None
+    inventory_path: Path,
+    inv: Inventory,
+    hostnames: dict[str, str | None] | None,
+    write: bool = True,
 ) -> TlsMaterial | None:
     """The TLS material a render needs (None without TLS); issues what is missing or due.
 
@@ -288,4 +298,4 @@ def prepare(
     wanted = {
         h: list(dict.fromkeys(names[h] + (cluster if h in inv.broker.hosts else []))) for h in names
     }
-    return generated_material(inventory_path, wanted)
+    return generated_material(inventory_path, wanted, write=write)

@@ -9,23 +9,19 @@ reading its events into a result, is :mod:`qsetup.remote.runner`.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from qsetup.artifacts.ansible_data import dump_inventory, dump_vars_file
-from qsetup.artifacts.plan import PARTS, build_ansible_inventory
-from qsetup.artifacts.render import render_all
+from qsetup.artifacts.plan import PARTS
+from qsetup.artifacts.targets import plan_hosts, secret_values
 from qsetup.artifacts.tls import TlsMaterial
 from qsetup.artifacts.tls import prepare as prepare_tls
-from qsetup.desired.state import ADMIN_SECRET, broker_admin_password
+from qsetup.desired.state import RELEASES, broker_admin_password
 from qsetup.errors import DeployError
-from qsetup.inventory.fields import resolve_relative
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, tls_hosts
 from qsetup.inventory.secrets import redactor
@@ -53,41 +49,6 @@ class DeployOptions:
 
 
 # --- preparing the run ------------------------------------------------------------
-
-
-def _secret_values(loaded: LoadedInventory) -> dict[str, str]:
-    values = {name: loaded.secrets.get(name) for name in loaded.secrets.values}
-    values.setdefault(ADMIN_SECRET, broker_admin_password(loaded.inventory, loaded.secrets))
-    return values
-
-
-_SKIP = {"__pycache__", ".git", ".qsetup", ".venv", "venv", ".mypy_cache", ".pytest_cache"}
-
-
-def _stage_app(loaded: LoadedInventory, dest: Path) -> None:
-    """Pack the app's code into a reproducible tar: same code, same bytes, no change."""
-    source = loaded.inventory.app.source.path
-    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
-        if source is None:
-            return
-        src = resolve_relative(loaded.path, source)
-        for path in sorted(src.rglob("*")):
-            rel = path.relative_to(src)
-            if any(part in _SKIP for part in rel.parts) or path.suffix == ".pyc":
-                continue
-            if path.name.endswith(".secrets.yml") or path.is_symlink():
-                continue
-            info = tar.gettarinfo(str(path), arcname=str(rel))
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mode = 0o755 if path.is_dir() or info.mode & 0o100 else 0o644
-            info.mtime = int(path.stat().st_mtime)
-            info.pax_headers = {}
-            if path.is_dir():
-                tar.addfile(info)
-            else:
-                with path.open("rb") as fh:
-                    tar.addfile(info, fh)
 
 
 def check_options(inv: Inventory, options: DeployOptions) -> None:
@@ -151,10 +112,14 @@ def _tls_material(loaded: LoadedInventory) -> TlsMaterial | None:
     """With TLS: certificates that name each host as it reports itself (read first)."""
     if not loaded.inventory.tls.enabled:
         return None
-    from qsetup.status.ssh import run_round
+    from qsetup.status.ssh import read_round
 
-    hosts = run_round(loaded, 10.0)
-    hostnames = {h: hosts[h].hostname for h in tls_hosts(loaded.inventory) if h in hosts}
+    wanted = tls_hosts(loaded.inventory)
+    read = read_round(loaded, 10.0, {h: {"releases": dict(RELEASES)} for h in wanted})
+    hostnames = {
+        h: str(o.facts["hostname"]) if o.facts and o.facts.get("hostname") else None
+        for h, o in read.items()
+    }
     return prepare_tls(loaded.path, loaded.inventory, hostnames)
 
 
@@ -167,7 +132,6 @@ def _run_playbook(
 ) -> DeployResult:
     inv = loaded.inventory
     material = _tls_material(loaded)
-    artifacts = render_all(inv, loaded.secrets, material)
     key_lines = [
         line
         for pair in (material.hosts.values() if material else ())
@@ -180,38 +144,33 @@ def _run_playbook(
     started = time.monotonic()
     with scratch_dir() as scratch:
         files = scratch / "files"
-        for art in artifacts:
+        plans = plan_hosts(loaded, material, scratch / "app.tar", options.tags or PARTS)
+        for art in plans.artifacts:
             target = files / art.host / str(art.path).lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(art.content)
-        _stage_app(loaded, scratch / "app.tar")
-        # Checksums (SHA-1, as Ansible's find reports them) of every file to install;
-        # kept with the secrets because some files hold passwords.
-        sums = {
-            f"{a.host}{a.path}": hashlib.sha1(a.content.encode()).hexdigest()  # noqa: S324
-            for a in artifacts
-        }
-        sums["app.tar"] = hashlib.sha1((scratch / "app.tar").read_bytes()).hexdigest()  # noqa: S324
+        # Checksums (SHA-1, as Ansible's find reports them) of every file to install
+        # are kept with the secrets because some files hold passwords.
         secrets_file = scratch / "secrets.yml"
         fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(
                 dump_vars_file(
-                    {"qsetup_secret_values": _secret_values(loaded), "qsetup_file_sums": sums}
+                    {
+                        "qsetup_secret_values": secret_values(loaded),
+                        "qsetup_file_sums": dict(plans.sums),
+                    }
                 )
             )
         (scratch / "tmp").mkdir(mode=0o700)
         (scratch / "cp").mkdir(mode=0o700)
 
-        ansible_inventory = build_ansible_inventory(
-            inv, artifacts, options.tags or PARTS, loaded.path
-        )
         # YAML, not JSON: only YAML carries the !unsafe tag that keeps values from being
         # evaluated as templates.
         inv_file = run_dir / "inventory.yml"
-        inv_file.write_text(dump_inventory(ansible_inventory), encoding="utf-8")
+        inv_file.write_text(dump_inventory(dict(plans.ansible_inventory)), encoding="utf-8")
         inv_file.chmod(0o600)
 
         # Failure messages quote what hosts said; no secret value ever leaves in one.

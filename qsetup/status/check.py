@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Generic, TypeVar
 
-from qsetup.desired.state import broker_admin_password
+from qsetup.artifacts.targets import host_targets, plan_hosts, read_params, secret_values
+from qsetup.artifacts.tls import prepare as prepare_tls
+from qsetup.desired.state import ADMIN_SECRET
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.status.broker import broker_problems, fetch_broker
 from qsetup.status.certs import certificate_problems, check_certificates
 from qsetup.status.cluster import place_nodes
 from qsetup.status.flower import check_flower, flower_problems
-from qsetup.status.hosts import beat_problems, host_problems
-from qsetup.status.model import BrokerStatus, FlowerStatus, SystemStatus
-from qsetup.status.ssh import run_round
+from qsetup.status.hosts import assemble_hosts, beat_problems, host_problems
+from qsetup.status.model import BrokerStatus, FlowerStatus, HostStatus, SystemStatus
+from qsetup.status.ssh import read_round
 from qsetup.status.workers import (
     InspectResult,
     NodeNames,
@@ -76,6 +81,25 @@ def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def read_hosts(loaded: LoadedInventory, seconds: float) -> dict[str, HostStatus]:
+    """Read every host (the one read) and compare it with what a deploy would put there.
+
+    The plan is the deploy's own (:func:`qsetup.artifacts.targets.plan_hosts`), rendered
+    with the TLS certificates as they are, or as a deploy would issue them (in memory:
+    status writes nothing).
+    """
+    inv = loaded.inventory
+    material = prepare_tls(loaded.path, inv, None, write=False)
+    with tempfile.TemporaryDirectory(prefix="qsetup-status-") as tmp:
+        plans = plan_hosts(loaded, material, Path(tmp) / "app.tar")
+    secrets = secret_values(loaded)
+    params = {
+        h: read_params(plans.hostvars(h), plans.common, secrets[ADMIN_SECRET]) for h in inv.hosts
+    }
+    outcomes = read_round(loaded, seconds, params)
+    return assemble_hosts(inv, outcomes, host_targets(plans), secrets)
+
+
 def check_status(
     loaded: LoadedInventory,
     timeout: float | None = None,
@@ -111,13 +135,17 @@ def check_status(
         _Background(partial(inspect_workers, loaded, user, vhost, seconds, ping_timeout, expected))
         for (user, vhost), expected in names.items()
     ]
-    hosts = run_round(loaded, seconds)
+    hosts = read_hosts(loaded, seconds)
     hostnames = {name: h.hostname for name, h in hosts.items()}
     for expected in names.values():
         expected.learn(hostnames)
     broker, flower = http.result()
     tls = certs.result()
     broker = place_nodes(inv, broker, hostnames)
+    read_drift = next((h.broker_drift for h in hosts.values() if h.broker_drift is not None), None)
+    if read_drift is not None and broker is not None and broker.error is None:
+        # The read's comparison checks passwords too; the same lines, said once.
+        broker = replace(broker, drift=read_drift)
     results: list[InspectResult] = [i.result() for i in inspections]
 
     nodes = combine_nodes(expected_nodes(inv, hostnames), results)
@@ -127,11 +155,12 @@ def check_status(
         problems += host_problems(host)
     problems += beat_problems(inv, hosts)
     problems += broker_problems(inv, broker)
+    if broker is None or broker.error is not None:  # the API did not answer here; the read did
+        problems += [d.line for h in hosts.values() for d in h.differences if d.kind == "broker"]
     problems += worker_problems(nodes, results, inv.broker.host, unreachable)
     problems += flower_problems(flower)
     problems += certificate_problems(tls)
-    secrets = [loaded.secrets.get(n) for n in loaded.secrets.values]
-    secrets.append(broker_admin_password(loaded.inventory, loaded.secrets))
+    secrets = list(secret_values(loaded).values())
     return SystemStatus(
         hosts=tuple(hosts.values()),
         broker=broker,

@@ -1,31 +1,32 @@
-"""What the status script finds on a host: the script, its parsing, and the host's problems.
+"""What the one read found on each host, compared with what belongs there.
 
-Every host runs the same small shell script: it prints its hostname, lists the
-``qsetup-*`` units systemd has loaded or enabled there, prints ``systemctl show`` for
-those and for every unit qsetup may run anywhere in the inventory, and the installed
-Celery, Flower and rabbitmq-server versions, read from package metadata (starting
-Python to ask ``celery --version`` costs a third of a second per executable). The
-controller then keeps, per host, the units the desired state puts there, and reports
-every other ``qsetup-*`` unit it found as unexpected.
+Every host runs the one read (``playbooks/module_utils/qsetup_read.py``, see
+:mod:`qsetup.status.ssh`); what it found is compared with the host's target (the
+deploy's plan, :mod:`qsetup.artifacts.targets`) by the one comparison,
+:func:`qsetup.converge.compare.compare_host`, which the deploy's preflight uses too.
+A host's problems are exactly its differences (and being unreachable); the host's
+units and the Celery, Flower and RabbitMQ versions it runs come from the same read.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from qsetup.converge.compare import unit_difference
-from qsetup.converge.facts import UnitFact, since_text
-from qsetup.desired.state import BEAT_UNIT, UNIT_PREFIX, units_by_host, venv_dir
+from qsetup.converge.broker import compare_definitions
+from qsetup.converge.compare import compare_host
+from qsetup.converge.facts import HostFacts, UnitFact
+from qsetup.converge.target import HostTarget
+from qsetup.desired.state import BEAT_UNIT, units_by_host
 from qsetup.inventory.model import Inventory
 from qsetup.status.model import HostStatus, UnitStatus
 
-_PROPS = "Id,LoadState,ActiveState,SubState,UnitFileState,StateChangeTimestamp,NRestarts"
-MARK = "@@"
 UNEXPECTED = "unexpected"
 """The role of a ``qsetup-*`` unit the desired state does not put on its host."""
+
+_MACHINE_KINDS = frozenset({"unmanaged", "leftover", "removal", "manifest"})
+"""Differences of a whole machine: reported once when inventory hosts share one."""
 
 
 def host_roles(inv: Inventory) -> dict[str, tuple[str, ...]]:
@@ -36,226 +37,66 @@ def host_roles(inv: Inventory) -> dict[str, tuple[str, ...]]:
     }
 
 
-def celery_binaries(inv: Inventory) -> dict[str, list[str]]:
-    """The executable each host's Celery units run: the first word of their ExecStart.
-
-    ``/usr/bin/celery``, ``<venv>/bin/celery``, or ``<venv>/bin/python`` (an apt group
-    whose app needs more packages runs ``python -m celery`` over Debian's Celery): the
-    argv the unit runs (``desired.celery_argv``), never a path built here.
-    """
-    out: dict[str, list[str]] = {name: [] for name in inv.hosts}
-    for host, units in units_by_host(inv).items():
-        for unit in units:
-            if unit.celery_argv and unit.celery_argv[0] not in out[host]:
-                out[host].append(unit.celery_argv[0])
-    return out
-
-
-def _metadata_globs(binary: str) -> str:
-    """Shell globs of the celery distribution's metadata an executable imports."""
-    prefix = binary.rsplit("/bin/", 1)[0]
-    system = "/usr/lib/python3/dist-packages/celery-*-info"
-    if prefix == "/usr":
-        return system
-    # A venv made with --system-site-packages (apt + requirements) may use Debian's celery.
-    return f"{shlex.quote(prefix)}/lib/python3*/site-packages/celery-*-info {system}"
-
-
-def _discovery(prefix: str) -> str:
-    """Shell that sets ``$found`` to the ``prefix*`` units systemd has loaded or enabled.
-
-    ``list-units --all`` gives every loaded unit (running, failed, or pulled in by an
-    enabled target); ``list-unit-files`` the enabled ones; the ``.wants`` links the
-    enabled instances of templates (``x@2.service``), which ``list-unit-files`` shows only
-    as their template. Templates themselves (``x@.service``) are unit files, not units.
-    """
-    assert re.fullmatch(r"[a-z-]+", prefix), prefix  # used unquoted in globs and awk
-    # awk: the first field that is a unit name (a failed unit may get a bullet before it).
-    return "\n".join(
-        [
-            "found=$( {",
-            f"  systemctl list-units --all --plain --no-legend --full --no-pager '{prefix}*' "
-            "2>/dev/null |",
-            f'    awk \'{{ for (i = 1; i <= NF; i++) if (index($i, "{prefix}") == 1) '
-            "{ print $i; break } }'",
-            "  systemctl list-unit-files --plain --no-legend --no-pager "
-            f"--state=enabled,enabled-runtime '{prefix}*' 2>/dev/null | awk '{{ print $1 }}'",
-            f"  for f in /etc/systemd/system/*.wants/{prefix}* "
-            f"/run/systemd/system/*.wants/{prefix}*; do",
-            '    [ -L "$f" ] && echo "${f##*/}"',
-            "  done",
-            "} | grep -v '@[.]' | sort -u | tr '\\n' ' ' )",
-        ]
-    )
-
-
-def build_script(inv: Inventory) -> str:
-    """The one shell script every host runs (the same everywhere, so one group run)."""
-    all_units = list(dict.fromkeys(u.name for us in units_by_host(inv).values() for u in us))
-    binaries = list(dict.fromkeys(b for bs in celery_binaries(inv).values() for b in bs))
-    # $found is left unquoted on purpose (one word per unit); set -f keeps it unglobbed.
-    units = " ".join(shlex.quote(u) for u in all_units) + " $found"
-    lines = [
-        "export LC_ALL=C SYSTEMD_PAGER= SYSTEMD_COLORS=0",
-        'first() { for f in "$@"; do [ -e "$f" ] && { echo "${f##*/}"; return; }; done; echo -; }',
-        f'echo "{MARK}hostname $(hostname)"',
-        _discovery(UNIT_PREFIX),
-        f'echo "{MARK}found $found"',
-        "set -f",
-        f'echo "{MARK}units"',
-        # --timestamp=unix needs systemd 251 (Debian 12 has 252); older ones print local time.
-        f"systemctl show --no-pager --timestamp=unix -p {_PROPS} {units} 2>/dev/null "
-        f"|| systemctl show --no-pager -p {_PROPS} {units}",
-        f'echo "{MARK}end"',
-        "set +f",
-    ]
-    for binary in binaries:
-        q, globs = shlex.quote(binary), _metadata_globs(binary)
-        lines.append(
-            f'if [ -x {q} ]; then echo "{MARK}celery {binary} $(first {globs})"; '
-            f'else echo "{MARK}celery {binary} absent"; fi'
-        )
-    if inv.flower is not None:
-        flower_meta = f"{venv_dir('flower')}/lib/python3*/site-packages/flower-*-info"
-        lines.append(f'echo "{MARK}flower $(first {flower_meta})"')
-    lines.append(
-        f"echo \"{MARK}rabbitmq $(dpkg-query -W -f '${{Version}}' rabbitmq-server "
-        '2>/dev/null || echo -)"'
-    )
-    lines.append("exit 0")
-    return "\n".join(lines) + "\n"
-
-
-_DIST_RE = re.compile(r"^(?:celery|flower)-(.+?)(?:-py\d[\d.]*)?\.(?:dist|egg)-info$")
-
-
-def parse_dist_version(name: str) -> str | None:
-    """The version in a metadata directory name such as ``celery-5.2.6.egg-info``."""
-    match = _DIST_RE.match(name.strip())
-    return match.group(1) if match else None
-
-
-def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
-    """Split ``systemctl show`` output for several units into properties per unit ``Id``."""
-    units: dict[str, dict[str, str]] = {}
-    for block in re.split(r"\n\s*\n", text.strip()):
-        props: dict[str, str] = {}
-        for line in block.splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                props[key.strip()] = value
-        if "Id" in props:
-            units[props["Id"]] = props
-    return units
-
-
-def unit_status(name: str, role: str, props: Mapping[str, str] | None) -> UnitStatus:
-    """A unit's status from its ``systemctl show`` properties (None: not reported)."""
-    if props is None:
-        return UnitStatus(name, role, "unknown", "unknown", "unknown", None, None)
-    restarts = props.get("NRestarts", "")
+def unit_status(role: str, fact: UnitFact) -> UnitStatus:
+    """A unit's status line from what the read found."""
     return UnitStatus(
-        name=name,
+        name=fact.name,
         role=role,
-        load_state=props.get("LoadState", "unknown"),
-        active_state=props.get("ActiveState", "unknown"),
-        sub_state=props.get("SubState", "unknown"),
-        since=since_text(props.get("StateChangeTimestamp", "")),
-        restarts=int(restarts) if restarts.isdigit() else None,
-        unit_file_state=props.get("UnitFileState") or None,
-    )
-
-
-@dataclass(frozen=True)
-class ScriptOutput:
-    """What the script printed, parsed."""
-
-    hostname: str | None
-    units: dict[str, dict[str, str]]
-    celery: dict[str, str | None]
-    flower: str | None
-    rabbitmq: str | None
-    found: tuple[str, ...] = ()
-    """The ``qsetup-*`` units systemd has loaded or enabled on the host."""
-
-
-def parse_script_output(text: str) -> ScriptOutput:
-    """Parse the status script's output (see ``build_script``)."""
-    hostname: str | None = None
-    celery: dict[str, str | None] = {}
-    flower: str | None = None
-    rabbitmq: str | None = None
-    found: tuple[str, ...] = ()
-    unit_lines: list[str] = []
-    in_units = False
-    for line in text.splitlines():
-        if line.startswith(MARK):
-            tag, _, rest = line[len(MARK) :].partition(" ")
-            rest = rest.strip()
-            in_units = tag == "units"
-            if tag == "hostname":
-                hostname = rest or None
-            elif tag == "found":
-                found = tuple(dict.fromkeys(rest.split()))
-            elif tag == "celery":
-                binary, _, meta = rest.partition(" ")
-                celery[binary] = "absent" if meta == "absent" else parse_dist_version(meta)
-            elif tag == "flower":
-                flower = parse_dist_version(rest)
-            elif tag == "rabbitmq":
-                rabbitmq = rest if rest and rest != "-" else None
-        elif in_units:
-            unit_lines.append(line)
-    return ScriptOutput(
-        hostname, parse_systemctl_show("\n".join(unit_lines)), celery, flower, rabbitmq, found
-    )
-
-
-def _present(props: Mapping[str, str] | None) -> bool:
-    """True for a unit that is loaded, active or enabled (not a stale reference)."""
-    if props is None:
-        return True  # listed by systemd but not shown: report it rather than hide it
-    return (
-        props.get("LoadState") == "loaded"
-        or props.get("ActiveState", "inactive") not in ("inactive", "failed", "")
-        or props.get("UnitFileState", "").startswith("enabled")
-    )
-
-
-def unexpected_units(parsed: ScriptOutput, expected: Iterable[str]) -> tuple[UnitStatus, ...]:
-    """The ``qsetup-*`` units found on a host that the desired state does not put there."""
-    wanted = set(expected)
-    return tuple(
-        unit_status(name, UNEXPECTED, parsed.units.get(name))
-        for name in sorted(parsed.found)
-        if name not in wanted and _present(parsed.units.get(name))
+        load_state=fact.load_state,
+        active_state=fact.active_state,
+        sub_state=fact.sub_state,
+        since=fact.since,
+        restarts=fact.restarts,
+        unit_file_state=fact.unit_file_state or None,
     )
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one SSH round trip gave for a host: the script's output or why not."""
+    """What one SSH round trip gave for a host: the read's answer or why not."""
 
     address: str
-    stdout: str | None
+    facts: Mapping[str, Any] | None
     error: str | None
     same_endpoint: tuple[str, ...] = ()
     """Every inventory host reached through the same SSH endpoint (one machine), in
     inventory order; empty when the host is the only one."""
 
 
-def assemble_hosts(inv: Inventory, outcomes: Mapping[str, Outcome]) -> dict[str, HostStatus]:
-    """One HostStatus per inventory host from its round trip's outcome.
+def _versions(target: HostTarget, facts: HostFacts) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for s in target.services:
+        exe = s.executable
+        if exe is None or s.role == "flower" or exe in out:
+            continue
+        if facts.executables.get(exe) is False:
+            out[exe] = "absent"
+        else:
+            out[exe] = facts.dists.get((exe.rsplit("/bin/", 1)[0], "celery")) or "unknown"
+    return tuple(out.items())
 
-    Hosts that are one machine (the same SSH endpoint) expect each other's units; the
-    units none of them expects are reported once, on the first of them.
+
+def _flower_version(facts: HostFacts) -> str | None:
+    return next((v for (_, name), v in facts.dists.items() if name == "flower" and v), None)
+
+
+def assemble_hosts(
+    inv: Inventory,
+    outcomes: Mapping[str, Outcome],
+    targets: Mapping[str, HostTarget],
+    secrets: Mapping[str, str],
+) -> dict[str, HostStatus]:
+    """One HostStatus per inventory host: its read compared with its target.
+
+    Hosts that are one machine (the same SSH endpoint) expect each other's units; what
+    belongs to the machine as a whole (units none of them expects, the manifest) is
+    reported once, on the first of them.
     """
     units = units_by_host(inv)
     roles = host_roles(inv)
-    binaries = celery_binaries(inv)
     out: dict[str, HostStatus] = {}
     for name, outcome in outcomes.items():
-        if outcome.stdout is None:
+        if outcome.facts is None:
             out[name] = HostStatus(
                 name,
                 outcome.address,
@@ -269,59 +110,51 @@ def assemble_hosts(inv: Inventory, outcomes: Mapping[str, Outcome]) -> dict[str,
                 None,
             )
             continue
-        parsed = parse_script_output(outcome.stdout)
+        facts = HostFacts.from_read(outcome.facts)
+        target = targets[name]
         machine = outcome.same_endpoint or (name,)
-        extra: tuple[UnitStatus, ...] = ()
-        if machine[0] == name:
-            extra = unexpected_units(parsed, (u.name for h in machine for u in units[h]))
+        siblings = frozenset(u.name for h in machine if h != name for u in units[h])
+        differences = compare_host(target, facts, secrets, siblings)
+        first = machine[0] == name
+        if not first:
+            differences = tuple(d for d in differences if d.kind not in _MACHINE_KINDS)
+        expected = {u.name for u in units[name]} | siblings
+        extra = tuple(
+            unit_status(UNEXPECTED, facts.unit(u))
+            for u in facts.discovered
+            if first and u not in expected and facts.unit(u).present
+        )
+        drift = None
+        if target.broker is not None and facts.definitions:
+            drift = tuple(compare_definitions(target.broker, facts.definitions, secrets))
         out[name] = HostStatus(
             name=name,
             address=outcome.address,
             roles=roles[name],
             reachable=True,
             error=None,
-            hostname=parsed.hostname,
-            units=tuple(unit_status(u.name, u.role, parsed.units.get(u.name)) for u in units[name]),
-            celery_versions=tuple((b, parsed.celery.get(b) or "unknown") for b in binaries[name]),
-            flower_version=parsed.flower if "flower" in roles[name] else None,
-            rabbitmq_version=parsed.rabbitmq if "broker" in roles[name] else None,
+            hostname=facts.hostname or None,
+            units=tuple(unit_status(u.role, facts.unit(u.name)) for u in units[name]),
+            celery_versions=_versions(target, facts),
+            flower_version=_flower_version(facts) if "flower" in roles[name] else None,
+            rabbitmq_version=(
+                facts.deb_versions.get("rabbitmq-server") if "broker" in roles[name] else None
+            ),
             unexpected_units=extra,
+            differences=differences,
+            broker_drift=drift,
         )
     return out
 
 
 def host_problems(host: HostStatus) -> list[str]:
-    """One line per problem on a host: unreachable, a unit not running, an unexpected unit."""
+    """One line per problem on a host: unreachable, or each difference the comparison found.
+
+    The broker's object differences are the broker's lines (``broker.drift``), said once.
+    """
     if not host.reachable:
         return [f"{host.name}: unreachable ({host.address}): {host.error}"]
-    problems = []
-    for unit in host.units:
-        # The comparison deploy's start step makes too: installed, active and enabled
-        # (a unit disabled by hand is a difference that deploy enables again).
-        fact = UnitFact(
-            name=unit.name,
-            load_state=unit.load_state,
-            active_state=unit.active_state,
-            sub_state=unit.sub_state,
-            # None: systemd reported no UnitFileState (a unit not found): not judged.
-            unit_file_state="enabled" if unit.unit_file_state is None else unit.unit_file_state,
-            since=unit.since,
-            restarts=unit.restarts,
-        )
-        diff = unit_difference(host.name, fact)
-        if diff is not None:
-            problems.append(diff.line)
-    for unit in host.unexpected_units:
-        enabled = ", enabled" if (unit.unit_file_state or "").startswith("enabled") else ""
-        problems.append(
-            f"{host.name}: unit {unit.name}: unexpected (the inventory does not put it on "
-            f"{host.name}; {unit.active_state} ({unit.sub_state}){enabled}); "
-            "the next deploy removes it"
-        )
-    for binary, version in host.celery_versions:
-        if version == "absent":
-            problems.append(f"{host.name}: {binary}: missing; run qsetup deploy")
-    return problems
+    return [d.line for d in host.differences if d.kind != "broker"]
 
 
 def _runs_beat(host: HostStatus) -> bool:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from qsetup.artifacts.tls import RENEW_DAYS
 from qsetup.converge.broker import Drift
+from qsetup.converge.compare import Difference
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class HostStatus:
     unexpected_units: tuple[UnitStatus, ...] = ()
     """``qsetup-*`` units loaded, active or enabled there that the inventory does not put
     there (an old group, an extra instance, a moved beat)."""
+    differences: tuple[Difference, ...] = ()
+    """Every way the host differs from what a deploy would put there (the one comparison)."""
+    broker_drift: tuple[Drift, ...] | None = None
+    """On the node that manages the broker's objects: their drift, from the read's
+    definitions (passwords checked too); None where not read."""
 
 
 @dataclass(frozen=True)

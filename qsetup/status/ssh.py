@@ -1,13 +1,19 @@
 """One SSH round trip per host, every host at once (fabric connections, one thread each).
 
-Connect and command timeouts bound each host, so a dead host costs at most its
-timeout and never hides the others. A host whose endpoint has ``become`` (a login
-user other than root) runs the status script under ``sudo -n``.
+Each host runs the one read (``playbooks/module_utils/qsetup_read.py``, the program
+the deploy's preflight runs as an Ansible module): ``python3 -c`` with a short boot
+line, the read's parameters as JSON and then its source on standard input, so no
+parameter (the broker admin's password) is ever in a command line. Connect and
+command timeouts bound each host, so a dead host costs at most its timeout and never
+hides the others. A host whose endpoint has ``become`` (a login user other than root)
+runs it under ``sudo -n``.
 """
 
 from __future__ import annotations
 
 import errno
+import io
+import json
 import logging
 import shlex
 from collections.abc import Mapping
@@ -20,8 +26,8 @@ from qsetup.desired.state import SshEndpoint, ssh_endpoints
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
-from qsetup.status.hosts import MARK, Outcome, assemble_hosts, build_script
-from qsetup.status.model import HostStatus
+from qsetup.resources import resource_dir
+from qsetup.status.hosts import Outcome
 
 # paramiko logs a failed handshake as an ERROR; without a handler Python would print it
 # on stderr. The host's line in the report already says what happened.
@@ -139,15 +145,34 @@ def known_hosts_path(loaded: LoadedInventory) -> Path:
     return loaded.path.resolve().parent / ".qsetup" / "known_hosts"
 
 
-def status_command(script: str, target: SshTarget) -> str:
-    """The remote command that runs the status script on a host.
+MARK = "@@qsetup-read "
+"""Starts the line that holds the read's answer (JSON), whatever else the host prints."""
 
-    With ``become`` and a login user other than root the script runs under ``sudo -n``
-    (never a password prompt: one would hang until the timeout): what it reads, and
-    what later reads may need (root-only files, journals), is root's. The script holds
-    no secret, so nothing secret reaches argv.
+# Runs the read's source (after the parameters' line on stdin) as a module of its own
+# and prints its answer on one marked line.
+BOOT = (
+    "import json,sys\n"
+    "p=json.loads(sys.stdin.readline())\n"
+    "g={'__name__':'qsetup_read'}\n"
+    "exec(compile(sys.stdin.read(),'qsetup_read.py','exec'),g)\n"
+    f"sys.stdout.write({MARK!r}+json.dumps(g['read_host'](p,g['run_argv']))+'\\n')\n"
+)
+
+
+def read_source() -> str:
+    """The one read's source, as qsetup ships it with the playbooks."""
+    path = resource_dir("playbooks") / "module_utils" / "qsetup_read.py"
+    return path.read_text(encoding="utf-8")
+
+
+def read_command(target: SshTarget) -> str:
+    """The remote command that runs the read on a host (no secret in it).
+
+    With ``become`` and a login user other than root it runs under ``sudo -n`` (never
+    a password prompt: one would hang until the timeout): what it reads (the manifest,
+    secret files' checksums) is root's.
     """
-    command = "sh -c " + shlex.quote(script)
+    command = "python3 -c " + shlex.quote(BOOT)
     return "sudo -n " + command if uses_sudo(target) else command
 
 
@@ -156,49 +181,57 @@ def uses_sudo(target: SshTarget) -> bool:
     return target.become and target.user != "root"
 
 
-def run_round(loaded: LoadedInventory, timeout: float) -> dict[str, HostStatus]:
-    """Run the status script on every host in parallel; one HostStatus per host."""
+def read_round(
+    loaded: LoadedInventory, timeout: float, params: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Outcome]:
+    """Run the one read on every host in ``params`` at once; each host's outcome.
+
+    ``params`` maps inventory host names to the read's parameters for that host.
+    Hosts that are one machine (the same SSH endpoint) are each read on their own
+    connection; their outcomes name each other (``same_endpoint``).
+    """
     inv = loaded.inventory
-    targets = ssh_targets(loaded)
+    targets = [t for t in ssh_targets(loaded) if t.name in params]
     for key in dict.fromkeys(t.key for t in targets if t.key is not None):
         if not key.is_file():
             raise QsetupError(
                 f"SSH key {key} does not exist; fix ssh.key (or a host's ssh_key) in {loaded.path}"
             )
     known_hosts = known_hosts_path(loaded)
-    script = build_script(inv)
-    # Hosts that are the same SSH endpoint share one connection (and one answer); it
-    # uses sudo when any of them asks for become.
-    names: dict[tuple[str, int, str], list[SshTarget]] = {}
-    for t in targets:
-        names.setdefault((t.address, t.port, t.user), []).append(t)
-    jobs: dict[tuple[str, int, str], tuple[Any, SshTarget]] = {}
-    for endpoint, same in names.items():
-        first = replace(same[0], become=any(t.become for t in same))
-        jobs[endpoint] = (_connection(first, inv, known_hosts, timeout), first)
+    source = read_source()
+    machines: dict[tuple[str, int, str], list[str]] = {}
+    for t in ssh_targets(loaded):
+        machines.setdefault((t.address, t.port, t.user), []).append(t.name)
+    jobs = {t.name: (_connection(t, inv, known_hosts, timeout), t) for t in targets}
     results = _run_all(
-        {cxn: status_command(script, t) for cxn, t in jobs.values()}, max(1, round(timeout))
+        {
+            cxn: (read_command(t), json.dumps(dict(params[t.name])) + "\n" + source)
+            for cxn, t in jobs.values()
+        },
+        max(1, round(timeout)),
     )
     outcomes = {}
     for t in targets:
-        endpoint = (t.address, t.port, t.user)
-        cxn, first = jobs[endpoint]
-        outcome = _outcome(t.address, results.get(cxn), timeout, first)
-        if len(names[endpoint]) > 1:
-            outcome = replace(outcome, same_endpoint=tuple(h.name for h in names[endpoint]))
+        cxn, _ = jobs[t.name]
+        outcome = _outcome(t.address, results.get(cxn), timeout, t)
+        same = machines[(t.address, t.port, t.user)]
+        if len(same) > 1:
+            outcome = replace(outcome, same_endpoint=tuple(same))
         outcomes[t.name] = outcome
-    return assemble_hosts(inv, outcomes)
+    return outcomes
 
 
-def _run_all(commands: Mapping[Any, str], timeout: int) -> dict[Any, Any]:
-    """Run each connection's own command, all at once; a Result or the exception for each.
+def _run_all(commands: Mapping[Any, tuple[str, str]], timeout: int) -> dict[Any, Any]:
+    """Run each connection's own command with its own input, all at once.
 
-    What fabric's ThreadingGroup does, with one command per connection (sudo or not).
+    A Result or the exception for each; what fabric's ThreadingGroup does, with one
+    command and one standard input per connection.
     """
 
     def one(cxn: Any) -> Any:
+        command, stdin = commands[cxn]
         try:
-            return cxn.run(commands[cxn], timeout=timeout)
+            return cxn.run(command, timeout=timeout, in_stream=io.StringIO(stdin))
         except Exception as exc:  # noqa: BLE001 - reported as the host's outcome
             return exc
         finally:
@@ -215,16 +248,25 @@ def _outcome(address: str, result: Any, timeout: float, target: SshTarget) -> Ou
         return Outcome(address, None, "no result from the SSH round")
     if isinstance(result, BaseException):
         return Outcome(address, None, describe_ssh_error(result, timeout))
-    stdout = str(result.stdout)
-    if MARK not in stdout:
-        stderr = str(result.stderr).strip().splitlines()
-        why = stderr[-1] if stderr else "no output"
-        if why.startswith("sudo:") and uses_sudo(target):
-            return Outcome(
-                address,
-                None,
-                f"`sudo -n` as {target.user} failed ({why}); ssh.become needs passwordless "
-                f"sudo for {target.user} on the host",
-            )
-        return Outcome(address, None, f"the status command failed (exit {result.exited}): {why}")
-    return Outcome(address, stdout, None)
+    for line in str(result.stdout).splitlines():
+        if line.startswith(MARK):
+            try:
+                facts = json.loads(line[len(MARK) :])
+            except ValueError:
+                break
+            if isinstance(facts, dict):
+                return Outcome(address, facts, None)
+    stderr = str(result.stderr).strip().splitlines()
+    why = stderr[-1] if stderr else "no output"
+    if why.startswith("sudo:") and uses_sudo(target):
+        return Outcome(
+            address,
+            None,
+            f"`sudo -n` as {target.user} failed ({why}); ssh.become needs passwordless "
+            f"sudo for {target.user} on the host",
+        )
+    if result.exited == 127 or "python3: not found" in why or "python3: command not found" in why:
+        return Outcome(
+            address, None, "python3 is not installed there (qsetup needs it); install python3"
+        )
+    return Outcome(address, None, f"the read failed (exit {result.exited}): {why}")

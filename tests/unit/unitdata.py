@@ -182,3 +182,89 @@ def playbook_module(relpath: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def rabbit_hash(password: str, salt: bytes = b"salt") -> str:
+    """RabbitMQ's salted SHA-256 password hash (what /api/definitions lists)."""
+    import base64
+    import hashlib
+
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def as_deployed(target: Any, secrets: Mapping[str, str]) -> dict[str, Any]:
+    """The one read's answer from a host that holds exactly ``target`` (a HostTarget).
+
+    Every file, directory, virtualenv marker and the app's code with the planned
+    checksum, mode and owner; every unit running and enabled; the manifest a deploy
+    records; on the managing broker node the broker's definitions as planned (the
+    passwords hashed from ``secrets``).
+    """
+    from qsetup.converge.removals import manifest_pending, removals
+
+    files: list[dict[str, Any]] = []
+
+    def entry(path: str, mode: str, owner: str, group: str, isdir: bool, checksum: Any) -> None:
+        files.append({"path": path, "mode": mode, "pw_name": owner, "gr_name": group,
+                      "isdir": isdir, "checksum": checksum})  # fmt: skip
+
+    for d in target.dirs:
+        entry(d.path, d.mode, d.owner, d.group, True, None)
+    for f in target.files:
+        entry(f.dest, f.mode, f.owner, f.group, False, f.checksum)
+    for v in target.venvs:
+        entry(v.marker, "0644", "root", "root", False, v.marker_sum)
+    if target.code_dir is not None:
+        entry(f"{target.code_dir}.tar", "0644", "root", "root", False, target.code_sum)
+        entry(target.code_dir, "0755", "root", "root", True, None)
+    units = {
+        s.unit: {"Id": s.unit, "LoadState": "loaded", "ActiveState": "active",
+                 "SubState": "running", "UnitFileState": "enabled", "NRestarts": "0"}
+        for s in target.services
+    }  # fmt: skip
+    read: dict[str, Any] = {
+        "hostname": target.host,
+        "release": "bookworm",
+        "problems": [],
+        "packages": [],
+        "installed": [],
+        "users": list(target.os_users),
+        "groups": list(target.os_groups),
+        "found": {"files": files},
+        "units": units,
+        "discovered": [u for u in units if u.startswith("qsetup-")],
+        "manifest": manifest_pending(target.manifest, removals(target.manifest, target.manifest)),
+        "executables": {s.executable: True for s in target.services if s.executable},
+        "dists": [],
+        "deb_versions": {},
+    }
+    if target.broker is not None:
+        b = target.broker
+        read["definitions"] = {
+            "vhosts": [{"name": v} for v in ("/", *b.vhosts)],
+            "users": [
+                {"name": u.name, "tags": list(u.tags),
+                 "password_hash": rabbit_hash(secrets[u.secret])}
+                for u in b.users
+            ],
+            "permissions": [
+                {"user": u.name, "vhost": p.vhost, "configure": p.configure, "write": p.write,
+                 "read": p.read}
+                for u in b.users for p in u.permissions
+            ],
+            "topic_permissions": [
+                {"user": u.name, "vhost": t.vhost, "exchange": t.exchange, "write": t.write,
+                 "read": t.read}
+                for u in b.users for t in u.topic_permissions
+            ],
+            "policies": [
+                {"vhost": p.vhost, "name": p.name, "pattern": p.pattern, "apply-to": p.apply_to,
+                 "priority": p.priority, "definition": dict(p.definition)}
+                for p in b.policies
+            ],
+        }  # fmt: skip
+    if target.broker_node:
+        read["cluster"] = [
+            {"name": f"rabbit@n{i}", "running": True} for i in range(target.cluster_size)
+        ]
+    return read
