@@ -257,7 +257,7 @@ def deploy(
     from qsetup.inventory.loader import load_inventory
     from qsetup.ops.deploy import DeployOptions, run_deploy
     from qsetup.ui.progress import run_with_progress
-    from qsetup.ui.report import deploy_json, deploy_summary
+    from qsetup.ui.report import deploy_differences, deploy_json, deploy_summary
 
     options = DeployOptions(
         check=check,
@@ -278,6 +278,8 @@ def deploy(
     if json_out:
         sys.stdout.write(json.dumps(deploy_json(result), indent=2) + "\n")
     else:
+        if options.check or any(not d.fixable for d in result.differences):
+            out.print(deploy_differences(result))
         for host, title, text in result.diffs:
             out.print(f"--- {host}: {title}", markup=False)
             out.print(text, markup=False)

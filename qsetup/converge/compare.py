@@ -29,14 +29,15 @@ class Difference:
 
     host: str
     kind: str
-    """package, os_user, os_group, dir, file, venv, code, unit, removal, manifest,
-    unmanaged, leftover, broker, broker_api or cluster."""
+    """preflight (the host cannot be deployed: its release, a package version), package,
+    os_user, os_group, dir, file, venv, code, unit, removal, manifest, unmanaged,
+    leftover, broker, broker_api or cluster."""
     obj: str
     """The object: a path, a unit, a package, a user, a broker object."""
     detail: str
     fix: str
     """What deploy does about it (install, create, build, start, enable, remove,
-    record, set, join), or ``leave``."""
+    record, set, join; ``refuse`` for a preflight problem), or ``leave``."""
 
     @property
     def fixable(self) -> bool:
@@ -323,7 +324,12 @@ def compare_host(
     inventory hosts on the same machine run (not unexpected here).
     """
     gone = removals(facts.manifest, target.manifest)
+    refused = tuple(
+        Difference(target.host, "preflight", "host", f"{p}; deploy refuses this host", "refuse")
+        for p in facts.problems
+    )
     return (
+        *refused,
         *_account_differences(target, facts),
         *_file_differences(target, facts),
         *_unit_differences(target, facts, gone, siblings),

@@ -12,15 +12,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qsetup.artifacts.ansible_data import dump_inventory, dump_vars_file
 from qsetup.artifacts.plan import PARTS
-from qsetup.artifacts.targets import plan_hosts, secret_values
+from qsetup.artifacts.targets import (
+    HostPlans,
+    host_targets,
+    plan_hosts,
+    read_params,
+    secret_values,
+)
 from qsetup.artifacts.tls import TlsMaterial
 from qsetup.artifacts.tls import prepare as prepare_tls
-from qsetup.desired.state import RELEASES, broker_admin_password
+from qsetup.converge.compare import Difference, host_clean
+from qsetup.desired.state import ADMIN_SECRET, RELEASES, broker_admin_password
 from qsetup.errors import DeployError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, tls_hosts
@@ -28,6 +35,7 @@ from qsetup.inventory.secrets import redactor
 from qsetup.remote.runner import (
     DeployEvent,
     DeployResult,
+    HostResult,
     new_run_dir,
     require_ansible_runner,
     run_playbook,
@@ -145,6 +153,20 @@ def _run_playbook(
     with scratch_dir() as scratch:
         files = scratch / "files"
         plans = plan_hosts(loaded, material, scratch / "app.tar", options.tags or PARTS)
+        differences: tuple[Difference, ...] = ()
+        if playbook == "site.yml" and reads_first(options):
+            differences, complete = read_differences(loaded, plans)
+            if complete and host_clean(differences):
+                return DeployResult(
+                    "successful",
+                    0,
+                    {h: HostResult(ok=1) for h in loaded.inventory.hosts},
+                    (),
+                    run_dir,
+                    time.monotonic() - started,
+                    differences=differences,
+                    ansible_ran=False,
+                )
         for art in plans.artifacts:
             target = files / art.host / str(art.path).lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +197,7 @@ def _run_playbook(
 
         # Failure messages quote what hosts said; no secret value ever leaves in one.
         redact = redactor(loaded.secrets, [broker_admin_password(inv, loaded.secrets), *key_lines])
-        return run_playbook(
+        result = run_playbook(
             inv,
             loaded.path,
             playbook=playbook,
@@ -196,3 +218,36 @@ def _run_playbook(
             progress=progress,
             redact=redact,
         )
+        return replace(result, differences=differences)
+
+
+def reads_first(options: DeployOptions) -> bool:
+    """Whether a deploy reads every host and compares before starting Ansible.
+
+    Not with ``--tags`` or ``--limit`` (the plan or the hosts are a part; Ansible's
+    preflight judges those) nor ``--verbose`` (Ansible's own detail was asked for).
+    """
+    return not (options.tags or options.limit or options.verbose)
+
+
+def read_differences(
+    loaded: LoadedInventory, plans: HostPlans
+) -> tuple[tuple[Difference, ...], bool]:
+    """Every host's differences from the plan, by the one read and the one comparison.
+
+    Status makes the same read and comparison. The second value is whether every host
+    answered: a host that did not is judged by Ansible's run, which says why in one line.
+    """
+    from qsetup.status.hosts import Outcome, assemble_hosts
+    from qsetup.status.ssh import read_round
+
+    inv = loaded.inventory
+    secrets = secret_values(loaded)
+    params = {
+        h: read_params(plans.hostvars(h), plans.common, secrets[ADMIN_SECRET]) for h in inv.hosts
+    }
+    seconds = float(min(inv.ssh.connect_timeout, 10))
+    outcomes: dict[str, Outcome] = read_round(loaded, seconds, params)
+    hosts = assemble_hosts(inv, outcomes, host_targets(plans), secrets)
+    differences = tuple(d for h in hosts.values() for d in h.differences)
+    return differences, all(h.reachable for h in hosts.values())

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from qsetup.converge.compare import Difference
 from qsetup.errors import DeployError
 from qsetup.inventory.model import Inventory
 from qsetup.resources import resource_dir
@@ -91,6 +92,11 @@ class DeployResult:
     run_dir: Path
     elapsed: float
     diffs: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
+    differences: tuple[Difference, ...] = ()
+    """What the one read and the one comparison found before the run (empty when the
+    hosts were not read first: ``--tags``, ``--limit``, ``--verbose``, restarts)."""
+    ansible_ran: bool = True
+    """False when nothing differed anywhere and the deploy answered from the read."""
 
     @property
     def ok(self) -> bool:

@@ -33,7 +33,23 @@ def deploy_json(result: DeployResult) -> dict[str, Any]:
         "failures": [
             {"host": f.host, "task": f.task, "message": f.message} for f in result.failures
         ],
+        "ansible_ran": result.ansible_ran,
+        "differences": [
+            {"host": d.host, "kind": d.kind, "object": d.obj, "detail": d.detail, "fix": d.fix}
+            for d in result.differences
+        ],
     }
+
+
+def deploy_differences(result: DeployResult) -> Group:
+    """What the read found before the run: one line per difference and what deploy does."""
+    parts: list[Any] = [Text("what differs (the same comparison status makes):", style="bold")]
+    for d in result.differences:
+        action = "left alone" if not d.fixable else f"deploy: {d.fix}"
+        parts.append(Text(f"{d.line} [{action}]", style="yellow" if d.fixable else "dim"))
+    if not result.differences:
+        parts.append(Text("nothing", style="green"))
+    return Group(*parts)
 
 
 def deploy_summary(result: DeployResult, what: str = "deploy") -> Group:
@@ -68,6 +84,13 @@ def deploy_summary(result: DeployResult, what: str = "deploy") -> Group:
         # An unreachable host's line says so itself; which task met it is no help.
         line = f"{f.host}: {f.message}" if f.unreachable else f"{f.host}: {f.task}: {f.message}"
         parts.append(Text(line, style="red"))
+    if not result.ansible_ran:
+        verdict = Text(
+            f"{what}: nothing differs on any host (read in {result.elapsed:.1f} s); "
+            "no change made, Ansible not started",
+            style="green",
+        )
+        return Group(*[p for p in parts if p is not table], verdict)
     verdict = (
         Text(f"{what} ok in {result.elapsed:.1f} s", style="green")
         if result.ok

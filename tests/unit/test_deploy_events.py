@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from unitdata import WriteInventory
 
+from qsetup.converge.compare import LEAVE, Difference
 from qsetup.inventory.loader import load_inventory
+from qsetup.ops import deploy
 from qsetup.ops.deploy import DeployOptions, run_deploy
 from qsetup.remote.runner import DeployEvent, HostResult, TaskFailure, _Collector
 from qsetup.ui.report import deploy_json
@@ -278,6 +280,7 @@ def test_run_deploy_reports_what_the_events_said(
         return _Runner(status="failed", rc=2)
 
     monkeypatch.setattr(ansible_runner, "run", fake_run)
+    monkeypatch.setattr(deploy, "read_differences", lambda *_: ((), False))
     loaded = load_inventory(write_inventory())
     result = run_deploy(loaded, DeployOptions(diff=True))
 
@@ -401,3 +404,81 @@ def test_a_command_that_exits_non_zero_is_named_by_its_own_last_words() -> None:
     assert [f.message for f in collector.failures] == [
         "exit 69: Error: {:badrpc, {:EXIT, :timeout}}"
     ]
+
+
+def _deploy_after_read(
+    write_inventory: WriteInventory,
+    monkeypatch: pytest.MonkeyPatch,
+    found: tuple[Difference, ...],
+    complete: bool,
+    options: DeployOptions,
+) -> tuple[Any, list[dict[str, Any]], list[bool]]:
+    import ansible_runner
+
+    calls: list[dict[str, Any]] = []
+    reads: list[bool] = []
+
+    def fake_run(**kwargs: Any) -> _Runner:
+        calls.append(kwargs)
+        kwargs["event_handler"](event("playbook_on_stats", ok={"rabbit1": 3, "worker1": 3}))
+        return _Runner(status="successful", rc=0)
+
+    def read(*_: Any) -> tuple[tuple[Difference, ...], bool]:
+        reads.append(True)
+        return found, complete
+
+    monkeypatch.setattr(ansible_runner, "run", fake_run)
+    monkeypatch.setattr(deploy, "read_differences", read)
+    result = run_deploy(load_inventory(write_inventory()), options)
+    return result, calls, reads
+
+
+STRAY = Difference("worker1", "unmanaged", "unit qsetup-x.service", "unexpected", LEAVE)
+EDITED = Difference("worker1", "file", "/etc/qsetup/a.env", "content differs", "install")
+
+
+def test_nothing_to_change_anywhere_is_answered_from_the_read_without_ansible(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, calls, reads = _deploy_after_read(
+        write_inventory, monkeypatch, (STRAY,), True, DeployOptions()
+    )
+    assert reads and calls == []
+    assert result.ok and not result.ansible_ran
+    assert all(h.changed == 0 for h in result.hosts.values())
+    printed = deploy_json(result)
+    assert printed["ansible_ran"] is False
+    assert printed["differences"] == [
+        {"host": "worker1", "kind": "unmanaged", "object": "unit qsetup-x.service",
+         "detail": "unexpected", "fix": "leave"}
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("found", "complete"),
+    [((EDITED,), True), ((), False)],
+    ids=["a difference", "a host did not answer the read"],
+)
+def test_a_difference_or_an_unread_host_takes_the_full_run(
+    write_inventory: WriteInventory,
+    monkeypatch: pytest.MonkeyPatch,
+    found: tuple[Difference, ...],
+    complete: bool,
+) -> None:
+    result, calls, _ = _deploy_after_read(
+        write_inventory, monkeypatch, found, complete, DeployOptions(check=True)
+    )
+    assert len(calls) == 1 and result.ansible_ran
+    assert result.differences == found
+
+
+def test_tags_limit_and_verbose_go_to_ansible_without_reading_first(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for options in (
+        DeployOptions(tags=("workers",)),
+        DeployOptions(limit=("worker1",)),
+        DeployOptions(verbose=True),
+    ):
+        _, calls, reads = _deploy_after_read(write_inventory, monkeypatch, (), True, options)
+        assert reads == [] and len(calls) == 1, options

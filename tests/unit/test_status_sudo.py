@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ def _fake_round(
         return made[target.name]
 
     monkeypatch.setattr(status_ssh, "_connection", connection)
+    monkeypatch.setattr(
+        status_ssh, "_exec", lambda cxn, command, stdin, _t: cxn.run(command, 1, io.StringIO(stdin))
+    )
     params = {h: {"releases": {}, "secret": f"pw-{h}"} for h in loaded.inventory.hosts}
     return read_round(loaded, 1.0, params), made
 
