@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qsetup.converge.passwords import password_matches
-from qsetup.desired.broker import NO_RIGHTS, BrokerPolicy, BrokerState
+from qsetup.desired.broker import (
+    NO_RIGHTS,
+    BrokerPolicy,
+    BrokerState,
+    permission_vars,
+    policy_vars,
+    topic_permission_vars,
+)
 
 
 @dataclass(frozen=True)
@@ -256,26 +263,8 @@ def broker_changes(
                 {
                     "name": u.name,
                     "tags": ",".join(u.tags),
-                    "permissions": [
-                        {
-                            "vhost": p.vhost,
-                            "configure_priv": p.configure,
-                            "write_priv": p.write,
-                            "read_priv": p.read,
-                        }
-                        for p in u.permissions
-                    ]
-                    if full
-                    else None,
-                    "topic_permissions": [
-                        {
-                            "vhost": t.vhost,
-                            "exchange": t.exchange,
-                            "write_priv": t.write,
-                            "read_priv": t.read,
-                        }
-                        for t in u.topic_permissions
-                    ]
+                    "permissions": [permission_vars(p) for p in u.permissions] if full else None,
+                    "topic_permissions": [topic_permission_vars(t) for t in u.topic_permissions]
                     if full
                     else None,
                 }
@@ -286,16 +275,7 @@ def broker_changes(
         "vhosts": vhosts,
         "users": users,
         "policies": [
-            {
-                "name": p.name,
-                "vhost": p.vhost,
-                "pattern": p.pattern,
-                "apply_to": p.apply_to,
-                "priority": p.priority,
-                "definition": dict(p.definition),
-            }
-            for p in expected.policies
-            if f"{p.vhost}/{p.name}" in policies
+            policy_vars(p) for p in expected.policies if f"{p.vhost}/{p.name}" in policies
         ],
         "delete_guest": any(d.kind == "user" and d.name == "guest" for d in rows),
         "delete_users": [u for u in removals.get("broker_users") or [] if u != expected.admin_user],

@@ -8,6 +8,7 @@ the playbooks' filters can run the comparison in an Ansible worker without pydan
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 NO_RIGHTS = "^$"
 """RabbitMQ's "matches nothing" pattern."""
@@ -76,3 +77,33 @@ class BrokerState:
     management_port: int
     admin_user: str
     admin_secret: str
+
+
+# --- as the playbooks and qsetup_broker_objects read them ------------------------------
+
+
+def permission_vars(p: BrokerPermission) -> dict[str, str]:
+    """A permission as the playbooks' variables and ``qsetup_broker_objects`` hold it."""
+    return {
+        "vhost": p.vhost,
+        "configure_priv": p.configure,
+        "write_priv": p.write,
+        "read_priv": p.read,
+    }
+
+
+def topic_permission_vars(t: BrokerTopicPermission) -> dict[str, str]:
+    """A topic permission as the playbooks' variables and ``qsetup_broker_objects`` hold it."""
+    return {"vhost": t.vhost, "exchange": t.exchange, "write_priv": t.write, "read_priv": t.read}
+
+
+def policy_vars(p: BrokerPolicy) -> dict[str, Any]:
+    """A policy as the playbooks' variables and ``qsetup_broker_objects`` hold it."""
+    return {
+        "name": p.name,
+        "vhost": p.vhost,
+        "pattern": p.pattern,
+        "apply_to": p.apply_to,
+        "priority": p.priority,
+        "definition": dict(p.definition),
+    }
