@@ -23,7 +23,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send the archive and stage it; the module's result."""
-        result = super().run(tmp, task_vars)
+        result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp
         src = self._task.args.get("src")
         code_dir = self._task.args.get("code_dir")

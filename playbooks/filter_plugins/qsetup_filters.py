@@ -1,183 +1,112 @@
-"""Filters that let a no-op deploy be a few comparisons instead of many module runs.
+"""Filters of the playbooks: shims over the one comparison, and helpers that format.
 
-Each takes what one read-only call found on a host (a ``find`` over qsetup's files,
-the broker's ``/api/definitions``) and what qsetup wants, and returns only what
-differs. They return names and paths, never a secret.
+Whether anything on a host differs from the plan is decided by ``qsetup.converge`` alone
+(the same comparison ``deploy --check`` and status use): :func:`qsetup_converge` turns the
+preflight's read and the host's plan variables into what the roles act on, and
+:func:`qsetup_broker_apply` the broker's definitions into what ``qsetup_broker_objects``
+applies. The others format results (ping answers, journals) or pick items. They return
+names and paths, never a secret. ``qsetup.converge`` and ``qsetup.desired.names`` import
+only the standard library and are imported on first use, so an Ansible worker that
+loads this file pays for neither pydantic nor the comparison until it runs one.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 
-def _found_by_path(found: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    files = (found or {}).get("files") or []
-    return {f["path"]: f for f in files if isinstance(f, dict) and "path" in f}
+def _hostnames(hv: Mapping[str, Any], hostvars: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """Each broker host's hostname as its preflight read found it (None: not read)."""
+    names: dict[str, str | None] = {}
+    for node in hv.get("qsetup_broker_nodes") or ():
+        host = str(node["host"])
+        other = (hostvars or {}).get(host) if hostvars is not None and host in hostvars else None
+        read = (other or {}).get("qsetup_host") or {}
+        names[host] = str(read["hostname"]) if read.get("hostname") else None
+    return names
 
 
-def _same_meta(now: dict[str, Any], want: dict[str, Any]) -> bool:
-    return (
-        str(now.get("mode", "")).lstrip("0") == str(want.get("mode", "")).lstrip("0")
-        and now.get("pw_name") == want.get("owner")
-        and now.get("gr_name") == want.get("group")
-    )
-
-
-def qsetup_stale_files(
-    files: list[dict[str, Any]], found: dict[str, Any] | None, sums: dict[str, str]
-) -> list[str]:
-    """Destinations whose content, mode, owner or group differ from what qsetup renders."""
-    now = _found_by_path(found)
-    stale = []
-    for f in files:
-        cur = now.get(f["dest"])
-        if cur is None or cur.get("checksum") != sums.get(f["src"]) or not _same_meta(cur, f):
-            stale.append(f["dest"])
-    return stale
-
-
-def qsetup_stale_dirs(dirs: list[dict[str, Any]], found: dict[str, Any] | None) -> list[str]:
-    """Directories that are missing or have another mode, owner or group."""
-    now = _found_by_path(found)
-    stale = []
-    for d in dirs:
-        cur = now.get(d["path"])
-        if cur is None or not cur.get("isdir") or not _same_meta(cur, d):
-            stale.append(d["path"])
-    return stale
-
-
-def qsetup_stale_venvs(venvs: list[dict[str, Any]], found: dict[str, Any] | None) -> list[str]:
-    """Virtualenvs whose marker (what pip last installed there) differs from the plan."""
-    now = _found_by_path(found)
-    return [
-        v["name"] for v in venvs if (now.get(v["marker"]) or {}).get("checksum") != v["marker_sum"]
-    ]
-
-
-def _password_matches(user: dict[str, Any], password: str) -> bool:
-    from qsetup.converge.passwords import password_matches
-
-    return password_matches(user, password)
-
-
-def _tags(value: Any) -> set[str]:
-    if isinstance(value, list):
-        return {str(t) for t in value if t}
-    return {t for t in str(value or "").split(",") if t}
-
-
-def qsetup_broker_drift(
-    definitions: dict[str, Any] | None, wanted: dict[str, Any], secrets: dict[str, str]
+def qsetup_converge(
+    read: Mapping[str, Any], hv: Mapping[str, Any], hostvars: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Compare the broker's definitions with the plan; return what must be applied.
+    """What the preflight's read shows differs on this host, by ``converge.compare_host``.
 
-    Returns:
-        ``vhosts`` to create, ``users`` whose existence, tags or permissions differ,
-        ``passwords`` (user names) whose password differs, ``policies`` as
-        ``vhost/name`` keys, and ``guest`` (True when guest must be deleted).
+    ``read`` is what qsetup_host_facts returned; ``hv`` the host's variables
+    (``hostvars[inventory_hostname]``: the plan's, the files' checksums
+    ``qsetup_file_sums`` and the secrets ``qsetup_secret_values``); ``hostvars`` every
+    host's, for the hostnames the other broker nodes' reads found (the cluster's lines
+    in /etc/hosts). Returns ``clean`` (nothing a deploy changes), the missing
+    ``packages``, ``os_groups`` and ``os_users`` (names), the ``stale`` files'
+    destinations, ``stale_dirs``, ``stale_venvs`` (names), ``code_stale``,
+    ``units_down`` and ``units_failed`` (the services' units that are not running and
+    enabled, and those of them systemd holds failed), ``broker_unit_down``,
+    ``hosts_block`` (the cluster's lines in /etc/hosts, None for none) with
+    ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
+    ``converge.removals``) and ``differences`` (one line each, no secret).
     """
-    defs = definitions or {}
-    vhosts_now = {v.get("name") for v in defs.get("vhosts") or []}
-    users_now = {u.get("name"): u for u in defs.get("users") or []}
-    perms_now: dict[str, dict[str, tuple[str, str, str]]] = {}
-    for p in defs.get("permissions") or []:
-        perms_now.setdefault(p["user"], {})[p["vhost"]] = (p["configure"], p["write"], p["read"])
-    topics_now: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
-    for t in defs.get("topic_permissions") or []:
-        topics_now.setdefault(t["user"], {})[(t["vhost"], t["exchange"])] = (t["write"], t["read"])
-    policies_now = {(p.get("vhost"), p.get("name")): p for p in defs.get("policies") or []}
+    from qsetup.converge.compare import (
+        code_stale,
+        compare_host,
+        host_clean,
+        hosts_block_difference,
+        stale_dirs,
+        stale_files,
+        stale_venvs,
+        unit_difference,
+    )
+    from qsetup.converge.facts import HostFacts
+    from qsetup.converge.removals import removals
+    from qsetup.converge.target import HostTarget, hosts_block
 
-    users, passwords = [], []
-    for u in wanted.get("users") or []:
-        name = u["name"]
-        cur = users_now.get(name)
-        if cur is None:
-            users.append(name)
-            continue
-        perms = {
-            p["vhost"]: (p["configure_priv"], p["write_priv"], p["read_priv"])
-            for p in u.get("permissions") or []
-        }
-        if not perms:
-            # community.rabbitmq gives a user without permissions "^$" rights on "/".
-            perms = {"/": ("^$", "^$", "^$")}
-        topics = {
-            (t["vhost"], t["exchange"]): (t["write_priv"], t["read_priv"])
-            for t in u.get("topic_permissions") or []
-        }
-        if (
-            _tags(cur.get("tags")) != _tags(u.get("tags"))
-            or perms_now.get(name, {}) != perms
-            or topics_now.get(name, {}) != topics
-        ):
-            users.append(name)
-        if not _password_matches(cur, secrets.get(u["secret"], "")):
-            passwords.append(name)
-
-    policies = []
-    for p in wanted.get("policies") or []:
-        cur = policies_now.get((p["vhost"], p["name"]))
-        if (
-            cur is None
-            or cur.get("pattern") != p["pattern"]
-            or cur.get("apply-to") != p["apply_to"]
-            or int(cur.get("priority", 0)) != int(p["priority"])
-            or cur.get("definition") != p["definition"]
-        ):
-            policies.append(f"{p['vhost']}/{p['name']}")
-
+    host = str(hv.get("inventory_hostname") or read.get("hostname") or "")
+    facts = HostFacts.from_read(read)
+    target = HostTarget.from_plan(
+        host, hv, hv, hv.get("qsetup_file_sums") or {}, _hostnames(hv, hostvars)
+    )
+    differences = compare_host(target, facts, hv.get("qsetup_secret_values") or {})
+    services = [s for s in target.services if s.role != "broker"]
+    down = [s.unit for s in services if unit_difference(host, facts.unit(s.unit)) is not None]
     return {
-        "vhosts": [v for v in wanted.get("vhosts") or [] if v not in vhosts_now],
-        "users": users,
-        "passwords": passwords,
-        "policies": policies,
-        "guest": bool(wanted.get("delete_guest")) and "guest" in users_now,
+        "clean": host_clean(differences),
+        "packages": sorted(set(facts.packages) - facts.installed),
+        "os_groups": sorted(set(target.os_groups) - facts.groups),
+        "os_users": sorted(set(target.os_users) - facts.users),
+        "stale": [f.dest for f in stale_files(target.files, facts)],
+        "stale_dirs": [d.path for d in stale_dirs(target.dirs, facts)],
+        "stale_venvs": [v.name for v in stale_venvs(target, facts)],
+        "code_stale": code_stale(target, facts),
+        "units_down": down,
+        "units_failed": [u for u in down if facts.unit(u).active_state == "failed"],
+        "broker_unit_down": target.broker_node
+        and unit_difference(host, facts.unit("rabbitmq-server.service")) is not None,
+        "hosts_block": hosts_block(target, facts.hosts_block),
+        "hosts_block_stale": hosts_block_difference(target, facts) is not None,
+        "removals": removals(facts.manifest, target.manifest),
+        "differences": [d.line for d in differences if d.fixable],
     }
 
 
-def qsetup_broker_changes(
-    drift: dict[str, Any], wanted: dict[str, Any], removals: dict[str, Any]
+def qsetup_broker_apply(
+    definitions: Mapping[str, Any] | None,
+    wanted: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    removals: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """What qsetup_broker_objects applies: ``drift`` (qsetup_broker_drift) and the removals.
+    """What ``qsetup_broker_objects`` applies, by ``converge.broker``'s comparison.
 
-    Users whose existence, tags or permissions differ get their permissions set too; users
-    whose password alone differs get the password and tags. No password is in the result
+    ``definitions`` are the broker's (``/api/definitions``; None or empty when unread:
+    then everything is applied), ``wanted`` the plan's ``qsetup_broker``, ``removals``
+    what the inventory dropped (``qsetup_converge``'s ``removals``). No password is in the result
     (qsetup_broker_passwords gives them to the module's no_log argument).
     """
-    by_name = {u["name"]: u for u in wanted.get("users") or []}
-    users = []
-    for name in dict.fromkeys([*drift.get("users", []), *drift.get("passwords", [])]):
-        u = by_name[name]
-        full = name in drift.get("users", [])
-        # A user without permissions gets "^$" on "/" (what community.rabbitmq gave it,
-        # and what qsetup_broker_drift expects).
-        perms = u.get("permissions") or [
-            {"vhost": "/", "configure_priv": "^$", "write_priv": "^$", "read_priv": "^$"}
-        ]
-        users.append(
-            {
-                "name": name,
-                "tags": u.get("tags", ""),
-                "permissions": perms if full else None,
-                "topic_permissions": (u.get("topic_permissions") or []) if full else None,
-            }
-        )
-    keys = set(drift.get("policies") or [])
-    return {
-        "vhosts": list(drift.get("vhosts") or []),
-        "users": users,
-        "policies": [
-            p for p in wanted.get("policies") or [] if f"{p['vhost']}/{p['name']}" in keys
-        ],
-        "delete_guest": bool(drift.get("guest")),
-        "delete_users": [
-            u for u in removals.get("broker_users") or [] if u != wanted.get("admin_user")
-        ],
-        "delete_policies": list(removals.get("broker_policies") or []),
-        "delete_vhosts": list(removals.get("broker_vhosts") or []),
-    }
+    from qsetup.converge.broker import broker_changes, compare_definitions
+    from qsetup.converge.target import broker_from_plan
+
+    expected = broker_from_plan(wanted)
+    drift = compare_definitions(expected, definitions or {}, secrets)
+    return broker_changes(expected, drift, removals)
 
 
 def qsetup_broker_passwords(
@@ -210,30 +139,6 @@ def qsetup_marker_files(venv_results: list[dict[str, Any]]) -> list[dict[str, An
         for r in venv_results
         if "finished" in r
     ]
-
-
-def qsetup_units_in_state(
-    services: list[dict[str, Any]], states: dict[str, dict[str, str]] | None, active: str
-) -> list[str]:
-    """The services' units whose ActiveState (as the preflight read it) is ``active``."""
-    now = states or {}
-    return [s["unit"] for s in services if (now.get(s["unit"]) or {}).get("ActiveState") == active]
-
-
-def qsetup_units_not_running(
-    services: list[dict[str, Any]], states: dict[str, dict[str, str]] | None
-) -> list[dict[str, Any]]:
-    """Services whose unit the preflight did not see both active and enabled."""
-    now = states or {}
-    out = []
-    for s in services:
-        props = now.get(s["unit"]) or {}
-        if props.get("ActiveState") != "active" or props.get("UnitFileState") not in (
-            "enabled",
-            "enabled-runtime",
-        ):
-            out.append(s)
-    return out
 
 
 def qsetup_units_to_restart(
@@ -365,71 +270,11 @@ def qsetup_code_check_problems(check: dict[str, Any] | None) -> list[str]:
     return problems
 
 
-def qsetup_removals(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """What an earlier deploy recorded on the host that the inventory no longer has."""
-    from qsetup.converge.removals import removals
-
-    return removals(old, new)
-
-
 def qsetup_manifest_pending(new: dict[str, Any], removals: dict[str, Any]) -> dict[str, Any]:
     """The manifest to record before removals: the new one plus what is still to remove."""
     from qsetup.converge.removals import manifest_pending
 
     return manifest_pending(new, removals)
-
-
-def qsetup_host_clean(host: dict[str, Any], plan: dict[str, Any]) -> bool:
-    """True when the preflight's read shows nothing on this host differs from the plan.
-
-    ``host`` is what qsetup_host_facts returned; ``plan`` holds the host's planned files,
-    broker files, file checksums, directories, virtualenvs, code, OS users and groups,
-    services, broker state, secrets, manifest and removals. A clean host has nothing to
-    install, start, restart or remove, so a deploy can stop reading it after the preflight.
-    """
-    found = host.get("found") or {}
-    files = list(plan["files"]) + list(plan["broker_files"])
-    sums = plan["sums"]
-    if qsetup_stale_files(files, found, sums) or qsetup_stale_dirs(plan["dirs"], found):
-        return False
-    if qsetup_stale_venvs(plan["venvs"], found):
-        return False
-    if plan["ship_code"]:
-        by_path = _found_by_path(found)
-        tar = by_path.get(f"{plan['code_dir']}.tar") or {}
-        if tar.get("checksum") != sums.get("app.tar") or plan["code_dir"] not in by_path:
-            return False
-    if set(host.get("packages") or []) - set(host.get("installed") or []):
-        return False
-    if set(plan["os_groups"]) - set(host.get("groups") or []):
-        return False
-    if {u["user"] for u in plan["os_users"]} - set(host.get("users") or []):
-        return False
-    removals = plan["removals"]
-    if removals["any"] or qsetup_manifest_pending(plan["manifest"], removals) != host.get(
-        "manifest"
-    ):
-        return False
-    units = [s["unit"] for s in plan["services"]]
-    if plan["is_broker"]:
-        units.append("rabbitmq-server.service")
-    states = host.get("units") or {}
-    for unit in units:
-        props = states.get(unit) or {}
-        if props.get("ActiveState") != "active" or props.get("UnitFileState") != "enabled":
-            return False
-    if plan["is_broker"]:
-        definitions = host.get("definitions")
-        if not definitions:
-            return False
-        drift = qsetup_broker_drift(definitions, plan["broker"], plan["secrets"])
-        if drift["guest"] or any(drift[k] for k in ("vhosts", "users", "passwords", "policies")):
-            return False
-        # Every node of the cluster (one for a single node) known and running.
-        cluster = host.get("cluster") or []
-        if len(cluster) != plan.get("cluster_size", 1) or not all(n["running"] for n in cluster):
-            return False
-    return True
 
 
 class FilterModule:
@@ -438,23 +283,16 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         """Name the filters."""
         return {
-            "qsetup_stale_files": qsetup_stale_files,
-            "qsetup_stale_dirs": qsetup_stale_dirs,
-            "qsetup_stale_venvs": qsetup_stale_venvs,
-            "qsetup_broker_drift": qsetup_broker_drift,
+            "qsetup_converge": qsetup_converge,
+            "qsetup_broker_apply": qsetup_broker_apply,
+            "qsetup_broker_passwords": qsetup_broker_passwords,
+            "qsetup_manifest_pending": qsetup_manifest_pending,
+            "qsetup_services_of_stale": qsetup_services_of_stale,
+            "qsetup_marker_files": qsetup_marker_files,
             "qsetup_units_to_restart": qsetup_units_to_restart,
             "qsetup_node_name": qsetup_node_name,
             "qsetup_ping_answered": qsetup_ping_answered,
             "qsetup_silent_units": qsetup_silent_units,
             "qsetup_journal_tail": qsetup_journal_tail,
             "qsetup_code_check_problems": qsetup_code_check_problems,
-            "qsetup_removals": qsetup_removals,
-            "qsetup_services_of_stale": qsetup_services_of_stale,
-            "qsetup_marker_files": qsetup_marker_files,
-            "qsetup_broker_changes": qsetup_broker_changes,
-            "qsetup_broker_passwords": qsetup_broker_passwords,
-            "qsetup_units_in_state": qsetup_units_in_state,
-            "qsetup_host_clean": qsetup_host_clean,
-            "qsetup_units_not_running": qsetup_units_not_running,
-            "qsetup_manifest_pending": qsetup_manifest_pending,
         }

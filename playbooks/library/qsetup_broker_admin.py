@@ -119,7 +119,7 @@ def _with_rabbitmqctl(module: AnsibleModule, user: str, password: str) -> None:
         rc, out, err = module.run_command(["rabbitmqctl", *args], data=data)
         if rc != 0:
             raise RuntimeError(f"rabbitmqctl {args[0]} failed (exit {rc}): {err.strip()[-300:]}")
-        return out
+        return str(out)
 
     listed = ctl("list_users", "--quiet", "--no-table-headers")
     exists = user in {line.split()[0] for line in listed.splitlines() if line.split()}
@@ -150,7 +150,7 @@ def main() -> None:
                 if not unit:
                     return False
                 rc, _out, _err = module.run_command(["systemctl", "is-failed", "--quiet", unit])
-                return rc == 0
+                return bool(rc == 0)
 
             wait_for_port(port, wait, failed, unit or "")
         try:

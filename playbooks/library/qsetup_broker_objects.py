@@ -1,10 +1,11 @@
 #!/usr/bin/python
 """Ansible module: apply what differs on the broker, through its management API, at once.
 
-definitions.yml reads the broker's definitions once and a filter (qsetup_broker_changes)
-turns the difference into this module's arguments; the module makes the calls in one
-round trip: vhosts, users (password, tags, permissions, topic permissions), policies,
-then the deletions (guest, the users, policies and vhosts the inventory dropped).
+definitions.yml reads the broker's definitions once and a filter (qsetup_broker_apply,
+over qsetup.converge) turns the difference into this module's arguments; the module
+makes the calls in one round trip: vhosts, users (password, tags, permissions, topic
+permissions), policies, then the deletions (guest, the users, policies and vhosts the
+inventory dropped).
 Ansible's community.rabbitmq modules did the same with one module run per object
 (about 0.5 s each on a small host). Passwords go in the request bodies of calls to
 127.0.0.1 only, from a no_log argument; the result names objects, never a password.
@@ -39,7 +40,7 @@ options:
     required: true
     no_log: true
   changes:
-    description: What to apply (the qsetup_broker_changes filter's output; no passwords).
+    description: What to apply (the qsetup_broker_apply filter's output; no passwords).
     type: dict
     required: true
   passwords:

@@ -66,7 +66,8 @@ def _install(module: AnsibleModule, names: list[str]) -> tuple[int, str, str]:
         f"DPkg::Lock::Timeout={module.params['lock_timeout']}",
         *names,
     ]
-    return module.run_command(argv, environ_update=ENV)
+    rc, out, err = module.run_command(argv, environ_update=ENV)
+    return int(rc), str(out), str(err)
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def read_queues(run: Run) -> tuple[list[tuple[str, dict[str, Any]]], str]:
     rc, out, err = run(["rabbitmqctl", "list_vhosts", "--quiet", "--formatter", "json", "name"])
     if rc != 0:
         return [], f"rabbitmqctl list_vhosts failed: {(err or out).strip()}"
-    found = []
+    found: list[tuple[str, dict[str, Any]]] = []
     for vhost in (str(v.get("name")) for v in parse_json_list(out)):
         argv = ["rabbitmqctl", "list_queues", "--quiet", "-p", vhost, "--formatter", "json"]
         rc, out, err = run([*argv, "name", "type", "members", "online"])

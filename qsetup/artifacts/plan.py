@@ -19,6 +19,7 @@ from typing import Any
 
 from qsetup.artifacts.manifest import MANIFEST_PATH, host_manifests
 from qsetup.artifacts.render import Artifact
+from qsetup.desired.broker import permission_vars, policy_vars, topic_permission_vars
 from qsetup.desired.state import (
     APP_SHIM,
     CELERY_APT_MARK,
@@ -124,38 +125,12 @@ def _broker_vars(inv: Inventory) -> dict[str, Any]:
                 "name": u.name,
                 "secret": u.secret,
                 "tags": ",".join(u.tags),
-                "permissions": [
-                    {
-                        "vhost": p.vhost,
-                        "configure_priv": p.configure,
-                        "write_priv": p.write,
-                        "read_priv": p.read,
-                    }
-                    for p in u.permissions
-                ],
-                "topic_permissions": [
-                    {
-                        "vhost": t.vhost,
-                        "exchange": t.exchange,
-                        "write_priv": t.write,
-                        "read_priv": t.read,
-                    }
-                    for t in u.topic_permissions
-                ],
+                "permissions": [permission_vars(p) for p in u.permissions],
+                "topic_permissions": [topic_permission_vars(t) for t in u.topic_permissions],
             }
             for u in state.users
         ],
-        "policies": [
-            {
-                "name": p.name,
-                "vhost": p.vhost,
-                "pattern": p.pattern,
-                "apply_to": p.apply_to,
-                "priority": p.priority,
-                "definition": dict(p.definition),
-            }
-            for p in state.policies
-        ],
+        "policies": [policy_vars(p) for p in state.policies],
         "delete_guest": state.delete_guest,
         "port": state.port,
         "management_port": state.management_port,

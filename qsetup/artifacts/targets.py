@@ -105,13 +105,23 @@ def plan_hosts(
     )
 
 
-def host_targets(plans: HostPlans) -> dict[str, HostTarget]:
-    """What belongs on each host, typed for the comparison."""
+def host_targets(
+    plans: HostPlans, hostnames: Mapping[str, str | None] | None = None
+) -> dict[str, HostTarget]:
+    """What belongs on each host, typed for the comparison.
+
+    ``hostnames``: what each host's read found (a cluster's /etc/hosts lines name them).
+    """
     common = plans.common
     return {
-        host: HostTarget.from_plan(host, plans.hostvars(host), common, plans.sums)
+        host: HostTarget.from_plan(host, plans.hostvars(host), common, plans.sums, hostnames)
         for host in plans.ansible_inventory["all"]["hosts"]
     }
+
+
+def read_hostnames(facts: Mapping[str, Mapping[str, Any] | None]) -> dict[str, str | None]:
+    """Each host's hostname from its read (None where the read did not answer)."""
+    return {h: (str(f.get("hostname") or "") or None) if f else None for h, f in facts.items()}
 
 
 def read_params(

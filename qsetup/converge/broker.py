@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qsetup.converge.passwords import password_matches
-from qsetup.desired.state import NO_RIGHTS, BrokerPolicy, BrokerState
+from qsetup.desired.broker import (
+    NO_RIGHTS,
+    BrokerPolicy,
+    BrokerState,
+    permission_vars,
+    policy_vars,
+    topic_permission_vars,
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,8 @@ def compare_broker(
     ``passwords`` (user -> whether the broker's hash matches the secrets file; None: not
     checked) adds a ``password`` line per user whose hash does not match;
     ``guest`` is drift unless ``broker.delete_guest`` is false; a permission that grants
-    nothing (``^$`` three times) counts as no permission. A missing user or vhost is one
+    nothing (``^$`` three times) counts as no permission unless the inventory lists it
+    (it still gives access to the vhost's management views). A missing user or vhost is one
     line, not one more per permission or policy in it.
     """
     want_users = {u.name: frozenset(u.tags) for u in expected.users}
@@ -255,26 +263,8 @@ def broker_changes(
                 {
                     "name": u.name,
                     "tags": ",".join(u.tags),
-                    "permissions": [
-                        {
-                            "vhost": p.vhost,
-                            "configure_priv": p.configure,
-                            "write_priv": p.write,
-                            "read_priv": p.read,
-                        }
-                        for p in u.permissions
-                    ]
-                    if full
-                    else None,
-                    "topic_permissions": [
-                        {
-                            "vhost": t.vhost,
-                            "exchange": t.exchange,
-                            "write_priv": t.write,
-                            "read_priv": t.read,
-                        }
-                        for t in u.topic_permissions
-                    ]
+                    "permissions": [permission_vars(p) for p in u.permissions] if full else None,
+                    "topic_permissions": [topic_permission_vars(t) for t in u.topic_permissions]
                     if full
                     else None,
                 }
@@ -285,16 +275,7 @@ def broker_changes(
         "vhosts": vhosts,
         "users": users,
         "policies": [
-            {
-                "name": p.name,
-                "vhost": p.vhost,
-                "pattern": p.pattern,
-                "apply_to": p.apply_to,
-                "priority": p.priority,
-                "definition": dict(p.definition),
-            }
-            for p in expected.policies
-            if f"{p.vhost}/{p.name}" in policies
+            policy_vars(p) for p in expected.policies if f"{p.vhost}/{p.name}" in policies
         ],
         "delete_guest": any(d.kind == "user" and d.name == "guest" for d in rows),
         "delete_users": [u for u in removals.get("broker_users") or [] if u != expected.admin_user],
@@ -336,17 +317,19 @@ def _rights_drift(
 def _permission_drift(
     expected: BrokerState, permissions: Iterable[Permission], here: Callable[[str, str], bool]
 ) -> list[Drift]:
+    # A row that grants nothing still gives access to its vhost (Flower's API user reads
+    # queue stats so): one the inventory lists must be there; one it does not list (what
+    # community.rabbitmq gave a user without rights) is no drift.
     want: _Rights = {
         (u.name, p.vhost): (p.configure, p.write, p.read)
         for u in expected.users
         for p in u.permissions
-        if (p.configure, p.write, p.read) != (NOTHING,) * 3
     }
     managed = {u.name for u in expected.users}
     have: _Rights = {
         (p.user, p.vhost): (p.configure, p.write, p.read)
         for p in permissions
-        if p.user in managed and not p.grants_nothing
+        if p.user in managed and (not p.grants_nothing or (p.user, p.vhost) in want)
     }
     return _rights_drift("permission", want, have, here, lambda k: f"{k[0]}@{k[1]}", _perm)
 

@@ -17,7 +17,7 @@ from typing import Any
 from qsetup.converge.broker import broker_changes, compare_definitions, fixable
 from qsetup.converge.facts import FileFact, HostFacts, UnitFact
 from qsetup.converge.removals import manifest_pending, removals
-from qsetup.converge.target import DirTarget, FileTarget, HostTarget, VenvTarget
+from qsetup.converge.target import DirTarget, FileTarget, HostTarget, VenvTarget, hosts_block
 
 LEAVE = "leave"
 """The fix of a difference deploy does not change (something qsetup never installed)."""
@@ -31,13 +31,13 @@ class Difference:
     kind: str
     """preflight (the host cannot be deployed: its release, a package version), package,
     os_user, os_group, dir, file, venv, code, unit, removal, manifest, unmanaged,
-    leftover, broker, broker_api or cluster."""
+    leftover, broker, broker_api, cluster or hosts_block."""
     obj: str
     """The object: a path, a unit, a package, a user, a broker object."""
     detail: str
     fix: str
     """What deploy does about it (install, create, build, start, enable, remove,
-    record, set, join; ``refuse`` for a preflight problem), or ``leave``."""
+    record, set, join, write; ``refuse`` for a preflight problem), or ``leave``."""
 
     @property
     def fixable(self) -> bool:
@@ -311,6 +311,31 @@ def _broker_differences(
     return out
 
 
+HOSTS_FILE = "/etc/hosts"
+
+
+def hosts_block_difference(target: HostTarget, facts: HostFacts) -> Difference | None:
+    """How the cluster's block in /etc/hosts differs from the nodes' names (None: it does not).
+
+    Compared on broker nodes whose read looked for the block: a cluster's node needs every
+    node's line (hand-edited or missing lines are a difference); a single node needs none.
+    """
+    if not target.broker_node or not facts.hosts_block_read:
+        return None
+    want = hosts_block(target, facts.hosts_block)
+    have = facts.hosts_block
+    if want == have:
+        return None
+    obj = f"{HOSTS_FILE} (the RabbitMQ cluster's lines)"
+    if want is None:
+        detail = "holds cluster lines though the broker is a single node; run qsetup deploy"
+    elif have is None:
+        detail = "missing; the cluster's nodes cannot resolve each other; run qsetup deploy"
+    else:
+        detail = "differs from the cluster's nodes and addresses; run qsetup deploy"
+    return Difference(target.host, "hosts_block", obj, detail, "write")
+
+
 def compare_host(
     target: HostTarget,
     facts: HostFacts,
@@ -328,6 +353,7 @@ def compare_host(
         Difference(target.host, "preflight", "host", f"{p}; deploy refuses this host", "refuse")
         for p in facts.problems
     )
+    hosts = hosts_block_difference(target, facts)
     return (
         *refused,
         *_account_differences(target, facts),
@@ -335,6 +361,7 @@ def compare_host(
         *_unit_differences(target, facts, gone, siblings),
         *_removal_differences(target, facts, gone),
         *_broker_differences(target, facts, secrets),
+        *([hosts] if hosts else []),
     )
 
 

@@ -116,6 +116,9 @@ class HostFacts:
     """Every ``qsetup-*`` unit systemd knows there (loaded, enabled, or linked)."""
     manifest: Mapping[str, Any] = field(default_factory=dict)
     hosts_block: str | None = None
+    """The cluster's lines in /etc/hosts, None when there is no such block."""
+    hosts_block_read: bool = False
+    """Whether the read looked for that block (it does on broker nodes)."""
     definitions: Mapping[str, Any] | None = None
     """The broker's definitions (a broker node; None when its API did not answer)."""
     cluster: tuple[ClusterNode, ...] | None = None
@@ -162,6 +165,7 @@ class HostFacts:
             discovered=tuple(str(u) for u in data.get("discovered") or ()),
             manifest=dict(data.get("manifest") or {}),
             hosts_block=data.get("hosts_block"),
+            hosts_block_read="hosts_block" in data,
             definitions=definitions if isinstance(definitions, dict) else None,
             cluster=(
                 tuple(ClusterNode(str(n["name"]), bool(n["running"])) for n in cluster)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsetup.desired.state import (
+from qsetup.desired.broker import (
     BrokerAccount,
     BrokerPermission,
     BrokerPolicy,
@@ -83,13 +83,25 @@ class HostTarget:
     """The broker's objects, on the node that manages them (the first broker node)."""
     broker_node: bool = False
     cluster_size: int = 1
+    cluster_hosts: tuple[tuple[str, str | None], ...] = ()
+    """On a node of a cluster: each node's (address, hostname) for the cluster's block in
+    /etc/hosts; a hostname is None when its host's read is not known (a host that is down)."""
     manifest: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_plan(
-        cls, host: str, hv: Mapping[str, Any], common: Mapping[str, Any], sums: Mapping[str, str]
+        cls,
+        host: str,
+        hv: Mapping[str, Any],
+        common: Mapping[str, Any],
+        sums: Mapping[str, str],
+        hostnames: Mapping[str, str | None] | None = None,
     ) -> HostTarget:
-        """From a host's plan variables, the plan's shared ones and the files' checksums."""
+        """From a host's plan variables, the plan's shared ones and the files' checksums.
+
+        ``hostnames`` maps broker hosts to the hostname their read found (the names the
+        cluster's nodes reach each other by); a broker host missing there is unknown.
+        """
         files = tuple(
             FileTarget(
                 dest=str(f["dest"]),
@@ -114,6 +126,7 @@ class HostTarget:
         if is_broker:
             services.insert(0, ServiceTarget("rabbitmq-server.service", "broker"))
         primary = bool(hv.get("qsetup_is_broker_primary"))
+        nodes = list(common.get("qsetup_broker_nodes") or ())
         return cls(
             host=host,
             files=files,
@@ -132,7 +145,12 @@ class HostTarget:
             services=tuple(services),
             broker=broker_from_plan(common["qsetup_broker"]) if primary else None,
             broker_node=is_broker,
-            cluster_size=max(1, len(common.get("qsetup_broker_nodes") or ())),
+            cluster_size=max(1, len(nodes)),
+            cluster_hosts=tuple(
+                (str(n["address"]), (hostnames or {}).get(str(n["host"])) or None) for n in nodes
+            )
+            if is_broker and len(nodes) > 1
+            else (),
             manifest=dict(hv.get("qsetup_manifest") or {}),
         )
 
@@ -180,3 +198,25 @@ def _account(u: Mapping[str, Any]) -> BrokerAccount:
             for t in u.get("topic_permissions") or ()
         ),
     )
+
+
+def hosts_block(target: HostTarget, current: str | None) -> str | None:
+    """The cluster's lines in /etc/hosts (between qsetup's markers), or None for no block.
+
+    One line per node: ``<address> <hostname> [<short name>]`` (nodes reach each other as
+    ``rabbit@<short hostname>``). A node whose hostname is unknown (its host is down) keeps
+    its line from ``current``, the block the host holds now, so a node that is down for a
+    while still resolves when it comes back.
+    """
+    if not target.cluster_hosts:
+        return None
+    kept = {line.split()[0]: line for line in (current or "").splitlines() if line.split()}
+    lines = []
+    for address, name in target.cluster_hosts:
+        if name is None:
+            if address in kept:
+                lines.append(kept[address])
+            continue
+        short = f" {name.split('.')[0]}" if "." in name else ""
+        lines.append(f"{address} {name}{short}")
+    return "\n".join(lines)

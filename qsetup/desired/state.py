@@ -10,6 +10,14 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from qsetup.desired.broker import (
+    NO_RIGHTS,
+    BrokerAccount,
+    BrokerPermission,
+    BrokerPolicy,
+    BrokerState,
+    BrokerTopicPermission,
+)
 from qsetup.desired.names import expand_node_name
 from qsetup.inventory.fields import ADMIN_SECRET as ADMIN_SECRET
 from qsetup.inventory.fields import ADMIN_USER as ADMIN_USER
@@ -371,71 +379,6 @@ def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
 
 # --- broker ---------------------------------------------------------------------------
 
-NO_RIGHTS = "^$"
-"""RabbitMQ's "matches nothing" pattern."""
-
-PolicyValue = str | int | bool
-
-
-@dataclass(frozen=True)
-class BrokerPermission:
-    """A user's configure/write/read rights on one vhost."""
-
-    vhost: str
-    configure: str
-    write: str
-    read: str
-
-
-@dataclass(frozen=True)
-class BrokerTopicPermission:
-    """A user's write/read rights on one topic exchange of one vhost."""
-
-    vhost: str
-    exchange: str
-    write: str
-    read: str
-
-
-@dataclass(frozen=True)
-class BrokerAccount:
-    """A broker user as deploy sets it up (its password stays in the secrets file)."""
-
-    name: str
-    secret: str
-    """The name of the secret holding its password, never the password."""
-    tags: tuple[str, ...]
-    permissions: tuple[BrokerPermission, ...]
-    topic_permissions: tuple[BrokerTopicPermission, ...] = ()
-
-
-@dataclass(frozen=True)
-class BrokerPolicy:
-    """A policy on one vhost."""
-
-    name: str
-    vhost: str
-    pattern: str
-    apply_to: str
-    priority: int
-    definition: tuple[tuple[str, PolicyValue], ...]
-    """The policy's keys and values, in the inventory's order."""
-
-
-@dataclass(frozen=True)
-class BrokerState:
-    """Everything deploy manages on the broker; status compares the broker with it."""
-
-    vhosts: tuple[str, ...]
-    users: tuple[BrokerAccount, ...]
-    """qsetup's administrator first, then the inventory's users, then Flower's API user."""
-    policies: tuple[BrokerPolicy, ...]
-    delete_guest: bool
-    port: int
-    management_port: int
-    admin_user: str = ADMIN_USER
-    admin_secret: str = ADMIN_SECRET
-
 
 def broker_admin_password(inv: Inventory, secrets: Secrets) -> str:
     """The password of qsetup's own broker administrator (``qsetup-admin``).
@@ -505,4 +448,6 @@ def broker_state(inv: Inventory) -> BrokerState:
         delete_guest=broker.delete_guest,
         port=broker.port,
         management_port=broker.management_port,
+        admin_user=ADMIN_USER,
+        admin_secret=ADMIN_SECRET,
     )

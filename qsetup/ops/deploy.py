@@ -21,6 +21,7 @@ from qsetup.artifacts.targets import (
     HostPlans,
     host_targets,
     plan_hosts,
+    read_hostnames,
     read_params,
     secret_values,
 )
@@ -248,6 +249,7 @@ def read_differences(
     }
     seconds = float(min(inv.ssh.connect_timeout, 10))
     outcomes: dict[str, Outcome] = read_round(loaded, seconds, params)
-    hosts = assemble_hosts(inv, outcomes, host_targets(plans), secrets)
+    hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})
+    hosts = assemble_hosts(inv, outcomes, host_targets(plans, hostnames), secrets)
     differences = tuple(d for h in hosts.values() for d in h.differences)
     return differences, all(h.reachable for h in hosts.values())

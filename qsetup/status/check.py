@@ -12,7 +12,13 @@ from functools import partial
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from qsetup.artifacts.targets import host_targets, plan_hosts, read_params, secret_values
+from qsetup.artifacts.targets import (
+    host_targets,
+    plan_hosts,
+    read_hostnames,
+    read_params,
+    secret_values,
+)
 from qsetup.artifacts.tls import prepare as prepare_tls
 from qsetup.desired.state import ADMIN_SECRET
 from qsetup.inventory.loader import LoadedInventory
@@ -97,7 +103,8 @@ def read_hosts(loaded: LoadedInventory, seconds: float) -> dict[str, HostStatus]
         h: read_params(plans.hostvars(h), plans.common, secrets[ADMIN_SECRET]) for h in inv.hosts
     }
     outcomes = read_round(loaded, seconds, params)
-    return assemble_hosts(inv, outcomes, host_targets(plans), secrets)
+    hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})
+    return assemble_hosts(inv, outcomes, host_targets(plans, hostnames), secrets)
 
 
 def check_status(

@@ -1,7 +1,8 @@
 """The broker module (playbooks/library/qsetup_broker_objects.py) with its filters.
 
 A fake management API keeps definitions the way RabbitMQ reports them; after the
-module applies what qsetup_broker_drift found, the drift read again is empty.
+module applies what qsetup_broker_apply (qsetup.converge's comparison) found, the
+comparison of the definitions read again finds nothing.
 """
 
 from __future__ import annotations
@@ -80,8 +81,7 @@ class FakeApi:
 def _converge(defs: dict[str, Any], removals: dict[str, Any] | None = None) -> FakeApi:
     api = FakeApi(defs)
     removals = removals or {}
-    drift = filters.qsetup_broker_drift(defs, WANTED, SECRETS)
-    changes = filters.qsetup_broker_changes(drift, WANTED, removals)
+    changes = filters.qsetup_broker_apply(defs, WANTED, SECRETS, removals)
     passwords = filters.qsetup_broker_passwords(changes, WANTED, SECRETS)
     assert all(pw not in repr(changes) for pw in SECRETS.values()), "no password in changes"
     objects.apply_changes(api, changes, passwords)
@@ -97,7 +97,7 @@ def test_an_empty_broker_converges_in_one_call() -> None:
         "policies": [],
     }
     _converge(defs)
-    assert filters.qsetup_broker_drift(defs, WANTED, SECRETS) == NO_DRIFT
+    assert filters.qsetup_broker_apply(defs, WANTED, SECRETS, {}) == NO_DRIFT
     assert {u["name"] for u in defs["users"]} == {"app", "ops"}
 
 
@@ -110,7 +110,7 @@ def test_every_kind_of_drift_converges_and_a_matching_broker_gets_no_call() -> N
     )
     defs["policies"][0]["definition"] = {"max-length": 11}
     _converge(defs)
-    assert filters.qsetup_broker_drift(defs, WANTED, SECRETS) == NO_DRIFT
+    assert filters.qsetup_broker_apply(defs, WANTED, SECRETS, {}) == NO_DRIFT
     assert [p["vhost"] for p in defs["permissions"] if p["user"] == "app"] == ["app"]
     assert _converge(defs).calls == []
 
@@ -120,8 +120,7 @@ def test_dropped_objects_are_deleted_once_and_the_administrator_never() -> None:
     defs["users"].append({"name": "old", "password_hash": "x", "tags": []})
     removals = {"broker_users": ["old", "qsetup-admin"], "broker_policies": ["app/gone"]}
     wanted = {**WANTED, "admin_user": "qsetup-admin"}
-    drift = filters.qsetup_broker_drift(defs, wanted, SECRETS)
-    changes = filters.qsetup_broker_changes(drift, wanted, removals)
+    changes = filters.qsetup_broker_apply(defs, wanted, SECRETS, removals)
     assert changes["delete_users"] == ["old"]
     api = FakeApi(defs)
     assert objects.apply_changes(api, changes, {}) == ["user old deleted"]

@@ -12,15 +12,16 @@ from unitdata import FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
 from qsetup.converge.broker import broker_changes, compare_definitions
 from qsetup.converge.compare import LEAVE, compare_host, host_clean
-from qsetup.converge.facts import FileFact, HostFacts, UnitFact
+from qsetup.converge.facts import ClusterNode, FileFact, HostFacts, UnitFact
 from qsetup.converge.target import (
     FileTarget,
     HostTarget,
     ServiceTarget,
     VenvTarget,
     broker_from_plan,
+    hosts_block,
 )
-from qsetup.desired.state import (
+from qsetup.desired.broker import (
     BrokerAccount,
     BrokerPermission,
     BrokerPolicy,
@@ -126,6 +127,61 @@ def test_a_leftover_unit_without_a_file_is_named() -> None:
     assert "not-found" in diffs[0].detail
 
 
+NODES = (("10.0.0.1", "m1"), ("10.0.0.2", "m2.example"))
+BLOCK = "10.0.0.1 m1\n10.0.0.2 m2.example m2"
+
+
+def cluster_node(**changes: Any) -> HostTarget:
+    return replace(target(), **{"broker_node": True, "cluster_size": 2, "cluster_hosts": NODES,
+                                **changes})  # fmt: skip
+
+
+def test_the_cluster_block_in_etc_hosts_is_its_own_difference() -> None:
+    running_cluster = dict(facts().units, **{"rabbitmq-server.service": running("rabbitmq")})
+    node = cluster_node(
+        services=(*target().services, ServiceTarget("rabbitmq-server.service", "broker"))
+    )
+    here = facts(units=running_cluster, cluster=(ClusterNode("a", True), ClusterNode("b", True)))
+    assert hosts_block(node, None) == BLOCK
+    assert compare_host(node, replace(here, hosts_block=BLOCK, hosts_block_read=True), {}) == ()
+    for block in (None, BLOCK.replace("m2.example m2", "m2.example"), BLOCK + "\n10.0.0.3 x"):
+        diffs = compare_host(node, replace(here, hosts_block=block, hosts_block_read=True), {})
+        assert [(d.kind, d.fix) for d in diffs] == [("hosts_block", "write")]
+        assert diffs[0].line.startswith("w1: /etc/hosts (the RabbitMQ cluster's lines): ")
+        assert not host_clean(diffs)
+    # A read that did not look for the block (no marker given) decides nothing about it.
+    assert compare_host(node, here, {}) == ()
+
+
+def test_a_single_broker_node_needs_no_cluster_block() -> None:
+    single = replace(target(), broker_node=True)
+    assert hosts_block(single, BLOCK) is None
+    left = compare_host(single, facts(hosts_block=BLOCK, hosts_block_read=True), {})
+    assert [(d.kind, d.detail.split(";")[0]) for d in left] == [
+        ("hosts_block", "holds cluster lines though the broker is a single node")
+    ]
+    assert compare_host(single, facts(hosts_block=None, hosts_block_read=True), {}) == ()
+
+
+def test_a_node_whose_hostname_is_unknown_keeps_its_line() -> None:
+    down = cluster_node(cluster_hosts=(NODES[0], ("10.0.0.2", None)))
+    assert hosts_block(down, BLOCK) == BLOCK
+    assert hosts_block(down, None) == "10.0.0.1 m1"
+
+
+def test_the_block_lines_come_from_the_plan_and_the_reads_hostnames() -> None:
+    hv = {"qsetup_is_broker": True}
+    common = {"qsetup_broker_nodes": [{"host": "a", "address": "10.0.0.1"},
+                                      {"host": "b", "address": "10.0.0.2"}]}  # fmt: skip
+    t = HostTarget.from_plan("a", hv, common, {}, {"a": "m1", "b": "m2.example"})
+    assert (t.cluster_hosts, hosts_block(t, None)) == (NODES, BLOCK)
+    assert HostTarget.from_plan("a", hv, common, {}).cluster_hosts == (
+        ("10.0.0.1", None),
+        ("10.0.0.2", None),
+    )
+    assert HostTarget.from_plan("a", {}, common, {}, {"a": "m1"}).cluster_hosts == ()
+
+
 def _hash(password: str, salt: bytes = b"salt") -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
@@ -141,6 +197,8 @@ STATE = BrokerState(
     delete_guest=True,
     port=5672,
     management_port=15672,
+    admin_user="qsetup-admin",
+    admin_secret="rabbitmq-user-qsetup-admin",
 )
 SECRETS = {"rabbitmq-user-shop": "right-password"}
 
@@ -182,6 +240,39 @@ def test_an_edited_policy_is_drift_and_deploy_sets_it() -> None:
     drift = compare_definitions(STATE, definitions(max_length=99), SECRETS)
     assert [(d.kind, d.name, d.state) for d in drift] == [("policy", "shop/limits", "differs")]
     assert [p["name"] for p in broker_changes(STATE, drift, {})["policies"]] == ["limits"]
+
+
+def test_a_listed_permission_that_grants_nothing_must_be_there() -> None:
+    # Flower's API user has "^$" rights on the app's vhost: they give it the vhost's
+    # queue stats, so a deleted row is drift that deploy puts back.
+    state = replace(
+        STATE,
+        users=(
+            *STATE.users,
+            BrokerAccount(
+                "flower", "s-flower", ("monitoring",), (BrokerPermission("shop", "^$", "^$", "^$"),)
+            ),  # fmt: skip
+        ),
+    )
+    defs = definitions()
+    defs["users"].append({"name": "flower", "tags": ["monitoring"]})
+    defs["permissions"].append(
+        {"user": "flower", "vhost": "shop", "configure": "^$", "write": "^$", "read": "^$"}
+    )
+    assert compare_definitions(state, defs, SECRETS) == []
+    defs["permissions"].pop()
+    drift = compare_definitions(state, defs, SECRETS)
+    assert [(d.kind, d.name, d.state) for d in drift] == [("permission", "flower@shop", "missing")]
+    changes = broker_changes(state, drift, {})
+    assert [(u["name"], len(u["permissions"])) for u in changes["users"]] == [("flower", 1)]
+    # An unlisted row that grants nothing (what community.rabbitmq gave) is no drift.
+    defs["permissions"].append(
+        {"user": "shop", "vhost": "/", "configure": "^$", "write": "^$", "read": "^$"}
+    )
+    defs["permissions"].append(
+        {"user": "flower", "vhost": "shop", "configure": "^$", "write": "^$", "read": "^$"}
+    )
+    assert compare_definitions(state, defs, SECRETS) == []
 
 
 def test_a_deleted_vhost_brings_back_its_users_rights_and_policies() -> None:

@@ -9,7 +9,8 @@ from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS,
 
 from qsetup.artifacts.plan import _broker_vars
 from qsetup.converge.broker import Drift, Permission, Policy, TopicPermission, compare_broker
-from qsetup.desired.state import BrokerState, broker_state
+from qsetup.desired.broker import BrokerState
+from qsetup.desired.state import broker_state
 from qsetup.inventory.loader import load_inventory
 from qsetup.inventory.model import Inventory
 from qsetup.status.broker import broker_problems, failed_broker, parse_api
