@@ -61,6 +61,11 @@ options:
     description: Debian packages whose installed version is reported.
     type: list
     required: false
+  check_candidates:
+    description: For a planned package that is missing, ask apt whether it can install it
+      (refreshing package lists older than a day).
+    type: bool
+    default: true
   hosts_marker:
     description: The blockinfile marker of the cluster's lines in /etc/hosts.
     type: str
@@ -93,6 +98,7 @@ def main() -> None:
             "executables": {"type": "list", "elements": "str", "required": False, "default": []},
             "dists": {"type": "list", "elements": "dict", "required": False, "default": []},
             "deb_versions": {"type": "list", "elements": "str", "required": False, "default": []},
+            "check_candidates": {"type": "bool", "required": False, "default": True},
             "min_versions": {
                 "type": "list",
                 "elements": "dict",

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from qsetup.artifacts.manifest import MANIFEST_PATH, host_manifests
+from qsetup.artifacts.readparams import read_params
 from qsetup.artifacts.render import Artifact
 from qsetup.desired.broker import permission_vars, policy_vars, topic_permission_vars
 from qsetup.desired.state import (
@@ -322,32 +323,35 @@ def build_ansible_inventory(
         )
         hosts[name] = hv
     service_hosts = {n: None for n, p in plans.items() if p.services}
+    common = {
+        "qsetup_app_name": inv.app.name,
+        "qsetup_releases": dict(RELEASES),
+        "qsetup_venv_apt": sorted(VENV_APT),
+        # blockinfile's marker text around the cluster's /etc/hosts lines; the
+        # preflight reads the block between the same markers.
+        "qsetup_hosts_marker": "qsetup: RabbitMQ cluster nodes",
+        "qsetup_manifest_path": MANIFEST_PATH,
+        "qsetup_code_dir": str(code_dir(inv)),
+        "qsetup_app_shim": APP_SHIM,
+        "qsetup_shim_dir": str(SHIM_DIR),
+        "qsetup_broker": _broker_vars(inv),
+        # Each node's inventory name and address; the first is where users,
+        # vhosts and policies are managed, and the others join its cluster.
+        # A queue's type cannot change: the preflight refuses a consumed queue
+        # that exists with another type (see roles/preflight).
+        "qsetup_queue_type": queue_type(inv),
+        "qsetup_consumed_queues": [
+            {"vhost": v, "name": n, "groups": list(g)} for (v, n), g in consumed_queues(inv).items()
+        ],
+        "qsetup_broker_nodes": [{"host": h, "address": a} for h, a in broker_nodes(inv)],
+    }
+    for hv in hosts.values():
+        # The preflight's read asks what status asks (the admin's password is added there).
+        hv["qsetup_read_params"] = read_params(hv, common, None, preflight=True)
     return {
         "all": {
             "hosts": hosts,
-            "vars": {
-                "qsetup_app_name": inv.app.name,
-                "qsetup_releases": dict(RELEASES),
-                "qsetup_venv_apt": sorted(VENV_APT),
-                # blockinfile's marker text around the cluster's /etc/hosts lines; the
-                # preflight reads the block between the same markers.
-                "qsetup_hosts_marker": "qsetup: RabbitMQ cluster nodes",
-                "qsetup_manifest_path": MANIFEST_PATH,
-                "qsetup_code_dir": str(code_dir(inv)),
-                "qsetup_app_shim": APP_SHIM,
-                "qsetup_shim_dir": str(SHIM_DIR),
-                "qsetup_broker": _broker_vars(inv),
-                # Each node's inventory name and address; the first is where users,
-                # vhosts and policies are managed, and the others join its cluster.
-                # A queue's type cannot change: the preflight refuses a consumed queue
-                # that exists with another type (see roles/preflight).
-                "qsetup_queue_type": queue_type(inv),
-                "qsetup_consumed_queues": [
-                    {"vhost": v, "name": n, "groups": list(g)}
-                    for (v, n), g in consumed_queues(inv).items()
-                ],
-                "qsetup_broker_nodes": [{"host": h, "address": a} for h, a in broker_nodes(inv)],
-            },
+            "vars": common,
             "children": {
                 "qsetup_services": {"hosts": service_hosts},
                 "qsetup_brokers": {"hosts": {n: None for n in inv.broker.hosts if plans[n].broker}},

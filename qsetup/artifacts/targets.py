@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from qsetup.artifacts.plan import PARTS, build_ansible_inventory
+from qsetup.artifacts.readparams import read_params as read_params
 from qsetup.artifacts.render import Artifact, render_all
 from qsetup.artifacts.tls import TlsMaterial
 from qsetup.converge.target import HostTarget
-from qsetup.desired.state import ADMIN_SECRET, UNIT_PREFIX, broker_admin_password, venv_dir
+from qsetup.desired.state import ADMIN_SECRET, broker_admin_password
 from qsetup.inventory.fields import resolve_relative
 from qsetup.inventory.loader import LoadedInventory
 
@@ -122,47 +123,3 @@ def host_targets(
 def read_hostnames(facts: Mapping[str, Mapping[str, Any] | None]) -> dict[str, str | None]:
     """Each host's hostname from its read (None where the read did not answer)."""
     return {h: (str(f.get("hostname") or "") or None) if f else None for h, f in facts.items()}
-
-
-def read_params(
-    hv: Mapping[str, Any], common: Mapping[str, Any], admin_password: str | None
-) -> dict[str, Any]:
-    """The one read's parameters for a host, from its plan variables.
-
-    ``admin_password``: the broker admin's password, for the broker's definitions and
-    cluster on a broker node (None: not read). Status passes ``check_candidates``
-    false: it never refreshes apt's lists; the deploy's preflight does when a package
-    is missing.
-    """
-    services = list(hv.get("qsetup_services") or ())
-    broker = bool(hv.get("qsetup_is_broker"))
-    executables = list(
-        dict.fromkeys(str(s["celery_argv"][0]) for s in services if s.get("celery_argv"))
-    )
-    dists = [{"prefix": e.rsplit("/bin/", 1)[0], "name": "celery"} for e in executables]
-    if any(s.get("role") == "flower" for s in services):
-        dists.append({"prefix": str(venv_dir("flower")), "name": "flower"})
-    params: dict[str, Any] = {
-        "packages": dict(hv.get("qsetup_apt_packages") or {}),
-        "releases": dict(common["qsetup_releases"]),
-        "manifest": str(common["qsetup_manifest_path"]),
-        "find_paths": list(hv.get("qsetup_find_paths") or ()),
-        "find_patterns": list(hv.get("qsetup_find_patterns") or ()),
-        "units": [str(s["unit"]) for s in services]
-        + (["rabbitmq-server.service"] if broker else []),
-        "discover": UNIT_PREFIX,
-        "executables": executables,
-        "dists": dists,
-        "deb_versions": ["rabbitmq-server"] if broker else [],
-        "check_candidates": False,
-    }
-    if broker:
-        params["hosts_marker"] = str(common["qsetup_hosts_marker"])
-        if admin_password is not None:
-            wanted = common["qsetup_broker"]
-            params["broker_api"] = {
-                "port": int(wanted["management_port"]),
-                "user": str(wanted["admin_user"]),
-                "password": admin_password,
-            }
-    return params

@@ -1,0 +1,62 @@
+"""The one read's parameters for a host (``playbooks/module_utils/qsetup_read.py``).
+
+The plan records them per host (``qsetup_read_params``) for the deploy's preflight;
+status and the deploy's first read build them with the same function, so every caller
+asks the hosts the same questions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from qsetup.desired.state import UNIT_PREFIX, venv_dir
+
+
+def read_params(
+    hv: Mapping[str, Any],
+    common: Mapping[str, Any],
+    admin_password: str | None,
+    preflight: bool = False,
+) -> dict[str, Any]:
+    """The one read's parameters for a host, from its plan variables.
+
+    ``admin_password``: the broker admin's password, for the broker's definitions and
+    cluster on a broker node (None: left to the caller; the plan holds no secret).
+    ``preflight``: the deploy's read, which also asks whether apt can install a missing
+    package (refreshing apt's lists when they are older than a day) and checks minimum
+    package versions; status never refreshes anything.
+    """
+    services = list(hv.get("qsetup_services") or ())
+    broker = bool(hv.get("qsetup_is_broker"))
+    executables = list(
+        dict.fromkeys(str(s["celery_argv"][0]) for s in services if s.get("celery_argv"))
+    )
+    dists = [{"prefix": e.rsplit("/bin/", 1)[0], "name": "celery"} for e in executables]
+    if any(s.get("role") == "flower" for s in services):
+        dists.append({"prefix": str(venv_dir("flower")), "name": "flower"})
+    params: dict[str, Any] = {
+        "packages": dict(hv.get("qsetup_apt_packages") or {}),
+        "releases": dict(common["qsetup_releases"]),
+        "manifest": str(common["qsetup_manifest_path"]),
+        "find_paths": list(hv.get("qsetup_find_paths") or ()),
+        "find_patterns": list(hv.get("qsetup_find_patterns") or ()),
+        "units": [str(s["unit"]) for s in services]
+        + (["rabbitmq-server.service"] if broker else []),
+        "discover": UNIT_PREFIX,
+        "executables": executables,
+        "dists": dists,
+        "deb_versions": ["rabbitmq-server"] if broker else [],
+        "check_candidates": preflight,
+        "min_versions": list(hv.get("qsetup_min_versions") or ()) if preflight else [],
+    }
+    if broker:
+        params["hosts_marker"] = str(common["qsetup_hosts_marker"])
+        if admin_password is not None:
+            wanted = common["qsetup_broker"]
+            params["broker_api"] = {
+                "port": int(wanted["management_port"]),
+                "user": str(wanted["admin_user"]),
+                "password": admin_password,
+            }
+    return params
