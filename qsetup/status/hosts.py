@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from qsetup.converge.compare import unit_difference
+from qsetup.converge.compare import leftover_unit, unit_difference
 from qsetup.converge.facts import UnitFact, since_text
 from qsetup.desired.state import BEAT_UNIT, UNIT_PREFIX, units_by_host, venv_dir
 from qsetup.inventory.model import Inventory
@@ -222,13 +222,22 @@ def _present(props: Mapping[str, str] | None) -> bool:
     )
 
 
+def _listed_not_found(props: Mapping[str, str] | None) -> bool:
+    """True for a unit systemd still lists though its file is gone (a leftover)."""
+    return props is not None and props.get("LoadState") == "not-found"
+
+
 def unexpected_units(parsed: ScriptOutput, expected: Iterable[str]) -> tuple[UnitStatus, ...]:
-    """The ``qsetup-*`` units found on a host that the desired state does not put there."""
+    """The ``qsetup-*`` units found on a host that the desired state does not put there.
+
+    Loaded, active or enabled ones, and the ones systemd still lists as ``not-found``.
+    """
     wanted = set(expected)
     return tuple(
         unit_status(name, UNEXPECTED, parsed.units.get(name))
         for name in sorted(parsed.found)
-        if name not in wanted and _present(parsed.units.get(name))
+        if name not in wanted
+        and (_present(parsed.units.get(name)) or _listed_not_found(parsed.units.get(name)))
     )
 
 
@@ -290,28 +299,40 @@ def assemble_hosts(inv: Inventory, outcomes: Mapping[str, Outcome]) -> dict[str,
     return out
 
 
+def _fact(unit: UnitStatus, unit_file_state: str) -> UnitFact:
+    """The comparison's view of a unit (``unit_file_state`` when systemd reported none)."""
+    return UnitFact(
+        name=unit.name,
+        load_state=unit.load_state,
+        active_state=unit.active_state,
+        sub_state=unit.sub_state,
+        unit_file_state=unit_file_state if unit.unit_file_state is None else unit.unit_file_state,
+        since=unit.since,
+        restarts=unit.restarts,
+    )
+
+
 def host_problems(host: HostStatus) -> list[str]:
-    """One line per problem on a host: unreachable, a unit not running, an unexpected unit."""
+    """One line per problem on a host: unreachable, a unit not running, an unexpected unit.
+
+    An unexpected unit systemd lists as ``not-found`` (its file gone) is the comparison's
+    leftover: a line saying how to make systemd forget it.
+    """
     if not host.reachable:
         return [f"{host.name}: unreachable ({host.address}): {host.error}"]
     problems = []
     for unit in host.units:
         # The comparison deploy's start step makes too: installed, active and enabled
         # (a unit disabled by hand is a difference that deploy enables again).
-        fact = UnitFact(
-            name=unit.name,
-            load_state=unit.load_state,
-            active_state=unit.active_state,
-            sub_state=unit.sub_state,
-            # None: systemd reported no UnitFileState (a unit not found): not judged.
-            unit_file_state="enabled" if unit.unit_file_state is None else unit.unit_file_state,
-            since=unit.since,
-            restarts=unit.restarts,
-        )
-        diff = unit_difference(host.name, fact)
+        # None: systemd reported no UnitFileState (a unit not found): not judged.
+        diff = unit_difference(host.name, _fact(unit, unit_file_state="enabled"))
         if diff is not None:
             problems.append(diff.line)
     for unit in host.unexpected_units:
+        leftover = leftover_unit(host.name, _fact(unit, unit_file_state=""))
+        if leftover is not None:
+            problems.append(leftover.line)
+            continue
         enabled = ", enabled" if (unit.unit_file_state or "").startswith("enabled") else ""
         problems.append(
             f"{host.name}: unit {unit.name}: unexpected (the inventory does not put it on "
