@@ -186,6 +186,23 @@ def unit_difference(host: str, unit: UnitFact) -> Difference | None:
     return None
 
 
+def leftover_unit(host: str, unit: UnitFact) -> Difference | None:
+    """A unit systemd still lists as ``not-found`` with nothing running (None: it is not one).
+
+    Its file is gone but systemd remembers the name (``not-found inactive (dead)`` in
+    ``systemctl list-units --all``): deploy has nothing left to remove, only the host's
+    systemd can forget it. Callers pass only units the inventory does not put on ``host``.
+    """
+    if unit.load_state != "not-found" or unit.present:
+        return None
+    detail = (
+        f"left in systemd (not-found, {unit.active_state} ({unit.sub_state})) though its "
+        f"unit file is gone and the inventory does not put it on {host}; run "
+        f"`systemctl daemon-reload` and `systemctl reset-failed {unit.name}` there"
+    )
+    return Difference(host, "leftover", f"unit {unit.name}", detail, LEAVE)
+
+
 def _unit_differences(
     target: HostTarget, facts: HostFacts, gone: Mapping[str, Any], siblings: frozenset[str]
 ) -> list[Difference]:
@@ -210,18 +227,16 @@ def _unit_differences(
         if name in removing:
             detail = f"unexpected ({where}); the next deploy removes it"
             out.append(Difference(target.host, "removal", f"unit {name}", detail, "remove"))
-        elif unit.present:
+        elif (leftover := leftover_unit(target.host, unit)) is not None:
+            out.append(leftover)
+        else:
+            loaded = "" if unit.load_state == "loaded" else f"{unit.load_state}, "
             detail = (
-                f"unexpected ({where}); qsetup's manifest does not name it, so deploy "
-                "leaves it: stop and disable it by hand if it should go"
+                f"unexpected (the inventory does not put it on {target.host}; {loaded}{state}); "
+                "qsetup's manifest does not name it, so deploy leaves it: stop and disable it "
+                "by hand if it should go"
             )
             out.append(Difference(target.host, "unmanaged", f"unit {name}", detail, LEAVE))
-        else:
-            detail = (
-                f"left in systemd ({unit.load_state}, {state}) though its unit file is gone; "
-                f"`systemctl reset-failed {name}` and `systemctl daemon-reload` clear it"
-            )
-            out.append(Difference(target.host, "leftover", f"unit {name}", detail, LEAVE))
     return out
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qsetup.errors import SandboxError
+from qsetup.sandbox import cgroup
 from qsetup.sandbox.login import ensure_login_user
 from qsetup.sandbox.procs import (
     child_pids,
@@ -251,9 +252,11 @@ def start_nspawn(rec: HostRecord) -> tuple[int, int]:
     """
     log_path = Path(rec.log)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # In a cgroup of its own: hosts that share one also share their units' cgroups (cgroup.py).
+    argv = cgroup.joining(cgroup.prepare(rec.name), nspawn_args(rec))
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            nspawn_args(rec),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qsetup.errors import SandboxError
+from qsetup.sandbox import cgroup, limits, network, proxy, rootfs
 from qsetup.sandbox import host as hostmod
-from qsetup.sandbox import limits, network, proxy, rootfs
 from qsetup.sandbox.host import HostStatus
 from qsetup.sandbox.login import LOGIN_USER, ensure_login_user
 from qsetup.sandbox.procs import have_command, is_same_process, signal_recorded, wait_gone
@@ -398,6 +398,7 @@ def _teardown_hosts(recs: Sequence[HostRecord], progress: Progress) -> list[str]
             continue
         problems.extend(network.delete_host_network(r.netns, r.veth_host))
         hostmod.wipe_host_dir(r)
+        cgroup.remove(r.name)
     return problems
 
 

@@ -122,7 +122,9 @@ def assemble_hosts(
         extra = tuple(
             unit_status(UNEXPECTED, facts.unit(u))
             for u in facts.discovered
-            if first and u not in expected and facts.unit(u).present
+            if first
+            and u not in expected
+            and (facts.unit(u).present or facts.unit(u).load_state == "not-found")
         )
         drift = None
         if target.broker is not None and facts.definitions:

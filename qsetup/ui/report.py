@@ -319,6 +319,8 @@ def status_view(status: SystemStatus) -> Group:
             table.add_row("host", h.name, f"ssh {h.address}", Text("reachable", ok), detail)
             for u in h.unexpected_units:
                 now = f"{u.active_state} ({u.sub_state})"
+                if u.load_state == "not-found":
+                    now = f"not-found, {now}"
                 if u.unit_file_state:
                     now += f", {u.unit_file_state}"
                 table.add_row(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from harness import SandboxHosts, Site
+from harness import SandboxHosts, Site, wait_for_ping
 
 from qsetup.inventory.loader import load_inventory
 from qsetup.remote.roundtrip import send_task
@@ -35,7 +35,7 @@ def site(sandbox_hosts: SandboxHosts, tmp_path_factory: pytest.TempPathFactory) 
     broker, w1, w2 = sorted(data["hosts"])
     data["workers"] = [
         {"name": "apt-workers", "hosts": [w1], "install": "apt", "instances": 2},
-        {"name": "shared", "hosts": [w1, w2], "install": "pip"},
+        {"name": "shared", "hosts": [w1, w2], "install": "pip", "instances": 2},
     ]
     data["beat"] = {"host": w1}
     _write(site, data)
@@ -60,9 +60,12 @@ def test_what_the_inventory_drops_leaves_the_hosts_and_the_broker(site: Site) ->
     api = f"http://{site.addresses[broker]}:15672/api/whoami"
     assert requests.get(api, auth=("ops", ops_password), timeout=10).status_code == 200
     assert "qsetup-beat.service" in site.qsetup_units(w1)
+    old_nodes = site.expected_nodes()
 
     data["workers"][0]["instances"] = 1  # apt-workers@2 goes
-    data["workers"][1]["name"] = "renamed"  # every shared@ unit goes, renamed@ comes
+    # Renamed and lowered in one edit: shared@1 and shared@2 go on both hosts, renamed@1 comes.
+    data["workers"][1]["name"] = "renamed"
+    data["workers"][1]["instances"] = 1
     data["beat"] = {"host": w2}  # beat moves
     data["broker"]["users"] = [u for u in data["broker"]["users"] if u["name"] != "ops"]
     _write(site, data)
@@ -74,6 +77,16 @@ def test_what_the_inventory_drops_leaves_the_hosts_and_the_broker(site: Site) ->
     assert not {u for u in on_w1 | on_w2 if u.startswith("qsetup-worker-shared@")}
     assert "qsetup-beat.service" not in on_w1 and "qsetup-beat.service" in on_w2
     assert {"qsetup-worker-renamed@1.service"} <= on_w1 & on_w2
+    assert "qsetup-worker-renamed@2.service" not in on_w1 | on_w2
+    # systemd forgot the removed units on every host after this one deploy (none is left
+    # listed as "not-found inactive dead"), and their nodes no longer answer ping.
+    for host in (w1, w2):
+        left = site.ssh(host, "systemctl list-units --all --plain --no-legend "
+                        "'qsetup-worker-shared*' 'qsetup-worker-apt-workers@2*'")  # fmt: skip
+        assert left.returncode == 0 and left.stdout.strip() == "", f"{host}: {left.stdout}"
+    dropped_nodes = old_nodes - site.expected_nodes()
+    assert len(dropped_nodes) == 5, dropped_nodes  # shared-1, shared-2 on both hosts; apt-workers-2
+    assert not dropped_nodes & wait_for_ping(site), dropped_nodes
     for host in (w1, w2):
         gone = site.ssh(host, "ls /etc/systemd/system/qsetup-worker-shared@.service "
                         "/etc/qsetup/worker-shared.env /opt/qsetup/venvs/shared")  # fmt: skip

@@ -117,14 +117,48 @@ def test_a_unit_the_manifest_recorded_and_the_inventory_dropped_is_removed() -> 
     assert [(d.kind, d.obj, d.fix) for d in diffs] == [("removal", f"unit {old}", "remove")]
 
 
-def test_a_leftover_unit_without_a_file_is_named() -> None:
+def test_a_unit_systemd_lists_without_a_file_is_a_leftover_naming_the_fix() -> None:
     old = "qsetup-worker-old@2.service"
     gone = UnitFact(old, "not-found", "inactive", "dead", "")
     diffs = compare_host(
         target(), facts(discovered=(UNIT, old), units={UNIT: running(UNIT), old: gone}), {}
     )
+    assert [(d.kind, d.obj, d.fix) for d in diffs] == [("leftover", f"unit {old}", LEAVE)]
+    assert diffs[0].line == (
+        f"w1: unit {old}: left in systemd (not-found, inactive (dead)) though its unit file is "
+        "gone and the inventory does not put it on w1; run `systemctl daemon-reload` and "
+        f"`systemctl reset-failed {old}` there"
+    )
+    assert host_clean(diffs)  # nothing for deploy to remove; status still names it
+    failed = replace(gone, active_state="failed", sub_state="failed")
+    diffs = compare_host(
+        target(), facts(discovered=(UNIT, old), units={UNIT: running(UNIT), old: failed}), {}
+    )
     assert [d.kind for d in diffs] == ["leftover"]
-    assert "not-found" in diffs[0].detail
+    assert "not-found, failed (failed)" in diffs[0].detail
+
+
+def test_a_not_found_unit_that_is_not_a_leftover() -> None:
+    old = "qsetup-worker-old@2.service"
+    gone = UnitFact(old, "not-found", "inactive", "dead", "")
+    # The manifest still names it: deploy removes it (and makes systemd forget it).
+    manifest = {**MANIFEST, "units": [*MANIFEST["units"], {"unit": old, "role": "worker"}]}
+    diffs = compare_host(
+        target(),
+        facts(manifest=manifest, discovered=(UNIT, old), units={UNIT: running(UNIT), old: gone}),
+        {},
+    )
+    assert [(d.kind, d.fix) for d in diffs] == [("removal", "remove")]
+    # Its file deleted under it while it runs: a reload does not stop it.
+    live = replace(gone, active_state="active", sub_state="running")
+    diffs = compare_host(
+        target(), facts(discovered=(UNIT, old), units={UNIT: running(UNIT), old: live}), {}
+    )
+    assert [(d.kind, d.fix) for d in diffs] == [("unmanaged", LEAVE)]
+    assert "not-found, active (running)" in diffs[0].detail
+    # Where the inventory puts it, a unit without a file is one deploy installs.
+    diffs = compare_host(target(), facts(units={UNIT: replace(gone, name=UNIT)}), {})
+    assert [(d.kind, d.obj, d.fix) for d in diffs] == [("unit", f"unit {UNIT}", "install")]
 
 
 NODES = (("10.0.0.1", "m1"), ("10.0.0.2", "m2.example"))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from qsetup.errors import SandboxError
-from qsetup.sandbox import host, lifecycle, network, proxy, rootfs, state
+from qsetup.sandbox import cgroup, host, lifecycle, network, proxy, rootfs, state
 from qsetup.sandbox.state import HostRecord, SandboxState
 
 
@@ -261,6 +262,43 @@ def test_nspawn_boots_systemd_in_our_namespace_without_registering() -> None:
         assert flag in args
     assert "--network-namespace-path=/run/netns/qs-qs1" in args
     assert "--directory=/tmp/hosts/qs1/merged" in args
+
+
+def test_each_host_gets_a_cgroup_of_its_own_in_each_hierarchy(tmp_path: Path) -> None:
+    hybrid = tmp_path / "hybrid"
+    (hybrid / "unified").mkdir(parents=True)
+    (hybrid / "unified" / "cgroup.controllers").touch()
+    (hybrid / "systemd").mkdir()
+    (hybrid / "systemd" / "tasks").touch()
+    assert cgroup.host_cgroups("lv2", hybrid) == [
+        hybrid / "unified" / "qsetup-sandbox" / "lv2",
+        hybrid / "systemd" / "qsetup-sandbox" / "lv2",
+    ]
+    unified = tmp_path / "unified"
+    unified.mkdir()
+    (unified / "cgroup.controllers").touch()
+    assert cgroup.host_cgroups("lv2", unified) == [unified / "qsetup-sandbox" / "lv2"]
+    assert cgroup.host_cgroups("lv1", unified) != cgroup.host_cgroups("lv2", unified)
+    assert cgroup.prepare("lv2", unified) == [unified / "qsetup-sandbox" / "lv2" / "cgroup.procs"]
+    assert (unified / "qsetup-sandbox" / "lv2").is_dir()
+    cgroup.remove("lv2", unified)
+    assert not (unified / "qsetup-sandbox" / "lv2").exists()
+
+
+def test_nspawn_joins_the_hosts_cgroups_as_the_recorded_process(tmp_path: Path) -> None:
+    procs = [tmp_path / "a" / "cgroup.procs", tmp_path / "b" / "cgroup.procs"]
+    for p in procs:
+        p.parent.mkdir()
+    out = subprocess.run(
+        cgroup.joining(procs, ["sh", "-c", "echo $$"]), capture_output=True, text=True, check=True
+    )
+    # The command runs as the same process that joined (exec): the PID sandbox records.
+    assert [p.read_text().strip() for p in procs] == [out.stdout.strip()] * 2
+    failed = subprocess.run(
+        cgroup.joining([tmp_path / "missing" / "cgroup.procs"], ["true"]), capture_output=True
+    )
+    assert failed.returncode == 1
+    assert cgroup.joining([], ["true"]) == ["true"]
 
 
 def test_format_status_names_failed_units() -> None:
