@@ -214,16 +214,33 @@ def write_host_files(
         update_ca_certificates(root)
 
 
+def kept_blocks(text: str) -> str:
+    """The ``# BEGIN``/``# END`` blocks in ``text`` (a deploy's cluster node names), as they are."""
+    kept: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        inside = inside or line.startswith("# BEGIN ")
+        if inside:
+            kept.append(line)
+        inside = inside and not line.startswith("# END ")
+    return "".join(f"{line}\n" for line in kept)
+
+
 def update_etc_hosts(rec: HostRecord, hosts: Sequence[tuple[str, str]]) -> bool:
-    """Rewrite a host's /etc/hosts if the list of hosts changed; return whether it did."""
+    """Rewrite a host's /etc/hosts if the list of hosts changed; return whether it did.
+
+    Blocks a deploy added (the cluster's node names) stay: wiping them would hide from
+    the tests what a real host keeps.
+    """
     path = rec.merged / "etc/hosts"
     text = render_etc_hosts(hosts)
     try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
+        now = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        pass
-    _write(path, text)
+        now = ""
+    if now.startswith(text):
+        return False
+    _write(path, text + kept_blocks(now))
     return True
 
 

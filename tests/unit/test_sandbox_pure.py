@@ -236,6 +236,20 @@ def test_host_files_render() -> None:
     assert "cert = /etc/ssl/certs/ca-certificates.crt" in pip
 
 
+def test_sandbox_up_keeps_the_cluster_block_a_deploy_wrote(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    rec: HostRecord = SimpleNamespace(merged=tmp_path)  # type: ignore[assignment]
+    (tmp_path / "etc").mkdir()
+    block = "# BEGIN qsetup: nodes\n10.213.7.11 qs1\n10.213.7.12 qs2\n# END qsetup: nodes\n"
+    two = [("qs1", "10.213.7.11"), ("qs2", "10.213.7.12")]
+    (tmp_path / "etc/hosts").write_text(host.render_etc_hosts(two) + block)
+    assert host.update_etc_hosts(rec, two) is False  # only the deploy's block differs
+    assert host.update_etc_hosts(rec, [*two, ("qs3", "10.213.7.13")]) is True
+    text = (tmp_path / "etc/hosts").read_text()
+    assert "10.213.7.13\tqs3\n" in text and text.endswith(block)
+
+
 @pytest.mark.parametrize(
     ("rc", "out", "state_name", "units"),
     [
