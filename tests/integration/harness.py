@@ -312,11 +312,29 @@ SEPARATE = {
 }
 
 
+def moved(spec: SeparateSandbox) -> SeparateSandbox:
+    """``spec`` moved by ``QSETUP_TEST_SEPARATE`` (``PREFIX:NET``, e.g. ``f:10.214``).
+
+    Lets two checkouts run the same module at once: every host name gets PREFIX in
+    front, the bridge gets it behind, and the subnet's first two octets become NET.
+    """
+    raw = os.environ.get("QSETUP_TEST_SEPARATE", "")
+    if not raw:
+        return spec
+    prefix, _, net = raw.partition(":")
+    subnet = spec.subnet
+    if net:
+        subnet = net + subnet[subnet.index(".", subnet.index(".") + 1) :]
+    return SeparateSandbox(
+        tuple(prefix + n for n in spec.names), subnet, (spec.bridge + prefix)[:15]
+    )
+
+
 @contextlib.contextmanager
 def own_sandbox(which: str, folder: Path, release: str | None = None) -> Iterator[SandboxHosts]:
     """Boot ``SEPARATE[which]`` with its state in ``folder``; always bring it down after."""
     require_sandbox_machine()
-    spec = SEPARATE[which]
+    spec = moved(SEPARATE[which])
     env = spec.env(folder / "state")
     try:
         yield boot_sandbox(spec.names, folder / "inventory.yml", env, release)

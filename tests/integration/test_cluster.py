@@ -26,11 +26,13 @@ from typing import Any
 
 import pytest
 from harness import (
+    SEPARATE,
     SandboxHosts,
     Site,
     TaskStream,
     celery_client,
     changed_by_host,
+    moved,
     own_sandbox,
     queue_home,
     quorum_queue,
@@ -43,8 +45,8 @@ from qsetup.desired.names import rabbit_node_name
 
 pytestmark = pytest.mark.integration
 
-BROKERS = ("qc1", "qc2", "qc3")
-WORKERS = ("qc4", "qc5")
+BROKERS = moved(SEPARATE["cluster"]).names[:3]
+WORKERS = moved(SEPARATE["cluster"]).names[3:]
 NODES = {rabbit_node_name(h) for h in BROKERS}
 RATE = 10.0
 

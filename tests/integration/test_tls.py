@@ -36,11 +36,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from harness import (
+    SEPARATE,
     ResultStream,
     SandboxHosts,
     Site,
     celery_client,
     changed_by_host,
+    moved,
     own_sandbox,
     site_copy,
     wait_for,
@@ -53,8 +55,8 @@ from qsetup.inventory.loader import load_inventory
 
 pytestmark = pytest.mark.integration
 
-BROKER = "qt1"
-WORKERS = ("qt2", "qt3")
+BROKER, *_WORKERS = moved(SEPARATE["tls"]).names
+WORKERS = tuple(_WORKERS)
 RATE = 10.0
 HOST_CERT_FILES = ("/etc/rabbitmq/tls/cert.pem", "/etc/qsetup/flower/tls/cert.pem")
 """Where deploy puts qt1's certificate: RabbitMQ's and Flower's copies."""
@@ -234,7 +236,7 @@ def test_a_task_round_trip_over_amqps(site: Site) -> None:
     )
     trip = send_task(loaded)
     assert trip.result == 5
-    assert trip.worker_host in {"qt2", "qt3"}, trip
+    assert trip.worker_host in set(WORKERS), trip
 
 
 def test_status_is_healthy_and_reports_each_certificates_days(site: Site) -> None:
@@ -389,7 +391,7 @@ def test_a_certificate_near_expiry_is_reported_and_renewed(site: Site) -> None:
              timeout=180, check=True)  # fmt: skip
     ports = tls_ports(site)
     for port in ports.values():
-        wait_for(f"qt1:{port} to serve the 10-day certificate",
+        wait_for(f"{BROKER}:{port} to serve the 10-day certificate",
                  lambda p=port: _days_or_none(site, p) == 10, 90)  # fmt: skip
     wait_for_answers(site)
 
