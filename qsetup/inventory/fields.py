@@ -28,6 +28,8 @@ OS_NAME_RE = r"^[a-z_][a-z0-9_-]{0,30}$"
 HOSTLIKE_RE = r"^[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}$"
 LISTEN_RE = r"^[A-Za-z0-9.:-]{1,253}$"
 # Rendered unquoted into env files: no spaces, quotes, backslashes or line breaks.
+MODULE_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?$"
+"""A dotted Python module path, optionally ``:attribute`` (Celery's ``-A``)."""
 BACKEND_URL_RE = r"^[a-z][a-z0-9+.-]*://[^\s\"'\\]*$"
 
 EXCHANGE_RE = r"^[A-Za-z0-9_.:-]{1,255}$"

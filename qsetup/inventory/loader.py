@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import glob
 import os
 import re
 import types
@@ -20,6 +21,7 @@ from qsetup.inventory.fields import (
     EXCHANGE_RE,
     HOSTLIKE_RE,
     LISTEN_RE,
+    MODULE_RE,
     POLICY_KEY_RE,
     resolve_relative,
 )
@@ -29,6 +31,7 @@ from qsetup.inventory.secrets import (
     default_secrets_path,
     erlang_cookie_problem,
     load_secrets_document,
+    password_problem,
 )
 from qsetup.inventory.tlscheck import check_tls_files, check_tls_names
 from qsetup.inventory.yamlsource import (
@@ -53,7 +56,7 @@ _PATTERN_HELP = {
     "^[A-Z_][A-Z0-9_]*$": "environment variable names use A-Z, 0-9 and '_'",
     LISTEN_RE: "use an IP address (0.0.0.0 for all) or a host name",
     BACKEND_URL_RE: "use a URL such as rpc:// or redis://host:6379/0, without spaces or quotes",
-    "^[A-Za-z_][A-Za-z0-9_.:]*$": "use a Python module path such as proj or proj.celery:app",
+    MODULE_RE: "use a Python module path such as proj or proj.celery:app",
     "^[A-Za-z0-9_.:-]{1,128}$": "queue names use letters, digits, '_', '.', ':' and '-'",
     "^[A-Za-z0-9_.-]{1,64}$": "use letters, digits, '_', '.' and '-' (at most 64)",
     "^[A-Za-z0-9_.@-]{1,64}$": "use letters, digits, '_', '.', '@' and '-' (at most 64)",
@@ -439,13 +442,13 @@ def load_inventory(
         if name not in secrets.values
     ]
     cookie = inv.broker.erlang_cookie_secret
-    if cookie in secrets.values:
-        problem = erlang_cookie_problem(secrets.get(cookie))
+    checks = {name: password_problem for _, name in secret_names(inv)}
+    checks[cookie] = erlang_cookie_problem
+    for name, check in checks.items():
+        problem = check(secrets.get(name)) if name in secrets.values else None
         if problem:
-            pos = secrets.positions.get(cookie, Position(1, 1))
-            missing.append(
-                printable(f"{secrets_file}:{pos.line}:{pos.column}: {cookie}: {problem}")
-            )
+            pos = secrets.positions.get(name, Position(1, 1))
+            missing.append(printable(f"{secrets_file}:{pos.line}:{pos.column}: {name}: {problem}"))
     if missing:
         raise InventoryError(missing)
     return LoadedInventory(inventory=inv, path=path, secrets=secrets, secrets_path=secrets_file)
@@ -456,6 +459,21 @@ def _inside(path: Path, directory: Path) -> bool:
         return path.resolve().is_relative_to(directory.resolve())
     except (OSError, ValueError, RuntimeError):
         return False
+
+
+def _top_module(module: str) -> str:
+    return module.partition(":")[0].partition(".")[0]
+
+
+def _holds_module(directory: Path, module: str) -> bool:
+    """Whether ``directory`` holds the top-level package or module of ``module``."""
+    top = _top_module(module)
+    if (directory / top).is_dir():
+        return True
+    return any(
+        p.is_file() and p.suffix in (".py", ".pyc", ".so")
+        for p in directory.glob(f"{glob.escape(top)}.*")
+    )
 
 
 def _has_files(directory: Path, budget: int = 10_000) -> bool:
@@ -531,6 +549,13 @@ def _file_problems(
                 )
             elif strict and not _has_files(source):
                 add(field, f"{source} has no files; {hint}")
+            elif strict and not _holds_module(source, inv.app.module):
+                top = _top_module(inv.app.module)
+                add(
+                    field,
+                    f"{source} holds neither {top}/ nor {top}.py, so the workers could not "
+                    f"import app.module '{inv.app.module}'; {hint}",
+                )
         except (OSError, ValueError) as exc:
             add(field, f"{source} cannot be used ({getattr(exc, 'strerror', None) or exc}); {hint}")
     return found

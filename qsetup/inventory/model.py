@@ -25,6 +25,7 @@ from pydantic import (
 from qsetup.inventory.fields import (
     BACKEND_URL_RE,
     EXCHANGE_RE,
+    MODULE_RE,
     POLICY_KEY_RE,
     ApiUserName,
     BrokerPort,
@@ -293,7 +294,7 @@ class App(Model):
     """The Celery application the workers run."""
 
     name: Name = Field("app", description="Short name; used for paths on the hosts.")
-    module: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:]*$", max_length=200)] = Field(
+    module: Annotated[str, Field(pattern=MODULE_RE, max_length=200)] = Field(
         description="The -A argument, e.g. proj or proj.celery:app."
     )
     source: AppSource

@@ -135,6 +135,22 @@ def secret_value_problem(value: object) -> str | None:
     return f"YAML reads this value as {kind}, not as text, which changes it; put it in quotes"
 
 
+MIN_PASSWORD = 8
+
+
+def password_problem(value: str) -> str | None:
+    """Why a value cannot be a broker or Flower password (never quoting it), or None."""
+    advice = (
+        f"a broker or Flower login needs at least {MIN_PASSWORD} characters, e.g. the "
+        "output of: openssl rand -hex 16"
+    )
+    if not value.strip():
+        return f"the value is blank (only spaces or tabs); {advice}"
+    if len(value) < MIN_PASSWORD:
+        return f"a value of {len(value)} character(s) is too short; {advice}"
+    return None
+
+
 def erlang_cookie_problem(value: str) -> str | None:
     """Why RabbitMQ cannot use a value as its Erlang cookie (never quoting it), or None."""
     advice = "use 20 to 255 letters and digits, e.g. the output of: openssl rand -hex 32"

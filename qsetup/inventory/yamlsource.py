@@ -164,7 +164,7 @@ def parse_yaml(path: Path, text: str) -> YamlDocument:
         raise YamlSourceError(Position(1, 1), f"invalid YAML: {first}") from None
     except RecursionError:
         raise YamlSourceError(
-            Position(1, 1), f"nested too deeply; an inventory needs at most {MAX_DEPTH} levels"
+            _too_deep(text), f"nested too deeply; an inventory needs at most {MAX_DEPTH} levels"
         ) from None
     doc = YamlDocument(path=path, data=None)
     if node is None:
@@ -172,6 +172,31 @@ def parse_yaml(path: Path, text: str) -> YamlDocument:
     builder = _Builder(doc)
     doc.data = builder.build(node, ())
     return doc
+
+
+_OPENS = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _too_deep(text: str) -> Position:
+    """Where ``text`` first nests deeper than MAX_DEPTH (the scanner does not recurse)."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=_UntaggedLoader):
+            if isinstance(token, _OPENS):
+                depth += 1  # the top-level collection is depth 1, the builder's level 0
+                if depth - 1 > MAX_DEPTH:
+                    return _mark(token.start_mark)
+            elif isinstance(token, _CLOSES):
+                depth -= 1
+    except yaml.YAMLError:
+        pass
+    return Position(1, 1)
 
 
 _OCTAL = re.compile(r"[-+]?0[0-7_]+")

@@ -422,6 +422,14 @@ CASES: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "empty-module-part",
+        edit("  module: proj", '  module: "proj..celery:"'),
+        [
+            "{inv}:14:11: app.module: 'proj..celery:' is not allowed here; use a Python module "
+            "path such as proj or proj.celery:app"
+        ],
+    ),
+    (
         "blank-key",
         BASE_INVENTORY + "' ': 1\n",
         [f"{{inv}}:27:1: [' ']: unknown key ' '; allowed keys: {TOP_KEYS}"],
@@ -2175,9 +2183,10 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
 
 def test_deep_nesting_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "inventory.yml"
-    path.write_text("hosts: " + "[" * 3000 + "]" * 3000 + "\n")
+    path.write_text("version: 1\nhosts: " + "[" * 3000 + "]" * 3000 + "\n")
+    # the bracket that opens level 65: line 2, column 8 + 64
     assert _lines(path) == [
-        f"{path}:1:1: (yaml): nested too deeply; an inventory needs at most 64 levels"
+        f"{path}:2:72: (yaml): nested too deeply; an inventory needs at most 64 levels"
     ]
 
 
@@ -2196,6 +2205,25 @@ def test_source_path_is_a_file(write_inventory: WriteInventory) -> None:
         f"{inventory}:16:11: app.source.path: {inventory} is not a directory; point it at the "
         "directory with the app's code"
     ]
+
+
+def test_source_path_without_the_app(write_inventory: WriteInventory) -> None:
+    inventory = write_inventory(edit("    path: app\n", "    path: /etc\n"))
+    with pytest.raises(QsetupError) as caught:
+        load_inventory(inventory, check_files=True)
+    assert caught.value.lines() == [
+        f"{inventory}:16:11: app.source.path: /etc holds neither proj/ nor proj.py, so the "
+        "workers could not import app.module 'proj'; point it at the directory with the "
+        "app's code"
+    ]
+
+
+def test_source_path_with_a_module_file(write_inventory: WriteInventory) -> None:
+    inventory = write_inventory()
+    app = inventory.parent / "app"
+    (app / "proj").rename(app / "other")
+    (app / "proj.py").write_text("app = None\n")
+    assert load_inventory(inventory, check_files=True).inventory.app.module == "proj"
 
 
 # --- the secrets file -------------------------------------------------------------
@@ -2422,6 +2450,22 @@ SECRET_CASES: list[tuple[str, str, list[str]]] = [
         [
             "{sec}:4:20: (yaml): the YAML tag '!!python/name:os.system' is not allowed; remove "
             "it and write a plain value (put text in quotes)"
+        ],
+    ),
+    (
+        "blank-password",
+        secrets_text(rabbitmq_user_orders="'          '"),
+        [
+            "{sec}:2:1: rabbitmq-user-orders: the value is blank (only spaces or tabs); a broker "
+            "or Flower login needs at least 8 characters, e.g. the output of: openssl rand -hex 16"
+        ],
+    ),
+    (
+        "one-character-password",
+        secrets_text(flower_user_admin="q"),
+        [
+            "{sec}:4:1: flower-user-admin: a value of 1 character(s) is too short; a broker or "
+            "Flower login needs at least 8 characters, e.g. the output of: openssl rand -hex 16"
         ],
     ),
     (

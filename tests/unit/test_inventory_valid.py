@@ -436,7 +436,7 @@ def test_secret_values_kept_as_text(write_inventory: WriteInventory) -> None:
     secrets = {
         **BASE_SECRETS,
         "rabbitmq-erlang-cookie": "value-of-cookie_0123456789.~!",
-        "rabbitmq-user-orders": "0755",  # quoted by write_secrets: stays text
+        "rabbitmq-user-orders": "07550755",  # quoted by write_secrets: stays text
         "flower-user-admin": "p@ss word:with/odd%chars",
     }
     loaded = _load_strict(write_inventory, BASE_INVENTORY, secrets)
