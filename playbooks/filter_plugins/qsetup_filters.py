@@ -89,24 +89,35 @@ def qsetup_converge(
 
 
 def qsetup_broker_apply(
-    definitions: Mapping[str, Any] | None,
+    read: Mapping[str, Any] | None,
     wanted: Mapping[str, Any],
     secrets: Mapping[str, str],
     removals: Mapping[str, Any],
+    cluster_size: int = 1,
 ) -> dict[str, Any]:
     """What ``qsetup_broker_objects`` applies, by ``converge.broker``'s comparison.
 
-    ``definitions`` are the broker's (``/api/definitions``; None or empty when unread:
-    then everything is applied), ``wanted`` the plan's ``qsetup_broker``, ``removals``
-    what the inventory dropped (``qsetup_converge``'s ``removals``). No password is in the result
+    ``read`` is ``qsetup_broker_admin``'s answer: the broker's ``definitions`` (None or
+    empty when unread: then everything is applied), its ``feature_flags`` and its
+    ``nodes``; ``wanted`` the plan's ``qsetup_broker``, ``removals`` what the inventory
+    dropped (``qsetup_converge``'s ``removals``). No password is in the result
     (qsetup_broker_passwords gives them to the module's no_log argument).
     """
-    from qsetup.converge.broker import broker_changes, compare_definitions
+    from qsetup.converge.broker import broker_changes, compare_definitions, flags_to_enable_now
+    from qsetup.converge.facts import parse_flags
     from qsetup.converge.target import broker_from_plan
 
+    read = read or {}
     expected = broker_from_plan(wanted)
-    drift = compare_definitions(expected, definitions or {}, secrets)
-    return broker_changes(expected, drift, removals)
+    drift = compare_definitions(expected, read.get("definitions") or {}, secrets)
+    nodes = read.get("nodes")
+    running = [n.get("running") is True for n in nodes] if isinstance(nodes, list) else None
+    return {
+        **broker_changes(expected, drift, removals),
+        "enable_flags": flags_to_enable_now(
+            parse_flags(read.get("feature_flags")), running, cluster_size
+        ),
+    }
 
 
 def qsetup_broker_passwords(

@@ -128,6 +128,16 @@ def _with_rabbitmqctl(module: AnsibleModule, user: str, password: str) -> None:
     ctl("set_user_tags", user, "administrator")
 
 
+def read_broker(port: int, user: str, password: str) -> dict[str, Any]:
+    """The broker's definitions, feature flags and nodes (name, running)."""
+    nodes = api(port, user, password, "GET", "/nodes?columns=name,running")
+    return {
+        "definitions": api(port, user, password, "GET", "/definitions"),
+        "feature_flags": api(port, user, password, "GET", "/feature-flags"),
+        "nodes": nodes if isinstance(nodes, list) else None,
+    }
+
+
 def main() -> None:
     """Return the definitions; create or reset the administrator when refused."""
     module = AnsibleModule(
@@ -154,9 +164,7 @@ def main() -> None:
 
             wait_for_port(port, wait, failed, unit or "")
         try:
-            module.exit_json(
-                changed=False, definitions=api(port, user, password, "GET", "/definitions")
-            )
+            module.exit_json(changed=False, **read_broker(port, user, password))
         except Refused:
             pass
         if module.check_mode:
@@ -164,10 +172,10 @@ def main() -> None:
         how = "api" if _with_guest(port, user, password) else "rabbitmqctl"
         if how == "rabbitmqctl":
             _with_rabbitmqctl(module, user, password)
-        definitions = api(port, user, password, "GET", "/definitions")
+        found = read_broker(port, user, password)
     except (Refused, RuntimeError) as exc:
         module.fail_json(msg=str(exc) or f"the broker refused {user} after its password was set")
-    module.exit_json(changed=True, bootstrap=how, definitions=definitions)
+    module.exit_json(changed=True, bootstrap=how, **found)
 
 
 if __name__ == "__main__":

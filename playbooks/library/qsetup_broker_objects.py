@@ -5,7 +5,7 @@ definitions.yml reads the broker's definitions once and a filter (qsetup_broker_
 over qsetup.converge) turns the difference into this module's arguments; the module
 makes the calls in one round trip: vhosts, users (password, tags, permissions, topic
 permissions), policies, then the deletions (guest, the users, policies and vhosts the
-inventory dropped).
+inventory dropped), then the stable feature flags left disabled.
 Ansible's community.rabbitmq modules did the same with one module run per object
 (about 0.5 s each on a small host). Passwords go in the request bodies of calls to
 127.0.0.1 only, from a no_log argument; the result names objects, never a password.
@@ -119,6 +119,9 @@ def apply_changes(api: Api, changes: dict[str, Any], passwords: dict[str, str]) 
     for path, what in deletions:
         if api.call("DELETE", path) is not GONE:
             done.append(f"{what} deleted")
+    for flag in changes.get("enable_flags") or []:
+        api.call("PUT", f"/feature-flags/{_q(flag)}/enable", {})
+        done.append(f"feature flag {flag} enabled")
     return done
 
 

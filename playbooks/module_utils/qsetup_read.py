@@ -196,6 +196,34 @@ def read_cluster(port: int, user: str, password: str) -> list[dict[str, Any]] | 
     ]
 
 
+def read_flags(port: int, user: str, password: str) -> list[dict[str, str]] | None:
+    """The broker's feature flags (name, state, stability), or None."""
+    data = read_api(port, user, password, "feature-flags")
+    if not isinstance(data, list):
+        return None
+    return [
+        {k: str(f.get(k, "")) for k in ("name", "state", "stability")}
+        for f in data
+        if isinstance(f, dict)
+    ]
+
+
+def old_rabbit_data(data_dir: Path, flag: str) -> str | None:
+    """A node's data under ``data_dir`` on which ``flag`` was never enabled, or None.
+
+    RabbitMQ keeps the flags a node enabled in ``<node>-feature_flags`` beside its
+    database; a release whose RabbitMQ requires ``flag`` cannot start on such data.
+    """
+    try:
+        files = sorted(data_dir.glob("*-feature_flags"))
+        for path in files:
+            if flag not in re.findall(r"[a-z0-9_]+", path.read_text(encoding="utf-8")):
+                return str(path)
+    except OSError:
+        return None
+    return None
+
+
 def discover_units(run: Run, prefix: str) -> list[str]:
     """The ``prefix*`` units systemd has loaded, enabled, or links in a ``.wants`` folder.
 
@@ -296,7 +324,9 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     name), ``manifest`` (path), ``find_paths``/``find_patterns`` (qsetup's files),
     ``units`` (systemctl show of these), ``discover`` (a unit name prefix: every such
     unit systemd knows is listed and shown), ``hosts_marker`` (blockinfile marker in
-    /etc/hosts), ``broker_api`` (port, user, password: definitions and cluster),
+    /etc/hosts), ``broker_api`` (port, user, password: definitions, cluster, feature
+    flags, deprecated features in use), ``rabbit_data`` (dir, needs: release -> a flag
+    that release's RabbitMQ needs enabled in the node's data),
     ``min_versions`` (package, version, problem), ``executables`` (paths: do they
     exist), ``dists`` ({prefix, name}: versions), ``deb_versions`` (packages).
     """
@@ -329,6 +359,13 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
         data = read_api(api["port"], api["user"], api["password"], "definitions")
         result["definitions"] = data if isinstance(data, dict) else None
         result["cluster"] = read_cluster(api["port"], api["user"], api["password"])
+        result["feature_flags"] = read_flags(api["port"], api["user"], api["password"])
+        used = read_api(api["port"], api["user"], api["password"], "deprecated-features/used")
+        result["deprecated_used"] = (
+            sorted(str(f.get("name")) for f in used if isinstance(f, dict))
+            if isinstance(used, list)
+            else None  # RabbitMQ before 3.13 has no such endpoint
+        )
     try:
         os_release = parse_os_release(Path("/etc/os-release").read_text(encoding="utf-8"))
     except OSError as exc:
@@ -347,6 +384,17 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
         result["packages"] = []
         result["installed"] = []
         return result
+    data = params.get("rabbit_data") or {}
+    flag = (data.get("needs") or {}).get(release)
+    if flag:
+        old = old_rabbit_data(Path(data["dir"]), flag)
+        if old is not None:
+            result["problems"].append(
+                f"{old} is the data of a RabbitMQ older than 3.13 (feature flag {flag} never "
+                f"enabled), which the RabbitMQ of {result['pretty_name']} cannot start on "
+                "(rabbitmq-server#15444); export it with qsetup backup where it ran, move "
+                f"{data['dir']} aside, deploy, then qsetup restore the export"
+            )
     _read_packages(params, run, result)
     return result
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qsetup.desired.state import UNIT_PREFIX, venv_dir
+from qsetup.desired.state import RABBIT_DATA_DIR, RABBIT_DATA_NEEDS, UNIT_PREFIX, venv_dir
 
 
 def read_params(
@@ -52,6 +52,7 @@ def read_params(
     }
     if broker:
         params["hosts_marker"] = str(common["qsetup_hosts_marker"])
+        params["rabbit_data"] = {"dir": RABBIT_DATA_DIR, "needs": dict(RABBIT_DATA_NEEDS)}
         if admin_password is not None:
             wanted = common["qsetup_broker"]
             params["broker_api"] = {

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from qsetup.converge.facts import FeatureFlag
 from qsetup.converge.passwords import password_matches
 from qsetup.desired.broker import (
     NO_RIGHTS,
@@ -417,3 +418,22 @@ def _perm(perm: tuple[str, ...] | None) -> str:
     if perm is None:
         return "none"
     return f"configure={perm[0]!r} write={perm[1]!r} read={perm[2]!r}"
+
+
+def flags_to_enable(flags: Iterable[FeatureFlag] | None) -> list[str]:
+    """The stable feature flags left disabled (RabbitMQ's next release may need them)."""
+    return sorted(f.name for f in flags or () if f.stability == "stable" and f.state == "disabled")
+
+
+def flags_to_enable_now(
+    flags: Iterable[FeatureFlag] | None, running: Iterable[bool] | None, cluster_size: int
+) -> list[str]:
+    """:func:`flags_to_enable`, once all ``cluster_size`` nodes run (``running``: per node).
+
+    A flag is enabled on every node at once; with a node down RabbitMQ refuses it, so
+    the deploy that brings the last node back enables them.
+    """
+    states = list(running or ())
+    if len(states) < cluster_size or not all(states):
+        return []
+    return flags_to_enable(flags)

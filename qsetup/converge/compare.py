@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qsetup.converge.broker import broker_changes, compare_definitions, fixable
+from qsetup.converge.broker import broker_changes, compare_definitions, fixable, flags_to_enable
 from qsetup.converge.facts import FileFact, HostFacts, UnitFact
 from qsetup.converge.removals import manifest_pending, removals
 from qsetup.converge.target import DirTarget, FileTarget, HostTarget, VenvTarget, hosts_block
@@ -31,13 +31,13 @@ class Difference:
     kind: str
     """preflight (the host cannot be deployed: its release, a package version), package,
     os_user, os_group, dir, file, venv, code, unit, removal, manifest, unmanaged,
-    leftover, broker, broker_api, cluster or hosts_block."""
+    leftover, broker, broker_api, feature_flag, cluster or hosts_block."""
     obj: str
     """The object: a path, a unit, a package, a user, a broker object."""
     detail: str
     fix: str
     """What deploy does about it (install, create, build, start, enable, remove,
-    record, set, join, write; ``refuse`` for a preflight problem), or ``leave``."""
+    record, set, join, write, enable; ``refuse`` for a preflight problem), or ``leave``."""
 
     @property
     def fixable(self) -> bool:
@@ -309,6 +309,16 @@ def _broker_differences(
                         "set" if fixable(d) else LEAVE,
                     )
                 )
+        for name in flags_to_enable(facts.feature_flags):
+            out.append(
+                Difference(
+                    target.host,
+                    "feature_flag",
+                    f"broker feature flag '{name}'",
+                    "disabled; run qsetup deploy (it enables every stable flag once all nodes run)",
+                    "enable",
+                )
+            )
     if target.broker_node and target.cluster_size > 1:
         nodes = facts.cluster or ()
         running = [n.name for n in nodes if n.running]

@@ -99,6 +99,28 @@ class ClusterNode:
 
 
 @dataclass(frozen=True)
+class FeatureFlag:
+    """A RabbitMQ feature flag as the API lists it."""
+
+    name: str
+    state: str
+    """enabled, disabled, or unavailable (a node does not know it)."""
+    stability: str
+    """stable, experimental or required."""
+
+
+def parse_flags(raw: object) -> tuple[FeatureFlag, ...] | None:
+    """``/api/feature-flags`` (or the read's copy of it) as typed flags; None when unread."""
+    if not isinstance(raw, list):
+        return None
+    return tuple(
+        FeatureFlag(str(f.get("name", "")), str(f.get("state", "")), str(f.get("stability", "")))
+        for f in raw
+        if isinstance(f, dict)
+    )
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """Everything the one read found on a host."""
 
@@ -122,6 +144,9 @@ class HostFacts:
     definitions: Mapping[str, Any] | None = None
     """The broker's definitions (a broker node; None when its API did not answer)."""
     cluster: tuple[ClusterNode, ...] | None = None
+    feature_flags: tuple[FeatureFlag, ...] | None = None
+    deprecated_used: tuple[str, ...] | None = None
+    """Deprecated broker features in use (None: unread, or RabbitMQ before 3.13)."""
     executables: Mapping[str, bool] = field(default_factory=dict)
     dists: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
     """(prefix, distribution) -> installed version."""
@@ -170,6 +195,12 @@ class HostFacts:
             cluster=(
                 tuple(ClusterNode(str(n["name"]), bool(n["running"])) for n in cluster)
                 if isinstance(cluster, list)
+                else None
+            ),
+            feature_flags=parse_flags(data.get("feature_flags")),
+            deprecated_used=(
+                tuple(str(n) for n in data["deprecated_used"])
+                if isinstance(data.get("deprecated_used"), list)
                 else None
             ),
             executables={str(k): bool(v) for k, v in (data.get("executables") or {}).items()},

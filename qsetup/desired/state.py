@@ -76,6 +76,14 @@ def ssh_endpoints(inv: Inventory, inventory_path: Path) -> dict[str, SshEndpoint
 RELEASES = {"bookworm": "Debian 12 (bookworm)", "trixie": "Debian 13 (trixie)"}
 """Release codenames qsetup supports, as ``/etc/os-release`` names them."""
 
+RABBIT_DATA_DIR = "/var/lib/rabbitmq/mnesia"
+RABBIT_DATA_NEEDS = {"trixie": "message_containers"}
+"""Per release, a feature flag the release's RabbitMQ needs enabled in a node's data.
+
+trixie's RabbitMQ 4.0.5 starts only on data whose every 3.13 flag was enabled
+(message_containers came with 3.13); bookworm's 3.10.8 data has none of them.
+"""
+
 _CELERY_APT = {
     # bookworm: the package the notes name; it pulls celery (/usr/bin/celery) and
     # python3-celery 5.2.

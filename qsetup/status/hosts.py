@@ -144,6 +144,7 @@ def assemble_hosts(
             ),
             unexpected_units=extra,
             differences=differences,
+            deprecated_features=facts.deprecated_used or () if target.broker else (),
             broker_drift=drift,
         )
     return out

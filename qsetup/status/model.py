@@ -59,6 +59,9 @@ class HostStatus:
     there (an old group, an extra instance, a moved beat)."""
     differences: tuple[Difference, ...] = ()
     """Every way the host differs from what a deploy would put there (the one comparison)."""
+    deprecated_features: tuple[str, ...] = ()
+    """On the node that manages the broker's objects: deprecated features in use
+    (RabbitMQ 3.13 and later say; a later release may remove them)."""
     broker_drift: tuple[Drift, ...] | None = None
     """On the node that manages the broker's objects: their drift, from the read's
     definitions (passwords checked too); None where not read."""

@@ -210,6 +210,7 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
                 "celery_versions": dict(h.celery_versions),
                 "flower_version": h.flower_version,
                 "rabbitmq_package": h.rabbitmq_version,
+                "deprecated_features_used": list(h.deprecated_features),
             }
             for h in status.hosts
         },
@@ -317,6 +318,14 @@ def status_view(status: SystemStatus) -> Group:
                 versions.append(f"rabbitmq-server {h.rabbitmq_version}")
             detail = f"hostname {h.hostname}; " + (", ".join(versions) or "no versions")
             table.add_row("host", h.name, f"ssh {h.address}", Text("reachable", ok), detail)
+            if h.deprecated_features:
+                table.add_row(
+                    "host",
+                    h.name,
+                    "RabbitMQ deprecated features in use",
+                    Text("warning", "yellow"),
+                    ", ".join(h.deprecated_features) + "; a later RabbitMQ may remove them",
+                )
             for u in h.unexpected_units:
                 now = f"{u.active_state} ({u.sub_state})"
                 if u.load_state == "not-found":

@@ -25,7 +25,13 @@ class Broker:
         if method == "PUT":
             self.users[path.rsplit("/", 1)[1]] = body["password"]
             return None
-        return {"users": sorted(self.users)} if path == "/definitions" else {"name": user}
+        if path == "/definitions":
+            return {"users": sorted(self.users)}
+        if path == "/feature-flags":
+            return [{"name": "quorum_queue", "state": "enabled", "stability": "required"}]
+        if path.startswith("/nodes"):
+            return [{"name": "rabbit@mq1", "running": True}]
+        return {"name": user}
 
     def run_command(self, argv: list[str], data: str | None = None) -> tuple[int, str, str]:
         self.argv.append(argv)
@@ -69,7 +75,12 @@ def _run(monkeypatch: pytest.MonkeyPatch, broker: Broker) -> dict[str, Any]:
 def test_an_administrator_that_logs_in_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     broker = Broker({"qsetup-admin": "s3cret"})
     result = _run(monkeypatch, broker)
-    assert result == {"changed": False, "definitions": {"users": ["qsetup-admin"]}}
+    assert result == {
+        "changed": False,
+        "definitions": {"users": ["qsetup-admin"]},
+        "feature_flags": [{"name": "quorum_queue", "state": "enabled", "stability": "required"}],
+        "nodes": [{"name": "rabbit@mq1", "running": True}],
+    }
     assert broker.argv == []
 
 

@@ -81,7 +81,7 @@ class FakeApi:
 def _converge(defs: dict[str, Any], removals: dict[str, Any] | None = None) -> FakeApi:
     api = FakeApi(defs)
     removals = removals or {}
-    changes = filters.qsetup_broker_apply(defs, WANTED, SECRETS, removals)
+    changes = filters.qsetup_broker_apply({"definitions": defs}, WANTED, SECRETS, removals)
     passwords = filters.qsetup_broker_passwords(changes, WANTED, SECRETS)
     assert all(pw not in repr(changes) for pw in SECRETS.values()), "no password in changes"
     objects.apply_changes(api, changes, passwords)
@@ -97,7 +97,7 @@ def test_an_empty_broker_converges_in_one_call() -> None:
         "policies": [],
     }
     _converge(defs)
-    assert filters.qsetup_broker_apply(defs, WANTED, SECRETS, {}) == NO_DRIFT
+    assert filters.qsetup_broker_apply({"definitions": defs}, WANTED, SECRETS, {}) == NO_DRIFT
     assert {u["name"] for u in defs["users"]} == {"app", "ops"}
 
 
@@ -110,7 +110,7 @@ def test_every_kind_of_drift_converges_and_a_matching_broker_gets_no_call() -> N
     )
     defs["policies"][0]["definition"] = {"max-length": 11}
     _converge(defs)
-    assert filters.qsetup_broker_apply(defs, WANTED, SECRETS, {}) == NO_DRIFT
+    assert filters.qsetup_broker_apply({"definitions": defs}, WANTED, SECRETS, {}) == NO_DRIFT
     assert [p["vhost"] for p in defs["permissions"] if p["user"] == "app"] == ["app"]
     assert _converge(defs).calls == []
 
@@ -120,7 +120,7 @@ def test_dropped_objects_are_deleted_once_and_the_administrator_never() -> None:
     defs["users"].append({"name": "old", "password_hash": "x", "tags": []})
     removals = {"broker_users": ["old", "qsetup-admin"], "broker_policies": ["app/gone"]}
     wanted = {**WANTED, "admin_user": "qsetup-admin"}
-    changes = filters.qsetup_broker_apply(defs, wanted, SECRETS, removals)
+    changes = filters.qsetup_broker_apply({"definitions": defs}, wanted, SECRETS, removals)
     assert changes["delete_users"] == ["old"]
     api = FakeApi(defs)
     assert objects.apply_changes(api, changes, {}) == ["user old deleted"]
@@ -141,3 +141,32 @@ def test_a_refused_call_names_the_call_not_the_password(monkeypatch: pytest.Monk
         objects.apply_changes(api, changes, {"app": "pw-app"})
     assert "PUT /api/users/app: HTTP 400" in str(err.value)
     assert "pw-app" not in str(err.value) and "admin-pw" not in str(err.value)
+
+
+FLAGS = [
+    {"name": "stream_filtering", "state": "disabled", "stability": "stable"},
+    {"name": "khepri_db", "state": "disabled", "stability": "experimental"},
+    {"name": "quorum_queue", "state": "enabled", "stability": "required"},
+    {"name": "message_containers", "state": "disabled", "stability": "stable"},
+]
+
+
+def test_stable_flags_left_disabled_are_enabled_once_every_node_runs() -> None:
+    defs = definitions()
+    up = [{"name": f"rabbit@n{i}", "running": True} for i in range(3)]
+    read = {"definitions": defs, "feature_flags": FLAGS, "nodes": up}
+    changes = filters.qsetup_broker_apply(read, WANTED, SECRETS, {}, 3)
+    assert changes["enable_flags"] == ["message_containers", "stream_filtering"]
+    api = FakeApi(defs)
+    assert objects.apply_changes(api, changes, {}) == [
+        "feature flag message_containers enabled",
+        "feature flag stream_filtering enabled",
+    ]
+    assert api.calls == [
+        ("PUT", "/feature-flags/message_containers/enable"),
+        ("PUT", "/feature-flags/stream_filtering/enable"),
+    ]
+    down = [*up[:2], {"name": "rabbit@n2", "running": False}]
+    for nodes in (down, up[:2]):
+        read = {"definitions": defs, "feature_flags": FLAGS, "nodes": nodes}
+        assert filters.qsetup_broker_apply(read, WANTED, SECRETS, {}, 3)["enable_flags"] == []

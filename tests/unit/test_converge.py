@@ -12,7 +12,7 @@ from unitdata import FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
 from qsetup.converge.broker import broker_changes, compare_definitions
 from qsetup.converge.compare import LEAVE, compare_host, host_clean
-from qsetup.converge.facts import ClusterNode, FileFact, HostFacts, UnitFact
+from qsetup.converge.facts import ClusterNode, FeatureFlag, FileFact, HostFacts, UnitFact
 from qsetup.converge.target import (
     FileTarget,
     HostTarget,
@@ -268,6 +268,38 @@ def test_a_changed_password_is_drift_and_deploy_sets_only_the_password() -> None
     changes = broker_changes(STATE, drift, {})
     assert [(u["name"], u["permissions"]) for u in changes["users"]] == [("shop", None)]
     assert "changed-by-hand" not in repr(drift) and "right-password" not in repr(changes)
+
+
+def test_a_stable_flag_left_disabled_is_a_difference_deploy_enables() -> None:
+    flags = (
+        FeatureFlag("quorum_queue", "enabled", "required"),
+        FeatureFlag("stream_filtering", "disabled", "stable"),
+        FeatureFlag("khepri_db", "disabled", "experimental"),
+        FeatureFlag("message_containers", "unavailable", "stable"),
+    )
+    node = replace(target(), broker=STATE, broker_node=True)
+    read = facts(definitions=definitions(), feature_flags=flags)
+    (diff,) = compare_host(node, read, SECRETS)
+    assert (diff.kind, diff.obj, diff.fix) == (
+        "feature_flag",
+        "broker feature flag 'stream_filtering'",
+        "enable",
+    )
+    assert diff.line.startswith("w1: broker feature flag 'stream_filtering': disabled;")
+    enabled = tuple(replace(f, state="enabled") if f.stability == "stable" else f for f in flags)
+    assert compare_host(node, replace(read, feature_flags=enabled), SECRETS) == ()
+
+
+def test_the_read_parses_feature_flags_and_deprecated_features() -> None:
+    read = HostFacts.from_read(
+        {
+            "feature_flags": [{"name": "x", "state": "disabled", "stability": "stable"}],
+            "deprecated_used": ["transient_nonexcl_queues"],
+        }
+    )
+    assert read.feature_flags == (FeatureFlag("x", "disabled", "stable"),)
+    assert read.deprecated_used == ("transient_nonexcl_queues",)
+    assert HostFacts.from_read({}).feature_flags is None
 
 
 def test_an_edited_policy_is_drift_and_deploy_sets_it() -> None:

@@ -212,12 +212,14 @@ NO_DRIFT: dict[str, Any] = {
     "delete_users": [],
     "delete_policies": [],
     "delete_vhosts": [],
+    "enable_flags": [],
 }
 """What qsetup_broker_apply gives for a broker that matches the inventory."""
 
 
 def apply(defs: dict[str, Any] | None, removals: dict[str, Any] | None = None) -> dict[str, Any]:
-    return dict(filters.qsetup_broker_apply(defs, WANTED, SECRETS, removals or {}))
+    read = None if defs is None else {"definitions": defs}
+    return dict(filters.qsetup_broker_apply(read, WANTED, SECRETS, removals or {}))
 
 
 def test_a_broker_that_matches_has_no_drift() -> None:

@@ -23,6 +23,7 @@ from unitdata import (
     FULL_SECRETS,
     WriteInventory,
     as_deployed,
+    playbook_module,
     rabbit_hash,
 )
 
@@ -298,3 +299,33 @@ def test_a_host_without_the_read_answer_is_unreachable_with_why(full: LoadedInve
     target = next(t for t in ssh_targets(full) if t.name == "w1")
     outcome = status_ssh._outcome("10.1.0.1", _Result(), 5.0, target)
     assert outcome.facts is None and "python3 is not installed" in str(outcome.error)
+
+
+FLAGS_3_10 = (
+    "[classic_mirrored_queue_version,drop_unroutable_metric,empty_basic_get_metric,"
+    "implicit_default_bindings,maintenance_mode_status,quorum_queue,stream_queue,"
+    "user_limits,virtual_host_metadata].\n"
+)
+
+
+def test_old_rabbitmq_data_is_a_problem_on_a_release_that_cannot_start_on_it(
+    tmp_path: Path,
+) -> None:
+    read = playbook_module("module_utils/qsetup_read.py")
+    here = read.parse_os_release(Path("/etc/os-release").read_text())["VERSION_CODENAME"]
+    (tmp_path / "rabbit@mq1-feature_flags").write_text(FLAGS_3_10)
+    params = {
+        "releases": {here: "this release"},
+        "rabbit_data": {"dir": str(tmp_path), "needs": {here: "message_containers"}},
+    }
+    found = read.read_host(params, lambda argv: (0, "", ""))
+    (problem,) = found["problems"]
+    assert problem.startswith(f"{tmp_path}/rabbit@mq1-feature_flags is the data of a RabbitMQ ")
+    assert "qsetup backup" in problem and "qsetup restore" in problem
+    (tmp_path / "rabbit@mq1-feature_flags").write_text(
+        FLAGS_3_10.replace("]", ",message_containers]")
+    )
+    assert read.read_host(params, lambda argv: (0, "", ""))["problems"] == []
+    params["rabbit_data"]["needs"] = {"other": "message_containers"}
+    (tmp_path / "rabbit@mq1-feature_flags").write_text(FLAGS_3_10)
+    assert read.read_host(params, lambda argv: (0, "", ""))["problems"] == []

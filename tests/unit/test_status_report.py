@@ -129,6 +129,7 @@ def test_json_shape() -> None:
         "celery_versions": {},
         "flower_version": None,
         "rabbitmq_package": None,
+        "deprecated_features_used": [],
     }
     unit = data["hosts"]["worker1"]["units"]["qsetup-worker-default@1.service"]
     assert unit == {
