@@ -8,6 +8,7 @@ and names) so the bookworm hosts of the other modules are untouched.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +28,52 @@ def trixie(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(hosts.inventory, hosts.key, hosts.addresses, hosts.env)
 
 
+# What Debian 12's RabbitMQ 3.10.8 writes beside its database (seen on a bookworm node).
+FLAGS_3_10 = """[classic_mirrored_queue_version,drop_unroutable_metric,empty_basic_get_metric,
+ implicit_default_bindings,maintenance_mode_status,quorum_queue,stream_queue,
+ user_limits,virtual_host_metadata].
+"""
+DATA = "/var/lib/rabbitmq/mnesia"
+# A stable flag 4.0.5 does not require: a node told to leave it off at its first start
+# keeps it off until something enables it.
+HELD_BACK = "message_containers_deaths_v2"
+DROP_IN = "/etc/systemd/system/rabbitmq-server.service.d/held-back-flag.conf"
+
+
+def _flags(site: Site, host: str) -> dict[str, tuple[str, str]]:
+    out = site.ssh(host, "rabbitmqctl -q list_feature_flags name state stability --formatter json",
+                   check=True).stdout  # fmt: skip
+    return {f["name"]: (f["state"], f["stability"]) for f in json.loads(out)}
+
+
 def test_demo_topology_deploys_on_trixie(trixie: Site) -> None:
+    broker = trixie.loaded().inventory.broker.host
+    node = f"{DATA}/rabbit@{broker}-feature_flags"
+    # Data of Debian 12's RabbitMQ (a host rebuilt on trixie keeping /var/lib/rabbitmq):
+    # the preflight refuses before apt runs on any host, naming the way out.
+    trixie.ssh(broker, f"mkdir -p {DATA} && cat > {node} <<'EOF'\n{FLAGS_3_10}EOF", check=True)
+    code, refused = trixie.deploy()
+    assert code != 0 and refused["ok"] is False
+    lines = "\n".join(refused["failures"])
+    assert f"{node} is the data of a RabbitMQ older than 3.13" in lines, lines
+    assert "qsetup backup" in lines and "qsetup restore" in lines, lines
+    for host in trixie.addresses:
+        states = trixie.ssh(host, "for p in rabbitmq-server python3-celery; do dpkg-query -W "
+                            "-f='${db:Status-Abbrev}' $p 2>/dev/null; done").stdout  # fmt: skip
+        assert "ii" not in states, f"{host}: a package was installed after the refusal"
+    trixie.ssh(broker, "rm -rf /var/lib/rabbitmq", check=True)
+
+    # The node starts with one stable flag held back; the deploy enables it.
+    trixie.ssh(broker, f"mkdir -p {Path(DROP_IN).parent} && printf '[Service]\\n"
+               f"Environment=RABBITMQ_FEATURE_FLAGS=-{HELD_BACK}\\n' > {DROP_IN} "
+               "&& systemctl daemon-reload", check=True)  # fmt: skip
     code, first = trixie.deploy()
     assert code == 0 and first["ok"] is True, first["failures"]
+    flags = _flags(trixie, broker)
+    assert flags[HELD_BACK] == ("enabled", "stable"), flags
+    left = {name for name, (state, stability) in flags.items()
+            if stability == "stable" and state != "enabled"}  # fmt: skip
+    assert left == set(), left
     loaded = trixie.loaded()
     seen = {send_task(loaded, "proj.tasks.add", (2, 3), timeout=60).result for _ in range(3)}
     assert seen == {5}
