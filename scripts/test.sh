@@ -43,7 +43,8 @@ run_pytest() {
 
 echo "== unit tests"; run_pytest tests/unit -q
 if [[ "$tier" == "all" ]]; then
-    echo "== integration tests (sandbox hosts)"; run_pytest tests/integration -m integration -q
+    # --durations: where CI's minutes go (fixtures that boot and deploy count with their first test).
+    echo "== integration tests (sandbox hosts)"; run_pytest tests/integration -m integration -q --durations=40
     # The core behaviours again on Debian 13 hosts (first deploy, what the inventory drops
     # leaving hosts and broker, a bad push, the rolling gate, self-healing units);
     # test_trixie and test_cluster above already run their own Debian 13 hosts.
