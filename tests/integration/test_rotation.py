@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets as pyrandom
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -71,11 +72,16 @@ def test_password_rotation_applies_refuses_the_old_and_reconnects(
     ops = next(u for u in inv.broker.users if "administrator" in u.tags)
     admin = (ops.name, new.secrets.get(ops.password_secret))
     api = f"http://{broker}:{inv.broker.management_port}/api"
-    conns = requests.get(f"{api}/connections", auth=admin, timeout=10).json()
-    app_conns = [c for c in conns if c["user"] == inv.app.broker_user]
     service_hosts = {site.addresses[h] for _, h, _ in site.worker_units()}
-    peers = {c["peer_host"] for c in app_conns}
-    assert service_hosts <= peers, peers
+
+    def app_connections() -> list[dict[str, Any]] | None:
+        # The API lists a connection once its statistics are collected (every 5 s): a
+        # worker that answered ping may not be listed yet.
+        conns = requests.get(f"{api}/connections", auth=admin, timeout=10).json()
+        mine = [c for c in conns if c["user"] == inv.app.broker_user]
+        return mine if service_hosts <= {c["peer_host"] for c in mine} else None
+
+    app_conns = wait_for("every worker host's connection listed", app_connections, 30)
     # RabbitMQ keeps connections opened before a password change; the controller's own
     # (this test's earlier clients, from the bridge address) are not qsetup's to close.
     controller = sandbox_hosts.bridge_address
