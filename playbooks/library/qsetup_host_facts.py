@@ -14,66 +14,18 @@ from ansible.module_utils.qsetup_read import read_host
 
 DOCUMENTATION = r"""
 module: qsetup_host_facts
-short_description: Read a host's release, hostname and package state for qsetup's preflight
+short_description: Read a host's release, hostname, files, units, packages and broker for qsetup
 options:
-  packages:
-    description: Debian packages the plan needs, per release codename.
+  params:
+    description: The read's parameters as the plan records them (qsetup_read_params, built
+      by qsetup/artifacts/readparams.py; status sends the same over SSH). Passed whole, so
+      a parameter the read gains needs no change here.
     type: dict
     required: true
-  releases:
-    description: Supported release codenames mapped to a human name.
-    type: dict
-    required: true
-  manifest:
-    description: Path of qsetup's manifest on the host (what an earlier deploy installed).
-    type: str
-    required: false
-  find_paths:
-    description: Directories whose entries matching find_patterns are reported (not recursive).
-    type: list
-    required: false
-  find_patterns:
-    description: Shell patterns of the entry names to report.
-    type: list
-    required: false
-  units:
-    description: systemd units whose state is reported.
-    type: list
-    required: false
   broker_api:
-    description: On a broker host, the management API (port, user, password) whose
-      definitions and cluster nodes are reported.
+    description: On a broker node, the management API's port, user and password
+      (definitions, cluster, feature flags).
     type: dict
-    required: false
-  discover:
-    description: A unit name prefix; every such unit systemd knows is listed and shown.
-    type: str
-    required: false
-  executables:
-    description: Paths whose existence (as executables) is reported.
-    type: list
-    required: false
-  dists:
-    description: Python distributions (prefix, name) whose installed version is reported.
-    type: list
-    required: false
-  deb_versions:
-    description: Debian packages whose installed version is reported.
-    type: list
-    required: false
-  check_candidates:
-    description: For a planned package that is missing, ask apt whether it can install it
-      (refreshing package lists older than a day).
-    type: bool
-    default: true
-  hosts_marker:
-    description: The blockinfile marker of the cluster's lines in /etc/hosts.
-    type: str
-    required: false
-  min_versions:
-    description: Debian packages (package, version, problem) whose installed or
-      candidate version must be at least version; problem is reported otherwise.
-    type: list
     required: false
 """
 
@@ -82,34 +34,7 @@ def main() -> None:
     """Run the module: the one read (module_utils/qsetup_read.py) with these parameters."""
     module = AnsibleModule(
         argument_spec={
-            "packages": {"type": "dict", "required": True},
-            "releases": {"type": "dict", "required": True},
-            "manifest": {"type": "str", "required": False, "default": None},
-            "find_paths": {"type": "list", "elements": "str", "required": False, "default": []},
-            "find_patterns": {
-                "type": "list",
-                "elements": "str",
-                "required": False,
-                "default": [],
-            },
-            "units": {"type": "list", "elements": "str", "required": False, "default": []},
-            "discover": {"type": "str", "required": False, "default": None},
-            "hosts_marker": {"type": "str", "required": False, "default": None},
-            "executables": {"type": "list", "elements": "str", "required": False, "default": []},
-            "dists": {"type": "list", "elements": "dict", "required": False, "default": []},
-            "deb_versions": {"type": "list", "elements": "str", "required": False, "default": []},
-            "check_candidates": {"type": "bool", "required": False, "default": True},
-            "min_versions": {
-                "type": "list",
-                "elements": "dict",
-                "required": False,
-                "default": [],
-                "options": {
-                    "package": {"type": "str", "required": True},
-                    "version": {"type": "str", "required": True},
-                    "problem": {"type": "str", "required": True},
-                },
-            },
+            "params": {"type": "dict", "required": True},
             "broker_api": {
                 "type": "dict",
                 "required": False,
@@ -128,7 +53,10 @@ def main() -> None:
         rc, out, err = module.run_command(argv, environ_update={"LC_ALL": "C"})
         return int(rc), str(out), str(err)
 
-    module.exit_json(**read_host(dict(module.params), run))
+    params = dict(module.params["params"])
+    if module.params.get("broker_api"):
+        params["broker_api"] = module.params["broker_api"]
+    module.exit_json(**read_host(params, run))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def test_demo_topology_deploys_on_trixie(trixie: Site) -> None:
     trixie.ssh(broker, f"mkdir -p {DATA} && cat > {node} <<'EOF'\n{FLAGS_3_10}EOF", check=True)
     code, refused = trixie.deploy()
     assert code != 0 and refused["ok"] is False
-    lines = "\n".join(refused["failures"])
+    lines = json.dumps(refused["failures"])
     assert f"{node} is the data of a RabbitMQ older than 3.13" in lines, lines
     assert "qsetup backup" in lines and "qsetup restore" in lines, lines
     for host in trixie.addresses:
