@@ -78,7 +78,7 @@ def test_encrypted_secrets_leave_nothing_plain_and_every_command_still_works(
 
     # qsetup's CA and host keys beside the inventory (render issues them; deploy keeps TLS off).
     text = site.inventory.read_text()
-    site.inventory.write_text(text + "tls:\n  enabled: true\n")
+    site.inventory.write_text(yaml.safe_dump({**yaml.safe_load(text), "tls": {"enabled": True}}))
     assert site.qsetup("render", "--out", str(outside / "rendered")).returncode == 0
     site.inventory.write_text(text)
     proc = site.qsetup("backup")

@@ -393,3 +393,24 @@ def test_loading_an_encrypted_inventory_keeps_encrypting(write_inventory: WriteI
     assert loaded.secrets.get("rabbitmq-user-orders") == BASE_SECRETS["rabbitmq-user-orders"]
     assert run("secrets", "decrypt", "-i", str(inventory), "--vault-password-file", str(pw))[0] == 0
     assert not load_inventory(inventory).vault.encrypt
+
+
+def test_rotate_says_to_deploy_again_when_the_deploy_fails(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qsetup.remote.runner import DeployResult, HostResult
+
+    inventory = write_inventory()
+    failed = DeployResult("failed", 2, {"rabbit1": HostResult(failed=1)}, (), inventory.parent, 1.0)
+    monkeypatch.setattr("qsetup.ops.secrets.run_deploy", lambda *a, **k: failed)
+    monkeypatch.setattr(
+        "qsetup.ops.secrets.check_status", lambda *a: pytest.fail("status after a failed deploy")
+    )
+    code, output = run("secrets", "rotate", "flower-user-admin", "-i", str(inventory))
+    assert code == 3
+    assert "run qsetup deploy to finish" in output
+    values = yaml.safe_load((inventory.parent / "inventory.secrets.yml").read_text())
+    assert (
+        values["flower-user-admin"] != BASE_SECRETS["flower-user-admin"]
+    )  # kept for the next deploy
+    assert values["flower-user-admin"] not in output
