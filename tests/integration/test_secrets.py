@@ -99,6 +99,8 @@ def test_encrypted_secrets_leave_nothing_plain_and_every_command_still_works(
         assert f"encrypted {path}" in proc.stdout
         assert is_encrypted(path.read_bytes())
 
+    monkeypatch.setenv(PASSWORD_ENV, str(password))  # site.loaded() in this process
+
     # No password, or a wrong one: one line, exit 1, no host touched (no run started).
     runs = folder / ".qsetup" / "runs"
     runs_before = sorted(runs.iterdir())
@@ -121,7 +123,6 @@ def test_encrypted_secrets_leave_nothing_plain_and_every_command_still_works(
 
     # With the password: deploy (nothing to change), status, backup and restore.
     site.env = {PASSWORD_ENV: str(password)}
-    monkeypatch.setenv(PASSWORD_ENV, str(password))  # site.loaded() in this process
     rc, data = site.deploy()
     assert rc == 0, data["failures"]
     assert changed_by_host(data) == dict.fromkeys(data["hosts"], 0)
