@@ -32,6 +32,12 @@ sandbox_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(sandbox_app, name="sandbox")
+secrets_app = typer.Typer(
+    help="Keep the secrets, keys and backups beside the inventory encrypted (ansible-vault "
+    "format); rotate one password.",
+    no_args_is_help=True,
+)
+app.add_typer(secrets_app, name="secrets")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -105,6 +111,30 @@ SecretsOpt = Annotated[
     ),
 ]
 
+VaultOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--vault-password-file",
+        help="The file holding the vault password of encrypted secrets (default: the file "
+        "QSETUP_VAULT_PASSWORD_FILE names, else a prompt on a terminal).",
+    ),
+]
+
+
+def _passwords(file: Path | None, *, confirm: bool = False) -> Any:
+    """Where the vault password comes from: the option, the environment, or a prompt."""
+    from qsetup.inventory.vault import PasswordSource
+
+    def ask(question: str) -> str:
+        try:
+            return str(
+                typer.prompt(question, hide_input=True, err=True, confirmation_prompt=confirm)
+            )
+        except typer.Abort:
+            raise QsetupError("no vault password was given") from None
+
+    return PasswordSource(file, ask if sys.stdin.isatty() else None)
+
 
 @app.command()
 def init(
@@ -168,11 +198,16 @@ def init(
 def validate(
     inventory: InventoryOpt,
     secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
 ) -> None:
     """Check an inventory and its secrets; print FILE:LINE:COL: field: message per problem."""
     from qsetup.inventory.loader import load_inventory
 
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
+    loaded = run_guarded(
+        lambda: load_inventory(
+            inventory, secrets, check_files=True, passwords=_passwords(vault_password_file)
+        )
+    )
     inv = loaded.inventory
     out.print(
         f"{inventory}: valid ({len(inv.hosts)} hosts, {len(inv.workers)} worker groups, "
@@ -187,6 +222,7 @@ def render(
         Path, typer.Option("--out", "-o", help="Directory to write DIR/<host>/<path> into.")
     ],
     secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
 ) -> None:
     """Write every file deploy would install, per host, under OUT/<host>/<absolute path>.
 
@@ -198,8 +234,8 @@ def render(
     from qsetup.inventory.loader import load_inventory
 
     def core() -> int:
-        loaded = load_inventory(inventory, secrets)
-        material = prepare_tls(loaded.path, loaded.inventory, None)
+        loaded = load_inventory(inventory, secrets, passwords=_passwords(vault_password_file))
+        material = prepare_tls(loaded.path, loaded.inventory, None, vault=loaded.vault)
         artifacts = render_all(loaded.inventory, loaded.secrets, material)
         try:
             write_artifacts(artifacts, out_dir)
@@ -236,6 +272,7 @@ def schema() -> None:
 def deploy(
     inventory: InventoryOpt,
     secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
     check: Annotated[bool, typer.Option(help="Show what would change; change nothing.")] = False,
     diff: Annotated[bool, typer.Option(help="Show file differences.")] = False,
     limit: Annotated[
@@ -266,7 +303,11 @@ def deploy(
         tags=tuple(t.strip() for t in (tags or "").split(",") if t.strip()),
         verbose=verbose,
     )
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
+    loaded = run_guarded(
+        lambda: load_inventory(
+            inventory, secrets, check_files=True, passwords=_passwords(vault_password_file)
+        )
+    )
     hosts = list(options.limit or loaded.inventory.hosts)
 
     def core() -> Any:
@@ -291,6 +332,7 @@ def deploy(
 def status(
     inventory: InventoryOpt,
     secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
     watch: Annotated[
         float | None,
@@ -319,7 +361,9 @@ def status(
     from qsetup.status import SystemStatus, check_status
     from qsetup.ui.report import status_json, status_view
 
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    loaded = run_guarded(
+        lambda: load_inventory(inventory, secrets, passwords=_passwords(vault_password_file))
+    )
 
     def show(result: SystemStatus) -> None:
         if json_out:
@@ -360,6 +404,7 @@ def status(
 def restart(
     inventory: InventoryOpt,
     secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
     role: Annotated[
         str, typer.Option(help="Which services: workers, flower, beat or broker (comma-separated).")
     ] = "workers",
@@ -381,7 +426,11 @@ def restart(
     from qsetup.ui.progress import run_with_progress
     from qsetup.ui.report import deploy_json, deploy_summary
 
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets, check_files=True))
+    loaded = run_guarded(
+        lambda: load_inventory(
+            inventory, secrets, check_files=True, passwords=_passwords(vault_password_file)
+        )
+    )
     roles = tuple(r.strip() for r in role.split(",") if r.strip())
     hosts = tuple(h.strip() for h in (limit or "").split(",") if h.strip())
 
@@ -448,6 +497,7 @@ def demo(
 def backup(
     inventory: InventoryOpt,
     secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
     out_file: Annotated[
         Path | None,
         typer.Option(
@@ -476,7 +526,9 @@ def backup(
     from qsetup.ops.backup import run_backup
     from qsetup.ui.report_backup import backup_json, backup_line
 
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    loaded = run_guarded(
+        lambda: load_inventory(inventory, secrets, passwords=_passwords(vault_password_file))
+    )
     result = run_guarded(lambda: run_backup(loaded, out_file))
     if json_out:
         sys.stdout.write(json.dumps(backup_json(result), indent=2) + "\n")
@@ -494,6 +546,7 @@ def restore(
         ),
     ],
     secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
 ) -> None:
     """Import a definitions file into the deployed broker (deploy it first).
@@ -520,7 +573,9 @@ def restore(
     from qsetup.ops.backup import run_restore
     from qsetup.ui.report_backup import restore_json, restore_line
 
-    loaded = run_guarded(lambda: load_inventory(inventory, secrets))
+    loaded = run_guarded(
+        lambda: load_inventory(inventory, secrets, passwords=_passwords(vault_password_file))
+    )
     result = run_guarded(lambda: run_restore(loaded, file))
     if json_out:
         sys.stdout.write(json.dumps(restore_json(result), indent=2) + "\n")
@@ -529,6 +584,165 @@ def restore(
 
 
 # --- end backup and restore ---------------------------------------------------
+
+
+# --- secrets at rest (qsetup/ops/secrets.py) ------------------------------------
+
+
+def _vault_change_lines(change: Any, done: str, already: str) -> None:
+    for path in change.changed:
+        _say(f"{done} {path}")
+    for path in change.unchanged:
+        _say(f"{path}: {already}")
+
+
+@secrets_app.command()
+def encrypt(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+) -> None:
+    """Encrypt the secrets file, qsetup's CA and host keys and the backups beside the inventory.
+
+    ansible-vault's format (ansible-vault view opens them with the same password). Every
+    command reads them from then on, and what qsetup writes later (keys, backups, a
+    rotated password) is encrypted too. Exit codes: 0 done, 1 bad input or a wrong
+    password (nothing changed), 4 internal error.
+    """
+    from qsetup.ops.secrets import encrypt_files
+
+    passwords = _passwords(vault_password_file, confirm=True)
+    change = run_guarded(lambda: encrypt_files(inventory, secrets, passwords))
+    _vault_change_lines(change, "encrypted", "already encrypted")
+
+
+@secrets_app.command()
+def decrypt(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+) -> None:
+    """Write the secrets file, keys and backups beside the inventory in plain text again (0600).
+
+    Exit codes: 0 done, 1 bad input or a wrong password (nothing changed), 4 internal error.
+    """
+    from qsetup.ops.secrets import decrypt_files
+
+    passwords = _passwords(vault_password_file)
+    change = run_guarded(lambda: decrypt_files(inventory, secrets, passwords))
+    _vault_change_lines(change, "decrypted", "not encrypted")
+
+
+@secrets_app.command()
+def view(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+) -> None:
+    """Print the secrets file's plain text to standard output (you asked for the secrets).
+
+    Exit codes: 0, 1 bad input or a wrong password, 4 internal error.
+    """
+    from qsetup.ops.secrets import view_secrets
+
+    passwords = _passwords(vault_password_file)
+    text = run_guarded(lambda: view_secrets(inventory, secrets, passwords))
+    sys.stdout.write(text)
+
+
+@secrets_app.command()
+def edit(
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+) -> None:
+    """Edit the secrets with $VISUAL or $EDITOR; they are saved as they were (encrypted or not).
+
+    The editor gets a private plain copy (0600, in a 0700 folder, removed after). What
+    it leaves must be a valid secrets file, else nothing is saved. Run qsetup deploy to
+    apply a changed password. Exit codes: 0, 1 bad input, a wrong password or an invalid
+    result (nothing saved), 4 internal error.
+    """
+    import subprocess
+
+    from qsetup.ops.secrets import default_editor, edit_secrets
+
+    def run_editor(path: Path) -> int:
+        words = default_editor()
+        try:
+            return subprocess.run([*words, str(path)], check=False).returncode
+        except OSError as exc:
+            raise QsetupError(
+                f"cannot run the editor {words[0]} ({exc.strerror}); set EDITOR"
+            ) from None
+
+    passwords = _passwords(vault_password_file)
+    changed = run_guarded(lambda: edit_secrets(inventory, secrets, passwords, run_editor))
+    _say("saved; run qsetup deploy to apply it" if changed else "no change")
+
+
+@secrets_app.command()
+def rotate(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The secret: a broker or Flower password.")
+    ],
+    inventory: InventoryOpt,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
+) -> None:
+    """Give one broker or Flower password a new random value, apply it, check status.
+
+    The new value goes into the secrets file (encrypted when it is); a deploy sets it
+    on the broker and restarts only the services that use it (rolling, each host's
+    workers answering ping before the next); status then checks they reconnected.
+    Exit codes: 0 rotated and healthy, 3 the deploy failed or status is degraded (run
+    qsetup deploy to finish), 1 bad input (nothing changed), 4 internal error.
+    """
+    import json
+
+    from qsetup.inventory.loader import load_inventory
+    from qsetup.ops.secrets import rotate_secret
+    from qsetup.ui.progress import run_with_progress
+    from qsetup.ui.report import deploy_json, deploy_summary, status_json
+
+    passwords = _passwords(vault_password_file)
+    loaded = run_guarded(
+        lambda: load_inventory(inventory, secrets, check_files=True, passwords=passwords)
+    )
+
+    def core() -> Any:
+        if json_out:
+            return rotate_secret(loaded, name)
+        hosts = list(loaded.inventory.hosts)
+        return run_with_progress(out, hosts, lambda on: rotate_secret(loaded, name, on))
+
+    result = run_guarded(core)
+    if json_out:
+        data = {
+            "ok": result.ok,
+            "name": result.name,
+            "elapsed_seconds": round(result.seconds, 1),
+            "deploy": deploy_json(result.deploy),
+            "status": status_json(result.status) if result.status is not None else None,
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        out.print(deploy_summary(result.deploy))
+        if result.status is not None and not result.status.healthy:
+            for line in result.status.problems:
+                err.print(Text(line, style="red"))
+        verdict = (
+            f"rotated {result.name}: applied and healthy"
+            if result.ok
+            else f"rotated {result.name} in the secrets file, but not healthy yet; "
+            "run qsetup deploy to finish"
+        )
+        out.print(Text(verdict, style="green" if result.ok else "red"))
+    raise typer.Exit(0 if result.ok else EXIT_DEGRADED)
+
+
+# --- end secrets ----------------------------------------------------------------
 
 
 # --- sandbox commands (qsetup/sandbox) ---------------------------------------

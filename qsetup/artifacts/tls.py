@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from qsetup.errors import QsetupError
 from qsetup.inventory.model import Inventory, tls_hosts
 from qsetup.inventory.tlscheck import cert_names, issued_by
+from qsetup.inventory.vault import Vault
 
 RENEW_DAYS = 30
 """A certificate that expires within this many days is renewed by deploy (status warns)."""
@@ -89,13 +89,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    path.chmod(0o600)
-
-
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -109,14 +102,18 @@ def _name(common: str) -> x509.Name:
 
 
 def load_or_create_ca(
-    inventory_path: Path, write: bool = True
+    inventory_path: Path, write: bool = True, vault: Vault | None = None
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """The generated CA beside the inventory, created on first use (kept only if ``write``)."""
+    """The generated CA beside the inventory, created on first use (kept only if ``write``).
+
+    The key is read and written through ``vault`` (encrypted when the secrets are).
+    """
+    vault = vault or Vault()
     cert_path, key_path = ca_cert_path(inventory_path), ca_key_path(inventory_path)
     if cert_path.exists() and key_path.exists():
         try:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(vault.read_bytes(key_path), password=None)
         except (OSError, ValueError) as exc:
             raise QsetupError(
                 f"{cert_path}: cannot read qsetup's CA ({exc}); move the CA files away to have "
@@ -145,7 +142,7 @@ def load_or_create_ca(
         .sign(key, hashes.SHA256())
     )
     if write:
-        _write_private(key_path, _key_pem(key))
+        vault.write_bytes(key_path, _key_pem(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
@@ -199,6 +196,7 @@ def generated_material(
     hosts: dict[str, list[str]],
     now: dt.datetime | None = None,
     write: bool = True,
+    vault: Vault | None = None,
 ) -> TlsMaterial:
     """The generated CA and a current certificate for each host (issued when needed).
 
@@ -207,7 +205,8 @@ def generated_material(
     (status compares hosts with what the next deploy would install).
     """
     now = now or _now()
-    ca, ca_key = load_or_create_ca(inventory_path, write)
+    vault = vault or Vault()
+    ca, ca_key = load_or_create_ca(inventory_path, write, vault)
     folder = cache_dir(inventory_path)
     if write:
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -228,11 +227,11 @@ def generated_material(
             and issued_by(cert, ca)
         )
         if fresh:
-            cert_pem, key_pem = cert_file.read_bytes(), key_file.read_bytes()
+            cert_pem, key_pem = cert_file.read_bytes(), vault.read_bytes(key_file)
         else:
             cert_pem, key_pem = _issue(host, want, ca, ca_key)
             if write:
-                _write_private(key_file, key_pem)
+                vault.write_bytes(key_file, key_pem)
                 cert_file.write_bytes(cert_pem)
             cert = x509.load_pem_x509_certificate(cert_pem)
         assert cert is not None
@@ -242,16 +241,17 @@ def generated_material(
     return TlsMaterial(ca.public_bytes(serialization.Encoding.PEM).decode("ascii"), out)
 
 
-def own_material(inventory_path: Path, inv: Inventory) -> TlsMaterial:
+def own_material(inventory_path: Path, inv: Inventory, vault: Vault | None = None) -> TlsMaterial:
     """The user's CA and host certificates (validate checked them)."""
     from qsetup.inventory.fields import resolve_relative
 
+    vault = vault or Vault()
     assert inv.tls.ca_cert is not None
     ca_pem = resolve_relative(inventory_path, inv.tls.ca_cert).read_text(encoding="ascii")
     out = {}
     for host, files in inv.tls.certificates.items():
         cert_pem = resolve_relative(inventory_path, files.cert).read_text(encoding="ascii")
-        key_pem = resolve_relative(inventory_path, files.key).read_text(encoding="ascii")
+        key_pem = vault.read_text(resolve_relative(inventory_path, files.key))
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
         out[host] = HostCert(host, cert_pem, key_pem, cert.not_valid_after_utc)
     return TlsMaterial(ca_pem, out)
@@ -279,16 +279,18 @@ def prepare(
     inv: Inventory,
     hostnames: dict[str, str | None] | None,
     write: bool = True,
+    vault: Vault | None = None,
 ) -> TlsMaterial | None:
     """The TLS material a render needs (None without TLS); issues what is missing or due.
 
     ``hostnames`` maps inventory names to the hostname each host reports (deploy reads
     them first); None keeps the names current certificates hold (``qsetup render``).
+    Keys are read and written through ``vault`` (the loaded inventory's).
     """
     if not inv.tls.enabled:
         return None
     if inv.tls.ca_cert is not None:
-        return own_material(inventory_path, inv)
+        return own_material(inventory_path, inv, vault)
     known = hostnames or {}
     names = {h: host_names(h, inv.hosts[h].address, known.get(h)) for h in tls_hosts(inv)}
     # Clients of a cluster check the certificate against the node named first in their
@@ -298,4 +300,4 @@ def prepare(
     wanted = {
         h: list(dict.fromkeys(names[h] + (cluster if h in inv.broker.hosts else []))) for h in names
     }
-    return generated_material(inventory_path, wanted, write=write)
+    return generated_material(inventory_path, wanted, write=write, vault=vault)

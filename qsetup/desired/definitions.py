@@ -21,6 +21,7 @@ from typing import Any
 from qsetup.desired.state import ADMIN_USER, broker_state
 from qsetup.errors import QsetupError
 from qsetup.inventory.model import Inventory
+from qsetup.inventory.vault import Vault
 
 COUNTED = (
     "vhosts",
@@ -95,8 +96,10 @@ def definitions_problem(data: object) -> str | None:
     return None
 
 
-def read_backup(path: Path) -> dict[str, Any]:
+def read_backup(path: Path, vault: Vault | None = None) -> dict[str, Any]:
     """A definitions file's contents, refused unless private and a RabbitMQ export.
+
+    A file in ansible-vault's format is decrypted (in memory) through ``vault``.
 
     Raises:
         QsetupError: the file is missing, open to other users, not JSON or not a
@@ -116,7 +119,7 @@ def read_backup(path: Path) -> dict[str, Any]:
             f"(mode {stat.S_IMODE(mode):04o}); fix it with: chmod 600 {path}"
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = (vault or Vault()).read_text(path)
     except UnicodeDecodeError:
         raise QsetupError(f"{path}: not a RabbitMQ definitions export (not UTF-8 text)") from None
     except OSError as exc:

@@ -8,7 +8,7 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from qsetup.inventory.secrets import (
     password_problem,
 )
 from qsetup.inventory.tlscheck import check_tls_files, check_tls_names
+from qsetup.inventory.vault import PasswordSource, Vault, is_encrypted
 from qsetup.inventory.yamlsource import (
     PathKey,
     Position,
@@ -74,6 +75,8 @@ class LoadedInventory:
     path: Path
     secrets: Secrets
     secrets_path: Path
+    vault: Vault = field(default_factory=Vault)
+    """Opens encrypted files; encrypts what qsetup writes when the secrets file is encrypted."""
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -284,10 +287,15 @@ def _in_file_order(problems: list[tuple[Position, str]]) -> list[str]:
     return [line for _, line in sorted(problems, key=lambda p: (p[0].line, p[0].column))]
 
 
-def read_document(path: Path, what: str) -> YamlDocument:
-    """Read a YAML file into a positioned document or raise InventoryError with one line."""
+def read_document(path: Path, what: str, vault: Vault | None = None) -> YamlDocument:
+    """Read a YAML file into a positioned document or raise InventoryError with one line.
+
+    With ``vault``, a file in ansible-vault's format is decrypted first (in memory).
+    """
     try:
         text = read_text(path)
+        if vault is not None and is_encrypted(text.encode("utf-8")):
+            text = vault.open_bytes(path, text.encode("utf-8")).decode("utf-8")
     except FileNotFoundError:
         raise InventoryError([f"{path}:1:1: (file): {what} not found; check the path"]) from None
     except IsADirectoryError:
@@ -405,7 +413,11 @@ def validate_document(doc: YamlDocument) -> Inventory:
 
 
 def load_inventory(
-    path: Path, secrets_path: Path | None = None, *, check_files: bool = False
+    path: Path,
+    secrets_path: Path | None = None,
+    *,
+    check_files: bool = False,
+    passwords: PasswordSource | None = None,
 ) -> LoadedInventory:
     """Load, validate and cross-check an inventory and its secrets file.
 
@@ -415,6 +427,8 @@ def load_inventory(
         check_files: also refuse what only matters when deploying from this machine: a
             missing SSH key file and an app source directory without files (``validate``
             and ``deploy`` check them; ``status`` and ``render`` need neither).
+        passwords: where the vault password comes from when a file is encrypted
+            (default: the file ``QSETUP_VAULT_PASSWORD_FILE`` names, else none).
 
     Raises:
         InventoryError: one line per problem, ``FILE:LINE:COL: field.path: message``.
@@ -429,7 +443,8 @@ def load_inventory(
     ]
     if problems:
         raise InventoryError(_in_file_order(problems))
-    secrets = load_secrets_document(secrets_file, read_document)
+    opener = Vault(passwords or PasswordSource())
+    secrets = load_secrets_document(secrets_file, lambda p, what: read_document(p, what, opener))
     missing = [
         _line(
             doc.path,
@@ -451,7 +466,13 @@ def load_inventory(
             missing.append(printable(f"{secrets_file}:{pos.line}:{pos.column}: {name}: {problem}"))
     if missing:
         raise InventoryError(missing)
-    return LoadedInventory(inventory=inv, path=path, secrets=secrets, secrets_path=secrets_file)
+    return LoadedInventory(
+        inventory=inv,
+        path=path,
+        secrets=secrets,
+        secrets_path=secrets_file,
+        vault=Vault(opener.passwords, encrypt=secrets.encrypted),
+    )
 
 
 def _inside(path: Path, directory: Path) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import secrets as _random
 import stat
@@ -17,6 +16,7 @@ import yaml
 from pydantic import SecretStr
 
 from qsetup.errors import InventoryError, SecretsError
+from qsetup.inventory.vault import Vault, is_encrypted
 from qsetup.inventory.yamlsource import Position, bad_character, printable
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ class Secrets:
     values: Mapping[str, SecretStr] = field(default_factory=dict)
     positions: Mapping[str, Position] = field(default_factory=dict, repr=False, compare=False)
     """Where each secret's name is in the file, for problems about its value."""
+    encrypted: bool = False
+    """Whether the file is in ansible-vault's format (``qsetup secrets encrypt``)."""
 
     def get(self, name: str) -> str:
         """Return the plain value of one secret (only for writing it where it belongs)."""
@@ -82,9 +84,14 @@ def load_secrets_document(
 ) -> Secrets:
     """Load a secrets file (a mapping of name to string) after checking its mode."""
     check_private(path)
+    try:
+        with path.open("rb") as fh:
+            encrypted = is_encrypted(fh.read(64))
+    except OSError:
+        encrypted = False  # read_document says why it cannot read the file
     doc = read_document(path, "secrets file")
     if doc.data is None:
-        return Secrets(path=path)
+        return Secrets(path=path, encrypted=encrypted)
     if not isinstance(doc.data, dict):
         got = "a list" if isinstance(doc.data, list) else "one value"
         raise InventoryError(
@@ -109,7 +116,7 @@ def load_secrets_document(
             positions[name] = pos
     if problems:
         raise InventoryError(problems)
-    return Secrets(path=path, values=values, positions=positions)
+    return Secrets(path=path, values=values, positions=positions, encrypted=encrypted)
 
 
 MAX_SECRET = 4096
@@ -163,26 +170,56 @@ def erlang_cookie_problem(value: str) -> str | None:
     return None
 
 
-def save_secrets(path: Path, values: Mapping[str, str], *, force: bool = False) -> None:
-    """Write secrets as YAML with mode 0600, atomically; refuse to overwrite unless forced."""
-    if path.exists() and not force:
-        raise SecretsError(f"{path} already exists; pass --force to overwrite it")
+def secrets_text(values: Mapping[str, str]) -> str:
+    """A secrets file's text: a short header and one ``name: value`` line per secret."""
     lines = [
-        "# qsetup secrets: keep this file private (mode 0600) and out of version control.",
-        "# The inventory refers to these by name.",
+        "# qsetup secrets: keep this file private (mode 0600) and out of version control,",
+        "# or encrypt it with 'qsetup secrets encrypt'. The inventory refers to these by name.",
     ]
     for name, value in values.items():
         lines.append(yaml.safe_dump({name: value}, default_flow_style=False).strip())
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return "\n".join(lines) + "\n"
+
+
+def save_secrets(
+    path: Path, values: Mapping[str, str], *, force: bool = False, vault: Vault | None = None
+) -> None:
+    """Write secrets as YAML with mode 0600, atomically; refuse to overwrite unless forced.
+
+    With a ``vault`` that encrypts, the file is written in ansible-vault's format.
+    """
+    if path.exists() and not force:
+        raise SecretsError(f"{path} already exists; pass --force to overwrite it")
+    (vault or Vault()).write_text(path, secrets_text(values))
+
+
+def replace_secret(text: str, name: str, value: str) -> str:
+    """``text`` (a secrets file) with ``name``'s value replaced, every other line kept.
+
+    The value must be one line of letters and digits (a generated one). When the old
+    value is not a one-line ``name: value`` entry, the whole file is written anew
+    (comments then go).
+    """
+    lines = text.splitlines(keepends=True)
+    entry = re.compile(rf"^{re.escape(name)}[ \t]*:[ \t]*\S.*$")
+    for i, line in enumerate(lines):
+        if entry.match(line.rstrip("\r\n")):
+            follows = lines[i + 1] if i + 1 < len(lines) else ""
+            if follows[:1] in (" ", "\t"):
+                break  # a value that goes on over more lines
+            ending = line[len(line.rstrip("\r\n")) :] or "\n"
+            new = [*lines[:i], f"{name}: '{value}'{ending}", *lines[i + 1 :]]
+            candidate = "".join(new)
+            try:
+                parsed = yaml.safe_load(candidate)
+            except yaml.YAMLError:
+                break
+            if isinstance(parsed, dict) and parsed.get(name) == value:
+                return candidate
+            break
+    values = yaml.safe_load(text) or {}
+    values[name] = value
+    return secrets_text({str(k): str(v) for k, v in values.items()})
 
 
 def redactor(secrets: Secrets, extra: Iterable[str] = ()) -> Callable[[str], str]:

@@ -34,6 +34,7 @@ from qsetup.desired.state import ADMIN_USER
 from qsetup.errors import BrokerError, QsetupError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
+from qsetup.inventory.vault import Vault
 from qsetup.status.broker import admin_session, api_base
 
 CONNECT_TIMEOUT = 10.0
@@ -107,8 +108,11 @@ def backup_target(inventory: Path, out: Path | None, now: datetime.datetime) -> 
     return target
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str, vault: Vault | None = None) -> None:
     """Write ``text`` to ``path`` with mode 0600 from the first byte.
+
+    With a ``vault`` that encrypts (the secrets file is encrypted), the file is written
+    in ansible-vault's format.
 
     The text goes into a new file in the same folder that only its owner can open
     (``mkstemp`` creates it 0600, whatever the umask) and then replaces ``path``, so
@@ -117,14 +121,15 @@ def write_private(path: Path, text: str) -> None:
     Raises:
         QsetupError: the file cannot be written.
     """
+    data = (vault or Vault()).seal(path, text.encode("utf-8"))
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     except OSError as exc:
         raise QsetupError(f"cannot write {path} ({exc.strerror}); choose another --out") from None
     try:
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         Path(tmp).replace(path)
@@ -214,7 +219,7 @@ def run_backup(
             except _NoAnswer as exc:
                 failures.append((host, str(exc)))
                 continue
-            write_private(target, json.dumps(data, indent=2) + "\n")
+            write_private(target, json.dumps(data, indent=2) + "\n", loaded.vault)
             version = data.get("rabbitmq_version", data.get("rabbit_version"))
             return BackupResult(
                 path=target,
@@ -240,7 +245,7 @@ def run_restore(loaded: LoadedInventory, path: Path) -> RestoreResult:
     """
     inv = loaded.inventory
     started = time.monotonic()
-    data = read_backup(path)
+    data = read_backup(path, loaded.vault)
     payload, left_out = prepare_import(inv, data)
     hashes = tuple(str(u["password_hash"]) for u in data["users"] if u.get("password_hash"))
     failures: list[tuple[str, str]] = []

@@ -129,7 +129,7 @@ def _tls_material(loaded: LoadedInventory) -> TlsMaterial | None:
         h: str(o.facts["hostname"]) if o.facts and o.facts.get("hostname") else None
         for h, o in read.items()
     }
-    return prepare_tls(loaded.path, loaded.inventory, hostnames)
+    return prepare_tls(loaded.path, loaded.inventory, hostnames, vault=loaded.vault)
 
 
 def _run_playbook(

@@ -95,7 +95,7 @@ def read_hosts(loaded: LoadedInventory, seconds: float) -> dict[str, HostStatus]
     status writes nothing).
     """
     inv = loaded.inventory
-    material = prepare_tls(loaded.path, inv, None, write=False)
+    material = prepare_tls(loaded.path, inv, None, write=False, vault=loaded.vault)
     with tempfile.TemporaryDirectory(prefix="qsetup-status-") as tmp:
         plans = plan_hosts(loaded, material, Path(tmp) / "app.tar")
     secrets = secret_values(loaded)

@@ -4,11 +4,21 @@ The new password applies, the old one is refused, every service reconnects with 
 one (no connection made with the old password stays open), Flower keeps working, and a
 second deploy changes nothing. The module deploys its own copy of the shared sandbox
 inventory and rotates the password in that copy's secrets only.
+
+Then, on the same copy (no second deploy of a fresh copy, to save the tier's time),
+secrets at rest and `qsetup secrets rotate` (issue 21): after `qsetup secrets encrypt`,
+no secret value and no private key's body is anywhere under the inventory's folder (run
+folders included), a missing or wrong vault password stops every command before any
+host, and deploy, status, backup and restore work with the password. Rotating Flower's
+broker API password changes it on the broker (the new one logs in, the old one is
+refused), restarts Flower and nothing else, and status is healthy.
 """
 
 from __future__ import annotations
 
+import json
 import secrets as pyrandom
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +32,14 @@ from harness import (
     celery_client,
     changed_by_host,
     deployed_site,
+    qsetup,
     wait_for,
     wait_for_ping,
 )
 
 from qsetup.artifacts.render import broker_url
+from qsetup.desired.state import broker_admin_password
+from qsetup.inventory.vault import PASSWORD_ENV, is_encrypted
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +126,145 @@ def test_password_rotation_applies_refuses_the_old_and_reconnects(
     rc, again = site.deploy()
     assert rc == 0, again["failures"]
     assert changed_by_host(again) == dict.fromkeys(again["hosts"], 0)
+
+
+# --- issue 21: secrets at rest, qsetup secrets rotate ------------------------------------
+
+
+def key_bodies(folder: Path) -> list[str]:
+    """Base64 lines holding each private key's secret part (the last holds public bytes)."""
+    lines = []
+    for key in [*folder.glob("*.ca-key.pem"), *folder.glob("*.tls/*.key")]:
+        body = [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
+        lines += body[:-1]
+    return lines
+
+
+def found_in(folder: Path, needles: list[str]) -> list[str]:
+    """``file: needle-prefix`` for every needle found in any file under ``folder``."""
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            text = path.read_bytes().decode("utf-8", "replace")
+            hits += [f"{path}: {n[:4]}..." for n in needles if n in text]
+    return hits
+
+
+def active_since(site: Site) -> dict[str, str]:
+    """``unit@host`` -> when systemd last started it, for every service the inventory runs."""
+    inv = site.loaded().inventory
+    units = {(host, unit) for _, host, unit in site.worker_units()}
+    units |= {(h, "rabbitmq-server.service") for h in inv.broker.hosts}
+    if inv.beat is not None:
+        units.add((inv.beat.host, "qsetup-beat.service"))
+    if inv.flower is not None:
+        units.add((inv.flower.host, "qsetup-flower.service"))
+    return {
+        f"{unit}@{host}": site.unit(host, unit)["ActiveEnterTimestampMonotonic"]
+        for host, unit in sorted(units)
+    }
+
+
+def test_encrypted_secrets_leave_nothing_plain_and_every_command_still_works(
+    site: Site, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rc, data = site.deploy()  # converged whatever the test before left
+    assert rc == 0, data["failures"]
+    folder = site.inventory.parent
+    outside = tmp_path_factory.mktemp("outside")
+    password = outside / "vault-pass"
+    password.write_text(f"vault-{pyrandom.token_hex(8)}\n")
+    password.chmod(0o600)
+    wrong = outside / "wrong-pass"
+    wrong.write_text("not-the-password\n")
+
+    # qsetup's CA and host keys beside the inventory (render issues them; deploy keeps TLS off).
+    text = site.inventory.read_text()
+    site.inventory.write_text(yaml.safe_dump({**yaml.safe_load(text), "tls": {"enabled": True}}))
+    assert site.qsetup("render", "--out", str(outside / "rendered")).returncode == 0
+    site.inventory.write_text(text)
+    proc = site.qsetup("backup")
+    assert proc.returncode == 0, proc.stderr
+    [plain_backup] = folder.glob("inventory.backup-*.json")
+
+    loaded = site.loaded()
+    values = yaml.safe_load(site.secrets.read_text())
+    needles = [*values.values(), broker_admin_password(loaded.inventory, loaded.secrets)]
+    bodies = key_bodies(folder)
+    assert len(bodies) >= 4  # the CA's key and at least one host key
+    needles += bodies
+    hashes = [u["password_hash"] for u in json.loads(plain_backup.read_text())["users"]]
+
+    proc = site.qsetup("secrets", "encrypt", "--vault-password-file", str(password))
+    assert proc.returncode == 0, proc.stderr
+    for path in (site.secrets, folder / "inventory.ca-key.pem", plain_backup):
+        assert f"encrypted {path}" in proc.stdout
+        assert is_encrypted(path.read_bytes())
+
+    monkeypatch.setenv(PASSWORD_ENV, str(password))  # site.loaded() in this process
+
+    # No password, or a wrong one: one line, exit 1, no host touched (no run started).
+    runs = folder / ".qsetup" / "runs"
+    runs_before = sorted(runs.iterdir())
+    before = active_since(site)
+    for args, env, expected in (
+        (("deploy",), {PASSWORD_ENV: ""}, f"{site.secrets} is encrypted: give --vault-password"),
+        (("status",), {PASSWORD_ENV: ""}, f"{site.secrets} is encrypted: give --vault-password"),
+        (
+            ("deploy", "--vault-password-file", str(wrong)),
+            {},
+            f"{site.secrets}: the vault password does not decrypt it",
+        ),
+    ):
+        proc = qsetup(*args, "--inventory", str(site.inventory), env=env, check=False)
+        assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith(expected), proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert sorted(runs.iterdir()) == runs_before
+    assert active_since(site) == before
+
+    # With the password: deploy (nothing to change), status, backup and restore.
+    site.env = {PASSWORD_ENV: str(password)}
+    rc, data = site.deploy()
+    assert rc == 0, data["failures"]
+    assert changed_by_host(data) == dict.fromkeys(data["hosts"], 0)
+    rc, status, _ = site.status()
+    assert rc == 0, status["problems"]
+    proc = site.qsetup("backup", "--json")
+    assert proc.returncode == 0, proc.stderr
+    sealed = Path(json.loads(proc.stdout)["path"])
+    assert is_encrypted(sealed.read_bytes())
+    proc = site.qsetup("restore", str(sealed), "--json")
+    assert proc.returncode == 0, proc.stderr
+
+    # Rotate Flower's broker API password: the broker takes the new one, only Flower restarts.
+    inv = loaded.inventory
+    assert inv.flower is not None
+    name = inv.flower.broker_api_secret
+    old = values[name]
+    proc = site.qsetup("secrets", "rotate", name, "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"] and result["status"]["healthy"], result["status"]["problems"]
+    new = yaml.safe_load(site.qsetup("secrets", "view").stdout)[name]
+    assert new != old and len(new) >= 24
+    assert old not in proc.stdout and new not in proc.stdout + proc.stderr
+    api = f"http://{site.addresses[inv.broker.host]}:{inv.broker.management_port}/api/whoami"
+    user = inv.flower.broker_api_user
+    assert requests.get(api, auth=(user, new), timeout=10).status_code == 200
+    assert requests.get(api, auth=(user, old), timeout=10).status_code == 401
+    after = active_since(site)
+    restarted = {u for u in after if after[u] != before[u]}
+    assert restarted == {f"qsetup-flower.service@{inv.flower.host}"}, restarted
+    wait_for_ping(site, timeout=30)
+    rc, again = site.deploy()
+    assert rc == 0, again["failures"]
+    assert changed_by_host(again) == dict.fromkeys(again["hosts"], 0)
+
+    # Nothing plain under the inventory's folder: secrets (old and new), keys, hashes.
+    assert [p for p in runs.iterdir() if p not in runs_before]  # an Ansible run happened
+    assert found_in(folder, [*needles, new, *hashes]) == []
+    proc = subprocess.run(
+        ["grep", "-rlF", "-e", new, "-e", old, str(folder)], capture_output=True, text=True
+    )
+    assert proc.stdout == "", proc.stdout

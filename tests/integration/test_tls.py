@@ -52,6 +52,7 @@ from qsetup.artifacts.render import broker_url
 from qsetup.artifacts.tls import ca_cert_path, ca_key_path, cache_dir, client_ca_file
 from qsetup.desired.state import ADMIN_USER, broker_admin_password, celery_settings
 from qsetup.inventory.loader import load_inventory
+from qsetup.inventory.vault import PASSWORD_ENV, is_encrypted
 
 pytestmark = pytest.mark.integration
 
@@ -373,15 +374,38 @@ def near_expiry_cert(site: Site, host: str, days: float) -> bytes:
     return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def test_a_certificate_near_expiry_is_reported_and_renewed(site: Site) -> None:
+def test_a_certificate_near_expiry_is_reported_and_renewed(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """qt1's certificate replaced by one from the same CA and key expiring in 10 days.
 
     A deploy renews a certificate due within 30 days before it installs it, so a deploy
     can never put the near-expiry one on the host: the test writes it into the cache and
     onto qt1 (RabbitMQ's and Flower's copies, then restarts both), as if time had passed.
     Status must name each port with its days; the next deploy must install a new one.
+    Meanwhile the secrets, the CA key and the host keys are encrypted (``qsetup secrets
+    encrypt``): status and deploy read them, and the renewed key is written encrypted.
     """
     pem = near_expiry_cert(site, BROKER, days=10.2)
+    password = tmp_path / "vault-pass"
+    password.write_text("tls-vault-password\n")
+    proc = site.qsetup("secrets", "encrypt", "--vault-password-file", str(password))
+    assert proc.returncode == 0, proc.stderr
+    key_file = cache_dir(site.inventory) / f"{BROKER}.key"
+    old_key = key_file.read_bytes()
+    assert is_encrypted(old_key) and is_encrypted(ca_key_path(site.inventory).read_bytes())
+    site.env[PASSWORD_ENV] = str(password)
+    monkeypatch.setenv(PASSWORD_ENV, str(password))
+    try:
+        _near_expiry_reported_and_renewed(site, pem)
+        new_key = key_file.read_bytes()
+        assert is_encrypted(new_key) and new_key != old_key
+    finally:
+        site.qsetup("secrets", "decrypt")
+        del site.env[PASSWORD_ENV]
+
+
+def _near_expiry_reported_and_renewed(site: Site, pem: bytes) -> None:
     (cache_dir(site.inventory) / f"{BROKER}.pem").write_bytes(pem)
     text = pem.decode()
     assert "'" not in text

@@ -689,3 +689,33 @@ def test_backup_and_restore_ask_over_https_with_the_ca_when_tls_is_on(
     assert broker.calls[0][1] == "https://10.0.0.1:15671/api/definitions"
     assert broker.sessions[0].verify == str(inventory.with_name("inventory.ca.pem"))
     assert broker.sessions[0].trust_env is False
+
+
+def test_with_encrypted_secrets_the_backup_is_written_encrypted_and_restores(
+    write_inventory: WriteInventory, broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    monkeypatch.delenv("QSETUP_VAULT_PASSWORD_FILE", raising=False)
+    inventory = write_inventory()
+    pw = inventory.parent / "pw"
+    pw.write_text("s3cret-vault\n")
+    code, output = run("secrets", "encrypt", "-i", str(inventory), "--vault-password-file", str(pw))
+    assert code == 0, output
+    code, output = run("backup", "-i", str(inventory), "--vault-password-file", str(pw))
+    assert code == 0, output
+    [path] = inventory.parent.glob("inventory.backup-*.json")
+    raw = path.read_bytes()
+    assert raw.startswith(b"$ANSIBLE_VAULT;1.1;AES256\n")
+    assert all(h.encode() not in raw for h in HASHES)
+    assert json.loads(VaultLib([("default", VaultSecret(b"s3cret-vault"))]).decrypt(raw)) == EXPORT
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    code, output = run("restore", "-i", str(inventory), str(path), "--vault-password-file", str(pw))
+    assert code == 0, output
+    assert [u["name"] for u in broker.posted[0]["users"]] == ["reporter"]
+    # decrypt turns the backups beside the inventory back into plain text too
+    code, output = run("secrets", "decrypt", "-i", str(inventory), "--vault-password-file", str(pw))
+    assert code == 0, output
+    assert f"decrypted {path}" in output
+    assert json.loads(path.read_text()) == EXPORT
