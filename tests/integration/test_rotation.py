@@ -113,15 +113,21 @@ def test_password_rotation_applies_refuses_the_old_and_reconnects(
     resp = requests.get(f"{base}/api/workers", params={"refresh": "1"}, auth=auth, timeout=30)
     assert resp.status_code == 200
     assert {w.split("-1@")[0] for w in resp.json()} >= groups, resp.text
-    wait_for(
-        "Flower to see a task sent after the rotation (its event consumer reconnected)",
-        lambda: (
-            requests.get(f"{base}/api/task/info/{probe.id}", auth=auth, timeout=10).status_code
-            == 200
-        ),
-        60,
-        every=2,
-    )
+    # Flower learns of a task from its events, which are not kept: a task sent before its
+    # event consumer reconnected is never seen. Send one per try until Flower knows one.
+    with celery_client(new) as capp:
+
+        def flower_sees_a_new_task() -> bool:
+            task = capp.send_task("proj.tasks.add", (2, 2))
+            assert task.get(timeout=60) == 4
+            url = f"{base}/api/task/info/{task.id}"
+            for _ in range(5):
+                if requests.get(url, auth=auth, timeout=10).status_code == 200:
+                    return True
+                time.sleep(1)
+            return False
+
+        wait_for("Flower to see a task sent after the rotation", flower_sees_a_new_task, 90)
 
     rc, again = site.deploy()
     assert rc == 0, again["failures"]
