@@ -70,6 +70,11 @@ options:
     description: The blockinfile marker of the cluster's lines in /etc/hosts.
     type: str
     required: false
+  firewall:
+    description: qsetup's nftables table (table, path of its ruleset file) whose state is
+      reported (loaded, and a fingerprint of it and of the file's rules).
+    type: dict
+    required: false
   min_versions:
     description: Debian packages (package, version, problem) whose installed or
       candidate version must be at least version; problem is reported otherwise.
@@ -108,6 +113,15 @@ def main() -> None:
                     "package": {"type": "str", "required": True},
                     "version": {"type": "str", "required": True},
                     "problem": {"type": "str", "required": True},
+                },
+            },
+            "firewall": {
+                "type": "dict",
+                "required": False,
+                "default": None,
+                "options": {
+                    "table": {"type": "str", "required": True},
+                    "path": {"type": "str", "required": True},
                 },
             },
             "broker_api": {

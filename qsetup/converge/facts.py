@@ -99,6 +99,30 @@ class ClusterNode:
 
 
 @dataclass(frozen=True)
+class FirewallFact:
+    """qsetup's nftables table as the read found it."""
+
+    loaded: bool
+    live: str | None = None
+    """Fingerprint of the loaded table's listing."""
+    file: str | None = None
+    """Fingerprint of the same listing of the ruleset file (None: no file)."""
+    error: str | None = None
+
+    @classmethod
+    def from_read(cls, data: object) -> FirewallFact | None:
+        """From the read's ``firewall`` entry (None: the read did not look)."""
+        if not isinstance(data, Mapping):
+            return None
+        return cls(
+            loaded=bool(data.get("loaded")),
+            live=data.get("live"),
+            file=data.get("file"),
+            error=data.get("error"),
+        )
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """Everything the one read found on a host."""
 
@@ -122,6 +146,8 @@ class HostFacts:
     definitions: Mapping[str, Any] | None = None
     """The broker's definitions (a broker node; None when its API did not answer)."""
     cluster: tuple[ClusterNode, ...] | None = None
+    firewall: FirewallFact | None = None
+    """qsetup's nftables table (read where the plan puts a firewall)."""
     executables: Mapping[str, bool] = field(default_factory=dict)
     dists: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
     """(prefix, distribution) -> installed version."""
@@ -172,6 +198,7 @@ class HostFacts:
                 if isinstance(cluster, list)
                 else None
             ),
+            firewall=FirewallFact.from_read(data.get("firewall")),
             executables={str(k): bool(v) for k, v in (data.get("executables") or {}).items()},
             dists={
                 (str(d["prefix"]), str(d["name"])): d.get("version")
