@@ -43,6 +43,8 @@ class StarterSpec:
     app_module: str = "proj"
     app_path: str | None = None
     host_key_checking: str = "accept-new"
+    allow_from: tuple[str, ...] = ()
+    """Addresses besides the hosts that reach the broker and Flower (the controller)."""
 
     @property
     def addresses_are_ips(self) -> bool:
