@@ -371,3 +371,24 @@ def test_init_turns_the_firewall_on_for_ip_addresses(tmp_path: Path) -> None:
     named = replace(spec, hosts=(StarterHost("mq", "mq.example.org"), StarterHost("w", "10.0.0.2")))
     text = render_inventory(named, "i.yml", "i.secrets.yml")
     assert "  enabled: false\n" in text and "DNS names" in text
+
+
+def test_status_is_healthy_with_the_table_and_names_a_deleted_one(cluster: Any) -> None:
+    from qsetup.status.hosts import Outcome, assemble_hosts, host_problems
+
+    loaded, targets = cluster
+    secrets = secret_values(loaded)
+    reads = {h: as_deployed(t, secrets) for h, t in targets.items()}
+
+    def problems() -> list[str]:
+        outcomes = {h: Outcome(h, reads[h], None, ()) for h in loaded.inventory.hosts}
+        hosts = assemble_hosts(loaded.inventory, outcomes, targets, secrets)
+        assert not any(h.unexpected_units for h in hosts.values())
+        return [p for h in hosts.values() for p in host_problems(h)]
+
+    assert problems() == []
+    reads["mq3"]["firewall"]["loaded"] = False
+    assert problems() == [
+        "mq3: firewall (nftables table inet qsetup): not loaded: ports 4369, 5672, 15672, 15692, "
+        "25672 are open to every address; run qsetup deploy"
+    ]
