@@ -392,3 +392,34 @@ def test_status_is_healthy_with_the_table_and_names_a_deleted_one(cluster: Any) 
         "mq3: firewall (nftables table inet qsetup): not loaded: ports 4369, 5672, 15672, 15692, "
         "25672 are open to every address; run qsetup deploy"
     ]
+
+
+def test_the_read_fingerprints_the_loaded_table_and_the_files_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read = playbook_module("module_utils/qsetup_read.py")
+    monkeypatch.setattr(read.shutil, "which", lambda *_a, **_k: "/usr/sbin/nft")
+    ruleset = tmp_path / "firewall.nft"
+    listing = "table inet qsetup {\n\tchain input {\n\t}\n}\n"
+    calls: list[list[str]] = []
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        calls.append(argv)
+        if argv[:2] == ["/usr/sbin/nft", "list"]:
+            return (0, listing, "") if loaded else (1, "", "Error: No such file or directory")
+        return 0, listing.replace("\t", "    "), ""
+
+    loaded = True
+    assert read.read_firewall(run, "qsetup", str(ruleset)) == {
+        "loaded": True, "live": read._listing_sum(listing), "file": None, "error": None
+    }  # fmt: skip
+    ruleset.write_text("table inet qsetup {}\n")
+    got = read.read_firewall(run, "qsetup", str(ruleset))
+    assert got["live"] == got["file"] is not None  # indentation does not count
+    assert calls[-1][:3] == ["unshare", "--net", "--"]  # the file's rules, in a scratch netns
+    loaded = False
+    got = read.read_firewall(run, "qsetup", str(ruleset))
+    assert (got["loaded"], got["live"], got["error"]) == (False, None, None)
+    monkeypatch.setattr(read.shutil, "which", lambda *_a, **_k: None)
+    got = read.read_firewall(run, "qsetup", str(ruleset))
+    assert got["error"] == "nft is not installed (Debian package nftables)"
