@@ -423,3 +423,19 @@ def test_the_read_fingerprints_the_loaded_table_and_the_files_rules(
     monkeypatch.setattr(read.shutil, "which", lambda *_a, **_k: None)
     got = read.read_firewall(run, "qsetup", str(ruleset))
     assert got["error"] == "nft is not installed (Debian package nftables)"
+
+
+def test_the_preflight_passes_every_read_parameter_the_plan_holds(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """The deploy's read must ask what status asks (the firewall's table included)."""
+    import yaml
+
+    loaded, _ = cluster
+    material = prepare(loaded.path, loaded.inventory, None, write=False)
+    params = plan_hosts(loaded, material, tmp_path / "r.tar").hostvars("mq1")["qsetup_read_params"]
+    tasks = yaml.safe_load(
+        (Path(__file__).parents[2] / "playbooks/roles/preflight/tasks/main.yml").read_text()
+    )
+    read = next(t for t in tasks if "qsetup_host_facts" in t)["qsetup_host_facts"]
+    assert set(params) - set(read) == set(), sorted(set(params) - set(read))
