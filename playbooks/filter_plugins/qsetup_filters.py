@@ -44,7 +44,8 @@ def qsetup_converge(
     enabled, and those of them systemd holds failed), ``broker_unit_down``,
     ``hosts_block`` (the cluster's lines in /etc/hosts, None for none) with
     ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
-    ``converge.removals``) and ``differences`` (one line each, no secret).
+    ``converge.removals``), ``firewall`` (the rulesets to load, see :func:`_firewall`)
+    and ``differences`` (one line each, no secret).
     """
     from qsetup.converge.compare import (
         code_stale,
@@ -66,7 +67,8 @@ def qsetup_converge(
         host, hv, hv, hv.get("qsetup_file_sums") or {}, _hostnames(hv, hostvars)
     )
     differences = compare_host(target, facts, hv.get("qsetup_secret_values") or {})
-    services = [s for s in target.services if s.role != "broker"]
+    services = [s for s in target.services if s.role not in ("broker", "firewall")]
+    gone = removals(facts.manifest, target.manifest)
     down = [s.unit for s in services if unit_difference(host, facts.unit(s.unit)) is not None]
     return {
         "clean": host_clean(differences),
@@ -83,8 +85,43 @@ def qsetup_converge(
         and unit_difference(host, facts.unit("rabbitmq-server.service")) is not None,
         "hosts_block": hosts_block(target, facts.hosts_block),
         "hosts_block_stale": hosts_block_difference(target, facts) is not None,
-        "removals": removals(facts.manifest, target.manifest),
+        "removals": gone,
+        "firewall": _firewall(target, facts, gone),
         "differences": [d.line for d in differences if d.fixable],
+    }
+
+
+def _firewall(target: Any, facts: Any, gone: Mapping[str, Any]) -> dict[str, Any]:
+    """The rulesets the deploy loads: ``early`` (None: nothing to load) and ``final``.
+
+    ``early`` keeps open what an earlier deploy allowed and the inventory dropped (its
+    clients still run until the removals, the deploy's last play), ``final`` (None:
+    same as early) closes it once they stopped.
+    """
+    from qsetup.converge.compare import firewall_difference, unit_difference
+    from qsetup.desired.firewall import (
+        FIREWALL_UNIT,
+        RULESET_PATH,
+        UNIT_TEXT,
+        merge_allowed,
+        render_ruleset,
+    )
+
+    if target.firewall is None:
+        return {"early": None, "final": None}
+    dropped = {int(k): v for k, v in (gone.get("firewall") or {}).items()}
+    stale = (
+        firewall_difference(target, facts) is not None
+        or unit_difference(target.host, facts.unit(FIREWALL_UNIT)) is not None
+    )
+    final = render_ruleset(target.firewall.allowed)
+    early = render_ruleset(merge_allowed(target.firewall.allowed, dropped))
+    return {
+        "early": early if stale or dropped else None,
+        "final": final if dropped else None,
+        "path": RULESET_PATH,
+        "unit": UNIT_TEXT,
+        "unit_name": FIREWALL_UNIT,
     }
 
 

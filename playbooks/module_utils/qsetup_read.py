@@ -26,6 +26,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -317,6 +318,41 @@ def _lists_age() -> float:
     return time.time() - max(stamps) if stamps else float("inf")
 
 
+def _listing_sum(text: str) -> str:
+    """A fingerprint of ``nft list table`` output (blank lines and indentation ignored)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()  # noqa: S324
+
+
+def read_firewall(run: Run, table: str, path: str) -> dict[str, Any]:
+    """Whether ``table inet <table>`` is loaded, and fingerprints of it and of ``path``.
+
+    ``live`` fingerprints the loaded table as ``nft list table`` prints it; ``file`` the
+    same listing of the ruleset file, loaded into a scratch network namespace (so it
+    changes nothing here, and both are printed by the same nft). They are equal exactly
+    when the loaded table holds the file's rules. ``error`` says why nft could not tell.
+    """
+    out: dict[str, Any] = {"loaded": False, "live": None, "file": None, "error": None}
+    nft = shutil.which("nft", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if nft is None:
+        out["error"] = "nft is not installed (Debian package nftables)"
+        return out
+    rc, listing, err = run([nft, "list", "table", "inet", table])
+    if rc == 0:
+        out["loaded"], out["live"] = True, _listing_sum(listing)
+    elif rc == 127 or "No such file or directory" not in err:
+        out["error"] = (err.strip().splitlines() or [f"nft exited with {rc}"])[-1]
+    if Path(path).is_file():
+        script = '"$1" -f "$2" && "$1" list table inet "$3"'
+        argv = ["unshare", "--net", "--", "sh", "-c", script, "sh", nft, path, table]
+        rc, listing, err = run(argv)
+        if rc == 0:
+            out["file"] = _listing_sum(listing)
+        elif out["error"] is None:
+            out["error"] = (err.strip().splitlines() or [f"nft exited with {rc}"])[-1]
+    return out
+
+
 def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     """Read the host as ``params`` ask (all optional but ``releases``).
 
@@ -328,7 +364,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     flags, deprecated features in use), ``rabbit_data`` (dir, needs: release -> a flag
     that release's RabbitMQ needs enabled in the node's data),
     ``min_versions`` (package, version, problem), ``executables`` (paths: do they
-    exist), ``dists`` ({prefix, name}: versions), ``deb_versions`` (packages).
+    exist), ``dists`` ({prefix, name}: versions), ``deb_versions`` (packages),
+    ``firewall`` (table, path: see :func:`read_firewall`).
     """
     result: dict[str, Any] = {"changed": False, "problems": [], "manifest": {}}
     if params.get("manifest"):
@@ -354,6 +391,10 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     result["deb_versions"] = {
         name: installed_version(run, name) for name in params.get("deb_versions") or []
     }
+    if params.get("firewall"):
+        result["firewall"] = read_firewall(
+            run, params["firewall"]["table"], params["firewall"]["path"]
+        )
     api = params.get("broker_api")
     if api:
         data = read_api(api["port"], api["user"], api["password"], "definitions")

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from qsetup.artifacts.render import Artifact
+from qsetup.desired.firewall import FIREWALL_UNIT, firewall_rules
 from qsetup.desired.state import UNIT_DIR, broker_state, code_dir, units_by_host, venv_dir
 from qsetup.inventory.model import Inventory
 
@@ -24,6 +25,7 @@ MANIFEST_VERSION = 1
 def host_manifests(inv: Inventory, artifacts: Iterable[Artifact]) -> dict[str, dict[str, Any]]:
     """The manifest each host should hold after this deploy."""
     arts = list(artifacts)
+    firewalls = firewall_rules(inv)
     out: dict[str, dict[str, Any]] = {}
     for host, units in units_by_host(inv).items():
         services = [u for u in units if u.role != "broker"]
@@ -38,6 +40,17 @@ def host_manifests(inv: Inventory, artifacts: Iterable[Artifact]) -> dict[str, d
             "venvs": sorted({str(venv_dir(u.venv)) for u in services if u.venv}),
             "code": sorted({str(code_dir(inv))} if any(u.code for u in services) else set()),
         }
+        if host in firewalls:
+            # The unit's ExecStop deletes the table: removing it opens the ports again.
+            manifest["units"] = sorted(
+                [*manifest["units"], {"unit": FIREWALL_UNIT, "role": "firewall"}],
+                key=lambda x: x["unit"],
+            )
+            # Who may reach what: the next deploy keeps these open until the clients the
+            # inventory dropped have stopped (converge.removals).
+            manifest["firewall"] = {
+                str(port): list(sources) for port, sources in firewalls[host].allowed.items()
+            }
         if host == inv.broker.host:
             state = broker_state(inv)
             manifest["broker"] = {

@@ -21,6 +21,8 @@ from qsetup.artifacts.manifest import MANIFEST_PATH, host_manifests
 from qsetup.artifacts.readparams import read_params
 from qsetup.artifacts.render import Artifact
 from qsetup.desired.broker import permission_vars, policy_vars, topic_permission_vars
+from qsetup.desired.firewall import PACKAGE as FIREWALL_PACKAGE
+from qsetup.desired.firewall import firewall_rules
 from qsetup.desired.state import (
     APP_SHIM,
     CELERY_APT_MARK,
@@ -280,7 +282,11 @@ def build_ansible_inventory(
                 "mode": "0750",
             }
 
-    roles = {_ROLE_OF_PART[p] for p in selected}
+    # The firewall goes with every part: a partial deploy opens what its clients need.
+    firewalls = firewall_rules(inv)
+    for name in firewalls:
+        plans[name].apt.add(FIREWALL_PACKAGE)
+    roles = {_ROLE_OF_PART[p] for p in selected} | {"firewall"}
     endpoints = ssh_endpoints(inv, inventory_path)
     manifests = host_manifests(inv, artifacts)
     hosts: dict[str, Any] = {}
@@ -308,13 +314,19 @@ def build_ansible_inventory(
                 "qsetup_os_users": [{"user": u, "group": g} for u, g in sorted(plan.users.items())],
                 "qsetup_dirs": sorted(plan.dirs.values(), key=lambda d: d["path"]),
                 "qsetup_venvs": list(plan.venvs.values()),
-                "qsetup_files": _file_vars(a for a in arts if a.role != "broker"),
+                "qsetup_files": _file_vars(a for a in arts if a.role not in ("broker", "firewall")),
                 "qsetup_broker_files": _file_vars(a for a in arts if a.role == "broker"),
                 "qsetup_services": plan.services,
                 "qsetup_ship_code": plan.ship_code,
                 "qsetup_is_broker": plan.broker,
                 "qsetup_is_broker_primary": plan.broker and name == inv.broker.host,
                 "qsetup_min_versions": _min_versions(inv, name) if "workers" in selected else [],
+                # Port -> allowed sources (the qsetup_firewall module loads it rendered).
+                "qsetup_firewall": (
+                    {str(k): list(v) for k, v in firewalls[name].allowed.items()}
+                    if name in firewalls
+                    else None
+                ),
                 "qsetup_flower_port": plan.flower_port,
                 "qsetup_flower_address": plan.flower_address,
                 "qsetup_find_paths": sorted({str(PurePosixPath(w).parent) for w in watched}),

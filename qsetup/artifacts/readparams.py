@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from qsetup.desired.firewall import FIREWALL_UNIT, RULESET_PATH, TABLE
 from qsetup.desired.state import RABBIT_DATA_DIR, RABBIT_DATA_NEEDS, UNIT_PREFIX, venv_dir
 
 
@@ -50,6 +51,9 @@ def read_params(
         "check_candidates": preflight,
         "min_versions": list(hv.get("qsetup_min_versions") or ()) if preflight else [],
     }
+    if hv.get("qsetup_firewall") is not None:
+        params["units"].append(FIREWALL_UNIT)
+        params["firewall"] = {"table": TABLE, "path": RULESET_PATH}
     if broker:
         params["hosts_marker"] = str(common["qsetup_hosts_marker"])
         params["rabbit_data"] = {"dir": RABBIT_DATA_DIR, "needs": dict(RABBIT_DATA_NEEDS)}

@@ -16,6 +16,14 @@ from urllib.parse import quote
 import jinja2
 
 from qsetup.artifacts.tls import TlsMaterial
+from qsetup.desired.firewall import (
+    FIREWALL_UNIT,
+    RULESET_PATH,
+    UNIT_PATH,
+    UNIT_TEXT,
+    firewall_rules,
+    render_ruleset,
+)
 from qsetup.desired.state import (
     APP_SHIM,
     CA_FILE,
@@ -47,7 +55,7 @@ from qsetup.inventory.model import (
 from qsetup.inventory.secrets import Secrets
 from qsetup.resources import resource_dir
 
-Role = Literal["broker", "worker", "beat", "flower"]
+Role = Literal["broker", "worker", "beat", "flower", "firewall"]
 
 
 @dataclass(frozen=True)
@@ -446,6 +454,24 @@ def render_all(inv: Inventory, secrets: Secrets, tls: TlsMaterial | None = None)
     renderer.beat()
     renderer.shims()
     renderer.flower()
+    for host, rules in firewall_rules(inv).items():
+        # Not templates: the ruleset holds only addresses validated and normalized as data.
+        for path, content in (
+            (RULESET_PATH, render_ruleset(rules.allowed)),
+            (UNIT_PATH, UNIT_TEXT),
+        ):
+            renderer.out.append(
+                Artifact(
+                    host,
+                    PurePosixPath(path),
+                    content,
+                    0o644,
+                    "root",
+                    "root",
+                    "firewall",
+                    FIREWALL_UNIT,
+                )
+            )
     paths = [(a.host, a.path) for a in renderer.out]
     if len(paths) != len(set(paths)):
         raise RenderError("two roles render the same file on one host; rename a worker group")

@@ -18,6 +18,7 @@ from qsetup.converge.broker import broker_changes, compare_definitions, fixable,
 from qsetup.converge.facts import FileFact, HostFacts, UnitFact
 from qsetup.converge.removals import manifest_pending, removals
 from qsetup.converge.target import DirTarget, FileTarget, HostTarget, VenvTarget, hosts_block
+from qsetup.desired.firewall import RULESET_PATH, UNIT_PATH
 
 LEAVE = "leave"
 """The fix of a difference deploy does not change (something qsetup never installed)."""
@@ -31,13 +32,13 @@ class Difference:
     kind: str
     """preflight (the host cannot be deployed: its release, a package version), package,
     os_user, os_group, dir, file, venv, code, unit, removal, manifest, unmanaged,
-    leftover, broker, broker_api, feature_flag, cluster or hosts_block."""
+    leftover, broker, broker_api, feature_flag, cluster, hosts_block or firewall."""
     obj: str
     """The object: a path, a unit, a package, a user, a broker object."""
     detail: str
     fix: str
     """What deploy does about it (install, create, build, start, enable, remove,
-    record, set, join, write, enable; ``refuse`` for a preflight problem), or ``leave``."""
+    record, set, join, write, enable, load; ``refuse`` for a preflight problem), or ``leave``."""
 
     @property
     def fixable(self) -> bool:
@@ -270,6 +271,17 @@ def _removal_differences(
                     "remove",
                 )
             )
+    for port, sources in sorted(gone.get("firewall", {}).items()):
+        out.append(
+            Difference(
+                target.host,
+                "removal",
+                f"firewall port {port}",
+                f"still open to {', '.join(sources)}, which the inventory dropped; the next "
+                "deploy closes it once they stopped",
+                "remove",
+            )
+        )
     if not out and manifest_pending(target.manifest, gone) != dict(facts.manifest):
         out.append(
             Difference(
@@ -361,6 +373,38 @@ def hosts_block_difference(target: HostTarget, facts: HostFacts) -> Difference |
     return Difference(target.host, "hosts_block", obj, detail, "write")
 
 
+FIREWALL_OBJECT = "firewall (nftables table inet qsetup)"
+
+
+def firewall_difference(target: HostTarget, facts: HostFacts) -> Difference | None:
+    """How qsetup's nftables table differs from the inventory's rules (None: it does not).
+
+    Missing, loaded from other rules than the inventory's (its file or unit differs), or
+    changed by hand (the loaded table is not what its file loads). Compared where the
+    plan puts a firewall and the read looked for it.
+    """
+    want, have = target.firewall, facts.firewall
+    if want is None or have is None:
+        return None
+    ruleset = facts.files.get(RULESET_PATH)
+    unit = facts.files.get(UNIT_PATH)
+    ports = ", ".join(str(p) for p in want.allowed)
+    if not have.loaded:
+        why = f" ({have.error})" if have.error else ""
+        detail = f"not loaded{why}: ports {ports} are open to every address"
+    elif ruleset is None or ruleset.checksum != want.ruleset_sum:
+        detail = f"its rules ({RULESET_PATH}) differ from the inventory's"
+    elif have.file is None or have.live != have.file:
+        detail = f"differs from {RULESET_PATH} (changed by hand?)"
+    elif unit is None or unit.checksum != want.unit_sum:
+        detail = f"its unit file {UNIT_PATH} is missing or differs (the table may not load at boot)"
+    else:
+        return None
+    return Difference(
+        target.host, "firewall", FIREWALL_OBJECT, f"{detail}; run qsetup deploy", "load"
+    )
+
+
 def compare_host(
     target: HostTarget,
     facts: HostFacts,
@@ -379,6 +423,7 @@ def compare_host(
         for p in facts.problems
     )
     hosts = hosts_block_difference(target, facts)
+    firewall = firewall_difference(target, facts)
     return (
         *refused,
         *_account_differences(target, facts),
@@ -387,6 +432,7 @@ def compare_host(
         *_removal_differences(target, facts, gone),
         *_broker_differences(target, facts, secrets),
         *([hosts] if hosts else []),
+        *([firewall] if firewall else []),
     )
 
 

@@ -121,6 +121,30 @@ def parse_flags(raw: object) -> tuple[FeatureFlag, ...] | None:
 
 
 @dataclass(frozen=True)
+class FirewallFact:
+    """qsetup's nftables table as the read found it."""
+
+    loaded: bool
+    live: str | None = None
+    """Fingerprint of the loaded table's listing."""
+    file: str | None = None
+    """Fingerprint of the same listing of the ruleset file (None: no file)."""
+    error: str | None = None
+
+    @classmethod
+    def from_read(cls, data: object) -> FirewallFact | None:
+        """From the read's ``firewall`` entry (None: the read did not look)."""
+        if not isinstance(data, Mapping):
+            return None
+        return cls(
+            loaded=bool(data.get("loaded")),
+            live=data.get("live"),
+            file=data.get("file"),
+            error=data.get("error"),
+        )
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """Everything the one read found on a host."""
 
@@ -147,6 +171,8 @@ class HostFacts:
     feature_flags: tuple[FeatureFlag, ...] | None = None
     deprecated_used: tuple[str, ...] | None = None
     """Deprecated broker features in use (None: unread, or RabbitMQ before 3.13)."""
+    firewall: FirewallFact | None = None
+    """qsetup's nftables table (read where the plan puts a firewall)."""
     executables: Mapping[str, bool] = field(default_factory=dict)
     dists: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
     """(prefix, distribution) -> installed version."""
@@ -203,6 +229,7 @@ class HostFacts:
                 if isinstance(data.get("deprecated_used"), list)
                 else None
             ),
+            firewall=FirewallFact.from_read(data.get("firewall")),
             executables={str(k): bool(v) for k, v in (data.get("executables") or {}).items()},
             dists={
                 (str(d["prefix"]), str(d["name"])): d.get("version")

@@ -59,6 +59,7 @@ def removals(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str,
 
     out: dict[str, Any] = {
         "units": sorted(units, key=lambda u: str(u["unit"])),
+        "firewall": _firewall_gone(old, new),
         "files": gone("files"),
         "venvs": gone("venvs"),
         "code": gone("code"),
@@ -70,12 +71,37 @@ def removals(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def _firewall_gone(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Sources the recorded firewall allowed that the new one no longer does, per port.
+
+    Only while the host keeps a firewall: a host whose firewall goes removes its unit
+    (whose stop deletes the table) instead.
+    """
+    before, after = (old or {}).get("firewall"), new.get("firewall")
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return {}
+    out = {}
+    for port, sources in before.items():
+        if not isinstance(sources, list):
+            continue
+        keep = set(after.get(port) or [])
+        gone = sorted({str(s) for s in sources} - keep)
+        if gone:
+            out[str(port)] = gone
+    return out
+
+
 def manifest_pending(new: Mapping[str, Any], gone: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest to record before removals: the new one plus what is still to remove."""
     pending = dict(new)
     pending["units"] = sorted([*new.get("units", []), *gone["units"]], key=lambda u: str(u["unit"]))
     for key in ("files", "venvs", "code"):
         pending[key] = sorted({*new.get(key, []), *gone[key]})
+    if gone.get("firewall") and isinstance(new.get("firewall"), Mapping):
+        firewall = {str(k): list(v) for k, v in new["firewall"].items()}
+        for port, sources in gone["firewall"].items():
+            firewall[port] = sorted({*firewall.get(port, []), *sources})
+        pending["firewall"] = firewall
     if gone["broker_users"] or gone["broker_vhosts"] or gone["broker_policies"]:
         broker = dict(new.get("broker") or {})
         broker["users"] = sorted({*broker.get("users", []), *gone["broker_users"]})

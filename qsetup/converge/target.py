@@ -19,6 +19,13 @@ from qsetup.desired.broker import (
     BrokerState,
     BrokerTopicPermission,
 )
+from qsetup.desired.firewall import (
+    FIREWALL_UNIT,
+    UNIT_TEXT,
+    allowed_from_record,
+    render_ruleset,
+    sha1,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,21 @@ class ServiceTarget:
 
 
 @dataclass(frozen=True)
+class FirewallTarget:
+    """qsetup's nftables table on a host: who may reach which port, and its files."""
+
+    allowed: Mapping[int, tuple[str, ...]]
+    ruleset_sum: str
+    unit_sum: str
+
+    @classmethod
+    def from_plan(cls, allowed: Mapping[str, Any]) -> FirewallTarget:
+        """From the plan's ``qsetup_firewall`` (port -> sources)."""
+        rules = allowed_from_record(allowed)
+        return cls(rules, sha1(render_ruleset(rules)), sha1(UNIT_TEXT))
+
+
+@dataclass(frozen=True)
 class HostTarget:
     """Everything that belongs on one host."""
 
@@ -87,6 +109,7 @@ class HostTarget:
     """On a node of a cluster: each node's (address, hostname) for the cluster's block in
     /etc/hosts; a hostname is None when its host's read is not known (a host that is down)."""
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    firewall: FirewallTarget | None = None
 
     @classmethod
     def from_plan(
@@ -125,6 +148,9 @@ class HostTarget:
         is_broker = bool(hv.get("qsetup_is_broker"))
         if is_broker:
             services.insert(0, ServiceTarget("rabbitmq-server.service", "broker"))
+        firewall = hv.get("qsetup_firewall")
+        if firewall is not None:
+            services.append(ServiceTarget(FIREWALL_UNIT, "firewall"))
         primary = bool(hv.get("qsetup_is_broker_primary"))
         nodes = list(common.get("qsetup_broker_nodes") or ())
         return cls(
@@ -152,6 +178,7 @@ class HostTarget:
             if is_broker and len(nodes) > 1
             else (),
             manifest=dict(hv.get("qsetup_manifest") or {}),
+            firewall=FirewallTarget.from_plan(firewall) if firewall is not None else None,
         )
 
 

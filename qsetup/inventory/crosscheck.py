@@ -7,6 +7,7 @@ names, worker node names, addresses and ports. ``check_references`` returns a
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import NamedTuple
 
@@ -163,6 +164,7 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
     _check_node_names(inv, problems)
     _check_addresses(inv, problems)
     _check_ports(inv, problems)
+    _check_firewall(inv, problems)
     problems += compat_problems(inv)
     return problems
 
@@ -502,5 +504,26 @@ def _check_ports(inv: Inventory, problems: Problems) -> None:
                     where,
                     f"port {port} on host '{name}' would be both {first[1]} and {what}; "
                     "change one of them",
+                )
+            )
+
+
+def _check_firewall(inv: Inventory, problems: Problems) -> None:
+    """The firewall allows hosts by address: each must be an IP address, not a DNS name.
+
+    A name would be resolved when the rules load (at boot, maybe before DNS answers);
+    qsetup refuses it instead of loading rules that lock a host's own workers out.
+    """
+    if not inv.firewall.enabled:
+        return
+    for name, host in inv.hosts.items():
+        try:
+            ipaddress.ip_address(host.address)
+        except ValueError:
+            problems.append(
+                (
+                    ("hosts", name, "address"),
+                    f"{host.address} is a DNS name, but firewall.enabled allows hosts by IP "
+                    "address; give the host's IP address here (or set firewall.enabled: false)",
                 )
             )

@@ -136,6 +136,28 @@ HostAddress = Annotated[
 ]
 
 
+def _check_cidr(value: str) -> str:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            wide = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{_short(value)} is not an IP address or network; use e.g. 10.0.0.5 or 10.0.0.0/24"
+            ) from None
+        raise ValueError(
+            f"{value} has host bits set; write the network as {wide.with_prefixlen}"
+        ) from None
+    if net.num_addresses == 1 and "/" not in value:
+        return net.network_address.compressed
+    return net.compressed
+
+
+Cidr = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_cidr)]
+"""An IPv4 or IPv6 address or network (CIDR), normalized (``10.0.0.0/24``, ``::1``)."""
+
+
 def is_loopback(address: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost names."""
     name = address.lower().rstrip(".")

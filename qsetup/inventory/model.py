@@ -30,6 +30,7 @@ from qsetup.inventory.fields import (
     ApiUserName,
     BrokerPort,
     BrokerUserName,
+    Cidr,
     EnvName,
     EnvValue,
     FlowerPort,
@@ -212,6 +213,19 @@ class Broker(Model):
     metrics: StrictBool = Field(
         True,
         description="Enable rabbitmq_prometheus (metrics on port 15692, over TLS with TLS on).",
+    )
+    metrics_allow_from: tuple[Cidr, ...] = Field(
+        (),
+        max_length=256,
+        description="With firewall.enabled: addresses or networks (CIDR) that may scrape "
+        "metrics on port 15692 (your Prometheus).",
+    )
+    allow_from: tuple[Cidr, ...] = Field(
+        (),
+        max_length=256,
+        description="With firewall.enabled: addresses or networks (CIDR) besides the "
+        "inventory's hosts that may reach AMQP(S) and the management API (the app servers "
+        "that publish tasks, the machine that runs qsetup when it is elsewhere).",
     )
     consumer_timeout: StrictInt | None = Field(
         None,
@@ -453,6 +467,12 @@ class Flower(Model):
         max_length=64,
         description="Users allowed into Flower; it refuses everyone else.",
     )
+    allow_from: tuple[Cidr, ...] = Field(
+        (),
+        max_length=256,
+        description="With firewall.enabled: addresses or networks (CIDR) that may reach "
+        "Flower's port (your operators' network); nothing else may.",
+    )
     persistent: StrictBool = Field(True, description="Keep task history across restarts.")
     broker_api_user: ApiUserName = Field(
         "flower-monitor",
@@ -507,6 +527,20 @@ class Tls(Model):
         return self
 
 
+# --- firewall -------------------------------------------------------------------
+
+
+class Firewall(Model):
+    """qsetup's own nftables table on broker and Flower hosts, closed by default."""
+
+    enabled: StrictBool = Field(
+        False,
+        description="Restrict RabbitMQ's and Flower's ports to the hosts and networks that "
+        "need them (an nftables table of qsetup's own, loaded at boot; SSH and every other "
+        "port are left alone). Absent: off (inventories `qsetup init` writes turn it on).",
+    )
+
+
 # --- the whole inventory ------------------------------------------------------
 
 
@@ -522,6 +556,7 @@ class Inventory(Model):
     beat: Beat | None = None
     flower: Flower | None = None
     tls: Tls = Field(default_factory=Tls)
+    firewall: Firewall = Field(default_factory=Firewall)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 from dataclasses import dataclass
@@ -42,6 +43,18 @@ class StarterSpec:
     app_module: str = "proj"
     app_path: str | None = None
     host_key_checking: str = "accept-new"
+    allow_from: tuple[str, ...] = ()
+    """Addresses besides the hosts that reach the broker and Flower (the controller)."""
+
+    @property
+    def addresses_are_ips(self) -> bool:
+        """Whether every host is given by IP address (the firewall allows hosts by address)."""
+        try:
+            for host in self.hosts:
+                ipaddress.ip_address(host.address)
+        except ValueError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)

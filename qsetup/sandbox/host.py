@@ -254,6 +254,9 @@ def nspawn_args(rec: HostRecord) -> list[str]:
         f"--machine={rec.name}",
         f"--directory={rec.merged}",
         f"--network-namespace-path=/run/netns/{rec.netns}",
+        # nspawn drops CAP_NET_ADMIN; the host gets it back for its own network namespace
+        # only (a firewall of its own, as root on a real machine has: nft, firewall.enabled).
+        "--capability=CAP_NET_ADMIN",
         "--console=read-only",
         "--link-journal=no",
         "--resolv-conf=off",

@@ -546,6 +546,9 @@ def write_inventory(path: Path, state: SandboxState, key: Path) -> tuple[Path, P
         app_path=None,
         # Host keys are kept per address across rebuilds, so accept-new stays valid.
         host_key_checking="accept-new",
+        # The machine that runs qsetup reaches the broker and Flower from the bridge
+        # (status, the demo, the tests' task streams): the firewall lets it.
+        allow_from=(state.bridge_address,),
     )
     unchanged = _inventory_unchanged(path, spec)
     if unchanged is not None:

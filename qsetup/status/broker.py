@@ -234,6 +234,10 @@ def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
                 api_host=host,
                 api_errors=tuple(failures),
             )
+    if inv.firewall.enabled:
+        # Status asks from this machine: with the firewall on, it needs broker.allow_from.
+        hint = " (firewall.enabled: is this machine's address in broker.allow_from?)"
+        failures = [(h, e + hint if e.startswith("cannot connect") else e) for h, e in failures]
     if len(failures) == 1:
         return failed_broker(inv, failures[0][1], tuple(failures))
     return failed_broker(inv, "no broker node's management API answered", tuple(failures))

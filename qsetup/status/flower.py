@@ -56,7 +56,11 @@ def check_flower(loaded: LoadedInventory, timeout: float) -> FlowerStatus | None
     except requests.exceptions.SSLError as exc:
         error = f"TLS handshake failed ({ssl_reason(exc)})"
     except requests.ConnectionError:
-        error = "cannot connect (is qsetup-flower.service running?)"
+        error = "cannot connect (is qsetup-flower.service running?" + (
+            " with firewall.enabled, is this machine's address in flower.allow_from?)"
+            if inv.firewall.enabled
+            else ")"
+        )
     else:
         error = None
     codes += [None] * (2 - len(codes))

@@ -118,7 +118,7 @@ def assemble_hosts(
         first = machine[0] == name
         if not first:
             differences = tuple(d for d in differences if d.kind not in _MACHINE_KINDS)
-        expected = {u.name for u in units[name]} | siblings
+        expected = {u.name for u in units[name]} | {s.unit for s in target.services} | siblings
         extra = tuple(
             unit_status(UNEXPECTED, facts.unit(u))
             for u in facts.discovered
@@ -136,7 +136,12 @@ def assemble_hosts(
             reachable=True,
             error=None,
             hostname=facts.hostname or None,
-            units=tuple(unit_status(u.role, facts.unit(u.name)) for u in units[name]),
+            units=tuple(unit_status(u.role, facts.unit(u.name)) for u in units[name])
+            + tuple(
+                unit_status(s.role, facts.unit(s.unit))
+                for s in target.services
+                if s.role == "firewall"
+            ),
             celery_versions=_versions(target, facts),
             flower_version=_flower_version(facts) if "flower" in roles[name] else None,
             rabbitmq_version=(

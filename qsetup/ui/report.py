@@ -387,6 +387,10 @@ def status_view(status: SystemStatus) -> Group:
             )
         table.add_row("flower", flower.host, flower.url, state, detail)
 
+    if any(u.role == "firewall" for h in status.hosts for u in h.units):
+        table.add_section()
+        units_of("firewall")
+
     if status.tls is not None:
         table.add_section()
         _add_tls_rows(table, status.tls)

@@ -305,7 +305,10 @@ SEPARATE = {
     "reboot": SeparateSandbox(("rb1", "rb2", "rb3"), "10.213.22.0/24", "qsbrrb"),
     # `qsetup demo` always names its hosts qs1..qs3 (see test_demo).
     "demo": SeparateSandbox(("qs1", "qs2", "qs3"), "10.213.23.0/24", "qsbrdm"),
-    "cluster": SeparateSandbox(("qc1", "qc2", "qc3", "qc4", "qc5"), "10.213.24.0/24", "qsbrq"),
+    # qc6 stays outside the inventory: the firewall's outsider.
+    "cluster": SeparateSandbox(
+        ("qc1", "qc2", "qc3", "qc4", "qc5", "qc6"), "10.213.24.0/24", "qsbrq"
+    ),
     "login": SeparateSandbox(("qu1", "qu2"), "10.213.26.0/24", "qsbru"),
     "tls": SeparateSandbox(("qt1", "qt2", "qt3"), "10.213.27.0/24", "qsbrl"),
     "backup": SeparateSandbox(("qb1", "qb2"), "10.213.28.0/24", "qsbrb"),

@@ -4,7 +4,9 @@ Every test runs on Debian 12 hosts (RabbitMQ 3.10), then on Debian 13 hosts (4.0
 
 qc1..qc3 run RabbitMQ as one cluster (Flower on qc1), qc4 and qc5 a pip worker group
 (2 instances each, beat on qc4); the app's ``celery`` queue is a quorum queue with a
-member on every node. The tests check what a user of a cluster relies on: it forms
+member on every node. The firewall is on (as ``init`` writes it, the machine running
+qsetup in ``allow_from``): every test runs through it, and qc6, a sandbox host outside
+the inventory, probes it. The tests check what a user of a cluster relies on: it forms
 and stays whole, Debian's too-old Celery is refused before anything changes, a rolling
 broker restart and the loss of the node leading the queue lose no task, and a broker
 host rebuilt empty under the same name joins again. The module powers hosts off and
@@ -46,7 +48,8 @@ from qsetup.desired.names import rabbit_node_name
 pytestmark = pytest.mark.integration
 
 BROKERS = moved(SEPARATE["cluster"]).names[:3]
-WORKERS = moved(SEPARATE["cluster"]).names[3:]
+WORKERS = moved(SEPARATE["cluster"]).names[3:5]
+OUTSIDER = moved(SEPARATE["cluster"]).names[5]
 NODES = {rabbit_node_name(h) for h in BROKERS}
 RATE = 10.0
 
@@ -61,6 +64,8 @@ def cluster_inventory(data: dict[str, Any]) -> dict[str, Any]:
     data["workers"] = [pip]
     data["beat"] = {"host": WORKERS[0]}
     data["flower"]["host"] = BROKERS[0]
+    del data["hosts"][OUTSIDER]
+    assert data["firewall"] == {"enabled": True}, data.get("firewall")
     return data
 
 
@@ -181,6 +186,82 @@ def test_the_cluster_forms_serves_and_a_second_deploy_changes_nothing(
     assert code == 0, data["failures"]
     assert changed_by_host(data) == dict.fromkeys(data["hosts"], 0)
     print(f"\nformation: {formed.seconds:.1f} s; second deploy {data['elapsed_seconds']} s")
+
+
+PROTECTED = {5672: "AMQP", 15672: "management", 15692: "metrics", 25672: "dist", 4369: "epmd"}
+FLOWER_PORT = 5555
+
+
+def probe(site: Site, source: str | None, targets: list[tuple[str, int]]) -> dict[str, bool]:
+    """``host:port`` -> whether a TCP connection from ``source`` opens (None: this machine).
+
+    A closed port answers a TCP reset (the firewall rejects), so each probe is quick.
+    """
+    if source is None:
+        import socket
+
+        out = {}
+        for host, port in targets:
+            with socket.socket() as sock:
+                sock.settimeout(3)
+                out[f"{host}:{port}"] = sock.connect_ex((site.addresses[host], port)) == 0
+        return out
+    script = "; ".join(
+        f"if timeout 3 bash -c '</dev/tcp/{site.addresses[h]}/{p}' 2>/dev/null; "
+        f"then echo {h}:{p} open; else echo {h}:{p} closed; fi"
+        for h, p in targets
+    )
+    lines = site.ssh(source, script, check=True).stdout.split()
+    return {lines[i]: lines[i + 1] == "open" for i in range(0, len(lines), 2)}
+
+
+def test_the_firewall_lets_each_host_reach_only_its_ports(site: Site) -> None:
+    started = time.monotonic()
+    node_ports = [(n, p) for n in BROKERS for p in PROTECTED]
+    everything = [*node_ports, (BROKERS[0], FLOWER_PORT)]
+    # Each port listens: the node itself reaches it (loopback is always accepted).
+    for node in BROKERS:
+        assert all(probe(site, node, [(node, p) for p in PROTECTED]).values()), node
+    # A host outside the inventory reaches none of them (and SSH still).
+    seen = probe(site, OUTSIDER, [*everything, (BROKERS[0], 22)])
+    assert seen.pop(f"{BROKERS[0]}:22") is True
+    assert [t for t, ok in seen.items() if ok] == []
+    # A worker host reaches AMQP on every node and nothing else.
+    seen = probe(site, WORKERS[1], everything)
+    assert {t for t, ok in seen.items() if ok} == {f"{n}:5672" for n in BROKERS}, seen
+    # Nodes reach each other's Erlang distribution and epmd.
+    seen = probe(site, BROKERS[1], [(n, p) for n in BROKERS if n != BROKERS[1] for p in PROTECTED])
+    assert {t for t, ok in seen.items() if ok} == {
+        f"{n}:{p}" for n in BROKERS if n != BROKERS[1] for p in (25672, 4369)
+    }, seen
+    # This machine is in broker.allow_from and flower.allow_from: AMQP, management, Flower.
+    seen = probe(site, None, everything)
+    assert {t for t, ok in seen.items() if ok} == {
+        *(f"{n}:{p}" for n in BROKERS for p in (5672, 15672)),
+        f"{BROKERS[0]}:{FLOWER_PORT}",
+    }, seen
+    print(f"\nfirewall probes: {time.monotonic() - started:.1f} s")
+
+
+def test_a_deleted_table_is_named_by_status_and_the_next_deploy_restores_it(site: Site) -> None:
+    node = BROKERS[2]
+    site.ssh(node, "nft delete table inet qsetup && nft add table inet keepme", check=True)
+    code, status, _ = site.status()
+    assert code == 3
+    assert any(
+        p.startswith(f"{node}: firewall (nftables table inet qsetup): not loaded")
+        for p in status["problems"]
+    ), status["problems"]
+    assert probe(site, OUTSIDER, [(node, 5672)]) == {f"{node}:5672": True}
+    code, data = site.deploy()
+    assert code == 0, data["failures"]
+    assert {h for h, c in changed_by_host(data).items() if c} == {node}, data["hosts"]
+    assert probe(site, OUTSIDER, [(node, 5672)]) == {f"{node}:5672": False}
+    # Only qsetup's table was replaced: another table on the host is still there.
+    assert site.ssh(node, "nft list table inet keepme").returncode == 0
+    site.ssh(node, "nft delete table inet keepme", check=True)
+    code, status, _ = site.status()
+    assert code == 0, status["problems"]
 
 
 def add_apt_group(data: dict[str, Any]) -> None:

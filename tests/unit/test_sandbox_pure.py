@@ -276,6 +276,8 @@ def test_nspawn_boots_systemd_in_our_namespace_without_registering() -> None:
         assert flag in args
     assert "--network-namespace-path=/run/netns/qs-qs1" in args
     assert "--directory=/tmp/hosts/qs1/merged" in args
+    # Its own firewall (nftables) in its own namespace.
+    assert "--capability=CAP_NET_ADMIN" in args
 
 
 def test_each_host_gets_a_cgroup_of_its_own_in_each_hierarchy(tmp_path: Path) -> None:

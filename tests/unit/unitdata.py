@@ -263,6 +263,12 @@ def as_deployed(target: Any, secrets: Mapping[str, str]) -> dict[str, Any]:
                 for p in b.policies
             ],
         }  # fmt: skip
+    if target.firewall is not None:
+        from qsetup.desired.firewall import RULESET_PATH, UNIT_PATH
+
+        entry(RULESET_PATH, "0644", "root", "root", False, target.firewall.ruleset_sum)
+        entry(UNIT_PATH, "0644", "root", "root", False, target.firewall.unit_sum)
+        read["firewall"] = {"loaded": True, "live": "same", "file": "same", "error": None}
     if target.broker_node:
         read["cluster"] = [
             {"name": f"rabbit@n{i}", "running": True} for i in range(target.cluster_size)
