@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def build_spec(
         hosts[name] = StarterHost(name=name, address=address)
         names[key] = name
     worker_names = tuple(dict.fromkeys(name_of(w) for w in workers))  # a host once per group
+    here = local_address_towards(broker)
     return StarterSpec(
         hosts=tuple(hosts.values()),
         broker=name_of(broker),
@@ -116,7 +118,31 @@ def build_spec(
         ssh_user=ssh_user,
         ssh_key=ssh_key,
         app_module=app_module,
+        allow_from=(here,) if here else (),
     )
+
+
+def local_address_towards(address: str) -> str | None:
+    """This machine's address on the route to ``address`` (an IP), or None.
+
+    ``qsetup status`` reads the broker's API and Flower from the machine it runs on; with
+    the firewall on that machine must be in ``allow_from``, so ``init`` puts itself there.
+    A UDP socket's connect sends nothing: it only picks the route and source address.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip.is_loopback:
+        return None
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((str(ip), 9))
+            here = str(sock.getsockname()[0])
+    except OSError:
+        return None
+    return None if ipaddress.ip_address(here).is_loopback else here
 
 
 def render_inventory(spec: StarterSpec, inventory_name: str, secrets_name: str) -> str:

@@ -454,3 +454,21 @@ def test_source_path_outside_the_inventory_folder(tmp_path: Path) -> None:
     write_secrets(conf / "inventory.secrets.yml", BASE_SECRETS)
     loaded = load_inventory(inventory, check_files=True)
     assert loaded.inventory.app.source.path == "../src"
+
+
+def test_init_allows_this_machine_through_the_firewall(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from qsetup.inventory import scaffold
+
+    assert scaffold.local_address_towards("mq.example.org") is None  # a name: no route asked
+    assert scaffold.local_address_towards("127.0.0.1") is None
+    monkeypatch.setattr(scaffold, "local_address_towards", lambda _a: "10.9.8.7")
+    spec = scaffold.build_spec("10.0.0.5", ["10.0.0.6"], None)
+    inventory = tmp_path / "inventory.yml"
+    scaffold.write_starter_files(inventory, spec, force=False)
+    loaded = load_inventory(inventory)
+    assert loaded.inventory.firewall.enabled
+    assert list(loaded.inventory.broker.allow_from) == ["10.9.8.7"]
+    assert loaded.inventory.flower is not None
+    assert list(loaded.inventory.flower.allow_from) == ["10.9.8.7"]
