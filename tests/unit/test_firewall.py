@@ -440,3 +440,17 @@ def test_the_preflight_passes_every_read_parameter_the_plan_holds(
     read = next(t for t in tasks if "qsetup_host_facts" in t)["qsetup_host_facts"]
     assert read["params"] == "{{ qsetup_read_params }}"  # whole: a new key cannot be dropped
     assert {"firewall", "rabbit_data"} <= set(params)
+
+
+def test_every_call_of_the_read_module_gives_its_parameters_whole() -> None:
+    """qsetup_host_facts takes ``params`` (and ``broker_api``) only: a call with the old
+    one-by-one arguments fails at run time, so look at every task file."""
+    import yaml
+
+    calls = []
+    for path in (Path(__file__).parents[2] / "playbooks").rglob("*.yml"):
+        for task in yaml.safe_load(path.read_text()) or []:
+            if isinstance(task, dict) and "qsetup_host_facts" in task:
+                calls.append((path.name, set(task["qsetup_host_facts"])))
+    assert len(calls) >= 2, calls
+    assert all(args <= {"params", "broker_api"} and "params" in args for _, args in calls), calls
