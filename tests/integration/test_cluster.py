@@ -8,12 +8,13 @@ member on every node. The tests check what a user of a cluster relies on: it for
 and stays whole, Debian's too-old Celery is refused before anything changes, a rolling
 broker restart and the loss of the node leading the queue lose no task, and a broker
 host rebuilt empty under the same name joins again. While the leader's host is off, a
-deploy converges the other hosts and names it in one line (exit 3), and a restart of the
-workers, none of which runs there, succeeds. The module powers hosts off and
-wipes one, so it boots its own hosts (``harness.SEPARATE["cluster"]``). Each test starts
-from every host up and deployed; the node loss runs on the cluster as the first deploy
-left it (every worker on qc1, the first node of its URL list), the rolling restart last,
-on a cluster that has lost a node and rebuilt one.
+deploy converges the other hosts and names it in one line (exit 3), a restart of the
+workers, none of which runs there, succeeds, and a broker restart is refused. The
+module powers hosts off and wipes one, so it boots its own hosts
+(``harness.SEPARATE["cluster"]``). Each test starts from every host up and deployed;
+the node loss runs on the cluster as the first deploy left it (every worker on qc1, the
+first node of its URL list), the rolling restart last, on a cluster that has lost a
+node and rebuilt one.
 
 Figures (formation time, gaps, rejoin time) are printed: run with ``-s`` to see them.
 """
@@ -257,7 +258,8 @@ def work_goes_on_without(site: Site, dead: str) -> None:
 
     The deploy exits 3 and says in one line that the dead host is unreachable (no
     "details hidden", no Ansible error); the live nodes keep its /etc/hosts line and
-    the workers answer; a restart of the workers, none of which runs there, exits 0.
+    the workers answer; a restart of the workers, none of which runs there, exits 0; a
+    restart of the brokers is refused in one line before any node goes down.
     """
     started = time.monotonic()
     proc = site.qsetup("deploy")
@@ -290,8 +292,19 @@ def work_goes_on_without(site: Site, dead: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert summary_rows(proc.stdout)[dead][3] != "unreachable", proc.stdout
     wait_for_ping(site)
+    live = [h for h in BROKERS if h != dead]
+    before = {h: site.unit(h, "rabbitmq-server.service")["MainPID"] for h in live}
+    proc = site.qsetup("restart", "--role", "broker")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out
+    refused = [
+        x for x in out.splitlines() if f"not restarted: RabbitMQ on {dead} is unreachable" in x
+    ]
+    assert len(refused) == 1, out
+    # No node was taken down while the cluster already misses one.
+    assert {h: site.unit(h, "rabbitmq-server.service")["MainPID"] for h in live} == before
     print(f"{dead} down: deploy exit 3 in {deployed:.1f} s ({line}); "
-          f"restart --role workers exit 0 in {restarted:.1f} s")  # fmt: skip
+          f"restart --role workers exit 0 in {restarted:.1f} s; --role broker refused")  # fmt: skip
 
 
 def test_losing_the_queue_leader_loses_no_task_and_it_comes_back(
