@@ -72,11 +72,12 @@ def cluster_plan(nodes: Iterable[NodeView]) -> dict[str, Any]:
     """Decide the cluster's seed, the nodes that join it and the members to forget.
 
     ``nodes`` lists each broker host in the inventory's order. The seed is the first
-    node of the largest running cluster (ties go to the cluster holding the earlier
-    inventory node), so a rebuilt first node joins the others instead of the others
-    being reset into it. A joining node that the seed's cluster still lists as a member
-    (a rebuilt host with the same name) is forgotten first; members the inventory no
-    longer has are forgotten when stopped.
+    node of the largest running cluster (ties go to the node whose cluster lists more of
+    the inventory's nodes, then to the cluster holding the earlier inventory node), so a
+    rebuilt first node joins the others instead of the others being reset into it, and
+    a lone survivor is never reset into blank nodes rebuilt beside it. A joining node
+    that the seed's cluster still lists as a member (a rebuilt host with the same name)
+    is forgotten first; members the inventory no longer has are forgotten when stopped.
     ``nodes`` in the plan names every node the inventory expects, in its order; ``up``
     those this run read, which must run in the cluster when the play ends.
 
@@ -97,14 +98,16 @@ def cluster_plan(nodes: Iterable[NodeView]) -> dict[str, Any]:
         running = set(_names(status.get("running_nodes"))) if status else set()
         members = set(_names(status.get("disk_nodes"))) | set(_names(status.get("ram_nodes")))
         views[n.node] = (n.host, running, members)
+    # The largest running cluster; among equals, the one whose database knows the most
+    # of the inventory's nodes (a survivor of a cluster, never a blank node), then the
+    # one holding the earlier inventory node.
     best: set[str] = set()
-    for _host, running, _members in views.values():
+    best_key: tuple[int, int, int] = (0, 0, -len(names))
+    for _host, running, members in views.values():
         ours = running & set(names)
-        if ours and (len(ours), -min(map(names.index, ours))) > (
-            len(best),
-            -min(map(names.index, best), default=len(names)),
-        ):
-            best = ours
+        key = (len(ours), len(members & set(names)), -min(map(names.index, ours), default=0))
+        if ours and key > best_key:
+            best, best_key = ours, key
     if not best:
         return {
             "nodes": names,

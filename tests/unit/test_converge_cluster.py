@@ -131,3 +131,17 @@ def test_the_shims_pass_broker_hosts_to_the_refusals() -> None:
     assert shim.qsetup_quorum_refusal(nodes, ["b"]) == ""
     assert shim.qsetup_quorum_refusal(nodes, ["a", "b"]).startswith("not changed: 2 of")
     assert shim.qsetup_restart_refusal(nodes, ["b"]).startswith("not restarted: RabbitMQ on b ")
+
+
+def test_a_lone_survivor_is_never_reset_into_blank_nodes_rebuilt_beside_it() -> None:
+    # Two of three hosts rebuilt empty at once: each blank node runs alone, as does the
+    # survivor; it holds the cluster's database (every node a member), so it is the seed.
+    blank_a, blank_b = status([A], [A]), status([B], [B])
+    survivor = status([C], [A, B, C])
+    got = cluster_plan([NodeView("a", A, blank_a), NodeView("b", B, blank_b),
+                        NodeView("c", C, survivor)])  # fmt: skip
+    assert (got["seed"], got["join"], got["forget"]) == ("c", ["a", "b"], [A, B])
+    # Blank nodes alone still form around the first of them.
+    fresh = cluster_plan([NodeView("a", A, blank_a), NodeView("b", B, blank_b),
+                          NodeView("c", C, status([C], [C]))])  # fmt: skip
+    assert (fresh["seed"], fresh["join"]) == ("a", ["b", "c"])
