@@ -52,6 +52,18 @@ def qsetup_cluster_plan(nodes: list[dict[str, Any]], hostvars: Mapping[str, Any]
     return cluster_plan(views)
 
 
+def qsetup_forget_from(nodes: list[dict[str, Any]], hostvars: Mapping[str, Any], host: str) -> str:
+    """The broker host that forgets ``host``'s old incarnation ("" when none runs)."""
+    from qsetup.converge.cluster import forget_from
+
+    candidates = []
+    for n in nodes:
+        read = _vars(hostvars, str(n["host"])).get("qsetup_converge") or {}
+        running = bool(read) and not read.get("broker_unit_down") and not read.get("broker_blank")
+        candidates.append((str(n["host"]), running))
+    return forget_from(host, candidates) or ""
+
+
 def qsetup_quorum_refusal(nodes: list[dict[str, Any]], away: list[str]) -> str:
     """Why a deploy must stop with the ``away`` hosts unreachable, or "" when it may go on."""
     from qsetup.converge.cluster import quorum_refusal
@@ -96,6 +108,7 @@ class FilterModule:
         return {
             "qsetup_rabbit_node": qsetup_rabbit_node,
             "qsetup_cluster_plan": qsetup_cluster_plan,
+            "qsetup_forget_from": qsetup_forget_from,
             "qsetup_quorum_refusal": qsetup_quorum_refusal,
             "qsetup_restart_refusal": qsetup_restart_refusal,
             "qsetup_cluster_problems": qsetup_cluster_problems,

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from qsetup.converge.target import block_names
+from qsetup.converge.facts import HostFacts
+from qsetup.converge.target import HostTarget, block_names
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,33 @@ def cluster_plan(nodes: Iterable[NodeView]) -> dict[str, Any]:
         "forget": forget + [m for m in stale if m not in seed_running],
         "problems": problems,
     }
+
+
+def blank_node(target: HostTarget, facts: HostFacts) -> bool:
+    """Whether a node of a cluster is blank: RabbitMQ is not even installed on its host.
+
+    Its first start must come after the cluster forgot the old incarnation of its name
+    (a host rebuilt empty): the others still list it as a member and connect to it as
+    soon as its Erlang node is up, and its boot then hangs in ``global`` sync (seen on
+    RabbitMQ 3.10: "Global hang workaround: global state on rabbit@... seems broken")
+    until systemd's 600 s start timeout.
+    """
+    package = "rabbitmq-server"
+    return (
+        target.broker_node
+        and target.cluster_size > 1
+        and package in facts.packages
+        and package not in facts.installed
+    )
+
+
+def forget_from(host: str, candidates: Sequence[tuple[str, bool]]) -> str | None:
+    """The broker host that forgets ``host``'s old incarnation: the first other that runs.
+
+    ``candidates`` are the broker hosts in order with whether their read found RabbitMQ
+    running (and not blank); None when no other node runs (nothing to forget it from).
+    """
+    return next((h for h, running in candidates if h != host and running), None)
 
 
 def quorum_refusal(hosts: Sequence[str], away: Iterable[str]) -> str:

@@ -145,3 +145,32 @@ def test_a_lone_survivor_is_never_reset_into_blank_nodes_rebuilt_beside_it() -> 
     fresh = cluster_plan([NodeView("a", A, blank_a), NodeView("b", B, blank_b),
                           NodeView("c", C, status([C], [C]))])  # fmt: skip
     assert (fresh["seed"], fresh["join"]) == ("a", ["b", "c"])
+
+
+def test_a_host_rebuilt_empty_is_forgotten_by_a_running_node_before_its_first_start() -> None:
+    from qsetup.converge.cluster import blank_node, forget_from
+    from qsetup.converge.facts import HostFacts
+    from qsetup.converge.target import HostTarget
+
+    node = HostTarget("b", broker_node=True, cluster_size=3)
+    wanted = ("rabbitmq-server", "python3")
+    blank = HostFacts("b", "bookworm", packages=wanted, installed=frozenset({"python3"}))
+    built = HostFacts("b", "bookworm", packages=wanted, installed=frozenset(wanted))
+    assert blank_node(node, blank) is True
+    assert blank_node(node, built) is False
+    # A single node has no cluster to be forgotten by; a worker host is no node.
+    assert blank_node(HostTarget("b", broker_node=True, cluster_size=1), blank) is False
+    assert blank_node(HostTarget("w", cluster_size=3), blank) is False
+    # The first other node that runs forgets it; with none running there is nobody to ask.
+    assert forget_from("b", [("a", False), ("b", False), ("c", True)]) == "c"
+    assert forget_from("a", [("a", True), ("b", False), ("c", False)]) is None
+
+
+def test_the_shim_asks_the_first_other_node_whose_read_found_rabbitmq_running() -> None:
+    nodes = [{"host": h, "address": a} for h, a in NODES]
+    running = {"qsetup_converge": {"broker_unit_down": False, "broker_blank": False}}
+    blank = {"qsetup_converge": {"broker_unit_down": True, "broker_blank": True}}
+    hostvars = {"a": blank, "b": running, "c": running}
+    assert shim.qsetup_forget_from(nodes, hostvars, "a") == "b"
+    assert shim.qsetup_forget_from(nodes, {"a": blank, "c": running}, "a") == "c"  # b is down
+    assert shim.qsetup_forget_from(nodes, {"a": blank}, "a") == ""
