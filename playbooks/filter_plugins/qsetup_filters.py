@@ -42,11 +42,13 @@ def qsetup_converge(
     destinations, ``stale_dirs``, ``stale_venvs`` (names), ``code_stale``,
     ``units_down`` and ``units_failed`` (the services' units that are not running and
     enabled, and those of them systemd holds failed), ``broker_unit_down``,
+    ``broker_blank`` (a cluster node whose host has no RabbitMQ yet),
     ``hosts_block`` (the cluster's lines in /etc/hosts, None for none) with
     ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
     ``converge.removals``), ``firewall`` (the rulesets to load, see :func:`_firewall`)
     and ``differences`` (one line each, no secret).
     """
+    from qsetup.converge.cluster import blank_node
     from qsetup.converge.compare import (
         code_stale,
         compare_host,
@@ -83,6 +85,7 @@ def qsetup_converge(
         "units_failed": [u for u in down if facts.unit(u).active_state == "failed"],
         "broker_unit_down": target.broker_node
         and unit_difference(host, facts.unit("rabbitmq-server.service")) is not None,
+        "broker_blank": blank_node(target, facts),
         "hosts_block": hosts_block(target, facts.hosts_block),
         "hosts_block_stale": hosts_block_difference(target, facts) is not None,
         "removals": gone,

@@ -247,3 +247,13 @@ def hosts_block(target: HostTarget, current: str | None) -> str | None:
         short = f" {name.split('.')[0]}" if "." in name else ""
         lines.append(f"{address} {name}{short}")
     return "\n".join(lines)
+
+
+def block_names(block: str | None) -> dict[str, str]:
+    """The hostname each address has in a cluster block (:func:`hosts_block`'s lines)."""
+    names: dict[str, str] = {}
+    for line in (block or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not fields[0].startswith("#"):
+            names.setdefault(fields[0], fields[1])
+    return names

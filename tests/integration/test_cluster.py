@@ -9,11 +9,14 @@ qsetup in ``allow_from``): every test runs through it, and qc6, a sandbox host o
 the inventory, probes it. The tests check what a user of a cluster relies on: it forms
 and stays whole, Debian's too-old Celery is refused before anything changes, a rolling
 broker restart and the loss of the node leading the queue lose no task, and a broker
-host rebuilt empty under the same name joins again. The module powers hosts off and
-wipes one, so it boots its own hosts (``harness.SEPARATE["cluster"]``). Each test starts
-from every host up and deployed; the node loss runs on the cluster as the first deploy
-left it (every worker on qc1, the first node of its URL list), the rolling restart last,
-on a cluster that has lost a node and rebuilt one.
+host rebuilt empty under the same name joins again. While the leader's host is off, a
+deploy converges the other hosts and names it in one line (exit 3), a restart of the
+workers, none of which runs there, succeeds, and a broker restart is refused. The
+module powers hosts off and wipes one, so it boots its own hosts
+(``harness.SEPARATE["cluster"]``). Each test starts from every host up and deployed;
+the node loss runs on the cluster as the first deploy left it (every worker on qc1, the
+first node of its URL list), the rolling restart last, on a cluster that has lost a
+node and rebuilt one.
 
 Figures (formation time, gaps, rejoin time) are printed: run with ``-s`` to see them.
 """
@@ -321,6 +324,73 @@ def test_an_apt_group_on_trixie_serves_a_quorum_queue_and_leaves_when_dropped(
     assert code == 0 and status["healthy"] is True, status["problems"]
 
 
+def summary_rows(out: str) -> dict[str, list[str]]:
+    """host -> its row (ok, changed, failed, state) in the human summary table."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 5 and cells[0] in (*BROKERS, *WORKERS):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def work_goes_on_without(site: Site, dead: str) -> None:
+    """With one node of three powered off: a deploy converges the others and names it once.
+
+    The deploy exits 3 and says in one line that the dead host is unreachable (no
+    "details hidden", no Ansible error); the live nodes keep its /etc/hosts line and
+    the workers answer; a restart of the workers, none of which runs there, exits 0; a
+    restart of the brokers is refused in one line before any node goes down.
+    """
+    started = time.monotonic()
+    proc = site.qsetup("deploy")
+    deployed = time.monotonic() - started
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out
+    for wrong in ("HostVarsVars", "Traceback", "details hidden", "internal error"):
+        assert wrong not in out, out
+    named = {
+        line.strip()
+        for line in out.splitlines()
+        if line.strip().startswith(f"{dead}:") and "│" not in line
+    }
+    address = site.addresses[dead]
+    assert len(named) == 1, out
+    (line,) = named
+    assert line.startswith(f"{dead}: unreachable ({address}): "), line
+    assert line.endswith("no change was made there"), line
+    rows = summary_rows(out)
+    assert rows[dead][3] == "unreachable", rows
+    assert all(rows[h][2] == "0" and rows[h][3] != "unreachable" for h in rows if h != dead), rows
+    hosts_line = f"{address} {dead}"
+    for live in BROKERS:
+        if live != dead:
+            assert hosts_line in site.ssh(live, "cat /etc/hosts", check=True).stdout, live
+    wait_for_ping(site)
+    started = time.monotonic()
+    proc = site.qsetup("restart", "--role", "workers")
+    restarted = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert summary_rows(proc.stdout)[dead][3] != "unreachable", proc.stdout
+    wait_for_ping(site)
+    live = [h for h in BROKERS if h != dead]
+    before = {h: site.unit(h, "rabbitmq-server.service")["MainPID"] for h in live}
+    proc = site.qsetup("restart", "--role", "broker")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out
+    # One line (the progress line above the summary says it too, after FAILED).
+    refused = [
+        x
+        for x in out.splitlines()
+        if x.split(":")[0] in live and f"not restarted: RabbitMQ on {dead} is unreachable" in x
+    ]
+    assert len(refused) == 1, out
+    # No node was taken down while the cluster already misses one.
+    assert {h: site.unit(h, "rabbitmq-server.service")["MainPID"] for h in live} == before
+    print(f"{dead} down: deploy exit 3 in {deployed:.1f} s ({line}); "
+          f"restart --role workers exit 0 in {restarted:.1f} s; --role broker refused")  # fmt: skip
+
+
 def test_losing_the_queue_leader_loses_no_task_and_it_comes_back(
     site: Site, hosts: SandboxHosts
 ) -> None:
@@ -349,6 +419,7 @@ def test_losing_the_queue_leader_loses_no_task_and_it_comes_back(
         assert code == 3, status["problems"]
         node = rabbit_node_name(leader)
         assert any(node in p for p in status["problems"]), status["problems"]
+        work_goes_on_without(site, leader)
     finally:
         hosts.up_again()
     started = time.monotonic()

@@ -18,8 +18,16 @@ def status(running: list[str], members: list[str], **more: Any) -> str:
 
 
 def plan(*views: tuple[str, str]) -> dict[str, Any]:
-    nodes = [{"host": n.split("@")[1], "node": n, "status": s} for n, s in views]
-    result: dict[str, Any] = cluster.qsetup_cluster_plan(nodes)
+    """The shim's plan for hosts whose hostnames are their nodes' names, all read."""
+    nodes = [{"host": n.split("@")[1], "address": f"10.0.0.{i}"} for i, (n, _) in enumerate(views)]
+    hostvars = {
+        n.split("@")[1]: {
+            "qsetup_hostname": n.split("@")[1],
+            "qsetup_cluster_status": {"rc": 0 if s else 1, "stdout": s},
+        }
+        for n, s in views
+    }
+    result: dict[str, Any] = cluster.qsetup_cluster_plan(nodes, hostvars)
     return result
 
 
