@@ -195,10 +195,10 @@ class Vault:
 
 
 @contextlib.contextmanager
-def private_dir() -> Iterator[Path]:
+def private_dir(prefix: str = "qsetup-vault-") -> Iterator[Path]:
     """A 0700 folder for plain copies (in RAM when /dev/shm exists), removed afterwards."""
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - private 0700 dir
-    path = Path(tempfile.mkdtemp(prefix="qsetup-vault-", dir=base))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     try:
         path.chmod(0o700)
         yield path

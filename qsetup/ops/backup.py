@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
-import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from qsetup.errors import BrokerError, QsetupError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
 from qsetup.inventory.vault import Vault
+from qsetup.inventory.vault import write_private as write_file
 from qsetup.status.broker import admin_session, api_base
 
 CONNECT_TIMEOUT = 10.0
@@ -123,19 +122,8 @@ def write_private(path: Path, text: str, vault: Vault | None = None) -> None:
     """
     data = (vault or Vault()).seal(path, text.encode("utf-8"))
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        write_file(path, data)
     except OSError as exc:
-        raise QsetupError(f"cannot write {path} ({exc.strerror}); choose another --out") from None
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except OSError as exc:
-        with suppress(OSError):
-            Path(tmp).unlink()
         raise QsetupError(f"cannot write {path} ({exc.strerror}); choose another --out") from None
 
 

@@ -13,9 +13,8 @@ import os
 import shutil
 import stat
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from qsetup.converge.compare import Difference
 from qsetup.errors import DeployError
 from qsetup.inventory.model import Inventory
+from qsetup.inventory.vault import private_dir
 from qsetup.resources import resource_dir
 
 RUNS_KEPT = 10
@@ -108,16 +108,9 @@ class DeployResult:
         )
 
 
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
+def scratch_dir() -> contextlib.AbstractContextManager[Path]:
     """A 0700 directory for secrets, in RAM when /dev/shm exists; removed afterwards."""
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - private 0700 dir
-    path = Path(tempfile.mkdtemp(prefix="qsetup-", dir=base))
-    try:
-        path.chmod(0o700)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    return private_dir("qsetup-")
 
 
 def new_run_dir(inventory_path: Path) -> Path:
