@@ -29,11 +29,10 @@ class UnitStatus:
 
     @property
     def ok(self) -> bool:
-        """True when the unit is installed and running."""
+        """True when the unit is installed and running (the firewall's oneshot: has run)."""
+        done = ("running", "exited") if self.role == "firewall" else ("running",)
         return (
-            self.load_state == "loaded"
-            and self.active_state == "active"
-            and self.sub_state == "running"
+            self.load_state == "loaded" and self.active_state == "active" and self.sub_state in done
         )
 
 

@@ -305,3 +305,11 @@ def test_unexpected_units_in_json_and_table() -> None:
     text = _render(status)
     row = next(r for r in text.splitlines() if "qsetup-worker-old@2.service" in r and "│" in r)
     assert "unexpected" in row and "active (running), enabled" in row
+
+
+def test_the_firewalls_oneshot_is_ok_once_it_ran_a_worker_that_exited_is_not() -> None:
+    def unit(role: str, sub: str) -> UnitStatus:
+        return UnitStatus(f"qsetup-{role}.service", role, "loaded", "active", sub, None, 0)
+
+    assert unit("firewall", "exited").ok and unit("firewall", "running").ok
+    assert not unit("worker", "exited").ok and unit("worker", "running").ok
