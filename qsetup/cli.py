@@ -136,6 +136,19 @@ def _passwords(file: Path | None, *, confirm: bool = False) -> Any:
     return PasswordSource(file, ask if sys.stdin.isatty() else None)
 
 
+def _load(
+    inventory: Path, secrets: Path | None, vault_file: Path | None, *, check_files: bool = False
+) -> Any:
+    """The inventory and its secrets (decrypted when encrypted); else one line each, exit 1."""
+    from qsetup.inventory.loader import load_inventory
+
+    return run_guarded(
+        lambda: load_inventory(
+            inventory, secrets, check_files=check_files, passwords=_passwords(vault_file)
+        )
+    )
+
+
 @app.command()
 def init(
     inventory: Annotated[
@@ -201,13 +214,7 @@ def validate(
     vault_password_file: VaultOpt = None,
 ) -> None:
     """Check an inventory and its secrets; print FILE:LINE:COL: field: message per problem."""
-    from qsetup.inventory.loader import load_inventory
-
-    loaded = run_guarded(
-        lambda: load_inventory(
-            inventory, secrets, check_files=True, passwords=_passwords(vault_password_file)
-        )
-    )
+    loaded = _load(inventory, secrets, vault_password_file, check_files=True)
     inv = loaded.inventory
     out.print(
         f"{inventory}: valid ({len(inv.hosts)} hosts, {len(inv.workers)} worker groups, "
@@ -291,7 +298,6 @@ def deploy(
     """
     import json
 
-    from qsetup.inventory.loader import load_inventory
     from qsetup.ops.deploy import DeployOptions, run_deploy
     from qsetup.ui.progress import run_with_progress
     from qsetup.ui.report import deploy_differences, deploy_json, deploy_summary
@@ -303,11 +309,7 @@ def deploy(
         tags=tuple(t.strip() for t in (tags or "").split(",") if t.strip()),
         verbose=verbose,
     )
-    loaded = run_guarded(
-        lambda: load_inventory(
-            inventory, secrets, check_files=True, passwords=_passwords(vault_password_file)
-        )
-    )
+    loaded = _load(inventory, secrets, vault_password_file, check_files=True)
     hosts = list(options.limit or loaded.inventory.hosts)
 
     def core() -> Any:
@@ -357,13 +359,10 @@ def status(
 
     from rich.live import Live
 
-    from qsetup.inventory.loader import load_inventory
     from qsetup.status import SystemStatus, check_status
     from qsetup.ui.report import status_json, status_view
 
-    loaded = run_guarded(
-        lambda: load_inventory(inventory, secrets, passwords=_passwords(vault_password_file))
-    )
+    loaded = _load(inventory, secrets, vault_password_file)
 
     def show(result: SystemStatus) -> None:
         if json_out:
@@ -421,16 +420,11 @@ def restart(
     """
     import json
 
-    from qsetup.inventory.loader import load_inventory
     from qsetup.ops.deploy import run_restart
     from qsetup.ui.progress import run_with_progress
     from qsetup.ui.report import deploy_json, deploy_summary
 
-    loaded = run_guarded(
-        lambda: load_inventory(
-            inventory, secrets, check_files=True, passwords=_passwords(vault_password_file)
-        )
-    )
+    loaded = _load(inventory, secrets, vault_password_file, check_files=True)
     roles = tuple(r.strip() for r in role.split(",") if r.strip())
     hosts = tuple(h.strip() for h in (limit or "").split(",") if h.strip())
 
@@ -522,13 +516,10 @@ def backup(
     """
     import json
 
-    from qsetup.inventory.loader import load_inventory
     from qsetup.ops.backup import run_backup
     from qsetup.ui.report_backup import backup_json, backup_line
 
-    loaded = run_guarded(
-        lambda: load_inventory(inventory, secrets, passwords=_passwords(vault_password_file))
-    )
+    loaded = _load(inventory, secrets, vault_password_file)
     result = run_guarded(lambda: run_backup(loaded, out_file))
     if json_out:
         sys.stdout.write(json.dumps(backup_json(result), indent=2) + "\n")
@@ -569,13 +560,10 @@ def restore(
     """
     import json
 
-    from qsetup.inventory.loader import load_inventory
     from qsetup.ops.backup import run_restore
     from qsetup.ui.report_backup import restore_json, restore_line
 
-    loaded = run_guarded(
-        lambda: load_inventory(inventory, secrets, passwords=_passwords(vault_password_file))
-    )
+    loaded = _load(inventory, secrets, vault_password_file)
     result = run_guarded(lambda: run_restore(loaded, file))
     if json_out:
         sys.stdout.write(json.dumps(restore_json(result), indent=2) + "\n")
@@ -701,15 +689,11 @@ def rotate(
     """
     import json
 
-    from qsetup.inventory.loader import load_inventory
     from qsetup.ops.secrets import rotate_secret
     from qsetup.ui.progress import run_with_progress
     from qsetup.ui.report import deploy_json, deploy_summary, status_json
 
-    passwords = _passwords(vault_password_file)
-    loaded = run_guarded(
-        lambda: load_inventory(inventory, secrets, check_files=True, passwords=passwords)
-    )
+    loaded = _load(inventory, secrets, vault_password_file, check_files=True)
 
     def core() -> Any:
         if json_out:
