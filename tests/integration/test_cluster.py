@@ -461,6 +461,10 @@ def test_a_rolling_broker_restart_under_load_loses_no_task(site: Site) -> None:
     after = broker_pids(site)
     assert all(before[h] != after[h] for h in BROKERS), (before, after)
     assert result.missing == [], f"{len(result.missing)} tasks lost: {result.summary()}"
+    if result.wrong:  # what the workers logged about it, for the CI log
+        for h in WORKERS:
+            journal = "journalctl --no-pager -u 'qsetup-worker-*' -n 400 | grep -v 'succeeded in'"
+            print(h, site.ssh(h, f"{journal} | tail -80").stdout)
     assert result.wrong == [], result.wrong[:10]
     assert_cluster_whole(site)
     assert set(celery_queue(site)["online"]) == NODES
