@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +235,26 @@ def test_client_config_bad_input_is_one_line_and_exit_1(
 ) -> None:
     code, output = run("client-config", "-i", str(write_inventory()), *args)
     assert (code, output.strip()) == (1, message)
+
+
+@pytest.mark.parametrize(("signum", "outcome"), [(signal.SIGINT, 0), (signal.SIGTERM, 143)])
+def test_ctrl_c_is_left_to_celery_and_sigterm_still_removes_the_module(
+    write_inventory: WriteInventory, signum: int, outcome: int
+) -> None:
+    cfg = client_config(load_inventory(write_inventory()))
+    folders: list[Path] = []
+
+    def fake_run(argv: list[str], env: dict[str, str], check: bool) -> object:
+        folders.append(Path(env["PYTHONPATH"].split(os.pathsep)[0]))
+        os.kill(os.getpid(), signum)  # as a terminal's Ctrl-C or a kill would
+        time.sleep(0.1)
+        return type("Done", (), {"returncode": 0})()
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        code = ops_client.run_celery(cfg, ["status"], which=lambda n: "/bin/true", run=fake_run)
+    except SystemExit as exc:
+        code = int(str(exc.code))
+    assert code == outcome
+    assert not folders[0].exists()
+    assert signal.getsignal(signal.SIGINT) is before
