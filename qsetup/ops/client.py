@@ -106,9 +106,14 @@ def run_celery(
     """Run the local ``celery`` with ``cfg``'s settings and ``args``; return its exit code.
 
     Raises:
-        QsetupError: no celery command, or it cannot be started.
+        QsetupError: no celery command, or it cannot be started; TLS without the CA file.
     """
     celery = find_celery(which)
+    if cfg.ca_file is not None and not cfg.ca_file.is_file():
+        raise QsetupError(
+            f"{cfg.ca_file}: no such CA certificate (TLS is on); run qsetup deploy first, "
+            "which makes it"
+        )
     with private_dir("qsetup-celery-") as folder:
         write_private(folder / f"{CONFIG_MODULE}.py", render_python(cfg).encode())
         argv = celery_command(celery, args)

@@ -126,6 +126,8 @@ def test_celery_gets_the_password_only_from_a_private_module_removed_after(
     write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = client_config(load_inventory(write_inventory(CLUSTER + TLS)))
+    assert cfg.ca_file is not None
+    cfg.ca_file.write_text("the CA deploy made\n")
     monkeypatch.setenv("CELERY_BROKER_URL", "amqp://elsewhere//")
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://elsewhere")
     seen: dict[str, object] = {}
@@ -258,3 +260,15 @@ def test_ctrl_c_is_left_to_celery_and_sigterm_still_removes_the_module(
     assert code == outcome
     assert not folders[0].exists()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_tls_without_the_ca_file_is_one_line_before_celery_runs(
+    write_inventory: WriteInventory, tmp_path: Path
+) -> None:
+    inventory = write_inventory(BASE_INVENTORY + TLS)
+    code, output = run("celery", "-i", str(inventory), "--", "inspect", "ping")
+    assert code == 1
+    assert output.strip() == (
+        f"{(tmp_path / 'inventory.ca.pem').resolve()}: no such CA certificate (TLS is on); "
+        "run qsetup deploy first, which makes it"
+    )
