@@ -37,13 +37,13 @@ OVERRIDING_ENV = (
 """Variables Celery would take over the module's settings; the run drops them."""
 
 
-def find_celery(which: Callable[[str], str | None] = shutil.which) -> list[str]:
+def find_celery(which: Callable[[str], str | None] | None = None) -> list[str]:
     """The ``celery`` command: the one on PATH, else the one installed beside qsetup.
 
     Raises:
         QsetupError: when there is neither.
     """
-    found = which("celery")
+    found = (which or shutil.which)("celery")
     if found:
         return [found]
     beside = Path(sys.executable).parent / "celery"
@@ -100,8 +100,8 @@ def run_celery(
     cfg: ClientConfig,
     args: Sequence[str],
     *,
-    which: Callable[[str], str | None] = shutil.which,
-    run: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
+    which: Callable[[str], str | None] | None = None,
+    run: Callable[..., subprocess.CompletedProcess[bytes]] | None = None,
 ) -> int:
     """Run the local ``celery`` with ``cfg``'s settings and ``args``; return its exit code.
 
@@ -119,7 +119,9 @@ def run_celery(
         argv = celery_command(celery, args)
         try:
             with _terminated_as_exit():
-                proc = run(argv, env=celery_environment(os.environ, folder), check=False)
+                proc = (run or subprocess.run)(
+                    argv, env=celery_environment(os.environ, folder), check=False
+                )
         except OSError as exc:
             raise QsetupError(f"cannot run {celery[0]} ({exc.strerror})") from None
     return int(proc.returncode)

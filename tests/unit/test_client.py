@@ -166,6 +166,7 @@ def test_no_celery_command_is_one_line_and_exit_1(
     write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     inventory = write_inventory()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(ops_client.shutil, "which", lambda name: None)
     monkeypatch.setattr(ops_client.sys, "executable", str(tmp_path / "nowhere" / "python"))
     code, output = run("celery", "-i", str(inventory), "--", "inspect", "ping")
