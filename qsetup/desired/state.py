@@ -203,6 +203,16 @@ def celery_settings(inv: Inventory, ca_file: str = str(CA_FILE)) -> dict[str, ob
     return settings
 
 
+def result_backend_url(inv: Inventory, secrets: Secrets) -> str:
+    """The result backend URL every client of the app uses (may hold a secret).
+
+    The one place that decides it: ``qsetup celery``, ``client-config`` and qsetup's own
+    task round trip read it here.
+    """
+    del secrets  # a managed backend's password will come from it
+    return inv.app.result_backend
+
+
 def consumed_queues(inv: Inventory) -> dict[tuple[str, str], tuple[str, ...]]:
     """The queues worker groups consume, as (vhost, queue), with the groups that do."""
     out: dict[tuple[str, str], list[str]] = {}
