@@ -20,6 +20,7 @@ from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
 from qsetup.artifacts.client import client_config, render_env, render_python
 from qsetup.cli import app
+from qsetup.desired.state import FAILOVER_WINDOW
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import load_inventory
 from qsetup.ops import client as ops_client
@@ -68,7 +69,10 @@ def test_a_tls_cluster_lists_every_node_in_order_with_quorum_and_the_ca(
         "server_hostname": None,
     }
     assert conf["task_default_queue_type"] == "quorum"
-    assert conf["broker_transport_options"] == {"confirm_publish": True}
+    assert conf["broker_transport_options"] == {
+        "confirm_publish": True,
+        "connect_retries_timeout": FAILOVER_WINDOW,
+    }
     assert conf["result_backend"] == "rpc://"
 
 
