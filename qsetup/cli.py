@@ -510,13 +510,16 @@ def celery(
     secrets: SecretsOpt = None,
     vault_password_file: VaultOpt = None,
 ) -> None:
-    """Run the local celery command against the deployed broker, e.g. -- inspect registered.
+    """Run the local celery against the deployed broker: -- inspect registered.
 
-    Celery gets every broker node's URL, TLS with the CA beside the inventory, the queue
-    type and the result backend from a settings module only you can read (0600, removed
-    when celery exits); the password is never in a command line. Without -A, celery's
-    own app sends tasks by name: -- call proj.tasks.add --args '[2, 3]'. Exit codes:
-    celery's own; 1 bad input or no celery command (nothing ran), 4 internal error.
+    Celery gets every broker node's URL, TLS with the CA beside the inventory,
+    the queue type and the result backend from a settings module only you can
+    read (0600, removed when celery exits); the password is never in argv.
+    Without -A, celery's own app sends tasks by name:
+    -- call proj.tasks.add --args '[2, 3]'.
+
+    Exit codes: celery's own; 1 bad input or no celery command (nothing ran),
+    4 internal error.
     """
     from qsetup.artifacts.client import client_config
     from qsetup.ops.client import run_celery
@@ -547,10 +550,12 @@ def client_config_(
     secrets: SecretsOpt = None,
     vault_password_file: VaultOpt = None,
 ) -> None:
-    """Print the settings an app that sends tasks needs: URLs, TLS, queue type, results.
+    """Print the settings an app that sends tasks needs: URLs, TLS, queues, results.
 
-    Passwords show as <secret:NAME> (the name in the secrets file) unless --show-secrets
-    is given. Exit codes: 0, 1 bad input, 4 internal error.
+    Passwords show as <secret:NAME> (the name in the secrets file) unless
+    --show-secrets is given.
+
+    Exit codes: 0, 1 bad input, 4 internal error.
     """
     import json
 
