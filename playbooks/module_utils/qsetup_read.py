@@ -209,6 +209,18 @@ def read_flags(port: int, user: str, password: str) -> list[dict[str, str]] | No
     ]
 
 
+def has_rabbit_data(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds any node's data (``rabbit@<host>`` and its files).
+
+    False for a node whose data was wiped (or never written): its first start is a
+    blank node's, as on a host rebuilt empty.
+    """
+    try:
+        return any(p.name.startswith("rabbit@") for p in data_dir.iterdir())
+    except OSError:
+        return False
+
+
 def old_rabbit_data(data_dir: Path, flag: str) -> str | None:
     """A node's data under ``data_dir`` on which ``flag`` was never enabled, or None.
 
@@ -362,7 +374,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     unit systemd knows is listed and shown), ``hosts_marker`` (blockinfile marker in
     /etc/hosts), ``broker_api`` (port, user, password: definitions, cluster, feature
     flags, deprecated features in use), ``rabbit_data`` (dir, needs: release -> a flag
-    that release's RabbitMQ needs enabled in the node's data),
+    that release's RabbitMQ needs enabled in the node's data; whether dir holds a
+    node's data),
     ``min_versions`` (package, version, problem), ``executables`` (paths: do they
     exist), ``dists`` ({prefix, name}: versions), ``deb_versions`` (packages),
     ``firewall`` (table, path: see :func:`read_firewall`).
@@ -426,6 +439,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
         result["installed"] = []
         return result
     data = params.get("rabbit_data") or {}
+    if data.get("dir"):
+        result["rabbit_data"] = has_rabbit_data(Path(data["dir"]))
     flag = (data.get("needs") or {}).get(release)
     if flag:
         old = old_rabbit_data(Path(data["dir"]), flag)

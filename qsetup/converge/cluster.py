@@ -142,7 +142,10 @@ def cluster_plan(nodes: Iterable[NodeView]) -> dict[str, Any]:
 
 
 def blank_node(target: HostTarget, facts: HostFacts) -> bool:
-    """Whether a node of a cluster is blank: RabbitMQ is not even installed on its host.
+    """Whether a node of a cluster is blank: its first start is still to come.
+
+    RabbitMQ is not installed on its host, or it is but does not run and its data
+    directory holds no node's data (wiped by hand).
 
     Its first start must come after the cluster forgot the old incarnation of its name
     (a host rebuilt empty): the others still list it as a member and connect to it as
@@ -151,12 +154,12 @@ def blank_node(target: HostTarget, facts: HostFacts) -> bool:
     until systemd's 600 s start timeout.
     """
     package = "rabbitmq-server"
-    return (
-        target.broker_node
-        and target.cluster_size > 1
-        and package in facts.packages
-        and package not in facts.installed
-    )
+    if not (target.broker_node and target.cluster_size > 1 and package in facts.packages):
+        return False
+    if package not in facts.installed:
+        return True
+    running = facts.unit("rabbitmq-server.service").active_state == "active"
+    return facts.rabbit_data is False and not running
 
 
 def forget_from(host: str, candidates: Sequence[tuple[str, bool]]) -> str | None:

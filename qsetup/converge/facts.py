@@ -170,6 +170,8 @@ class HostFacts:
     cluster: tuple[ClusterNode, ...] | None = None
     feature_flags: tuple[FeatureFlag, ...] | None = None
     deprecated_used: tuple[str, ...] | None = None
+    rabbit_data: bool | None = None
+    """Whether RabbitMQ's data directory holds a node's data (None: not read there)."""
     """Deprecated broker features in use (None: unread, or RabbitMQ before 3.13)."""
     firewall: FirewallFact | None = None
     """qsetup's nftables table (read where the plan puts a firewall)."""
@@ -224,6 +226,9 @@ class HostFacts:
                 else None
             ),
             feature_flags=parse_flags(data.get("feature_flags")),
+            rabbit_data=(
+                data["rabbit_data"] if isinstance(data.get("rabbit_data"), bool) else None
+            ),
             deprecated_used=(
                 tuple(str(n) for n in data["deprecated_used"])
                 if isinstance(data.get("deprecated_used"), list)

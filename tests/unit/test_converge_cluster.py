@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from unitdata import playbook_module
@@ -164,6 +165,44 @@ def test_a_host_rebuilt_empty_is_forgotten_by_a_running_node_before_its_first_st
     # The first other node that runs forgets it; with none running there is nobody to ask.
     assert forget_from("b", [("a", False), ("b", False), ("c", True)]) == "c"
     assert forget_from("a", [("a", True), ("b", False), ("c", False)]) is None
+
+
+def test_a_node_whose_data_was_wiped_is_blank_until_it_runs(tmp_path: Path) -> None:
+    # The package stays installed, the data directory was emptied by hand (or restored
+    # without it): its first start is a blank node's and needs the same early forget.
+    from qsetup.converge.cluster import blank_node
+    from qsetup.converge.facts import HostFacts, UnitFact
+    from qsetup.converge.target import HostTarget
+
+    node = HostTarget("b", broker_node=True, cluster_size=3)
+    wanted = ("rabbitmq-server",)
+
+    def facts(data: bool | None, state: str) -> HostFacts:
+        unit = UnitFact.from_show(
+            "rabbitmq-server.service", {"LoadState": "loaded", "ActiveState": state}
+        )
+        return HostFacts(
+            "b",
+            "bookworm",
+            packages=wanted,
+            installed=frozenset(wanted),
+            units={unit.name: unit},
+            rabbit_data=data,
+        )
+
+    assert blank_node(node, facts(False, "inactive")) is True
+    assert blank_node(node, facts(False, "failed")) is True
+    # Running: it booted already (nothing to do before its first start); with data, or
+    # with a read that did not look, it is a member coming back.
+    assert blank_node(node, facts(False, "active")) is False
+    assert blank_node(node, facts(True, "inactive")) is False
+    assert blank_node(node, facts(None, "inactive")) is False
+    # What the host's read says about the directory.
+    read = playbook_module("module_utils/qsetup_read.py")
+    assert read.has_rabbit_data(tmp_path / "gone") is False
+    assert read.has_rabbit_data(tmp_path) is False
+    (tmp_path / "rabbit@b-feature_flags").write_text("[]")
+    assert read.has_rabbit_data(tmp_path) is True
 
 
 def test_the_shim_asks_the_first_other_node_whose_read_found_rabbitmq_running() -> None:
