@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from harness import (
     SEPARATE,
     SandboxHosts,
@@ -422,6 +423,40 @@ def work_goes_on_without(site: Site, dead: str) -> None:
           f"restart --role workers exit 0 in {restarted:.1f} s; --role broker refused")  # fmt: skip
 
 
+def nothing_changes_without_a_majority(site: Site, dead: str) -> None:
+    """A second node of three out of reach too: the deploy refuses in one line, changes nothing.
+
+    The second node is unreachable through the inventory (its SSH port closed), not
+    powered off: a sandbox host that died comes back empty, and two of three nodes lost
+    with their data is a disaster recovery, not this rule.
+    """
+    second = next(h for h in BROKERS if h != dead)
+    last = next(h for h in BROKERS if h not in (dead, second))
+    # What a deploy writes (services may restart on their own without a quorum).
+    files = (
+        "{ cat /etc/qsetup/manifest.json; dpkg-query -W; "
+        "find /etc/qsetup /etc/systemd/system /opt/qsetup /etc/rabbitmq -maxdepth 2 "
+        "-printf '%p %s %T@\\n'; } 2>&1 | sha256sum"
+    )
+    before = {h: site.ssh(h, files, check=True).stdout for h in (second, last, *WORKERS)}
+    text = site.inventory.read_text()
+    data = yaml.safe_load(text)
+    data["hosts"][second]["ssh_port"] = 1  # nothing listens there: refused at once
+    site.inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        proc = site.qsetup("deploy")
+    finally:
+        site.inventory.write_text(text)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out
+    for wrong in ("HostVarsVars", "Traceback", "details hidden", "internal error"):
+        assert wrong not in out, out
+    assert "2 of the cluster's 3 broker nodes are unreachable" in out, out
+    assert "a deploy needs a majority of broker.hosts reachable" in out, out
+    # Nothing changed on the nodes or on the workers.
+    assert {h: site.ssh(h, files, check=True).stdout for h in before} == before
+
+
 def test_losing_the_queue_leader_loses_no_task_and_it_comes_back(
     site: Site, hosts: SandboxHosts
 ) -> None:
@@ -451,6 +486,7 @@ def test_losing_the_queue_leader_loses_no_task_and_it_comes_back(
         node = rabbit_node_name(leader)
         assert any(node in p for p in status["problems"]), status["problems"]
         work_goes_on_without(site, leader)
+        nothing_changes_without_a_majority(site, leader)
     finally:
         hosts.up_again()
     started = time.monotonic()
