@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from qsetup.artifacts.render import broker_url
 from qsetup.artifacts.tls import client_ca_file
+from qsetup.desired.results import results_url
 from qsetup.desired.state import celery_settings, probe_transport_options
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import LoadedInventory
@@ -38,7 +39,8 @@ def send_task(
 
     inv = loaded.inventory
     url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
-    app = Celery("qsetup-probe", broker=url, backend=inv.app.result_backend)
+    backend = results_url(inv, loaded.secrets, "app", str(client_ca_file(loaded.path, inv)))
+    app = Celery("qsetup-probe", broker=url, backend=backend)
     # Declare queues as the workers do (quorum queues with a cluster), publish with
     # confirms, and fail over once through every node of a cluster.
     app.conf.update(celery_settings(inv, str(client_ca_file(loaded.path, inv))))
