@@ -28,6 +28,7 @@ from qsetup.desired.results import (
     CLIENT_APT,
     CLIENT_PIP,
     RESULTS_PACKAGE,
+    RESULTS_UNIT,
     results_address,
     results_users,
 )
@@ -279,6 +280,7 @@ def _results_vars(inv: Inventory) -> dict[str, Any] | None:
         return None
     users = results_users(inv)
     return {
+        "unit": RESULTS_UNIT,
         "address": results_address(inv),
         "port": inv.results.port,
         "tls": inv.tls.enabled,

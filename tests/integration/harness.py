@@ -502,7 +502,7 @@ def site_copy(site: Site, folder: Path, edit: Callable[[dict[str, Any]], Any]) -
 
 @contextlib.contextmanager
 def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
-    """A Celery app that talks to the deployed broker as the app's user (rpc results).
+    """A Celery app that talks to the deployed broker as the app's user (its results backend).
 
     It has the settings qsetup gives the app's own processes (quorum queues and publisher
     confirms with a broker cluster), so it declares the queues as the workers do.
@@ -510,12 +510,16 @@ def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
     from celery import Celery
 
     from qsetup.artifacts.render import broker_url
+    from qsetup.desired.results import results_url
     from qsetup.desired.state import celery_settings
 
     inv = loaded.inventory
     url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
-    capp = Celery("qsetup-probe", broker=url, backend=inv.app.result_backend)
-    capp.conf.update(celery_settings(inv, str(client_ca_file(loaded.path, inv))))
+    ca = str(client_ca_file(loaded.path, inv))
+    # The managed result backend (results:) as the app's own clients read it.
+    backend = results_url(inv, loaded.secrets, "app", ca)
+    capp = Celery("qsetup-probe", broker=url, backend=backend)
+    capp.conf.update(celery_settings(inv, ca))
     capp.conf.broker_connection_timeout = 10
     capp.conf.broker_connection_retry_on_startup = False
     try:

@@ -130,6 +130,7 @@ def test_json_shape() -> None:
         "flower_version": None,
         "rabbitmq_package": None,
         "deprecated_features_used": [],
+        "results": None,
     }
     unit = data["hosts"]["worker1"]["units"]["qsetup-worker-default@1.service"]
     assert unit == {
