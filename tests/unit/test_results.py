@@ -197,6 +197,10 @@ def test_the_plan_installs_the_server_and_the_clients_library() -> None:
         "/etc/redis/users.acl",
     }
     assert not any(f["dest"].startswith("/etc/redis") for f in server["qsetup_files"])
+    # Debian's server and its configuration stay when the inventory drops results:.
+    manifest = server["qsetup_manifest"]
+    assert not any(f.startswith("/etc/redis") or "redis" in f for f in manifest["files"])
+    assert all(u["role"] != "results" for u in manifest["units"])
     venv = next(v for v in server["qsetup_venvs"] if v["name"] == "default")
     assert any(p.startswith("redis") for p in venv["packages"])
     flower = next(v for v in hosts["rabbit1"]["qsetup_venvs"] if v["name"] == "flower")
