@@ -9,14 +9,14 @@ qsetup in ``allow_from``): every test runs through it, and qc6, a sandbox host o
 the inventory, probes it. The tests check what a user of a cluster relies on: it forms
 and stays whole, Debian's too-old Celery is refused before anything changes, a rolling
 broker restart and the loss of the node leading the queue lose no task, and a broker
-host rebuilt empty under the same name joins again. Last, the managed result backend
-(``results:`` on qc5): a result outlives the client's broker node and a backend restart. While the leader's host is off, a
+host rebuilt empty under the same name joins again. While the leader's host is off, a
 deploy converges the other hosts and names it in one line (exit 3), a restart of the
-workers, none of which runs there, succeeds, and a broker restart is refused. The
-module powers hosts off and wipes one, so it boots its own hosts
+workers, none of which runs there, succeeds, and a broker restart is refused. Last, the
+managed result backend (``results:`` on qc5): a result outlives the client's broker node
+and a backend restart. The module powers hosts off and wipes one, so it boots its own hosts
 (``harness.SEPARATE["cluster"]``). Each test starts from every host up and deployed;
 the node loss runs on the cluster as the first deploy left it (every worker on qc1, the
-first node of its URL list), the rolling restart last, on a cluster that has lost a
+first node of its URL list), the rolling restart after it, on a cluster that has lost a
 node and rebuilt one.
 
 Figures (formation time, gaps, rejoin time) are printed: run with ``-s`` to see them.
