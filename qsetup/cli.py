@@ -484,6 +484,99 @@ def demo(
     say(f"inventory: {result.inventory}; Flower on the first host, port 5555")
 
 
+# --- the app's side: celery and client-config (qsetup/ops/client.py) -------------
+
+AsUserOpt = Annotated[
+    str | None,
+    typer.Option("--as", help="The broker user to connect as (default: app.broker_user)."),
+]
+VhostOpt = Annotated[
+    str | None,
+    typer.Option(help="The vhost (default: app.vhost, or the user's own without rights there)."),
+]
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def celery(
+    inventory: InventoryOpt,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="-- ARGS...", help="Celery's own arguments, e.g. -- inspect registered."
+        ),
+    ] = None,
+    as_user: AsUserOpt = None,
+    vhost: VhostOpt = None,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+) -> None:
+    """Run the local celery against the deployed broker: -- inspect registered.
+
+    Celery gets every broker node's URL, TLS with the CA beside the inventory,
+    the queue type and the result backend from a settings module only you can
+    read (0600, removed when celery exits); the password is never in argv.
+    Without -A, celery's own app sends tasks by name:
+    -- call proj.tasks.add --args '[2, 3]'.
+
+    Exit codes: celery's own; 1 bad input or no celery command (nothing ran),
+    4 internal error.
+    """
+    from qsetup.artifacts.client import client_config
+    from qsetup.ops.client import run_celery
+
+    loaded = _load(inventory, secrets, vault_password_file)
+    code = run_guarded(lambda: run_celery(client_config(loaded, as_user, vhost), args or []))
+    raise typer.Exit(code)
+
+
+@app.command("client-config")
+def client_config_(
+    inventory: InventoryOpt,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="env (KEY='value' lines), python (a Celery configuration module) or json.",
+        ),
+    ] = "env",
+    as_user: AsUserOpt = None,
+    vhost: VhostOpt = None,
+    show_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--show-secrets", help="Print the password instead of <secret:NAME> references."
+        ),
+    ] = False,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+) -> None:
+    """Print the settings an app that sends tasks needs: URLs, TLS, queues, results.
+
+    Passwords show as <secret:NAME> (the name in the secrets file) unless
+    --show-secrets is given.
+
+    Exit codes: 0, 1 bad input, 4 internal error.
+    """
+    import json
+
+    from qsetup.artifacts.client import client_config, client_json, render_env, render_python
+
+    if format_ not in ("env", "python", "json"):
+        err.print(Text(f"--format must be env, python or json, got {format_!r}", style="red"))
+        raise typer.Exit(EXIT_BAD_INPUT)
+    loaded = _load(inventory, secrets, vault_password_file)
+
+    def core() -> str:
+        cfg = client_config(loaded, as_user, vhost)
+        if not show_secrets:
+            cfg = cfg.masked()
+        if format_ == "json":
+            return json.dumps(client_json(cfg), indent=2) + "\n"
+        return render_python(cfg) if format_ == "python" else render_env(cfg)
+
+    sys.stdout.write(run_guarded(core))
+
+
 # --- backup and restore (qsetup/ops/backup.py) -----------------------------------
 
 

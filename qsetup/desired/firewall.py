@@ -34,6 +34,16 @@ DIST_PORT = 25672
 DIST_PORT_OFFSET = 20000
 PROMETHEUS_PORT = 15692
 
+PLUGIN_PORTS: dict[str, tuple[tuple[int, str], ...]] = {
+    "rabbitmq_stomp": ((61613, "STOMP"), (61614, "STOMPS")),
+    "rabbitmq_mqtt": ((1883, "MQTT"), (8883, "MQTTS")),
+    "rabbitmq_web_stomp": ((15674, "Web STOMP"), (15673, "Web STOMP over TLS")),
+    "rabbitmq_web_mqtt": ((15675, "Web MQTT"), (15676, "Web MQTT over TLS")),
+    "rabbitmq_stream": ((5552, "stream"), (5551, "stream over TLS")),
+}
+"""The client ports (RabbitMQ's defaults, plain and TLS) of the plugins that listen:
+clients of any protocol may reach them as they may reach AMQP."""
+
 
 @dataclass(frozen=True)
 class PortRule:
@@ -82,7 +92,8 @@ def firewall_rules(inv: Inventory) -> dict[str, HostFirewall]:
 
     Empty when ``firewall.enabled`` is off. AMQP (AMQPS with TLS): the worker, beat and
     Flower hosts and ``broker.allow_from``; the management API: Flower's host and
-    ``broker.allow_from``; Prometheus: ``broker.metrics_allow_from``; Erlang distribution
+    ``broker.allow_from``; Prometheus: ``broker.metrics_allow_from``; the ports of the
+    messaging plugins in ``broker.plugins`` (STOMP, MQTT, streams): as AMQP; Erlang distribution
     and epmd: the cluster's other nodes (nobody on a single node); Flower's port:
     ``flower.allow_from``; the result backend's port: the worker, beat and Flower hosts,
     ``broker.allow_from`` (the app's servers) and ``results.allow_from``. Connections
@@ -110,10 +121,13 @@ def firewall_rules(inv: Inventory) -> dict[str, HostFirewall]:
         ]
         for dist in sorted({DIST_PORT, broker.port + DIST_PORT_OFFSET}):
             node_rules.append(PortRule(dist, "Erlang distribution", peers))
-        if broker.metrics:
+        # Listed in broker.plugins without broker.metrics, Prometheus listens all the same.
+        if broker.metrics or "rabbitmq_prometheus" in broker.plugins:
             node_rules.append(
                 PortRule(PROMETHEUS_PORT, "Prometheus", _sources(broker.metrics_allow_from))
             )
+        for plugin in broker.plugins:
+            node_rules.extend(PortRule(p, what, amqp) for p, what in PLUGIN_PORTS.get(plugin, ()))
         rules[node] = node_rules
     if flower is not None:
         rules.setdefault(flower.host, []).append(

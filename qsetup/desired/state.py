@@ -161,6 +161,10 @@ def management_endpoint(inv: Inventory) -> tuple[str, int]:
     return "http", inv.broker.management_port
 
 
+FAILOVER_WINDOW = 30
+"""Seconds a cluster's clients keep trying the broker's nodes in turn to open a connection."""
+
+
 def celery_settings(inv: Inventory, ca_file: str = str(CA_FILE)) -> dict[str, object]:
     """Celery settings qsetup adds to the app in every process it runs (and its probes).
 
@@ -184,15 +188,25 @@ def celery_settings(inv: Inventory, ca_file: str = str(CA_FILE)) -> dict[str, ob
         # Results of the managed backend expire (Redis drops them); rpc:// results go with
         # their reply queue anyway.
         settings["result_expires"] = inv.results.expires
+    transport: dict[str, object] = {}
     if queue_type(inv) == "quorum":
         settings.update(
             {
                 "task_default_queue_type": "quorum",
                 "task_create_missing_queue_type": "quorum",
                 "worker_detect_quorum_queues": True,
-                "broker_transport_options": {"confirm_publish": True},
             }
         )
+        transport["confirm_publish"] = True
+    if len(inv.broker.hosts) > 1:
+        # kombu gives a connection it has to (re)open outside its retry loop (a worker's
+        # result or subtask publisher, a client's first send) broker_connection_timeout
+        # in all (4 s) to find a node: one node slow to answer, and a task that ran is
+        # stored as FAILURE ("OperationalError: timed out"; CI, rolling broker restart).
+        # The window covers one node restarting; each try still times out on its own.
+        transport["connect_retries_timeout"] = FAILOVER_WINDOW
+    if transport:
+        settings["broker_transport_options"] = transport
     return settings
 
 

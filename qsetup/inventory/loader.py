@@ -437,13 +437,13 @@ def load_inventory(
     inv = validate_document(doc)
     secrets_file = secrets_path or default_secrets_path(path)
     problems = _file_problems(doc, inv, secrets_file, strict=check_files)
+    opener = Vault(passwords or PasswordSource())
     problems += [
         (doc.position(field), _line(doc.path, doc.position(field), field, message))
-        for field, message in check_tls_files(doc.path, inv)
+        for field, message in check_tls_files(doc.path, inv, opener)
     ]
     if problems:
         raise InventoryError(_in_file_order(problems))
-    opener = Vault(passwords or PasswordSource())
     secrets = load_secrets_document(secrets_file, lambda p, what: read_document(p, what, opener))
     missing = [
         _line(

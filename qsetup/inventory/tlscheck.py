@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from qsetup.inventory.fields import resolve_relative
 from qsetup.inventory.model import Inventory, tls_hosts
+from qsetup.inventory.vault import Vault
 
 FieldPath = tuple[str | int, ...]
 
@@ -67,8 +68,14 @@ def _read(path: Path) -> bytes | str:
         return f"{path} cannot be read ({exc.strerror}); check the path and the file's owner"
 
 
-def check_tls_files(inventory_path: Path, inv: Inventory) -> list[tuple[FieldPath, str]]:
-    """The files of the bring-your-own mode; nothing to check for qsetup's own CA."""
+def check_tls_files(
+    inventory_path: Path, inv: Inventory, vault: Vault | None = None
+) -> list[tuple[FieldPath, str]]:
+    """The files of the bring-your-own mode; nothing to check for qsetup's own CA.
+
+    A key file in ansible-vault's format (``qsetup secrets encrypt`` writes them so when
+    they lie in the inventory's folder) is opened with ``vault``'s password.
+    """
     if not inv.tls.enabled or inv.tls.ca_cert is None:
         return []
     problems: list[tuple[FieldPath, str]] = []
@@ -86,6 +93,8 @@ def check_tls_files(inventory_path: Path, inv: Inventory) -> list[tuple[FieldPat
         cert_path = resolve_relative(inventory_path, files.cert)
         key_path = resolve_relative(inventory_path, files.key)
         cert_data, key_data = _read(cert_path), _read(key_path)
+        if isinstance(key_data, bytes) and vault is not None:
+            key_data = vault.open_bytes(key_path, key_data)
         if isinstance(cert_data, str):
             problems.append((where, cert_data))
             continue

@@ -2,7 +2,8 @@
 
 Encryption covers every file beside the inventory that holds a secret or a private key:
 the secrets file, qsetup's CA key (``<stem>.ca-key.pem``), the host keys in
-``<stem>.tls/`` and the backups written beside the inventory
+``<stem>.tls/``, your own CA's host keys (``tls.certificates``) that lie in the
+inventory's folder and the backups written beside the inventory
 (``<stem>.backup-*.json``). Each file is checked first (an encrypted one must open with
 the password given), so a wrong password changes nothing; then each is replaced
 atomically.
@@ -24,7 +25,13 @@ from pathlib import Path
 
 from qsetup.artifacts.tls import ca_key_path, cache_dir
 from qsetup.errors import InventoryError, QsetupError, SecretsError
-from qsetup.inventory.loader import LoadedInventory, load_inventory, read_document
+from qsetup.inventory.fields import resolve_relative
+from qsetup.inventory.loader import (
+    LoadedInventory,
+    load_inventory,
+    read_document,
+    validate_document,
+)
 from qsetup.inventory.secrets import (
     check_private,
     default_secrets_path,
@@ -58,7 +65,23 @@ def vault_files(inventory: Path, secrets: Path | None = None) -> list[Path]:
     if folder.is_dir():
         found += sorted(folder.glob("*.key"))
     found += sorted(inventory.parent.glob(f"{inventory.stem}.backup-*.json"))
-    return [p for p in found if p.is_file()]
+    found += _own_keys(inventory)
+    return list(dict.fromkeys(p for p in found if p.is_file()))
+
+
+def _own_keys(inventory: Path) -> list[Path]:
+    """The host keys of ``tls.certificates`` (your own CA) inside the inventory's folder.
+
+    Keys kept elsewhere (an operator's key store) are left as they are; qsetup reads
+    either form. An inventory that does not load has none here.
+    """
+    try:
+        inv = validate_document(read_document(inventory, "inventory"))
+    except (QsetupError, OSError):
+        return []
+    top = inventory.parent.resolve()
+    keys = (resolve_relative(inventory, f.key) for f in inv.tls.certificates.values())
+    return sorted(k for k in keys if k.resolve().is_relative_to(top))
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from qsetup.artifacts.render import broker_url
-from qsetup.artifacts.tls import client_ca_file
-from qsetup.desired.results import results_url
-from qsetup.desired.state import celery_settings, probe_transport_options
+from qsetup.artifacts.client import client_config
+from qsetup.desired.state import probe_transport_options
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import LoadedInventory
 
@@ -38,12 +36,12 @@ def send_task(
     from celery import Celery
 
     inv = loaded.inventory
-    url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
-    backend = results_url(inv, loaded.secrets, "app", str(client_ca_file(loaded.path, inv)))
-    app = Celery("qsetup-probe", broker=url, backend=backend)
+    cfg = client_config(loaded)
+    url = cfg.broker_url
+    app = Celery("qsetup-probe")
     # Declare queues as the workers do (quorum queues with a cluster), publish with
     # confirms, and fail over once through every node of a cluster.
-    app.conf.update(celery_settings(inv, str(client_ca_file(loaded.path, inv))))
+    app.conf.update(cfg.conf())
     app.conf.broker_connection_timeout = 10
     app.conf.broker_connection_retry_on_startup = False
     app.conf.broker_transport_options = {
@@ -59,8 +57,8 @@ def send_task(
             else ""
         )
     except Exception as exc:  # noqa: BLE001 - report any broker or timeout failure plainly
-        # The URL holds a password; never echo the exception text when it contains it.
-        text = str(exc).replace(url, "amqp://***")
+        # The URLs hold passwords; never echo the exception text when it contains one.
+        text = cfg.hide(str(exc).replace(url, "amqp://***"))
         raise QsetupError(f"task {task} did not come back through the broker: {text}") from None
     finally:
         app.close()

@@ -101,7 +101,6 @@ def assemble_hosts(
     belongs to the machine as a whole (units none of them expects, the manifest) is
     reported once, on the first of them.
     """
-    units = units_by_host(inv)
     roles = host_roles(inv)
     out: dict[str, HostStatus] = {}
     for name, outcome in outcomes.items():
@@ -122,12 +121,12 @@ def assemble_hosts(
         facts = HostFacts.from_read(outcome.facts)
         target = targets[name]
         machine = outcome.same_endpoint or (name,)
-        siblings = frozenset(u.name for h in machine if h != name for u in units[h])
+        siblings = frozenset(s.unit for h in machine if h != name for s in targets[h].services)
         differences = compare_host(target, facts, secrets, siblings)
         first = machine[0] == name
         if not first:
             differences = tuple(d for d in differences if d.kind not in _MACHINE_KINDS)
-        expected = {u.name for u in units[name]} | {s.unit for s in target.services} | siblings
+        expected = {s.unit for s in target.services} | siblings
         extra = tuple(
             unit_status(UNEXPECTED, facts.unit(u))
             for u in facts.discovered
@@ -145,12 +144,7 @@ def assemble_hosts(
             reachable=True,
             error=None,
             hostname=facts.hostname or None,
-            units=tuple(unit_status(u.role, facts.unit(u.name)) for u in units[name])
-            + tuple(
-                unit_status(s.role, facts.unit(s.unit))
-                for s in target.services
-                if s.role == "firewall"
-            ),
+            units=tuple(unit_status(s.role, facts.unit(s.unit)) for s in target.services),
             celery_versions=_versions(target, facts),
             flower_version=_flower_version(facts) if "flower" in roles[name] else None,
             rabbitmq_version=(

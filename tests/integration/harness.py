@@ -509,17 +509,11 @@ def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
     """
     from celery import Celery
 
-    from qsetup.artifacts.render import broker_url
-    from qsetup.desired.results import results_url
-    from qsetup.desired.state import celery_settings
+    # Broker URLs, settings and the result backend (the managed one: the app's user).
+    from qsetup.artifacts.client import client_config
 
-    inv = loaded.inventory
-    url = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost)
-    ca = str(client_ca_file(loaded.path, inv))
-    # The managed result backend (results:) as the app's own clients read it.
-    backend = results_url(inv, loaded.secrets, "app", ca)
-    capp = Celery("qsetup-probe", broker=url, backend=backend)
-    capp.conf.update(celery_settings(inv, ca))
+    capp = Celery("qsetup-probe")
+    capp.conf.update(client_config(loaded).conf())
     capp.conf.broker_connection_timeout = 10
     capp.conf.broker_connection_retry_on_startup = False
     try:
@@ -603,14 +597,12 @@ def queue_home(site: Site, host: str, name: str) -> str | None:
 
 
 def broker_urls_from(loaded: LoadedInventory, first_host: str) -> str:
-    """The app's failover broker URL list, rotated so that ``first_host``'s node comes first."""
+    """The app's failover broker URL list as ``first_host``'s own clients get it (node first)."""
     from qsetup.artifacts.render import broker_url
 
     inv = loaded.inventory
-    urls = broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost).split(";")
-    at = f"@{inv.hosts[first_host].address}:"
-    first = next(i for i, u in enumerate(urls) if at in u)
-    return ";".join(urls[first:] + urls[:first])
+    assert first_host in inv.broker.hosts, f"{first_host} runs no broker node"
+    return broker_url(inv, loaded.secrets, inv.app.broker_user, inv.app.vhost, first_host)
 
 
 @dataclass

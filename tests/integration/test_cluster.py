@@ -24,6 +24,7 @@ Figures (formation time, gaps, rejoin time) are printed: run with ``-s`` to see 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,10 +41,12 @@ from harness import (
     changed_by_host,
     moved,
     own_sandbox,
+    qsetup,
     queue_home,
     quorum_queue,
     rabbitmq_json,
     site_copy,
+    wait_for,
     wait_for_ping,
 )
 
@@ -190,6 +193,34 @@ def test_the_cluster_forms_serves_and_a_second_deploy_changes_nothing(
     assert code == 0, data["failures"]
     assert changed_by_host(data) == dict.fromkeys(data["hosts"], 0)
     print(f"\nformation: {formed.seconds:.1f} s; second deploy {data['elapsed_seconds']} s")
+
+
+def test_qsetup_celery_calls_a_task_through_the_quorum_cluster(site: Site) -> None:
+    """``qsetup celery -- call`` declares ``celery`` as the workers do: a client declaring it
+    classic is refused by the quorum queue (PRECONDITION_FAILED); a worker runs the task."""
+    started = time.monotonic()
+    proc = qsetup(
+        "celery", "--inventory", str(site.inventory), "--", "call", "proj.tasks.add",
+        "--args", "[2, 3]", env=site.env, timeout=60, check=False,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    task_id = proc.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f-]{36}", task_id), proc.stdout
+
+    def ran() -> str:
+        for host in WORKERS:
+            out = site.ssh(
+                host, f"journalctl -u 'qsetup-worker-*' --no-pager -o cat --grep='{task_id}'"
+            ).stdout
+            if "succeeded" in out:
+                return out
+        return ""
+
+    journal = wait_for(f"a worker to run {task_id}", ran, timeout=30)
+    assert re.search(rf"proj\.tasks\.add\[{task_id}\] succeeded in \S+: 5$", journal, re.M), journal
+    assert celery_queue(site)["type"] == "quorum"
+    print(f"\nqsetup celery -- call on the cluster: {seconds:.1f} s")
 
 
 PROTECTED = {5672: "AMQP", 15672: "management", 15692: "metrics", 25672: "dist", 4369: "epmd"}
@@ -462,6 +493,10 @@ def test_a_rolling_broker_restart_under_load_loses_no_task(site: Site) -> None:
     after = broker_pids(site)
     assert all(before[h] != after[h] for h in BROKERS), (before, after)
     assert result.missing == [], f"{len(result.missing)} tasks lost: {result.summary()}"
+    if result.wrong:  # what the workers logged about it, for the CI log
+        for h in WORKERS:
+            journal = "journalctl --no-pager -u 'qsetup-worker-*' -n 400 | grep -v 'succeeded in'"
+            print(h, site.ssh(h, f"{journal} | tail -80").stdout)
     assert result.wrong == [], result.wrong[:10]
     assert_cluster_whole(site)
     assert set(celery_queue(site)["online"]) == NODES

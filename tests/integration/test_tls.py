@@ -44,6 +44,7 @@ from harness import (
     changed_by_host,
     moved,
     own_sandbox,
+    qsetup,
     site_copy,
     wait_for,
 )
@@ -238,6 +239,30 @@ def test_a_task_round_trip_over_amqps(site: Site) -> None:
     trip = send_task(loaded)
     assert trip.result == 5
     assert trip.worker_host in set(WORKERS), trip
+
+
+def test_qsetup_celery_inspects_the_workers_over_amqps_without_showing_the_password(
+    site: Site,
+) -> None:
+    """The local celery, run by qsetup with the CA and a private settings module, lists tasks."""
+    loaded = site.loaded()
+    inv = loaded.inventory
+    password = loaded.secrets.get(
+        next(u for u in inv.broker.users if u.name == inv.app.broker_user).secret
+    )
+    started = time.monotonic()
+    proc = qsetup(
+        "celery", "--inventory", str(site.inventory), "--", "inspect", "registered",
+        "--timeout", "5", env=site.env, timeout=60, check=False,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    nodes = site.expected_nodes()
+    assert {n for n in nodes if f"{n}: OK" in proc.stdout} == nodes, output
+    assert proc.stdout.count("* proj.tasks.add") == len(nodes), output
+    assert password not in output
+    print(f"\nqsetup celery -- inspect registered over amqps ({len(nodes)} nodes): {seconds:.1f} s")
 
 
 def test_status_is_healthy_and_reports_each_certificates_days(site: Site) -> None:

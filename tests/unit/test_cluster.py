@@ -16,7 +16,7 @@ from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
 
 from qsetup.artifacts.plan import build_ansible_inventory, pip_packages
 from qsetup.artifacts.render import broker_url, render_all
-from qsetup.desired.state import broker_nodes, celery_settings, units_by_host
+from qsetup.desired.state import FAILOVER_WINDOW, broker_nodes, celery_settings, units_by_host
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import load_inventory, validate_document
 from qsetup.inventory.model import Inventory, queue_type
@@ -119,7 +119,11 @@ def test_classic_queues_on_a_cluster_take_any_celery(write_inventory: WriteInven
         "    install: pip\n", "    install: pip\n    celery_version: '==5.4.*'\n"
     ).replace("  vhost: orders\nworkers", "  vhost: orders\n  queue_type: classic\nworkers")
     inv = load_inventory(write_inventory(text)).inventory
-    assert queue_type(inv) == "classic" and celery_settings(inv) == {}
+    assert queue_type(inv) == "classic"
+    # No quorum settings; the failover window of every cluster's clients stays.
+    assert celery_settings(inv) == {
+        "broker_transport_options": {"connect_retries_timeout": FAILOVER_WINDOW}
+    }
 
 
 # --- what each node and each client gets --------------------------------------------------
@@ -239,7 +243,11 @@ def test_the_shim_makes_every_queue_a_quorum_queue(tmp_path: Path) -> None:
     assert got["default"] == {"x-queue-type": "quorum"}
     assert got["missing"] == {"x-queue-type": "quorum"}
     # The app's own transport options are kept; confirms are added.
-    assert got["transport"] == {"visibility_timeout": 7, "confirm_publish": True}
+    assert got["transport"] == {
+        "visibility_timeout": 7,
+        "confirm_publish": True,
+        "connect_retries_timeout": FAILOVER_WINDOW,
+    }
 
 
 def test_the_shim_does_the_same_on_celery_5_5(tmp_path: Path) -> None:
@@ -302,3 +310,51 @@ def test_delayed_delivery_is_set_up_on_the_first_node_that_answers(tmp_path: Pat
     )
     # The dead first node is tried once, the live one set up, the rest left alone.
     assert json.loads(out.stdout) == ["amqp://dead1//", "amqp://live//"]
+
+
+def _listener(answer: bool) -> tuple[int, list[float]]:
+    """A local TCP port that accepts and then closes (answer) or stays silent."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(50)
+    seen: list[float] = []
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            conn, _ = server.accept()
+            seen.append(time.monotonic())
+            conn.close() if answer else held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server.getsockname()[1], seen
+
+
+@pytest.mark.parametrize("window", [None, 2.0])
+def test_a_node_slow_to_answer_does_not_stop_a_client_trying_the_next(
+    window: float | None,
+) -> None:
+    # What the cluster settings' connect_retries_timeout is for: kombu opens a
+    # connection outside its retry loop (Celery's result publisher) within
+    # broker_connection_timeout in all; a first node that accepts but does not answer
+    # (a node busy restarting) used it up, and the next node was never tried: the
+    # task's result became "OperationalError: timed out" (CI, rolling broker restart).
+    from kombu.connection import Connection
+
+    silent, _ = _listener(answer=False)
+    nxt, seen = _listener(answer=True)
+    options: dict[str, object] = {}
+    if window is not None:
+        options["connect_retries_timeout"] = window
+    conn = Connection(  # type: ignore[no-untyped-call]
+        f"amqp://g:g@127.0.0.1:{silent}//;amqp://g:g@127.0.0.1:{nxt}//",
+        connect_timeout=0.5,
+        transport_options=options,
+    )
+    with pytest.raises(Exception, match="timed out|closed"):
+        conn.default_channel  # noqa: B018 - the property connects
+    assert bool(seen) == (window is not None), seen

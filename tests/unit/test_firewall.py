@@ -128,6 +128,28 @@ def test_a_single_node_opens_erlang_distribution_and_epmd_to_nobody(
     assert 'iif "lo" accept' in text and "ct state established,related accept" in text
 
 
+def test_a_messaging_plugins_ports_are_guarded_like_amqp(
+    write_inventory: WriteInventory,
+) -> None:
+    # A plugin listed in broker.plugins listens on its own ports: STOMP and MQTT clients
+    # are the same as AMQP's; Prometheus listed there without broker.metrics still
+    # listens and is kept to broker.metrics_allow_from.
+    text = CLUSTER.replace(
+        "  vhosts: [orders]\n",
+        "  vhosts: [orders]\n  metrics: false\n"
+        "  plugins: [rabbitmq_stomp, rabbitmq_mqtt, rabbitmq_prometheus, rabbitmq_shovel]\n",
+    )
+    allowed = _allowed(_load(write_inventory, text), "mq1")
+    for port in (61613, 61614, 1883, 8883):
+        assert allowed[port] == allowed[5672], port
+    assert allowed[15692] == ("10.0.7.7",)
+    # A plugin that only connects out (shovel) opens nothing.
+    assert set(allowed) == {1883, 4369, 5672, 8883, 15672, 15692, 25672, 61613, 61614}
+    fewer = text.replace("rabbitmq_stomp, ", "").replace(", rabbitmq_prometheus", "")
+    plain = _allowed(_load(write_inventory, fewer), "mq1")
+    assert 61613 not in plain and 15692 not in plain and 1883 in plain
+
+
 def test_the_ruleset_replaces_only_qsetups_table_and_never_filters_ssh(
     write_inventory: WriteInventory,
 ) -> None:

@@ -265,6 +265,35 @@ def test_encryption_covers_the_ca_and_host_keys_and_later_keys_are_written_encry
     assert b"PRIVATE KEY" in ansible_vault("correct horse").decrypt(new_key)
 
 
+def test_your_own_cas_host_keys_in_the_inventorys_folder_are_encrypted_and_still_used(
+    write_inventory: WriteInventory, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from test_tls import OWN, _own_ca
+
+    _own_ca(tmp_path)
+    inventory = write_inventory(OWN)
+    assert inventory.parent == tmp_path
+    key = (tmp_path / "mq.key").read_bytes()
+    out = tmp_path_factory.mktemp("rendered")
+    pw = password_file(tmp_path)
+    code, output = run("secrets", "encrypt", "-i", str(inventory), "--vault-password-file", str(pw))
+    assert code == 0, output
+    assert f"encrypted {tmp_path}/mq.key" in output
+    # Only the key the inventory names: other files of the folder are not qsetup's.
+    assert "other.key" not in output and not is_encrypted((tmp_path / "other.key").read_bytes())
+    assert ansible_vault("correct horse").decrypt((tmp_path / "mq.key").read_bytes()) == key
+    for command in ("validate", "render"):
+        extra = ["--out", str(out / command)] if command == "render" else []
+        args = [command, "-i", str(inventory), *extra, "--vault-password-file", str(pw)]
+        code, output = run(*args)
+        assert code == 0, (command, output)
+    assert key.decode() in {p.read_text() for p in out.rglob("key.pem")}
+    code, output = run("validate", "-i", str(inventory))
+    assert code == 1 and "--vault-password-file" in output, output
+    code, output = run("secrets", "decrypt", "-i", str(inventory), "--vault-password-file", str(pw))
+    assert code == 0 and (tmp_path / "mq.key").read_bytes() == key, output
+
+
 def test_encrypt_with_a_wrong_password_changes_nothing(
     write_inventory: WriteInventory, tmp_path: Path
 ) -> None:
