@@ -286,7 +286,7 @@ def deploy(
         str | None, typer.Option(help="Only these hosts (comma-separated inventory names).")
     ] = None,
     tags: Annotated[
-        str | None, typer.Option(help="Only these parts: broker,workers,beat,flower.")
+        str | None, typer.Option(help="Only these parts: broker,workers,beat,flower,results.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON result only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More Ansible detail.")] = False,

@@ -45,7 +45,8 @@ def qsetup_converge(
     ``broker_blank`` (a cluster node whose host has no RabbitMQ yet),
     ``hosts_block`` (the cluster's lines in /etc/hosts, None for none) with
     ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
-    ``converge.removals``), ``firewall`` (the rulesets to load, see :func:`_firewall`)
+    ``converge.removals``), ``firewall`` (the rulesets to load, see :func:`_firewall`),
+    ``results_restart`` (the managed result backend's files, unit or users differ)
     and ``differences`` (one line each, no secret).
     """
     from qsetup.converge.cluster import blank_node
@@ -54,6 +55,7 @@ def qsetup_converge(
         compare_host,
         host_clean,
         hosts_block_difference,
+        results_differences,
         stale_dirs,
         stale_files,
         stale_venvs,
@@ -62,6 +64,7 @@ def qsetup_converge(
     from qsetup.converge.facts import HostFacts
     from qsetup.converge.removals import removals
     from qsetup.converge.target import HostTarget, hosts_block
+    from qsetup.desired.results import RESULTS_UNIT
 
     host = str(hv.get("inventory_hostname") or read.get("hostname") or "")
     facts = HostFacts.from_read(read)
@@ -69,7 +72,7 @@ def qsetup_converge(
         host, hv, hv, hv.get("qsetup_file_sums") or {}, _hostnames(hv, hostvars)
     )
     differences = compare_host(target, facts, hv.get("qsetup_secret_values") or {})
-    services = [s for s in target.services if s.role not in ("broker", "firewall")]
+    services = [s for s in target.services if s.role not in ("broker", "firewall", "results")]
     gone = removals(facts.manifest, target.manifest)
     down = [s.unit for s in services if unit_difference(host, facts.unit(s.unit)) is not None]
     return {
@@ -90,6 +93,12 @@ def qsetup_converge(
         "hosts_block_stale": hosts_block_difference(target, facts) is not None,
         "removals": gone,
         "firewall": _firewall(target, facts, gone),
+        "results_restart": target.results is not None
+        and (
+            any(f.service == RESULTS_UNIT for f in stale_files(target.files, facts))
+            or unit_difference(host, facts.unit(RESULTS_UNIT)) is not None
+            or bool(results_differences(target, facts, hv.get("qsetup_secret_values") or {}))
+        ),
         "differences": [d.line for d in differences if d.fixable],
     }
 

@@ -22,6 +22,11 @@ options:
       a parameter the read gains needs no change here.
     type: dict
     required: true
+  results_api:
+    description: On the managed result backend's host, qsetup's reader's password there
+      (the rest of the connection is in params.results).
+    type: str
+    required: false
   broker_api:
     description: On a broker node, the management API's port, user and password
       (definitions, cluster, feature flags).
@@ -35,6 +40,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "params": {"type": "dict", "required": True},
+            "results_api": {"type": "str", "required": False, "default": None, "no_log": True},
             "broker_api": {
                 "type": "dict",
                 "required": False,
@@ -54,6 +60,8 @@ def main() -> None:
         return int(rc), str(out), str(err)
 
     params = dict(module.params["params"])
+    if module.params.get("results_api") and params.get("results"):
+        params["results"] = {**params["results"], "password": module.params["results_api"]}
     if module.params.get("broker_api"):
         params["broker_api"] = module.params["broker_api"]
     module.exit_json(**read_host(params, run))

@@ -27,6 +27,8 @@ import os
 import pwd
 import re
 import shutil
+import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -221,6 +223,76 @@ def has_rabbit_data(data_dir: Path) -> bool:
         return False
 
 
+RESULTS_CA = "/etc/redis/tls/ca.pem"
+RESULTS_INFO = (
+    "redis_version",
+    "role",
+    "used_memory",
+    "used_memory_human",
+    "maxmemory_policy",
+    "aof_enabled",
+    "aof_last_write_status",
+    "connected_clients",
+)
+
+
+def _resp_command(*args: str) -> bytes:
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _resp_reply(stream: Any) -> Any:
+    """One RESP2 reply; an error reply comes back as an exception."""
+    line = stream.readline()
+    if not line:
+        raise OSError("the server closed the connection")
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise ValueError(rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else stream.read(size + 2)[:-2].decode(errors="replace")
+    if kind == b"*":
+        count = int(rest)
+        return None if count < 0 else [_resp_reply(stream) for _ in range(count)]
+    raise ValueError(f"unexpected reply {line[:20]!r}")
+
+
+def read_results(spec: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """The result backend's state as qsetup's reader sees it (INFO and ACL LIST).
+
+    Speaks Redis's protocol over the host's own address (TLS with the server's CA, the
+    name not checked: this is the server's own host), so no client library is needed.
+    Returns ``error`` when the server does not answer as that user.
+    """
+    try:
+        sock = socket.create_connection((spec["address"], int(spec["port"])), timeout=timeout)
+        if spec.get("tls"):
+            context = ssl.create_default_context(cafile=RESULTS_CA)
+            context.check_hostname = False
+            sock = context.wrap_socket(sock)
+        with sock, sock.makefile("rb") as stream:
+            sock.sendall(_resp_command("AUTH", spec["user"], spec["password"]))
+            _resp_reply(stream)
+            sock.sendall(_resp_command("INFO"))
+            info = str(_resp_reply(stream) or "")
+            sock.sendall(_resp_command("ACL", "LIST"))
+            acl = _resp_reply(stream)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        return {"error": str(exc) or type(exc).__name__}
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    out: dict[str, Any] = {k: fields.get(k, "").strip() for k in RESULTS_INFO}
+    out["acl"] = [str(line) for line in acl or []]
+    return out
+
+
 def old_rabbit_data(data_dir: Path, flag: str) -> str | None:
     """A node's data under ``data_dir`` on which ``flag`` was never enabled, or None.
 
@@ -378,7 +450,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     node's data),
     ``min_versions`` (package, version, problem), ``executables`` (paths: do they
     exist), ``dists`` ({prefix, name}: versions), ``deb_versions`` (packages),
-    ``firewall`` (table, path: see :func:`read_firewall`).
+    ``firewall`` (table, path: see :func:`read_firewall`), ``results`` (address, port,
+    tls, user, password: the result backend, see :func:`read_results`).
     """
     result: dict[str, Any] = {"changed": False, "problems": [], "manifest": {}}
     if params.get("manifest"):
@@ -408,6 +481,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
         result["firewall"] = read_firewall(
             run, params["firewall"]["table"], params["firewall"]["path"]
         )
+    if (params.get("results") or {}).get("password"):
+        result["results"] = read_results(params["results"])
     api = params.get("broker_api")
     if api:
         data = read_api(api["port"], api["user"], api["password"], "definitions")

@@ -3,7 +3,7 @@
 ``qsetup celery`` runs Celery with them and ``qsetup client-config`` prints them; qsetup's
 own task round trip builds its client from them. Every fact comes from where deploy takes
 it: the URLs from ``render.broker_url`` (one per node of a cluster), TLS and the queue type
-from ``state.celery_settings``, the result backend from ``state.result_backend_url`` and
+from ``state.celery_settings``, the result backend from ``results.results_url`` (the app's user) and
 the CA from ``tls.client_ca_file``.
 """
 
@@ -17,7 +17,8 @@ from urllib.parse import quote
 
 from qsetup.artifacts.render import broker_url
 from qsetup.artifacts.tls import client_ca_file
-from qsetup.desired.state import celery_settings, result_backend_url
+from qsetup.desired.results import results_url
+from qsetup.desired.state import celery_settings
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
@@ -60,6 +61,10 @@ class ClientConfig:
                 for form in {secret, quote(secret, safe="")}:
                     value = value.replace(form, f"<secret:{name}>")
         return value
+
+    def hide(self, text: str) -> str:
+        """``text`` with each secret (plain or URL-quoted) as ``<secret:NAME>``."""
+        return str(self._mask(text))
 
     def masked(self) -> ClientConfig:
         """The same settings with each secret (plain or URL-quoted) as ``<secret:NAME>``."""
@@ -123,7 +128,9 @@ def client_config(
         user=name,
         vhost=chosen_vhost,
         broker_url=broker_url(inv, loaded.secrets, name, chosen_vhost),
-        result_backend=result_backend_url(inv, loaded.secrets),
+        result_backend=results_url(
+            inv, loaded.secrets, "app", str(client_ca_file(loaded.path, inv).resolve())
+        ),
         settings=settings,
         ca_file=ca_file,
         secrets=tuple((k, v.get_secret_value()) for k, v in loaded.secrets.values.items()),

@@ -28,8 +28,12 @@ def host_manifests(inv: Inventory, artifacts: Iterable[Artifact]) -> dict[str, d
     firewalls = firewall_rules(inv)
     out: dict[str, dict[str, Any]] = {}
     for host, units in units_by_host(inv).items():
-        services = [u for u in units if u.role != "broker"]
-        files = {str(a.path) for a in arts if a.host == host and a.role != "broker"}
+        # RabbitMQ's and the result backend's units and files are Debian's packages' (their
+        # configuration files included): dropping them from the inventory leaves them.
+        services = [u for u in units if u.role not in ("broker", "results")]
+        files = {
+            str(a.path) for a in arts if a.host == host and a.role not in ("broker", "results")
+        }
         files |= {str(UNIT_DIR / u.unit_file) for u in services}
         manifest: dict[str, Any] = {
             "version": MANIFEST_VERSION,

@@ -23,6 +23,16 @@ from qsetup.artifacts.render import Artifact
 from qsetup.desired.broker import permission_vars, policy_vars, topic_permission_vars
 from qsetup.desired.firewall import PACKAGE as FIREWALL_PACKAGE
 from qsetup.desired.firewall import firewall_rules
+from qsetup.desired.results import (
+    ACL_PATH,
+    CLIENT_APT,
+    CLIENT_PIP,
+    RESULTS_PACKAGE,
+    RESULTS_UNIT,
+    results_address,
+    results_users,
+)
+from qsetup.desired.results import ADMIN as RESULTS_ADMIN
 from qsetup.desired.state import (
     APP_SHIM,
     CELERY_APT_MARK,
@@ -43,13 +53,19 @@ from qsetup.desired.state import (
     venv_dir,
 )
 from qsetup.inventory.fields import QUORUM_CELERY
-from qsetup.inventory.model import Inventory, queue_type
+from qsetup.inventory.model import Inventory, managed_results, queue_type
 
-PARTS = ("broker", "workers", "beat", "flower")
+PARTS = ("broker", "workers", "beat", "flower", "results")
 
 # Directories that exist once the host's packages are installed.
-_STANDARD_DIRS = {"/etc/systemd/system", "/etc/rabbitmq", "/var/lib/rabbitmq"}
-_ROLE_OF_PART = {"broker": "broker", "workers": "worker", "beat": "beat", "flower": "flower"}
+_STANDARD_DIRS = {"/etc/systemd/system", "/etc/rabbitmq", "/var/lib/rabbitmq", "/etc/redis"}
+_ROLE_OF_PART = {
+    "broker": "broker",
+    "workers": "worker",
+    "beat": "beat",
+    "flower": "flower",
+    "results": "results",
+}
 
 
 @dataclass
@@ -62,6 +78,7 @@ class _HostPlan:
     services: list[dict[str, Any]] = field(default_factory=list)
     ship_code: bool = False
     broker: bool = False
+    results: bool = False
     flower_port: int | None = None
     flower_address: str = "127.0.0.1"
 
@@ -89,6 +106,8 @@ def pip_packages(inv: Inventory, spec: str | None) -> list[str]:
         packages = [f"celery{spec}"] + ([f"celery>={QUORUM_CELERY}"] if quorum else [])
     else:
         packages = [f"celery>={QUORUM_CELERY if quorum else '5.2'},<6"]
+    if managed_results(inv):
+        packages.append(CLIENT_PIP)
     if inv.app.source.requirement:
         packages.append(inv.app.source.requirement)
     packages.extend(inv.app.requirements)
@@ -163,7 +182,7 @@ def _venv(name: str, packages: list[str], site_packages: bool) -> dict[str, Any]
     }
 
 
-_PART_OF_ROLE = {"worker": "workers", "beat": "beat", "flower": "flower"}
+_PART_OF_ROLE = {"worker": "workers", "beat": "beat", "flower": "flower", "results": "results"}
 
 
 def _service(unit: Unit) -> dict[str, Any]:
@@ -194,6 +213,8 @@ def _plan_workers(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
             plan.users[group.user] = group.group
             if group.install == "apt":
                 plan.apt.add(CELERY_APT_MARK)
+                if managed_results(inv):
+                    plan.apt.add(CLIENT_APT)
             if venv:
                 plan.apt.update(VENV_APT)
                 plan.venvs[group.name] = _venv(
@@ -215,6 +236,8 @@ def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
         plan.venvs["beat"] = _venv("beat", pip_packages(inv, None), False)
     elif venv is None:
         plan.apt.add(CELERY_APT_MARK)
+        if managed_results(inv):
+            plan.apt.add(CLIENT_APT)
 
 
 def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
@@ -225,9 +248,10 @@ def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     plan.groups.add(flower.group)
     plan.users[flower.user] = flower.group
     plan.apt.update(VENV_APT)
-    plan.venvs["flower"] = _venv(
-        "flower", [f"flower{flower.version}" if flower.version else "flower>=2,<3"], False
-    )
+    packages = [f"flower{flower.version}" if flower.version else "flower>=2,<3"]
+    if managed_results(inv):
+        packages.append(CLIENT_PIP)
+    plan.venvs["flower"] = _venv("flower", packages, False)
     plan.flower_port = flower.port
     if flower.listen_address not in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
         plan.flower_address = flower.listen_address
@@ -250,6 +274,23 @@ def _min_versions(inv: Inventory, host: str) -> list[dict[str, str]]:
     ]
 
 
+def _results_vars(inv: Inventory) -> dict[str, Any] | None:
+    """The managed result backend as the read and the comparison ask for it (no secret)."""
+    if inv.results is None:
+        return None
+    users = results_users(inv)
+    return {
+        "unit": RESULTS_UNIT,
+        "address": results_address(inv),
+        "port": inv.results.port,
+        "tls": inv.tls.enabled,
+        "acl_path": str(ACL_PATH),
+        "admin_user": RESULTS_ADMIN,
+        "admin_secret": next(u.secret for u in users if u.name == RESULTS_ADMIN),
+        "users": [{"name": u.name, "secret": u.secret} for u in users],
+    }
+
+
 def build_ansible_inventory(
     inv: Inventory,
     artifacts: list[Artifact],
@@ -269,7 +310,9 @@ def build_ansible_inventory(
         _plan_beat(inv, plans)
     for host, units in units_by_host(inv).items():
         plans[host].services = [
-            _service(u) for u in units if u.role != "broker" and _PART_OF_ROLE[u.role] in selected
+            _service(u)
+            for u in units
+            if u.role not in ("broker", "results") and _PART_OF_ROLE[u.role] in selected
         ]
     if "flower" in selected:
         _plan_flower(inv, plans)
@@ -281,6 +324,10 @@ def build_ansible_inventory(
                 "group": inv.flower.group,
                 "mode": "0750",
             }
+
+    if "results" in selected and inv.results is not None:
+        plans[inv.results.host].results = True
+        plans[inv.results.host].apt.add(RESULTS_PACKAGE)
 
     # The firewall goes with every part: a partial deploy opens what its clients need.
     firewalls = firewall_rules(inv)
@@ -314,8 +361,12 @@ def build_ansible_inventory(
                 "qsetup_os_users": [{"user": u, "group": g} for u, g in sorted(plan.users.items())],
                 "qsetup_dirs": sorted(plan.dirs.values(), key=lambda d: d["path"]),
                 "qsetup_venvs": list(plan.venvs.values()),
-                "qsetup_files": _file_vars(a for a in arts if a.role not in ("broker", "firewall")),
+                "qsetup_files": _file_vars(
+                    a for a in arts if a.role not in ("broker", "firewall", "results")
+                ),
                 "qsetup_broker_files": _file_vars(a for a in arts if a.role == "broker"),
+                "qsetup_results_files": _file_vars(a for a in arts if a.role == "results"),
+                "qsetup_is_results": plan.results,
                 "qsetup_services": plan.services,
                 "qsetup_ship_code": plan.ship_code,
                 "qsetup_is_broker": plan.broker,
@@ -356,6 +407,7 @@ def build_ansible_inventory(
             {"vhost": v, "name": n, "groups": list(g)} for (v, n), g in consumed_queues(inv).items()
         ],
         "qsetup_broker_nodes": [{"host": h, "address": a} for h, a in broker_nodes(inv)],
+        "qsetup_results": _results_vars(inv),
     }
     for hv in hosts.values():
         # The preflight's read asks what status asks (the admin's password is added there).

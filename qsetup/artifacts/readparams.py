@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qsetup.desired.firewall import FIREWALL_UNIT, RULESET_PATH, TABLE
+from qsetup.desired.results import RESULTS_PACKAGE, RESULTS_UNIT
 from qsetup.desired.state import RABBIT_DATA_DIR, RABBIT_DATA_NEEDS, UNIT_PREFIX, venv_dir
 
 
@@ -19,6 +20,7 @@ def read_params(
     common: Mapping[str, Any],
     admin_password: str | None,
     preflight: bool = False,
+    results_password: str | None = None,
 ) -> dict[str, Any]:
     """The one read's parameters for a host, from its plan variables.
 
@@ -26,7 +28,9 @@ def read_params(
     cluster on a broker node (None: left to the caller; the plan holds no secret).
     ``preflight``: the deploy's read, which also asks whether apt can install a missing
     package (refreshing apt's lists when they are older than a day) and checks minimum
-    package versions; status never refreshes anything.
+    package versions; status never refreshes anything. ``results_password``: qsetup's
+    reader's password on the managed result backend's host, for its state and ACL users
+    (None: left to the caller).
     """
     services = list(hv.get("qsetup_services") or ())
     broker = bool(hv.get("qsetup_is_broker"))
@@ -54,6 +58,18 @@ def read_params(
     if hv.get("qsetup_firewall") is not None:
         params["units"].append(FIREWALL_UNIT)
         params["firewall"] = {"table": TABLE, "path": RULESET_PATH}
+    results = common.get("qsetup_results")
+    if hv.get("qsetup_is_results") and results:
+        params["units"].append(RESULTS_UNIT)
+        params["deb_versions"].append(RESULTS_PACKAGE)
+        params["results"] = {
+            "address": str(results["address"]),
+            "port": int(results["port"]),
+            "tls": bool(results["tls"]),
+            "user": str(results["admin_user"]),
+        }
+        if results_password is not None:
+            params["results"]["password"] = results_password
     if broker:
         params["hosts_marker"] = str(common["qsetup_hosts_marker"])
         params["rabbit_data"] = {"dir": RABBIT_DATA_DIR, "needs": dict(RABBIT_DATA_NEEDS)}

@@ -24,6 +24,15 @@ from qsetup.desired.firewall import (
     firewall_rules,
     render_ruleset,
 )
+from qsetup.desired.results import (
+    ACL_PATH,
+    CONF_PATH,
+    REDIS_TLS_DIR,
+    RESULTS_UNIT,
+    acl_text,
+    results_address,
+    results_url,
+)
 from qsetup.desired.state import (
     APP_SHIM,
     CA_FILE,
@@ -55,7 +64,7 @@ from qsetup.inventory.model import (
 from qsetup.inventory.secrets import Secrets
 from qsetup.resources import resource_dir
 
-Role = Literal["broker", "worker", "beat", "flower", "firewall"]
+Role = Literal["broker", "worker", "beat", "flower", "firewall", "results"]
 
 
 @dataclass(frozen=True)
@@ -279,6 +288,9 @@ class _Renderer:
             app=self.inv.app,
             worker=group,
             broker_url=url,
+            result_backend=results_url(
+                self.inv, self.secrets, "workers" if group else "beat", str(CA_FILE)
+            ),
             code_dir=code_dir(self.inv),
             shim_dir=SHIM_DIR,
             celery_settings=json.dumps(celery_settings(self.inv), sort_keys=True),
@@ -408,6 +420,7 @@ class _Renderer:
             mode=0o600,
             secret=True,
             broker_url=url,
+            result_backend=results_url(self.inv, self.secrets, "flower", str(CA_FILE)),
             shim_dir=SHIM_DIR,
             celery_settings=json.dumps(celery_settings(self.inv), sort_keys=True),
             ca_file=CA_FILE if self.tls is not None else None,
@@ -438,6 +451,41 @@ class _Renderer:
             venv=venv_dir("flower"),
         )
 
+    def results(self) -> None:
+        """The managed result backend's configuration, ACL users and TLS files."""
+        results = self.inv.results
+        if results is None:
+            return
+        host = results.host
+
+        def put(path: PurePosixPath, content: str, mode: int, owner: str, secret: bool) -> None:
+            self.out.append(
+                Artifact(host, path, content, mode, owner, "redis", "results", RESULTS_UNIT,
+                         secret=secret)
+            )  # fmt: skip
+
+        self.add(
+            host,
+            CONF_PATH,
+            "redis/redis.conf.j2",
+            role="results",
+            service=RESULTS_UNIT,
+            mode=0o640,
+            group="redis",
+            results=results,
+            address=results_address(self.inv),
+            acl_path=ACL_PATH,
+            tls=self.tls is not None,
+            tls_dir=REDIS_TLS_DIR,
+        )
+        # Hashes of the passwords only, still readable by the server alone.
+        put(ACL_PATH, acl_text(self.inv, self.secrets), 0o600, "redis", True)
+        if self.tls is not None:
+            pair = self.tls.hosts[host]
+            put(REDIS_TLS_DIR / "ca.pem", self.tls.ca_pem, 0o644, "root", False)
+            put(REDIS_TLS_DIR / "cert.pem", pair.cert_pem, 0o644, "root", False)
+            put(REDIS_TLS_DIR / "key.pem", pair.key_pem, 0o640, "root", True)
+
 
 def render_all(inv: Inventory, secrets: Secrets, tls: TlsMaterial | None = None) -> list[Artifact]:
     """Render every file deploy installs, ordered by host and path.
@@ -454,6 +502,7 @@ def render_all(inv: Inventory, secrets: Secrets, tls: TlsMaterial | None = None)
     renderer.beat()
     renderer.shims()
     renderer.flower()
+    renderer.results()
     for host, rules in firewall_rules(inv).items():
         # Not templates: the ruleset holds only addresses validated and normalized as data.
         for path, content in (

@@ -22,6 +22,8 @@ from qsetup.artifacts.readparams import read_params as read_params
 from qsetup.artifacts.render import Artifact, render_all
 from qsetup.artifacts.tls import TlsMaterial
 from qsetup.converge.target import HostTarget
+from qsetup.desired.results import ADMIN_SECRET as RESULTS_ADMIN_SECRET
+from qsetup.desired.results import admin_password
 from qsetup.desired.state import ADMIN_SECRET, broker_admin_password
 from qsetup.inventory.fields import resolve_relative
 from qsetup.inventory.loader import LoadedInventory
@@ -30,9 +32,11 @@ _SKIP = {"__pycache__", ".git", ".qsetup", ".venv", "venv", ".mypy_cache", ".pyt
 
 
 def secret_values(loaded: LoadedInventory) -> dict[str, str]:
-    """Every secret by name, the broker admin's password included."""
+    """Every secret by name, the broker's and the result backend's admin passwords included."""
     values = {name: loaded.secrets.get(name) for name in loaded.secrets.values}
     values.setdefault(ADMIN_SECRET, broker_admin_password(loaded.inventory, loaded.secrets))
+    if loaded.inventory.results is not None:
+        values.setdefault(RESULTS_ADMIN_SECRET, admin_password(loaded.inventory, loaded.secrets))
     return values
 
 

@@ -19,6 +19,7 @@ from qsetup.converge.facts import FileFact, HostFacts, UnitFact
 from qsetup.converge.removals import manifest_pending, removals
 from qsetup.converge.target import DirTarget, FileTarget, HostTarget, VenvTarget, hosts_block
 from qsetup.desired.firewall import RULESET_PATH, UNIT_PATH
+from qsetup.desired.results import password_hash
 
 LEAVE = "leave"
 """The fix of a difference deploy does not change (something qsetup never installed)."""
@@ -32,7 +33,7 @@ class Difference:
     kind: str
     """preflight (the host cannot be deployed: its release, a package version), package,
     os_user, os_group, dir, file, venv, code, unit, removal, manifest, unmanaged,
-    leftover, broker, broker_api, feature_flag, cluster, hosts_block or firewall."""
+    leftover, broker, broker_api, feature_flag, cluster, hosts_block, firewall or results."""
     obj: str
     """The object: a path, a unit, a package, a user, a broker object."""
     detail: str
@@ -373,6 +374,54 @@ def hosts_block_difference(target: HostTarget, facts: HostFacts) -> Difference |
     return Difference(target.host, "hosts_block", obj, detail, "write")
 
 
+RESULTS_OBJECT = "result backend"
+
+
+def results_differences(
+    target: HostTarget, facts: HostFacts, secrets: Mapping[str, str]
+) -> list[Difference]:
+    """How the managed result backend differs from qsetup's (None found: it does not).
+
+    It does not answer, its persistence or eviction policy is not qsetup's, or its ACL
+    users are not exactly the inventory's (each on with its password, the default user
+    off, no other user).
+
+    Compared on its host when the read asked (with qsetup's reader's password). The fix
+    is a restart: the server loads its users.acl and redis.conf again, and the AOF
+    keeps every result across it.
+    """
+    want, have = target.results, facts.results
+    if want is None or have is None:
+        return []
+    host = target.host
+
+    def diff(obj: str, detail: str) -> Difference:
+        return Difference(host, "results", obj, f"{detail}; run qsetup deploy", "restart")
+
+    if have.error is not None:
+        return [diff(RESULTS_OBJECT, f"does not answer qsetup's reader ({have.error})")]
+    out = []
+    if not have.aof_enabled:
+        out.append(diff(RESULTS_OBJECT, "persistence (appendonly) is off"))
+    if have.maxmemory_policy and have.maxmemory_policy != "noeviction":
+        out.append(diff(RESULTS_OBJECT, f"maxmemory-policy is {have.maxmemory_policy}"))
+    users = {u.name: u for u in have.users}
+    default = users.pop("default", None)
+    if default is not None and default.enabled:
+        out.append(diff(f"{RESULTS_OBJECT} user 'default'", "enabled; expected off"))
+    for user in want.users:
+        now = users.pop(user.name, None)
+        if now is None:
+            out.append(diff(f"{RESULTS_OBJECT} user '{user.name}'", "missing"))
+        elif not now.enabled:
+            out.append(diff(f"{RESULTS_OBJECT} user '{user.name}'", "off; expected on"))
+        elif user.secret in secrets and password_hash(secrets[user.secret]) not in now.hashes:
+            out.append(diff(f"{RESULTS_OBJECT} user '{user.name}'", "password differs"))
+    for name in sorted(users):
+        out.append(diff(f"{RESULTS_OBJECT} user '{name}'", "not in the inventory"))
+    return out
+
+
 FIREWALL_OBJECT = "firewall (nftables table inet qsetup)"
 
 
@@ -433,6 +482,7 @@ def compare_host(
         *_broker_differences(target, facts, secrets),
         *([hosts] if hosts else []),
         *([firewall] if firewall else []),
+        *results_differences(target, facts, secrets),
     )
 
 

@@ -145,6 +145,68 @@ class FirewallFact:
 
 
 @dataclass(frozen=True)
+class AclUser:
+    """One user of the result backend as ``ACL LIST`` shows it (hashes, never passwords)."""
+
+    name: str
+    enabled: bool
+    hashes: tuple[str, ...]
+    patterns: tuple[str, ...]
+    """Its key (``~``) and channel (``&``) patterns."""
+
+    @classmethod
+    def parse(cls, line: str) -> AclUser | None:
+        """From one ``user NAME on #HASH ~keys &channels +@cmds`` line (None: not one)."""
+        words = line.split()
+        if len(words) < 2 or words[0] != "user":
+            return None
+        return cls(
+            name=words[1],
+            enabled="on" in words[2:],
+            hashes=tuple(w[1:] for w in words[2:] if w.startswith("#")),
+            patterns=tuple(w for w in words[2:] if w[:1] in ("~", "&")),
+        )
+
+
+@dataclass(frozen=True)
+class ResultsFact:
+    """The managed result backend as qsetup's reader found it."""
+
+    error: str | None = None
+    """Why it could not be read (down, refused the reader, TLS failed)."""
+    version: str = ""
+    role: str = ""
+    used_memory: str = ""
+    """Human-readable, as the server reports it (``1.02M``)."""
+    maxmemory_policy: str = ""
+    aof_enabled: bool = False
+    aof_ok: bool = True
+    clients: int | None = None
+    users: tuple[AclUser, ...] = ()
+
+    @classmethod
+    def from_read(cls, data: object) -> ResultsFact | None:
+        """From the read's ``results`` entry (None: the read did not look)."""
+        if not isinstance(data, Mapping):
+            return None
+        if data.get("error"):
+            return cls(error=str(data["error"]))
+        clients = str(data.get("connected_clients", ""))
+        return cls(
+            version=str(data.get("redis_version", "")),
+            role=str(data.get("role", "")),
+            used_memory=str(data.get("used_memory_human", "")),
+            maxmemory_policy=str(data.get("maxmemory_policy", "")),
+            aof_enabled=str(data.get("aof_enabled", "")) == "1",
+            aof_ok=str(data.get("aof_last_write_status", "ok")) in ("ok", ""),
+            clients=int(clients) if clients.isdigit() else None,
+            users=tuple(
+                u for u in (AclUser.parse(str(x)) for x in data.get("acl") or ()) if u is not None
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """Everything the one read found on a host."""
 
@@ -175,6 +237,8 @@ class HostFacts:
     """Deprecated broker features in use (None: unread, or RabbitMQ before 3.13)."""
     firewall: FirewallFact | None = None
     """qsetup's nftables table (read where the plan puts a firewall)."""
+    results: ResultsFact | None = None
+    """The managed result backend (read on its host, with qsetup's reader's password)."""
     executables: Mapping[str, bool] = field(default_factory=dict)
     dists: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
     """(prefix, distribution) -> installed version."""
@@ -235,6 +299,7 @@ class HostFacts:
                 else None
             ),
             firewall=FirewallFact.from_read(data.get("firewall")),
+            results=ResultsFact.from_read(data.get("results")),
             executables={str(k): bool(v) for k, v in (data.get("executables") or {}).items()},
             dists={
                 (str(d["prefix"]), str(d["name"])): d.get("version")

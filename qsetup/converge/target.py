@@ -26,6 +26,7 @@ from qsetup.desired.firewall import (
     render_ruleset,
     sha1,
 )
+from qsetup.desired.results import RESULTS_UNIT
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,28 @@ class FirewallTarget:
 
 
 @dataclass(frozen=True)
+class ResultsUserTarget:
+    """An ACL user the result backend must have: its password's secret, its patterns."""
+
+    name: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class ResultsTarget:
+    """The managed result backend on its host: its users (the default user off)."""
+
+    users: tuple[ResultsUserTarget, ...]
+
+    @classmethod
+    def from_plan(cls, results: Mapping[str, Any]) -> ResultsTarget:
+        """From the plan's ``qsetup_results``."""
+        return cls(
+            tuple(ResultsUserTarget(str(u["name"]), str(u["secret"])) for u in results["users"])
+        )
+
+
+@dataclass(frozen=True)
 class HostTarget:
     """Everything that belongs on one host."""
 
@@ -110,6 +133,8 @@ class HostTarget:
     /etc/hosts; a hostname is None when its host's read is not known (a host that is down)."""
     manifest: Mapping[str, Any] = field(default_factory=dict)
     firewall: FirewallTarget | None = None
+    results: ResultsTarget | None = None
+    """The managed result backend, on its host."""
 
     @classmethod
     def from_plan(
@@ -135,7 +160,11 @@ class HostTarget:
                 service=f.get("service") or None,
                 secret=bool(f.get("secret")),
             )
-            for f in [*hv.get("qsetup_files", ()), *hv.get("qsetup_broker_files", ())]
+            for f in [
+                *hv.get("qsetup_files", ()),
+                *hv.get("qsetup_broker_files", ()),
+                *hv.get("qsetup_results_files", ()),
+            ]
         )
         services = [
             ServiceTarget(
@@ -148,6 +177,9 @@ class HostTarget:
         is_broker = bool(hv.get("qsetup_is_broker"))
         if is_broker:
             services.insert(0, ServiceTarget("rabbitmq-server.service", "broker"))
+        is_results = bool(hv.get("qsetup_is_results")) and bool(common.get("qsetup_results"))
+        if is_results:
+            services.append(ServiceTarget(RESULTS_UNIT, "results"))
         firewall = hv.get("qsetup_firewall")
         if firewall is not None:
             services.append(ServiceTarget(FIREWALL_UNIT, "firewall"))
@@ -179,6 +211,7 @@ class HostTarget:
             else (),
             manifest=dict(hv.get("qsetup_manifest") or {}),
             firewall=FirewallTarget.from_plan(firewall) if firewall is not None else None,
+            results=ResultsTarget.from_plan(common["qsetup_results"]) if is_results else None,
         )
 
 

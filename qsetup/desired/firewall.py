@@ -88,14 +88,16 @@ def _sources(addresses: Iterable[str]) -> tuple[str, ...]:
 
 
 def firewall_rules(inv: Inventory) -> dict[str, HostFirewall]:
-    """Each broker and Flower host's protected ports and who may reach them.
+    """Each broker, Flower and result backend host's protected ports and who may reach them.
 
     Empty when ``firewall.enabled`` is off. AMQP (AMQPS with TLS): the worker, beat and
     Flower hosts and ``broker.allow_from``; the management API: Flower's host and
     ``broker.allow_from``; Prometheus: ``broker.metrics_allow_from``; the ports of the
     messaging plugins in ``broker.plugins`` (STOMP, MQTT, streams): as AMQP; Erlang distribution
     and epmd: the cluster's other nodes (nobody on a single node); Flower's port:
-    ``flower.allow_from``. Connections from the host itself are always accepted.
+    ``flower.allow_from``; the result backend's port: the worker, beat and Flower hosts,
+    ``broker.allow_from`` (the app's servers) and ``results.allow_from``. Connections
+    from the host itself are always accepted.
     """
     if not inv.firewall.enabled:
         return {}
@@ -130,6 +132,14 @@ def firewall_rules(inv: Inventory) -> dict[str, HostFirewall]:
     if flower is not None:
         rules.setdefault(flower.host, []).append(
             PortRule(flower.port, "Flower", _sources(flower.allow_from))
+        )
+    results = inv.results
+    if results is not None:
+        # Celery's clients, and the app servers that send tasks (and read their results).
+        readers = [address[h] for h in clients]
+        readers += [*broker.allow_from, *results.allow_from]
+        rules.setdefault(results.host, []).append(
+            PortRule(results.port, "result backend", _sources(readers))
         )
     # A host's own address reaches it over loopback, which is always accepted.
     out = {}

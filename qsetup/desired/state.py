@@ -19,6 +19,7 @@ from qsetup.desired.broker import (
     BrokerTopicPermission,
 )
 from qsetup.desired.names import expand_node_name
+from qsetup.desired.results import RESULTS_UNIT
 from qsetup.inventory.fields import ADMIN_SECRET as ADMIN_SECRET
 from qsetup.inventory.fields import ADMIN_USER as ADMIN_USER
 from qsetup.inventory.fields import resolve_relative
@@ -28,6 +29,7 @@ from qsetup.inventory.model import (
     group_broker_user,
     group_vhost,
     longest_time_limit,
+    managed_results,
     queue_type,
 )
 from qsetup.inventory.secrets import Secrets
@@ -181,6 +183,11 @@ def celery_settings(inv: Inventory, ca_file: str = str(CA_FILE)) -> dict[str, ob
             "cert_reqs": 2,  # ssl.CERT_REQUIRED
             "server_hostname": None,
         }
+    if managed_results(inv):
+        assert inv.results is not None
+        # Results of the managed backend expire (Redis drops them); rpc:// results go with
+        # their reply queue anyway.
+        settings["result_expires"] = inv.results.expires
     transport: dict[str, object] = {}
     if queue_type(inv) == "quorum":
         settings.update(
@@ -201,16 +208,6 @@ def celery_settings(inv: Inventory, ca_file: str = str(CA_FILE)) -> dict[str, ob
     if transport:
         settings["broker_transport_options"] = transport
     return settings
-
-
-def result_backend_url(inv: Inventory, secrets: Secrets) -> str:
-    """The result backend URL every client of the app uses (may hold a secret).
-
-    The one place that decides it: ``qsetup celery``, ``client-config`` and qsetup's own
-    task round trip read it here.
-    """
-    del secrets  # a managed backend's password will come from it
-    return inv.app.result_backend
 
 
 def consumed_queues(inv: Inventory) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -406,6 +403,9 @@ def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
                 runtime_prefix=str(venv_dir("flower")),
             )
         )
+    if inv.results is not None:
+        host = inv.results.host
+        units[host].append(Unit(host, RESULTS_UNIT, "results", RESULTS_UNIT))
     return {host: tuple(us) for host, us in units.items()}
 
 

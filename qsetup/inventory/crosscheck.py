@@ -52,6 +52,11 @@ def secret_names(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
         for i, fuser in enumerate(inv.flower.basic_auth):
             names.append((("flower", "basic_auth", i, "password_secret"), fuser.secret))
         names.append((("flower", "broker_api_password_secret"), inv.flower.broker_api_secret))
+    if inv.results is not None:
+        for kind in ("workers", "app", "beat", "flower"):
+            if kind == "beat" and inv.beat is None or kind == "flower" and inv.flower is None:
+                continue
+            names.append((("results", "host"), f"results-user-{kind}"))
     return names
 
 
@@ -79,6 +84,8 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
         need_host(("beat", "host"), inv.beat.host)
     if inv.flower is not None:
         need_host(("flower", "host"), inv.flower.host)
+    if inv.results is not None:
+        need_host(("results", "host"), inv.results.host)
 
     seen_users: set[str] = set()
     for i, user in enumerate(inv.broker.users):
@@ -492,6 +499,15 @@ def _check_ports(inv: Inventory, problems: Problems) -> None:
                     "port" in flower.model_fields_set,
                 )
             )
+        if inv.results is not None and name == inv.results.host:
+            claims.append(
+                (
+                    inv.results.port,
+                    "the result backend's port",
+                    ("results", "port"),
+                    "port" in inv.results.model_fields_set,
+                )
+            )
         taken: dict[int, tuple[int, str, FieldPath, bool]] = {}
         for claim in claims:
             port, what, path, explicit = claim
@@ -514,6 +530,19 @@ def _check_firewall(inv: Inventory, problems: Problems) -> None:
     A name would be resolved when the rules load (at boot, maybe before DNS answers);
     qsetup refuses it instead of loading rules that lock a host's own workers out.
     """
+    # (with the firewall on, every host's address is checked below)
+    if inv.results is not None and inv.results.host in inv.hosts and not inv.firewall.enabled:
+        address = inv.hosts[inv.results.host].address
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            problems.append(
+                (
+                    ("hosts", inv.results.host, "address"),
+                    f"{address} is a DNS name, but the result backend binds to its host's IP "
+                    "address; give the host's IP address here",
+                )
+            )
     if not inv.firewall.enabled:
         return
     for name, host in inv.hosts.items():

@@ -495,6 +495,28 @@ class Flower(Model):
         return self.broker_api_password_secret or f"rabbitmq-user-{self.broker_api_user.lower()}"
 
 
+# --- result backend --------------------------------------------------------------
+
+
+class Results(Model):
+    """A managed result backend: Debian's Redis server on one host (issue 22)."""
+
+    host: Name = Field(description="The host that runs the result backend (redis-server).")
+    port: Port = Field(6379, description="The server's port (TLS on it with tls.enabled).")
+    expires: StrictInt = Field(
+        86400,
+        ge=60,
+        le=90 * 86400,
+        description="Seconds a task's result is kept (Celery's result_expires).",
+    )
+    allow_from: tuple[Cidr, ...] = Field(
+        (),
+        max_length=256,
+        description="With firewall.enabled: addresses or networks (CIDR) besides the worker, "
+        "beat and Flower hosts that may reach the server (the app servers that read results).",
+    )
+
+
 # --- TLS ------------------------------------------------------------------------
 
 
@@ -555,6 +577,10 @@ class Inventory(Model):
     workers: tuple[WorkerGroup, ...] = Field(min_length=1, max_length=256)
     beat: Beat | None = None
     flower: Flower | None = None
+    results: Results | None = Field(
+        None,
+        description="A result backend qsetup installs and manages (instead of app.result_backend).",
+    )
     tls: Tls = Field(default_factory=Tls)
     firewall: Firewall = Field(default_factory=Firewall)
 
@@ -607,11 +633,22 @@ def longest_time_limit(inv: Inventory) -> tuple[str, int] | None:
     return name, limit
 
 
+def managed_results(inv: Inventory) -> bool:
+    """True when qsetup's own result backend serves the app.
+
+    ``results`` is set and ``app.result_backend`` is ``rpc://`` (the default, which
+    ``qsetup init`` writes): any other URL written there wins.
+    """
+    return inv.results is not None and inv.app.result_backend == "rpc://"
+
+
 def tls_hosts(inv: Inventory) -> tuple[str, ...]:
-    """Hosts that serve TLS and need a certificate: broker nodes and Flower's host."""
+    """Hosts that serve TLS and need a certificate: broker nodes, Flower's and results' host."""
     if not inv.tls.enabled:
         return ()
     hosts = list(inv.broker.hosts)
     if inv.flower is not None:
         hosts.append(inv.flower.host)
+    if inv.results is not None:
+        hosts.append(inv.results.host)
     return tuple(dict.fromkeys(hosts))

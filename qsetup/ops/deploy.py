@@ -28,6 +28,7 @@ from qsetup.artifacts.targets import (
 from qsetup.artifacts.tls import TlsMaterial
 from qsetup.artifacts.tls import prepare as prepare_tls
 from qsetup.converge.compare import Difference, host_clean
+from qsetup.desired.results import ADMIN_SECRET as RESULTS_ADMIN_SECRET
 from qsetup.desired.state import ADMIN_SECRET, RELEASES, broker_admin_password
 from qsetup.errors import DeployError
 from qsetup.inventory.loader import LoadedInventory
@@ -245,7 +246,13 @@ def read_differences(
     inv = loaded.inventory
     secrets = secret_values(loaded)
     params = {
-        h: read_params(plans.hostvars(h), plans.common, secrets[ADMIN_SECRET]) for h in inv.hosts
+        h: read_params(
+            plans.hostvars(h),
+            plans.common,
+            secrets[ADMIN_SECRET],
+            results_password=secrets.get(RESULTS_ADMIN_SECRET),
+        )
+        for h in inv.hosts
     }
     seconds = float(min(inv.ssh.connect_timeout, 10))
     outcomes: dict[str, Outcome] = read_round(loaded, seconds, params)

@@ -57,8 +57,8 @@ def send_task(
             else ""
         )
     except Exception as exc:  # noqa: BLE001 - report any broker or timeout failure plainly
-        # The URL holds a password; never echo the exception text when it contains it.
-        text = str(exc).replace(url, "amqp://***")
+        # The URLs hold passwords; never echo the exception text when it contains one.
+        text = cfg.hide(str(exc).replace(url, "amqp://***"))
         raise QsetupError(f"task {task} did not come back through the broker: {text}") from None
     finally:
         app.close()

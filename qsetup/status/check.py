@@ -20,6 +20,7 @@ from qsetup.artifacts.targets import (
     secret_values,
 )
 from qsetup.artifacts.tls import prepare as prepare_tls
+from qsetup.desired.results import ADMIN_SECRET as RESULTS_ADMIN_SECRET
 from qsetup.desired.state import ADMIN_SECRET
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.status.broker import broker_problems, fetch_broker
@@ -100,7 +101,13 @@ def read_hosts(loaded: LoadedInventory, seconds: float) -> dict[str, HostStatus]
         plans = plan_hosts(loaded, material, Path(tmp) / "app.tar")
     secrets = secret_values(loaded)
     params = {
-        h: read_params(plans.hostvars(h), plans.common, secrets[ADMIN_SECRET]) for h in inv.hosts
+        h: read_params(
+            plans.hostvars(h),
+            plans.common,
+            secrets[ADMIN_SECRET],
+            results_password=secrets.get(RESULTS_ADMIN_SECRET),
+        )
+        for h in inv.hosts
     }
     outcomes = read_round(loaded, seconds, params)
     hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})

@@ -20,7 +20,7 @@ from qsetup.converge.facts import HostFacts, UnitFact
 from qsetup.converge.target import HostTarget
 from qsetup.desired.state import BEAT_UNIT, units_by_host
 from qsetup.inventory.model import Inventory
-from qsetup.status.model import HostStatus, UnitStatus
+from qsetup.status.model import HostStatus, ResultsStatus, UnitStatus
 
 UNEXPECTED = "unexpected"
 """The role of a ``qsetup-*`` unit the desired state does not put on its host."""
@@ -78,6 +78,15 @@ def _versions(target: HostTarget, facts: HostFacts) -> tuple[tuple[str, str], ..
 
 def _flower_version(facts: HostFacts) -> str | None:
     return next((v for (_, name), v in facts.dists.items() if name == "flower" and v), None)
+
+
+def _results(facts: HostFacts) -> ResultsStatus | None:
+    have = facts.results
+    if have is None:
+        return None
+    return ResultsStatus(
+        have.error, have.version, have.role, have.used_memory, have.aof_enabled, have.clients
+    )
 
 
 def assemble_hosts(
@@ -145,6 +154,7 @@ def assemble_hosts(
             differences=differences,
             deprecated_features=facts.deprecated_used or () if target.broker else (),
             broker_drift=drift,
+            results=_results(facts),
         )
     return out
 

@@ -37,6 +37,25 @@ class UnitStatus:
 
 
 @dataclass(frozen=True)
+class ResultsStatus:
+    """The managed result backend as qsetup's reader found it on its host."""
+
+    error: str | None
+    """Why it did not answer (None when it did)."""
+    version: str
+    role: str
+    """``master`` (replication role; a standby would say ``slave``)."""
+    used_memory: str
+    aof_enabled: bool
+    clients: int | None
+
+    @property
+    def ok(self) -> bool:
+        """Answered, and keeps every write (AOF)."""
+        return self.error is None and self.aof_enabled
+
+
+@dataclass(frozen=True)
 class HostStatus:
     """What one SSH round trip to a host found."""
 
@@ -61,6 +80,8 @@ class HostStatus:
     deprecated_features: tuple[str, ...] = ()
     """On the node that manages the broker's objects: deprecated features in use
     (RabbitMQ 3.13 and later say; a later release may remove them)."""
+    results: ResultsStatus | None = None
+    """On the managed result backend's host: its ping (role, memory, persistence, clients)."""
     broker_drift: tuple[Drift, ...] | None = None
     """On the node that manages the broker's objects: their drift, from the read's
     definitions (passwords checked too); None where not read."""

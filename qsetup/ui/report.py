@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from qsetup.remote.runner import DeployEvent, DeployResult
-from qsetup.status.model import SystemStatus, TlsStatus, UnitStatus
+from qsetup.status.model import ResultsStatus, SystemStatus, TlsStatus, UnitStatus
 from qsetup.ui.report_broker import add_broker_rows, broker_json
 
 
@@ -211,6 +211,17 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
                 "flower_version": h.flower_version,
                 "rabbitmq_package": h.rabbitmq_version,
                 "deprecated_features_used": list(h.deprecated_features),
+                "results": None
+                if h.results is None
+                else {
+                    "ok": h.results.ok,
+                    "error": h.results.error,
+                    "version": h.results.version,
+                    "role": h.results.role,
+                    "used_memory": h.results.used_memory,
+                    "aof_enabled": h.results.aof_enabled,
+                    "connected_clients": h.results.clients,
+                },
             }
             for h in status.hosts
         },
@@ -297,6 +308,16 @@ def _tls_summary(tls: TlsStatus | None) -> str:
     if not days:
         return ""
     return f", {len(days)} TLS certificates verified (first expiry in {min(days)} days)"
+
+
+def _results_row(results: ResultsStatus) -> tuple[Text, str]:
+    if results.error is not None:
+        return Text("no answer", "red"), results.error
+    detail = (
+        f"redis {results.version} {results.role}, {results.used_memory} used, "
+        f"AOF {'on' if results.aof_enabled else 'off'}, {results.clients} clients"
+    )
+    return Text("ok" if results.ok else "not persistent", "green" if results.ok else "red"), detail
 
 
 def status_view(status: SystemStatus) -> Group:
@@ -386,6 +407,13 @@ def status_view(status: SystemStatus) -> Group:
                 f"{flower.with_credentials} with"
             )
         table.add_row("flower", flower.host, flower.url, state, detail)
+
+    if any(u.role == "results" for h in status.hosts for u in h.units):
+        table.add_section()
+        units_of("results")
+        for h in status.hosts:
+            if h.results is not None:
+                table.add_row("results", h.name, "result backend", *_results_row(h.results))
 
     if any(u.role == "firewall" for h in status.hosts for u in h.units):
         table.add_section()

@@ -502,13 +502,14 @@ def site_copy(site: Site, folder: Path, edit: Callable[[dict[str, Any]], Any]) -
 
 @contextlib.contextmanager
 def celery_client(loaded: LoadedInventory) -> Iterator[Any]:
-    """A Celery app that talks to the deployed broker as the app's user (rpc results).
+    """A Celery app that talks to the deployed broker as the app's user (its results backend).
 
     It has the settings qsetup gives the app's own processes (quorum queues and publisher
     confirms with a broker cluster), so it declares the queues as the workers do.
     """
     from celery import Celery
 
+    # Broker URLs, settings and the result backend (the managed one: the app's user).
     from qsetup.artifacts.client import client_config
 
     capp = Celery("qsetup-probe")

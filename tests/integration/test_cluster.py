@@ -11,11 +11,12 @@ and stays whole, Debian's too-old Celery is refused before anything changes, a r
 broker restart and the loss of the node leading the queue lose no task, and a broker
 host rebuilt empty under the same name joins again. While the leader's host is off, a
 deploy converges the other hosts and names it in one line (exit 3), a restart of the
-workers, none of which runs there, succeeds, and a broker restart is refused. The
-module powers hosts off and wipes one, so it boots its own hosts
+workers, none of which runs there, succeeds, and a broker restart is refused. Last, the
+managed result backend (``results:`` on qc5): a result outlives the client's broker node
+and a backend restart. The module powers hosts off and wipes one, so it boots its own hosts
 (``harness.SEPARATE["cluster"]``). Each test starts from every host up and deployed;
 the node loss runs on the cluster as the first deploy left it (every worker on qc1, the
-first node of its URL list), the rolling restart last, on a cluster that has lost a
+first node of its URL list), the rolling restart after it, on a cluster that has lost a
 node and rebuilt one.
 
 Figures (formation time, gaps, rejoin time) are printed: run with ``-s`` to see them.
@@ -547,3 +548,116 @@ def test_a_rolling_broker_restart_under_load_loses_no_task(site: Site) -> None:
     assert result.wrong == [], result.wrong[:10]
     assert_cluster_whole(site)
     assert set(celery_queue(site)["online"]) == NODES
+
+
+RESULTS_HOST = WORKERS[1]
+RESULTS_PORT = 6379
+RESULTS_USERS = ("workers", "app", "beat", "flower")
+
+
+def add_results(data: dict[str, Any]) -> None:
+    """The managed result backend on the second worker host."""
+    data["results"] = {"host": RESULTS_HOST}
+
+
+def results_site(site: Site, folder: Path) -> Site:
+    """A copy of the cluster's inventory with ``results:``, its users' passwords added."""
+    import secrets as pysecrets
+
+    copy = site_copy(site, folder, add_results)
+    with copy.secrets.open("a", encoding="utf-8") as fh:
+        for kind in RESULTS_USERS:
+            fh.write(f"results-user-{kind}: '{pysecrets.token_hex(16)}'\n")
+    return copy
+
+
+def redis_cli(site: Site, user: str | None, *args: str) -> str:
+    """``redis-cli`` on the results host as ``user`` (None: no login); its output.
+
+    The password goes over SSH's standard input into REDISCLI_AUTH, never into argv.
+    """
+    import subprocess
+
+    from qsetup.sandbox.host import ssh_args
+
+    address = site.addresses[RESULTS_HOST]
+    login = f'REDISCLI_AUTH="$p" redis-cli --no-auth-warning --user {user}' if user else "redis-cli"
+    command = f"read -r p; {login} -h {address} -p {RESULTS_PORT} {' '.join(args)}"
+    password = site.loaded().secrets.get(f"results-user-{user}") if user else ""
+    proc = subprocess.run(
+        [*ssh_args(site.key, site.addresses[RESULTS_HOST]), command],
+        input=password + "\n", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return (proc.stdout + proc.stderr).strip()
+
+
+# Last in the module: it leaves a broker node powered off and the hosts on the managed
+# backend (the module's hosts go down after it); bringing the node back would cost a
+# rebuild and a deploy, which test_a_broker_host_rebuilt_empty_rejoins already checks.
+def test_results_outlive_the_clients_broker_node_and_a_backend_restart(
+    site: Site, hosts: SandboxHosts, tmp_path: Path
+) -> None:
+    """The managed result backend (results:): a finished task's result is read back after
+    the broker node the client was connected to is powered off, and after the backend
+    restarts; each ACL user can do its job and no more; only the inventory's hosts reach
+    it; status reports it, is healthy exactly when nothing differs, and names drift."""
+    started = time.monotonic()
+    managed = results_site(site, tmp_path / "results")
+    code, data = managed.deploy()
+    assert code == 0, data["failures"]
+    deployed = time.monotonic() - started
+    code, again = managed.deploy()
+    assert code == 0, again["failures"]
+    assert changed_by_host(again) == dict.fromkeys(again["hosts"], 0), again["hosts"]
+    code, status, _ = managed.status()
+    assert code == 0 and status["healthy"] is True, status["problems"]
+    row = status["hosts"][RESULTS_HOST]["results"]
+    assert row["role"] == "master" and row["aof_enabled"] is True, row
+    version = row["version"]
+
+    # Each user: workers stored results (below), the app reads them; beat and Flower
+    # read but cannot write; the default user is off; nobody else gets in.
+    assert redis_cli(managed, None, "PING").startswith("NOAUTH"), "default user is on"
+    for kind in ("beat", "flower", "app"):
+        assert redis_cli(managed, kind, "GET", "celery-task-meta-x") == "", kind
+        assert "NOPERM" in redis_cli(managed, kind, "SET", "celery-task-meta-x", "1"), kind
+    assert "NOPERM" in redis_cli(managed, "workers", "GET", "other-key")
+    assert "NOPERM" in redis_cli(managed, "workers", "FLUSHALL")
+    # The firewall: a worker host reaches the port, a host outside the inventory does not.
+    where = f"{RESULTS_HOST}:{RESULTS_PORT}"
+    assert probe(managed, WORKERS[0], [(RESULTS_HOST, RESULTS_PORT)]) == {where: True}
+    assert probe(managed, OUTSIDER, [(RESULTS_HOST, RESULTS_PORT)]) == {where: False}
+
+    with celery_client(managed.loaded()) as capp:
+        with capp.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            node = next(h for h in BROKERS if conn.hostname == managed.addresses[h])
+        task_id = capp.send_task("proj.tasks.add", (20, 22)).id
+        assert capp.AsyncResult(task_id).get(timeout=60) == 42
+    ttl = int(redis_cli(managed, "app", "TTL", f"celery-task-meta-{task_id}"))
+    assert 0 < ttl <= 86400, ttl  # result_expires reached the workers
+    hosts.power_off(node)
+    off = time.monotonic()
+    with celery_client(managed.loaded()) as capp:
+        assert capp.AsyncResult(task_id).get(timeout=30) == 42
+    read_after_loss = time.monotonic() - off
+    managed.ssh(RESULTS_HOST, "systemctl restart redis-server.service", check=True)
+    with celery_client(managed.loaded()) as capp:
+        assert capp.AsyncResult(task_id).get(timeout=30) == 42
+    # Drift is reported like everything else: a user switched off by hand.
+    managed.ssh(
+        RESULTS_HOST,
+        "sed -i 's/^user flower on /user flower off /' /etc/redis/users.acl && "
+        "systemctl restart redis-server.service",
+        check=True,
+    )
+    code, status, _ = managed.status()
+    drift = [p for p in status["problems"] if p.startswith(f"{RESULTS_HOST}: result backend")]
+    assert code == 3 and drift == [
+        f"{RESULTS_HOST}: result backend user 'flower': off; expected on; run qsetup deploy"
+    ], status["problems"]
+    print(
+        f"\nresults: redis {version}; deploy with results {deployed:.1f} s; result read "
+        f"{read_after_loss:.1f} s after {node} (the client's node) powered off, and after a "
+        f"backend restart; test {time.monotonic() - started:.1f} s"
+    )

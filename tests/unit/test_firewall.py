@@ -475,4 +475,6 @@ def test_every_call_of_the_read_module_gives_its_parameters_whole() -> None:
             if isinstance(task, dict) and "qsetup_host_facts" in task:
                 calls.append((path.name, set(task["qsetup_host_facts"])))
     assert len(calls) >= 2, calls
-    assert all(args <= {"params", "broker_api"} and "params" in args for _, args in calls), calls
+    assert all(
+        args <= {"params", "broker_api", "results_api"} and "params" in args for _, args in calls
+    ), calls

@@ -37,7 +37,7 @@ WORKER_KEYS = (
     "loglevel, max_memory_per_child, max_tasks_per_child, name, node_name, pool, queues, "
     "soft_time_limit, time_limit, user, vhost"
 )
-TOP_KEYS = "app, beat, broker, firewall, flower, hosts, ssh, tls, version, workers"
+TOP_KEYS = "app, beat, broker, firewall, flower, hosts, results, ssh, tls, version, workers"
 YAML_HINT = "check quotes, brackets and indentation there"
 
 # (case id, inventory text, expected lines)

@@ -130,6 +130,7 @@ def test_json_shape() -> None:
         "flower_version": None,
         "rabbitmq_package": None,
         "deprecated_features_used": [],
+        "results": None,
     }
     unit = data["hosts"]["worker1"]["units"]["qsetup-worker-default@1.service"]
     assert unit == {
@@ -313,3 +314,24 @@ def test_the_firewalls_oneshot_is_ok_once_it_ran_a_worker_that_exited_is_not() -
 
     assert unit("firewall", "exited").ok and unit("firewall", "running").ok
     assert not unit("worker", "exited").ok and unit("worker", "running").ok
+
+
+def test_the_result_backend_has_its_row_and_its_json() -> None:
+    from dataclasses import replace
+
+    from qsetup.status.model import ResultsStatus
+
+    status = _status()
+    unit = UnitStatus("redis-server.service", "results", "loaded", "active", "running", None, 0)
+    ping = ResultsStatus(None, "7.0.15", "master", "1.02M", True, 5)
+    worker = replace(status.hosts[1], units=(*status.hosts[1].units, unit), results=ping)
+    status = replace(status, hosts=(status.hosts[0], worker, *status.hosts[2:]))
+    text = _render(status)
+    assert "redis 7.0.15 master, 1.02M used, AOF on, 5 clients" in text
+    assert "redis-server.service" in text
+    row = status_json(status)["hosts"]["worker1"]["results"]
+    assert row == {"ok": True, "error": None, "version": "7.0.15", "role": "master",
+                   "used_memory": "1.02M", "aof_enabled": True, "connected_clients": 5}  # fmt: skip
+    down = replace(worker, results=ResultsStatus("Connection refused", "", "", "", False, None))
+    text = _render(replace(status, hosts=(status.hosts[0], down, *status.hosts[2:])))
+    assert "no answer" in text and "Connection refused" in text
