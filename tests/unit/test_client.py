@@ -277,3 +277,20 @@ def test_tls_without_the_ca_file_is_one_line_before_celery_runs(
         f"{(tmp_path / 'inventory.ca.pem').resolve()}: no such CA certificate (TLS is on); "
         "run qsetup deploy first, which makes it"
     )
+
+
+def test_the_managed_result_backend_is_the_apps_users_url_masked_and_with_tls(
+    write_inventory: WriteInventory, tmp_path: Path
+) -> None:
+    from test_results import RESULTS_INVENTORY, RESULTS_SECRETS
+
+    loaded = load_inventory(write_inventory(RESULTS_INVENTORY + TLS, RESULTS_SECRETS))
+    cfg = client_config(loaded)
+    ca = (tmp_path / "inventory.ca.pem").resolve()
+    assert cfg.result_backend.startswith("rediss://app:app-pw-0123456789abcdef@10.0.0.2:6379/0")
+    assert f"ssl_ca_certs={str(ca).replace('/', '%2F')}" in cfg.result_backend
+    assert cfg.settings["result_expires"] == 86400
+    masked = cfg.masked()
+    for text in (render_env(masked), render_python(masked)):
+        assert "app-pw-0123456789abcdef" not in text
+        assert "rediss://app:<secret:results-user-app>@10.0.0.2:6379/0" in text
