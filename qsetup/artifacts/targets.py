@@ -110,6 +110,24 @@ def plan_hosts(
     )
 
 
+def every_read_params(loaded: LoadedInventory, plans: HostPlans) -> dict[str, dict[str, Any]]:
+    """Each inventory host's read parameters, with the admin passwords the read needs.
+
+    What status and the deploy's first read (its no-op check) ask every host; the
+    preflight asks the same through the plan's ``qsetup_read_params``.
+    """
+    secrets = secret_values(loaded)
+    return {
+        h: read_params(
+            plans.hostvars(h),
+            plans.common,
+            secrets[ADMIN_SECRET],
+            results_password=secrets.get(RESULTS_ADMIN_SECRET),
+        )
+        for h in loaded.inventory.hosts
+    }
+
+
 def host_targets(
     plans: HostPlans, hostnames: Mapping[str, str | None] | None = None
 ) -> dict[str, HostTarget]:

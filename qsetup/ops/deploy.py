@@ -19,17 +19,16 @@ from qsetup.artifacts.ansible_data import dump_inventory, dump_vars_file
 from qsetup.artifacts.plan import PARTS
 from qsetup.artifacts.targets import (
     HostPlans,
+    every_read_params,
     host_targets,
     plan_hosts,
     read_hostnames,
-    read_params,
     secret_values,
 )
 from qsetup.artifacts.tls import TlsMaterial
 from qsetup.artifacts.tls import prepare as prepare_tls
 from qsetup.converge.compare import Difference, host_clean
-from qsetup.desired.results import ADMIN_SECRET as RESULTS_ADMIN_SECRET
-from qsetup.desired.state import ADMIN_SECRET, RELEASES, broker_admin_password
+from qsetup.desired.state import RELEASES, broker_admin_password
 from qsetup.errors import DeployError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, tls_hosts
@@ -245,15 +244,7 @@ def read_differences(
 
     inv = loaded.inventory
     secrets = secret_values(loaded)
-    params = {
-        h: read_params(
-            plans.hostvars(h),
-            plans.common,
-            secrets[ADMIN_SECRET],
-            results_password=secrets.get(RESULTS_ADMIN_SECRET),
-        )
-        for h in inv.hosts
-    }
+    params = every_read_params(loaded, plans)
     seconds = float(min(inv.ssh.connect_timeout, 10))
     outcomes: dict[str, Outcome] = read_round(loaded, seconds, params)
     hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})

@@ -13,15 +13,13 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from qsetup.artifacts.targets import (
+    every_read_params,
     host_targets,
     plan_hosts,
     read_hostnames,
-    read_params,
     secret_values,
 )
 from qsetup.artifacts.tls import prepare as prepare_tls
-from qsetup.desired.results import ADMIN_SECRET as RESULTS_ADMIN_SECRET
-from qsetup.desired.state import ADMIN_SECRET
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.status.broker import broker_problems, fetch_broker
 from qsetup.status.certs import certificate_problems, check_certificates
@@ -100,15 +98,7 @@ def read_hosts(loaded: LoadedInventory, seconds: float) -> dict[str, HostStatus]
     with tempfile.TemporaryDirectory(prefix="qsetup-status-") as tmp:
         plans = plan_hosts(loaded, material, Path(tmp) / "app.tar")
     secrets = secret_values(loaded)
-    params = {
-        h: read_params(
-            plans.hostvars(h),
-            plans.common,
-            secrets[ADMIN_SECRET],
-            results_password=secrets.get(RESULTS_ADMIN_SECRET),
-        )
-        for h in inv.hosts
-    }
+    params = every_read_params(loaded, plans)
     outcomes = read_round(loaded, seconds, params)
     hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})
     return assemble_hosts(inv, outcomes, host_targets(plans, hostnames), secrets)
