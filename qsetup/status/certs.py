@@ -1,6 +1,7 @@
 """TLS endpoints: the certificate each one serves, verified and dated from the controller.
 
-Every broker node's AMQPS port and HTTPS management port and Flower's HTTPS port get
+Every broker node's AMQPS port and HTTPS management port, Flower's HTTPS port and the
+managed result backend's port get
 one TLS handshake that verifies against the CA qsetup's clients use
 (:func:`qsetup.artifacts.tls.client_ca_file`) and the address the controller connects to, as
 the workers and ``qsetup status`` do. A certificate that does not verify is read
@@ -39,7 +40,7 @@ class Endpoint:
     address: str
     port: int
     service: str
-    """amqps, management or flower."""
+    """amqps, management, flower or results (the managed result backend)."""
 
 
 def tls_endpoints(inv: Inventory) -> tuple[Endpoint, ...]:
@@ -56,6 +57,9 @@ def tls_endpoints(inv: Inventory) -> tuple[Endpoint, ...]:
     flower_at = flower_address(inv)
     if inv.flower is not None and flower_at is not None:
         out.append(Endpoint(inv.flower.host, flower_at, inv.flower.port, "flower"))
+    if inv.results is not None:
+        host = inv.results.host
+        out.append(Endpoint(host, inv.hosts[host].address, inv.results.port, "results"))
     return tuple(out)
 
 

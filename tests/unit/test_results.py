@@ -356,3 +356,11 @@ def test_a_refused_login_is_an_error_not_a_traceback() -> None:
         {"address": "127.0.0.1", "port": port, "user": "u", "password": "p"}
     )
     assert "refused" in out["error"].lower()
+
+
+def test_status_checks_the_backends_certificate_with_tls() -> None:
+    from qsetup.status.certs import Endpoint, tls_endpoints
+
+    assert tls_endpoints(inventory()) == ()
+    inv = inventory(RESULTS_INVENTORY + "tls:\n  enabled: true\n")
+    assert tls_endpoints(inv)[-1] == Endpoint("worker1", "10.0.0.2", 6379, "results")
