@@ -147,6 +147,15 @@ def test_each_client_kind_gets_its_own_user_in_its_env_file() -> None:
     assert '\\"result_expires\\": 86400' in settings
 
 
+def test_without_a_backend_flowers_environment_is_as_before() -> None:
+    out = files(render_all(inventory(BASE_INVENTORY), secrets()))
+    env = out[("rabbit1", "/etc/qsetup/flower.env")].content
+    # rpc:// results are only readable by their sender: Flower gets no backend (and an
+    # upgrade of qsetup restarts no Flower).
+    assert "CELERY_RESULT_BACKEND" not in env
+    assert 'CELERY_BROKER_URL="amqp://orders:' in env and '\nPYTHONPATH="' in env
+
+
 def test_a_result_backend_written_by_hand_wins() -> None:
     by_hand = "  vhost: orders\n  result_backend: db+postgresql://db/results\nworkers:"
     text = RESULTS_INVENTORY.replace("  vhost: orders\nworkers:", by_hand)
