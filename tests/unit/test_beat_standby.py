@@ -219,6 +219,12 @@ def test_status_names_the_holder_and_flags_two() -> None:
     assert beat_problems(inv, none, beat_status(inv, none))[0].startswith(
         "worker1: beat lock: no beat holds it"
     )
+    quiet = inventory(
+        STANDBY.replace(
+            "  hosts: [worker1, app1]\n", "  hosts: [worker1, app1]\n  loglevel: WARNING\n"
+        )
+    )
+    assert beat_problems(quiet, none, beat_status(quiet, none)) == []  # the line is not logged
     # A beat host that cannot be read: no guess about the lock.
     dark = {"worker1": _host("worker1", None, up=False), "app1": _host("app1", WAITS)}
     assert beat_problems(inv, dark, beat_status(inv, dark)) == []
