@@ -293,6 +293,35 @@ def read_results(spec: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     return out
 
 
+def read_beat_log(run: Run, spec: dict[str, Any]) -> dict[str, Any]:
+    """What a standby beat's current run logged about its lock and its sends.
+
+    ``spec``: ``unit``, ``acquired``/``released`` (redbeat's lock lines), ``sending`` (the
+    line of a sent task) and ``window`` (seconds). Returns ``invocation`` (the unit's
+    current run, "" when stopped), ``lock`` (``acquired``/``released``/None: the last
+    lock line of that run) and ``sent`` (tasks that run sent in the last ``window`` s).
+    Only the unit's current run counts: a beat that lost its lock has exited.
+    """
+    unit = str(spec["unit"])
+    _rc, out, _err = run(["systemctl", "show", "--no-pager", "-p", "InvocationID", "--value", unit])
+    invocation = out.strip()
+    result: dict[str, Any] = {"invocation": invocation, "lock": None, "sent": 0}
+    if not invocation:
+        return result
+    match = f"_SYSTEMD_INVOCATION_ID={invocation}"
+    base = ["journalctl", "--no-pager", "-q", "-o", "cat", match]
+    acquired, released = str(spec["acquired"]), str(spec["released"])
+    _rc, out, _err = run([*base, "-g", f"{acquired}|{released}"])
+    for line in reversed(out.splitlines()):
+        if acquired in line or released in line:
+            result["lock"] = "acquired" if acquired in line else "released"
+            break
+    since = f"-{int(spec['window'])}s"
+    _rc, out, _err = run([*base, "--since", since, "-g", str(spec["sending"])])
+    result["sent"] = sum(1 for line in out.splitlines() if str(spec["sending"]) in line)
+    return result
+
+
 def old_rabbit_data(data_dir: Path, flag: str) -> str | None:
     """A node's data under ``data_dir`` on which ``flag`` was never enabled, or None.
 
@@ -451,7 +480,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     ``min_versions`` (package, version, problem), ``executables`` (paths: do they
     exist), ``dists`` ({prefix, name}: versions), ``deb_versions`` (packages),
     ``firewall`` (table, path: see :func:`read_firewall`), ``results`` (address, port,
-    tls, user, password: the result backend, see :func:`read_results`).
+    tls, user, password: the result backend, see :func:`read_results`), ``beat_log``
+    (a standby beat's lock and sends, see :func:`read_beat_log`).
     """
     result: dict[str, Any] = {"changed": False, "problems": [], "manifest": {}}
     if params.get("manifest"):
@@ -483,6 +513,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
         )
     if (params.get("results") or {}).get("password"):
         result["results"] = read_results(params["results"])
+    if params.get("beat_log"):
+        result["beat_log"] = read_beat_log(run, params["beat_log"])
     api = params.get("broker_api")
     if api:
         data = read_api(api["port"], api["user"], api["password"], "definitions")

@@ -20,6 +20,7 @@ from typing import Any
 from qsetup.artifacts.manifest import MANIFEST_PATH, host_manifests
 from qsetup.artifacts.readparams import read_params
 from qsetup.artifacts.render import Artifact
+from qsetup.desired.beat import REDBEAT_PIP
 from qsetup.desired.broker import permission_vars, policy_vars, topic_permission_vars
 from qsetup.desired.firewall import PACKAGE as FIREWALL_PACKAGE
 from qsetup.desired.firewall import firewall_rules
@@ -43,6 +44,7 @@ from qsetup.desired.state import (
     Unit,
     apt_packages_by_release,
     beat_runtime,
+    beat_venv,
     broker_nodes,
     broker_state,
     code_dir,
@@ -53,7 +55,7 @@ from qsetup.desired.state import (
     venv_dir,
 )
 from qsetup.inventory.fields import QUORUM_CELERY
-from qsetup.inventory.model import Inventory, managed_results, queue_type
+from qsetup.inventory.model import BEAT_LOOP_INTERVAL, Inventory, managed_results, queue_type
 
 PARTS = ("broker", "workers", "beat", "flower", "results")
 
@@ -226,18 +228,25 @@ def _plan_beat(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
     beat = inv.beat
     if beat is None:
         return
-    plan = plans[beat.host]
-    plan.ship_code = True
-    plan.groups.add(beat.group)
-    plan.users[beat.user] = beat.group
-    _argv, venv = beat_runtime(inv)
-    if venv == "beat":
-        plan.apt.update(VENV_APT)
-        plan.venvs["beat"] = _venv("beat", pip_packages(inv, None), False)
-    elif venv is None:
-        plan.apt.add(CELERY_APT_MARK)
-        if managed_results(inv):
-            plan.apt.add(CLIENT_APT)
+    for host in beat.hosts:
+        plan = plans[host]
+        plan.ship_code = True
+        plan.groups.add(beat.group)
+        plan.users[beat.user] = beat.group
+        _argv, venv = beat_runtime(inv, host)
+        if venv == "beat":
+            spec, site_packages = beat_venv(inv, host)
+            packages = pip_packages(inv, spec)
+            if beat.redbeat:
+                packages.append(REDBEAT_PIP)
+            if site_packages:
+                plan.apt.add(CELERY_APT_MARK)
+            plan.apt.update(VENV_APT)
+            plan.venvs["beat"] = _venv("beat", packages, site_packages)
+        elif venv is None:
+            plan.apt.add(CELERY_APT_MARK)
+            if managed_results(inv):
+                plan.apt.add(CLIENT_APT)
 
 
 def _plan_flower(inv: Inventory, plans: dict[str, _HostPlan]) -> None:
@@ -408,6 +417,12 @@ def build_ansible_inventory(
         ],
         "qsetup_broker_nodes": [{"host": h, "address": a} for h, a in broker_nodes(inv)],
         "qsetup_results": _results_vars(inv),
+        # A standby beat: status reads each beat host's lock and recent sends.
+        "qsetup_beat_standby": (
+            {"window": inv.beat.lock_timeout + BEAT_LOOP_INTERVAL}
+            if inv.beat is not None and inv.beat.redbeat
+            else None
+        ),
     }
     for hv in hosts.values():
         # The preflight's read asks what status asks (the admin's password is added there).

@@ -10,9 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from qsetup.desired.beat import ACQUIRED, RELEASED, SENDING
 from qsetup.desired.firewall import FIREWALL_UNIT, RULESET_PATH, TABLE
 from qsetup.desired.results import RESULTS_PACKAGE, RESULTS_UNIT
-from qsetup.desired.state import RABBIT_DATA_DIR, RABBIT_DATA_NEEDS, UNIT_PREFIX, venv_dir
+from qsetup.desired.state import (
+    BEAT_UNIT,
+    RABBIT_DATA_DIR,
+    RABBIT_DATA_NEEDS,
+    UNIT_PREFIX,
+    venv_dir,
+)
 
 
 def read_params(
@@ -70,6 +77,15 @@ def read_params(
         }
         if results_password is not None:
             params["results"]["password"] = results_password
+    standby = common.get("qsetup_beat_standby")
+    if standby and any(s.get("unit") == BEAT_UNIT for s in services):
+        params["beat_log"] = {
+            "unit": BEAT_UNIT,
+            "acquired": ACQUIRED,
+            "released": RELEASED,
+            "sending": SENDING,
+            "window": int(standby["window"]),
+        }
     if broker:
         params["hosts_marker"] = str(common["qsetup_hosts_marker"])
         params["rabbit_data"] = {"dir": RABBIT_DATA_DIR, "needs": dict(RABBIT_DATA_NEEDS)}

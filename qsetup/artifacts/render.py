@@ -16,6 +16,7 @@ from urllib.parse import quote
 import jinja2
 
 from qsetup.artifacts.tls import TlsMaterial
+from qsetup.desired.beat import redbeat_settings
 from qsetup.desired.firewall import (
     FIREWALL_UNIT,
     RULESET_PATH,
@@ -284,16 +285,18 @@ class _Renderer:
 
     def _env_content(self, group: WorkerGroup | None, url: str) -> str:
         """A worker group's (or beat's, with None) environment file."""
+        backend = results_url(self.inv, self.secrets, "workers" if group else "beat", str(CA_FILE))
+        settings = celery_settings(self.inv)
+        if group is None:
+            settings.update(redbeat_settings(self.inv, backend, str(CA_FILE)))
         return self.env.get_template("celery/worker.env.j2").render(
             app=self.inv.app,
             worker=group,
             broker_url=url,
-            result_backend=results_url(
-                self.inv, self.secrets, "workers" if group else "beat", str(CA_FILE)
-            ),
+            result_backend=backend,
             code_dir=code_dir(self.inv),
             shim_dir=SHIM_DIR,
-            celery_settings=json.dumps(celery_settings(self.inv), sort_keys=True),
+            celery_settings=json.dumps(settings, sort_keys=True),
         )
 
     def shims(self) -> None:
@@ -302,8 +305,8 @@ class _Renderer:
         for group in self.inv.workers:
             for host in group.hosts:
                 services.setdefault(host, group.unit_template)
-        if self.inv.beat is not None:
-            services.setdefault(self.inv.beat.host, "qsetup-beat.service")
+        for host in self.inv.beat.hosts if self.inv.beat is not None else ():
+            services.setdefault(host, "qsetup-beat.service")
         if self.inv.flower is not None:
             services.setdefault(self.inv.flower.host, "qsetup-flower.service")
         roles: dict[str, Role] = {"qsetup-beat.service": "beat", "qsetup-flower.service": "flower"}
@@ -341,35 +344,36 @@ class _Renderer:
         beat = self.inv.beat
         if beat is None:
             return
-        binary = " ".join(beat_runtime(self.inv)[0])
         user = app_broker_user(self.inv)
-        url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost, beat.host)
         env_file = ETC / "beat.env"
-        content = self._env_content(None, url)
-        self.out.append(
-            Artifact(
-                beat.host,
-                env_file,
-                content,
-                0o600,
-                "root",
-                "root",
-                "beat",
-                "qsetup-beat.service",
-                secret=True,
+        for host in beat.hosts:
+            binary = " ".join(beat_runtime(self.inv, host)[0])
+            url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost, host)
+            content = self._env_content(None, url)
+            self.out.append(
+                Artifact(
+                    host,
+                    env_file,
+                    content,
+                    0o600,
+                    "root",
+                    "root",
+                    "beat",
+                    "qsetup-beat.service",
+                    secret=True,
+                )
             )
-        )
-        self.add(
-            beat.host,
-            UNIT_DIR / "qsetup-beat.service",
-            "celery/beat.service.j2",
-            role="beat",
-            service="qsetup-beat.service",
-            beat=beat,
-            env_file=env_file,
-            code_dir=code_dir(self.inv),
-            celery_bin=binary,
-        )
+            self.add(
+                host,
+                UNIT_DIR / "qsetup-beat.service",
+                "celery/beat.service.j2",
+                role="beat",
+                service="qsetup-beat.service",
+                beat=beat,
+                env_file=env_file,
+                code_dir=code_dir(self.inv),
+                celery_bin=binary,
+            )
 
     def flower(self) -> None:
         flower = self.inv.flower

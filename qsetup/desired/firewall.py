@@ -104,7 +104,8 @@ def firewall_rules(inv: Inventory) -> dict[str, HostFirewall]:
     address = {name: host.address for name, host in inv.hosts.items()}
     broker, flower = inv.broker, inv.flower
     clients = [h for g in inv.workers for h in g.hosts]
-    clients += [part.host for part in (inv.beat, flower) if part is not None]
+    clients += list(inv.beat.hosts) if inv.beat is not None else []
+    clients += [flower.host] if flower is not None else []
     amqp = _sources([*(address[h] for h in clients), *broker.allow_from])
     management = _sources(
         [*([address[flower.host]] if flower is not None else []), *broker.allow_from]

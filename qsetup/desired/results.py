@@ -17,6 +17,8 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from qsetup.desired.beat import REDBEAT_SELECTOR
+
 if TYPE_CHECKING:
     from qsetup.inventory.model import Inventory
     from qsetup.inventory.secrets import Secrets
@@ -68,6 +70,8 @@ def results_users(inv: Inventory) -> tuple[ResultsUser, ...]:
         kinds.append("flower")
     for kind in kinds:
         rules = " ".join((*KEYS, "resetchannels", *CHANNELS, RULES[kind]))
+        if kind == "beat" and inv.beat is not None and inv.beat.redbeat:
+            rules += f" {REDBEAT_SELECTOR}"
         users.append(ResultsUser(kind, f"results-user-{kind}", rules))
     return tuple(users)
 

@@ -325,14 +325,34 @@ def worker_unit(group_name: str, instance: int) -> str:
     return f"qsetup-worker-{group_name}@{instance}.service"
 
 
-def beat_runtime(inv: Inventory) -> tuple[tuple[str, ...], str | None]:
-    """The celery command beat runs and the virtualenv it uses (None: Debian's)."""
+def beat_runtime(inv: Inventory, host: str) -> tuple[tuple[str, ...], str | None]:
+    """The celery command beat runs on ``host`` and the virtualenv it uses (None: Debian's).
+
+    One beat runs the Celery of a worker group on its host, else beat's own virtualenv.
+    A standby beat needs celery-redbeat: always beat's own virtualenv, with the system's
+    site-packages when the host's group uses Debian's Celery (see :func:`beat_venv`).
+    """
     assert inv.beat is not None
-    on_host = [g for g in inv.workers if inv.beat.host in g.hosts]
+    on_host = [g for g in inv.workers if host in g.hosts]
+    if inv.beat.redbeat:
+        if on_host and on_host[0].install == "apt":
+            return (str(venv_dir("beat") / "bin" / "python"), "-m", "celery"), "beat"
+        return (str(venv_dir("beat") / "bin" / "celery"),), "beat"
     if on_host:
         group = on_host[0]
         return celery_argv(inv, group), (group.name if needs_venv(inv, group) else None)
     return (str(venv_dir("beat") / "bin" / "celery"),), "beat"
+
+
+def beat_venv(inv: Inventory, host: str) -> tuple[str | None, bool]:
+    """Beat's own virtualenv on ``host``: its Celery pin, and whether it sees Debian's.
+
+    It sees Debian's packages on a host whose worker group uses Debian's Celery.
+    """
+    on_host = [g for g in inv.workers if host in g.hosts]
+    if not on_host:
+        return None, False
+    return on_host[0].celery_version, on_host[0].install == "apt"
 
 
 def _prefix(argv: tuple[str, ...]) -> str:
@@ -373,11 +393,12 @@ def units_by_host(inv: Inventory) -> dict[str, tuple[Unit, ...]]:
                         vhost=group_vhost(inv, group),
                     )
                 )
-    if inv.beat is not None:
-        argv, venv = beat_runtime(inv)
-        units[inv.beat.host].append(
+    for host in inv.beat.hosts if inv.beat is not None else ():
+        assert inv.beat is not None
+        argv, venv = beat_runtime(inv, host)
+        units[host].append(
             Unit(
-                inv.beat.host,
+                host,
                 BEAT_UNIT,
                 "beat",
                 BEAT_UNIT,

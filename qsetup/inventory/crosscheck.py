@@ -22,7 +22,7 @@ from qsetup.inventory.fields import (
     is_loopback,
     normalize_address,
 )
-from qsetup.inventory.model import BrokerUser, Inventory, WorkerGroup
+from qsetup.inventory.model import BrokerUser, Inventory, WorkerGroup, managed_results
 
 FieldPath = tuple[str | int, ...]
 Problems = list[tuple[FieldPath, str]]
@@ -80,8 +80,24 @@ def check_references(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
         need_host(("broker", "host"), inv.broker.host)
     for i, node in enumerate(inv.broker.cluster or ()):
         need_host(("broker", "hosts", i), node)
-    if inv.beat is not None:
+    if inv.beat is not None and inv.beat.standby is None:
         need_host(("beat", "host"), inv.beat.host)
+    if inv.beat is not None and inv.beat.standby is not None:
+        for i, name in enumerate(inv.beat.standby):
+            need_host(("beat", "hosts", i), name)
+        if not managed_results(inv):
+            why = (
+                "app.result_backend is set (the lock needs qsetup's own backend)"
+                if inv.results is not None
+                else "add results: {host: NAME}"
+            )
+            problems.append(
+                (
+                    ("beat", "hosts"),
+                    "a standby beat keeps its lock in the managed result backend; "
+                    f"{why}, or use beat.host for one beat",
+                )
+            )
     if inv.flower is not None:
         need_host(("flower", "host"), inv.flower.host)
     if inv.results is not None:
@@ -389,7 +405,8 @@ def _check_broker_reach(inv: Inventory, node: str, problems: Problems) -> None:
     if node not in inv.hosts:
         return
     clients = [h for g in inv.workers for h in g.hosts]
-    clients += [part.host for part in (inv.beat, inv.flower) if part is not None]
+    clients += list(inv.beat.hosts) if inv.beat is not None else []
+    clients += [inv.flower.host] if inv.flower is not None else []
     address = inv.hosts[node].address
     # Clients on hosts reached through loopback (SSH port forwards) may be this machine:
     # only a client host with an address of its own is surely elsewhere.

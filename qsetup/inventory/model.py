@@ -426,10 +426,33 @@ class WorkerGroup(Model):
         return f"qsetup-worker-{self.name}@.service"
 
 
-class Beat(Model):
-    """Celery beat: one scheduler on exactly one host."""
+BEAT_LOOP_INTERVAL = 5
+"""A standby beat's longest sleep between ticks (``beat_max_loop_interval``): each tick
+renews the holder's lock, and a standby tries to take the lock this often."""
 
-    host: Name
+
+class Beat(Model):
+    """Celery beat: one scheduler on one host, or a standby beat on several hosts."""
+
+    # Read through the ``host`` and ``hosts`` properties, as broker.host/hosts.
+    single: Name | None = Field(
+        None, alias="host", description="The host that runs beat (Celery's own scheduler)."
+    )
+    standby: tuple[Name, ...] | None = Field(
+        None,
+        alias="hosts",
+        min_length=2,
+        max_length=5,
+        description="Hosts that each run beat with celery-redbeat: only the holder of a lock "
+        "in the managed result backend (results:) sends; the others wait to take over.",
+    )
+    lock_timeout: int = Field(
+        30,
+        ge=15,
+        le=3600,
+        description="Seconds a standby beat's lock outlives its holder's last tick: a dead "
+        f"holder's standby sends within this plus {BEAT_LOOP_INTERVAL} s (beat.hosts only).",
+    )
     loglevel: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     user: OsName = "celery"
     group: OsName = "celery"
@@ -438,6 +461,39 @@ class Beat(Model):
     @classmethod
     def _not_root(cls, value: str) -> str:
         return check_service_account(value, "beat never runs", "celery")
+
+    @field_validator("standby")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a host is listed twice; each beat runs on its own host")
+        return value
+
+    @model_validator(mode="after")
+    def _host_or_hosts(self) -> Beat:
+        if self.single is None and self.standby is None:
+            raise ValueError("give beat.host (one beat) or beat.hosts (a standby beat: 2+ hosts)")
+        if self.single is not None and self.standby is not None:
+            raise ValueError("give beat.host or beat.hosts, not both")
+        return self
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host that runs beat, in the inventory's order (one without a standby)."""
+        if self.standby is not None:
+            return self.standby
+        assert self.single is not None
+        return (self.single,)
+
+    @property
+    def host(self) -> str:
+        """The first beat host (the only one without a standby)."""
+        return self.hosts[0]
+
+    @property
+    def redbeat(self) -> bool:
+        """True when beat runs on several hosts with celery-redbeat's lock."""
+        return self.standby is not None
 
 
 class FlowerUser(Model):

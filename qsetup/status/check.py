@@ -25,7 +25,7 @@ from qsetup.status.broker import broker_problems, fetch_broker
 from qsetup.status.certs import certificate_problems, check_certificates
 from qsetup.status.cluster import place_nodes
 from qsetup.status.flower import check_flower, flower_problems
-from qsetup.status.hosts import assemble_hosts, beat_problems, host_problems
+from qsetup.status.hosts import assemble_hosts, beat_problems, beat_status, host_problems
 from qsetup.status.model import BrokerStatus, FlowerStatus, HostStatus, SystemStatus
 from qsetup.status.ssh import read_round
 from qsetup.status.workers import (
@@ -157,7 +157,8 @@ def check_status(
     problems: list[str] = []
     for host in hosts.values():
         problems += host_problems(host)
-    problems += beat_problems(inv, hosts)
+    beat = beat_status(inv, hosts)
+    problems += beat_problems(inv, hosts, beat)
     problems += broker_problems(inv, broker)
     if broker is None or broker.error is not None:  # the API did not answer here; the read did
         problems += [d.line for h in hosts.values() for d in h.differences if d.kind == "broker"]
@@ -174,4 +175,5 @@ def check_status(
         checked_at=checked_at,
         seconds=time.monotonic() - started,
         tls=tls,
+        beat=beat,
     )

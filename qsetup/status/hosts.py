@@ -20,7 +20,7 @@ from qsetup.converge.facts import HostFacts, UnitFact
 from qsetup.converge.target import HostTarget
 from qsetup.desired.state import BEAT_UNIT, units_by_host
 from qsetup.inventory.model import Inventory
-from qsetup.status.model import HostStatus, ResultsStatus, UnitStatus
+from qsetup.status.model import BeatLog, BeatStatus, HostStatus, ResultsStatus, UnitStatus
 
 UNEXPECTED = "unexpected"
 """The role of a ``qsetup-*`` unit the desired state does not put on its host."""
@@ -86,6 +86,17 @@ def _results(facts: HostFacts) -> ResultsStatus | None:
         return None
     return ResultsStatus(
         have.error, have.version, have.role, have.used_memory, have.aof_enabled, have.clients
+    )
+
+
+def _beat_log(data: object) -> BeatLog | None:
+    if not isinstance(data, Mapping):
+        return None
+    sent = data.get("sent")
+    return BeatLog(
+        running=bool(data.get("invocation")),
+        holds_lock=bool(data.get("invocation")) and data.get("lock") == "acquired",
+        sent=sent if isinstance(sent, int) else 0,
     )
 
 
@@ -155,6 +166,7 @@ def assemble_hosts(
             deprecated_features=facts.deprecated_used or () if target.broker else (),
             broker_drift=drift,
             results=_results(facts),
+            beat_log=_beat_log(outcome.facts.get("beat_log")),
         )
     return out
 
@@ -176,12 +188,42 @@ def _runs_beat(host: HostStatus) -> bool:
     )
 
 
-def beat_problems(inv: Inventory, hosts: Mapping[str, HostStatus]) -> list[str]:
-    """Exactly one beat across the fleet: two send every scheduled task twice, none never.
+def beat_status(inv: Inventory, hosts: Mapping[str, HostStatus]) -> BeatStatus | None:
+    """A standby beat's lock holders and senders, from each beat host's read (None: no standby).
 
-    Each machine counts once (hosts on one SSH endpoint list the unit on one of them).
-    "None" is only said when the beat host could be read.
+    A holder is a beat host whose unit's current run logged redbeat's "Acquired lock" and
+    not "Releasing lock" after it: redbeat's beat exits when it cannot renew the lock, so
+    a run that took it and still runs holds it. A sender logged "Sending due task" within
+    the lock timeout plus one loop interval.
     """
+    if inv.beat is None or not inv.beat.redbeat:
+        return None
+    logs = {h: hosts[h].beat_log for h in inv.beat.hosts if h in hosts}
+    read = {h: log for h, log in logs.items() if log is not None and hosts[h].reachable}
+    return BeatStatus(
+        hosts=inv.beat.hosts,
+        holders=tuple(h for h, log in read.items() if log.running and log.holds_lock),
+        senders=tuple(h for h, log in read.items() if log.sent > 0),
+        unread=tuple(h for h in inv.beat.hosts if h not in read),
+    )
+
+
+def beat_problems(
+    inv: Inventory, hosts: Mapping[str, HostStatus], beat: BeatStatus | None = None
+) -> list[str]:
+    """One beat sends: two send every scheduled task twice, none never.
+
+    Without a standby: exactly one beat unit runs across the fleet. Each machine counts
+    once (hosts on one SSH endpoint list the unit on one of them). "None" is only said
+    when the beat host could be read. With a standby (``beat``): every beat host runs
+    one (the comparison names a stopped one), none runs elsewhere, exactly one holds the
+    lock and at most one sent lately.
+    """
+    if beat is not None:
+        assert inv.beat is not None
+        # Above INFO, redbeat's lock line is not logged: no holder is not a finding then.
+        logs_lock = inv.beat.loglevel in ("DEBUG", "INFO")
+        return _standby_problems(hosts, beat, logs_lock)
     where = inv.beat.host if inv.beat is not None else None
     running = [h.name for h in hosts.values() if h.reachable and _runs_beat(h)]
     wanted = f"the inventory puts it on {where}" if where else "the inventory runs no beat"
@@ -194,3 +236,30 @@ def beat_problems(inv: Inventory, hosts: Mapping[str, HostStatus]) -> list[str]:
     if where is not None and not running and where in hosts and hosts[where].reachable:
         return [f"{where}: beat {BEAT_UNIT}: active on no host; exactly one must run ({wanted})"]
     return []
+
+
+def _standby_problems(
+    hosts: Mapping[str, HostStatus], beat: BeatStatus, logs_lock: bool
+) -> list[str]:
+    out = []
+    wanted = f"the inventory runs a standby beat on {', '.join(beat.hosts)}"
+    for h in hosts.values():
+        if h.reachable and h.name not in beat.hosts and _runs_beat(h):
+            out.append(f"{h.name}: beat {BEAT_UNIT}: active outside beat.hosts ({wanted})")
+    first = beat.hosts[0]
+    if len(beat.holders) > 1:
+        out.append(
+            f"{beat.holders[0]}: beat lock: held by {len(beat.holders)} beats "
+            f"({', '.join(beat.holders)}); exactly one may hold it"
+        )
+    elif not beat.holders and not beat.unread and logs_lock:
+        out.append(
+            f"{first}: beat lock: no beat holds it, so none sends "
+            "(a standby takes it within beat.lock_timeout of its holder's loss)"
+        )
+    if len(beat.senders) > 1:
+        out.append(
+            f"{beat.senders[0]}: beat: {len(beat.senders)} beats sent tasks lately "
+            f"({', '.join(beat.senders)}); exactly one may send"
+        )
+    return out

@@ -37,6 +37,36 @@ class UnitStatus:
 
 
 @dataclass(frozen=True)
+class BeatLog:
+    """What a standby beat's current run logged (its host's journal)."""
+
+    running: bool
+    """The unit has a current run (an invocation)."""
+    holds_lock: bool
+    """Its last lock line is redbeat's "Acquired lock" (a beat that loses it exits)."""
+    sent: int
+    """Tasks it sent within the lock timeout plus one loop interval."""
+
+
+@dataclass(frozen=True)
+class BeatStatus:
+    """A standby beat (``beat.hosts``) across its hosts."""
+
+    hosts: tuple[str, ...]
+    holders: tuple[str, ...]
+    """Beat hosts whose current run holds redbeat's lock (one when all is well)."""
+    senders: tuple[str, ...]
+    """Beat hosts that sent a task within the lock timeout plus one loop interval."""
+    unread: tuple[str, ...]
+    """Beat hosts that could not be read."""
+
+    @property
+    def holder(self) -> str | None:
+        """The one lock holder (None: none, or several)."""
+        return self.holders[0] if len(self.holders) == 1 else None
+
+
+@dataclass(frozen=True)
 class ResultsStatus:
     """The managed result backend as qsetup's reader found it on its host."""
 
@@ -82,6 +112,8 @@ class HostStatus:
     (RabbitMQ 3.13 and later say; a later release may remove them)."""
     results: ResultsStatus | None = None
     """On the managed result backend's host: its ping (role, memory, persistence, clients)."""
+    beat_log: BeatLog | None = None
+    """On a standby beat's host: its lock and recent sends."""
     broker_drift: tuple[Drift, ...] | None = None
     """On the node that manages the broker's objects: their drift, from the read's
     definitions (passwords checked too); None where not read."""
@@ -250,6 +282,8 @@ class SystemStatus:
     seconds: float
     tls: TlsStatus | None = None
     """None without ``tls.enabled``."""
+    beat: BeatStatus | None = None
+    """None without a standby beat (``beat.hosts``)."""
 
     @property
     def healthy(self) -> bool:

@@ -250,6 +250,15 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
             "error": flower.error,
         },
         "tls": tls_json(status.tls),
+        "beat": None
+        if status.beat is None
+        else {
+            "hosts": list(status.beat.hosts),
+            "holder": status.beat.holder,
+            "holders": list(status.beat.holders),
+            "senders": list(status.beat.senders),
+            "unread": list(status.beat.unread),
+        },
     }
 
 
@@ -393,6 +402,12 @@ def status_view(status: SystemStatus) -> Group:
     if any(u.role == "beat" for h in status.hosts for u in h.units):
         table.add_section()
         units_of("beat")
+        if status.beat is not None:
+            holder = status.beat.holder
+            state = Text("held" if holder else "no single holder", ok if holder else bad)
+            detail = f"holders: {', '.join(status.beat.holders) or 'none'}; "
+            detail += f"sent lately: {', '.join(status.beat.senders) or 'none'}"
+            table.add_row("beat", holder or "?", "lock redbeat::lock", state, detail)
 
     flower = status.flower
     if flower is not None:

@@ -24,6 +24,7 @@ Figures (formation time, gaps, rejoin time) are printed: run with ``-s`` to see 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from harness import (
     SandboxHosts,
     Site,
     TaskStream,
+    boot_sandbox,
     celery_client,
     changed_by_host,
     moved,
@@ -661,3 +663,194 @@ def test_results_outlive_the_clients_broker_node_and_a_backend_restart(
         f"{read_after_loss:.1f} s after {node} (the client's node) powered off, and after a "
         f"backend restart; test {time.monotonic() - started:.1f} s"
     )
+
+
+# --- a standby beat (beat.hosts) -----------------------------------------------------------
+
+BEAT_HOSTS = (OUTSIDER, OUTSIDER[:-1] + "7")
+"""Two app-server hosts that run only beat: qc6 (the firewall's outsider until now) and qc7,
+booted by the test; a powered-off one takes no worker (and its journal) with it."""
+TICK = 10.0
+LOCK_TIMEOUT = 30
+LOOP = 5
+SOAK_MINUTES = float(os.environ.get("QSETUP_BEAT_SOAK_MINUTES") or 0)
+"""0: one failover (CI). N: an N-minute run with 3 failovers, the powered-off host rebuilt
+and deployed again as the standby after each."""
+TICK_TASK = '''
+
+@app.task
+def tick() -> float:
+    """A periodic task beat sends every 10 s (test_cluster's standby beat)."""
+    return time.time()
+'''
+TICK_SCHEDULE = """
+
+app.conf.beat_schedule = {"qsetup-test-tick": {"task": "proj.tasks.tick", "schedule": 10.0}}
+"""
+_RECEIVED = re.compile(r"^(\d+\.\d+) .*proj\.tasks\.tick\[([0-9a-f-]+)\] received")
+
+
+def standby_site(site: Site, folder: Path, addresses: dict[str, str]) -> Site:
+    """The cluster with results: and beat on qc6 and qc7, and a 10 s schedule of proj.tasks.tick."""
+
+    def edit(data: dict[str, Any]) -> None:
+        add_results(data)
+        template = next(iter(data["hosts"].values()))
+        for name in BEAT_HOSTS:
+            data["hosts"][name] = {**template, "address": addresses[name]}
+        data["beat"] = {"hosts": list(BEAT_HOSTS), "lock_timeout": LOCK_TIMEOUT}
+
+    copy = results_site(site, folder)
+    copy = site_copy(copy, folder / "standby", edit)
+    copy = Site(copy.inventory, copy.key, addresses, copy.env)
+    proj = copy.app_dir / "proj"
+    (proj / "tasks.py").write_text((proj / "tasks.py").read_text() + TICK_TASK)
+    (proj / "celery.py").write_text((proj / "celery.py").read_text() + TICK_SCHEDULE)
+    return copy
+
+
+def tick_sends(site: Site, since: float) -> list[tuple[float, str]]:
+    """(first receipt, task id) of every tick a worker received since ``since``, in time order.
+
+    Read from both worker hosts' journals; a task received twice (redelivered) counts once:
+    each send of beat is one task id.
+    """
+    first: dict[str, float] = {}
+    for host in WORKERS:
+        out = site.ssh(
+            host,
+            f"journalctl --no-pager -q -o short-unix --since @{int(since)} "
+            "-u 'qsetup-worker-*' -g 'proj.tasks.tick.*received'",
+        ).stdout
+        for line in out.splitlines():
+            m = _RECEIVED.match(line)
+            if m:
+                first[m[2]] = min(float(m[1]), first.get(m[2], float("inf")))
+    return sorted((t, i) for i, t in first.items())
+
+
+@dataclass
+class SlotCounts:
+    sends: int
+    twice: int
+    """Sends closer than half an interval to the one before: a slot sent twice."""
+    missing_in_failover: int
+    missing_outside: int
+    failover_gaps: list[float]
+
+
+def count_slots(times: list[float], kills: list[float], interval: float) -> SlotCounts:
+    """Slots of a ``interval`` schedule, from the send times: once, twice or missing.
+
+    A gap between two sends shorter than half an interval is a slot sent twice; a gap of
+    k intervals (rounded) misses k - 1 slots, inside a failover window when a holder was
+    killed within the gap.
+    """
+    twice = inside = outside = 0
+    gaps = []
+    for prev, nxt in zip(times, times[1:], strict=False):
+        gap = nxt - prev
+        if gap < interval / 2:
+            twice += 1
+            continue
+        missed = max(round(gap / interval) - 1, 0)
+        if any(prev <= k <= nxt for k in kills):
+            inside += missed
+            gaps.append(round(gap, 1))
+        else:
+            outside += missed
+    return SlotCounts(len(times), twice, inside, outside, gaps)
+
+
+def kill_holder(site: Site, hosts: SandboxHosts, holder: str) -> float:
+    """The holder's host lost at once: beat killed (no release of its lock), then powered off."""
+    site.ssh(holder, "systemctl kill --signal=SIGKILL qsetup-beat.service", check=True)
+    killed = time.time()
+    hosts.power_off(holder)
+    return killed
+
+
+def holder_of(site: Site) -> str:
+    """The beat host status names as the lock holder (waits for one)."""
+
+    def named() -> str | None:
+        _code, data, _ = site.status()
+        holder = data["beat"]["holder"]
+        return str(holder) if holder else None
+
+    return wait_for("status to name the beat lock's holder", named, 90)
+
+
+def test_a_standby_beat_takes_over_from_a_lost_holder_and_each_slot_is_sent_once(
+    site: Site, hosts: SandboxHosts, release: str, tmp_path: Path
+) -> None:
+    """beat.hosts on qc6 and qc7 (celery-redbeat, its lock in the managed backend): status
+    names the holder; the holder's host is lost (beat killed, host powered off); the standby
+    sends within the lock timeout plus one interval; in the worker journals each slot of the
+    10 s schedule is sent at most once and none is missing outside the failover windows.
+    Then back to one beat (beat.host): the beat hosts lose their unit."""
+    started = time.monotonic()
+    more = boot_sandbox((*hosts.names, BEAT_HOSTS[1]), tmp_path / "seven.yml", hosts.env, release)
+    managed = standby_site(site, tmp_path / "beat", dict(more.addresses))
+    code, data = managed.deploy()
+    assert code == 0, data["failures"]
+    deployed = time.monotonic() - started
+    for host in BEAT_HOSTS:
+        assert managed.unit(host, "qsetup-beat.service")["ActiveState"] == "active", host
+    t0 = time.time()
+    holder = holder_of(managed)
+    assert holder in BEAT_HOSTS
+    runs = 1 if SOAK_MINUTES <= 0 else 3
+    span = max(SOAK_MINUTES * 60, 0)
+    kills: list[float] = []
+    takeovers: list[float] = []
+    for n in range(runs):
+        # Sends before each failover: a few slots, spread over the soak's length.
+        wait_until = t0 + (span * (n + 1) / (runs + 1) if span else 3 * TICK)
+        time.sleep(max(wait_until - time.time(), 0))
+        if n:
+            holder = holder_of(managed)
+        standby = next(h for h in BEAT_HOSTS if h != holder)
+        killed = kill_holder(managed, more, holder)
+        kills.append(killed)
+
+        def standby_sent(after: float = killed) -> float | None:
+            later = [t for t, _ in tick_sends(managed, after) if t > after]
+            return later[0] if later else None
+
+        first = wait_for("the standby beat to send", standby_sent, LOCK_TIMEOUT + LOOP + 60)
+        takeovers.append(first - killed)
+        _code, status, _ = managed.status()
+        assert status["beat"]["holder"] == standby, status["beat"]
+        assert f"{holder}: unreachable" in " ".join(status["problems"]), status["problems"]
+        if span:
+            assert "nothing changed" not in more.up_again().stdout  # holder rebuilt empty
+            code, data = managed.deploy("--limit", holder)
+            assert code == 0, data["failures"]
+    time.sleep(max(t0 + span - time.time(), 2 * TICK + 1))
+    sends = [t for t, _ in tick_sends(managed, t0)]
+    counts = count_slots(sends, kills, TICK)
+    print(
+        f"\nstandby beat ({release}): deploy {deployed:.1f} s; takeover after the holder's loss "
+        f"{', '.join(f'{s:.1f}' for s in takeovers)} s (bound {LOCK_TIMEOUT} + {TICK:.0f}); "
+        f"{(time.time() - t0) / 60:.1f} min, {len(kills)} failovers: {counts.sends} sends, "
+        f"{counts.twice} slots sent twice, {counts.missing_in_failover} missing in failover "
+        f"windows (gaps {counts.failover_gaps} s), {counts.missing_outside} missing outside"
+    )
+    assert all(s <= LOCK_TIMEOUT + TICK for s in takeovers), takeovers
+    assert counts.twice == 0 and counts.missing_outside == 0, counts
+
+    # Back to one beat: the standby's hosts lose their unit, the one host runs today's beat.
+    more.up_again()
+
+    def one_beat(data: dict[str, Any]) -> None:
+        data["beat"] = {"host": WORKERS[0]}
+
+    single = site_copy(managed, tmp_path / "single", one_beat)
+    single = Site(single.inventory, single.key, dict(more.addresses), single.env)
+    code, data = single.deploy()
+    assert code == 0, data["failures"]
+    for host in BEAT_HOSTS:
+        assert "qsetup-beat.service" not in single.qsetup_units(host), host
+    assert single.unit(WORKERS[0], "qsetup-beat.service")["ActiveState"] == "active"
+    print(f"standby beat test: {time.monotonic() - started:.1f} s")

@@ -116,8 +116,8 @@ def test_json_shape() -> None:
     assert data["problems"] == ["worker2: unreachable (10.0.0.3): no route to host"]
     assert data["elapsed_seconds"] == 1.23
     assert set(data) == {"healthy", "problems", "checked_at", "elapsed_seconds", "hosts",
-                         "broker", "workers", "flower", "tls"}  # fmt: skip
-    assert data["tls"] is None
+                         "broker", "workers", "flower", "tls", "beat"}  # fmt: skip
+    assert data["tls"] is None and data["beat"] is None
     assert data["hosts"]["worker2"] == {
         "reachable": False,
         "error": "no route to host",
