@@ -789,6 +789,10 @@ def test_a_standby_beat_takes_over_from_a_lost_holder_and_each_slot_is_sent_once
     sends within the lock timeout plus one interval; in the worker journals each slot of the
     10 s schedule is sent at most once and none is missing outside the failover windows.
     Then back to one beat (beat.host): the beat hosts lose their unit."""
+    if release != "bookworm":
+        # 145 s of CI: beat runs from its own virtualenv (celery-redbeat from PyPI) on
+        # either release, and the lock store is the results test's server on both.
+        pytest.skip("the standby beat runs once, on Debian 12, to keep CI's time")
     started = time.monotonic()
     more = boot_sandbox((*hosts.names, BEAT_HOSTS[1]), tmp_path / "seven.yml", hosts.env, release)
     managed = standby_site(site, tmp_path / "beat", dict(more.addresses))
