@@ -15,6 +15,7 @@ from typing import Any
 
 from qsetup.artifacts.render import Artifact
 from qsetup.desired.firewall import FIREWALL_UNIT, firewall_rules
+from qsetup.desired.results import RESULTS_UNIT
 from qsetup.desired.state import UNIT_DIR, broker_state, code_dir, units_by_host, venv_dir
 from qsetup.inventory.model import Inventory
 
@@ -29,7 +30,8 @@ def host_manifests(inv: Inventory, artifacts: Iterable[Artifact]) -> dict[str, d
     out: dict[str, dict[str, Any]] = {}
     for host, units in units_by_host(inv).items():
         # RabbitMQ's and the result backend's units and files are Debian's packages' (their
-        # configuration files included): dropping them from the inventory leaves them.
+        # configuration files included): dropping them from the inventory leaves them (the
+        # result backend's server is stopped and disabled: see "results" below).
         services = [u for u in units if u.role not in ("broker", "results")]
         files = {
             str(a.path) for a in arts if a.host == host and a.role not in ("broker", "results")
@@ -55,6 +57,9 @@ def host_manifests(inv: Inventory, artifacts: Iterable[Artifact]) -> dict[str, d
             manifest["firewall"] = {
                 str(port): list(sources) for port, sources in firewalls[host].allowed.items()
             }
+        if inv.results is not None and host == inv.results.host:
+            # Recorded so that a host that no longer holds it stops the server.
+            manifest["results"] = {"unit": RESULTS_UNIT}
         if host == inv.broker.host:
             state = broker_state(inv)
             manifest["broker"] = {

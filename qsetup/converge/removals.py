@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from qsetup.desired.results import RESULTS_UNIT
+
 
 def _names(manifest: Mapping[str, Any] | None, key: str) -> list[Any]:
     value = (manifest or {}).get(key) or []
@@ -57,6 +59,13 @@ def removals(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str,
         keep = set(new_broker.get(key) or []) if isinstance(new_broker, dict) else set()
         return sorted({str(x) for x in old_broker.get(key) or [] if x not in keep})
 
+    # The managed result backend's server is Debian's (its unit and files stay), but a
+    # host that no longer holds it stops and disables it: nothing serves results there.
+    old_results, new_results = (old or {}).get("results"), new.get("results")
+    if isinstance(old_results, dict) and not new_results:
+        unit = str(old_results.get("unit", ""))
+        if unit == RESULTS_UNIT:  # the one unit outside qsetup-* a removal may stop
+            units.append({"unit": unit, "role": "results"})
     out: dict[str, Any] = {
         "units": sorted(units, key=lambda u: str(u["unit"])),
         "firewall": _firewall_gone(old, new),

@@ -845,10 +845,12 @@ def test_a_standby_beat_takes_over_from_a_lost_holder_and_each_slot_is_sent_once
     assert counts.twice == 0 and counts.missing_outside == 0, counts
 
     # Back to one beat: the standby's hosts lose their unit, the one host runs today's beat.
+    # And results: goes (rpc:// again): its host stops and disables the server.
     more.up_again()
 
     def one_beat(data: dict[str, Any]) -> None:
         data["beat"] = {"host": WORKERS[0]}
+        del data["results"]
 
     single = site_copy(managed, tmp_path / "single", one_beat)
     single = Site(single.inventory, single.key, dict(more.addresses), single.env)
@@ -857,4 +859,9 @@ def test_a_standby_beat_takes_over_from_a_lost_holder_and_each_slot_is_sent_once
     for host in BEAT_HOSTS:
         assert "qsetup-beat.service" not in single.qsetup_units(host), host
     assert single.unit(WORKERS[0], "qsetup-beat.service")["ActiveState"] == "active"
+    server = single.unit(RESULTS_HOST, "redis-server.service")
+    assert (server["ActiveState"], server["UnitFileState"]) == ("inactive", "disabled"), server
+    where = f"{RESULTS_HOST}:{RESULTS_PORT}"
+    assert probe(single, WORKERS[0], [(RESULTS_HOST, RESULTS_PORT)]) == {where: False}
+    assert round_trip(single) == 5  # rpc:// results again
     print(f"standby beat test: {time.monotonic() - started:.1f} s")

@@ -210,6 +210,9 @@ def test_the_plan_installs_the_server_and_the_clients_library() -> None:
     manifest = server["qsetup_manifest"]
     assert not any(f.startswith("/etc/redis") or "redis" in f for f in manifest["files"])
     assert all(u["role"] != "results" for u in manifest["units"])
+    # What it does record: the server runs here, so a host that no longer holds it stops it.
+    assert manifest["results"] == {"unit": "redis-server.service"}
+    assert "results" not in hosts["rabbit1"]["qsetup_manifest"]
     venv = next(v for v in server["qsetup_venvs"] if v["name"] == "default")
     assert any(p.startswith("redis") for p in venv["packages"])
     flower = next(v for v in hosts["rabbit1"]["qsetup_venvs"] if v["name"] == "flower")
@@ -373,3 +376,17 @@ def test_status_checks_the_backends_certificate_with_tls() -> None:
     assert tls_endpoints(inventory()) == ()
     inv = inventory(RESULTS_INVENTORY + "tls:\n  enabled: true\n")
     assert tls_endpoints(inv)[-1] == Endpoint("worker1", "10.0.0.2", 6379, "results")
+
+
+def test_a_host_that_no_longer_holds_the_backend_stops_its_server_and_keeps_its_files() -> None:
+    from qsetup.converge.removals import removals
+
+    held = {"version": 1, "units": [], "files": [], "results": {"unit": "redis-server.service"}}
+    dropped = {"version": 1, "units": [], "files": []}
+    gone = removals(held, dropped)
+    assert gone["units"] == [{"unit": "redis-server.service", "role": "results"}]
+    assert gone["files"] == [] and gone["any"] is True
+    assert removals(held, held)["units"] == []
+    # Only that unit: a manifest naming another is not obeyed.
+    other = {**held, "results": {"unit": "ssh.service"}}
+    assert removals(other, dropped)["units"] == []
