@@ -324,21 +324,17 @@ class _Renderer:
                     Artifact(host, CA_FILE, self.tls.ca_pem, 0o644, "root", "root", role, service)
                 )
 
+    def _secret_env(
+        self, host: str, path: PurePosixPath, content: str, role: Role, service: str
+    ) -> None:
+        """An environment file that holds passwords: root's only (0600)."""
+        self.out.append(
+            Artifact(host, path, content, 0o600, "root", "root", role, service, secret=True)
+        )
+
     def _worker_env(self, host: str, group: WorkerGroup, env_file: PurePosixPath, url: str) -> None:
         content = self._env_content(group, url)
-        self.out.append(
-            Artifact(
-                host,
-                env_file,
-                content,
-                0o600,
-                "root",
-                "root",
-                "worker",
-                group.unit_template,
-                secret=True,
-            )
-        )
+        self._secret_env(host, env_file, content, "worker", group.unit_template)
 
     def beat(self) -> None:
         beat = self.inv.beat
@@ -350,19 +346,7 @@ class _Renderer:
             binary = " ".join(beat_runtime(self.inv, host)[0])
             url = broker_url(self.inv, self.secrets, user.name, self.inv.app.vhost, host)
             content = self._env_content(None, url)
-            self.out.append(
-                Artifact(
-                    host,
-                    env_file,
-                    content,
-                    0o600,
-                    "root",
-                    "root",
-                    "beat",
-                    "qsetup-beat.service",
-                    secret=True,
-                )
-            )
+            self._secret_env(host, env_file, content, "beat", "qsetup-beat.service")
             self.add(
                 host,
                 UNIT_DIR / "qsetup-beat.service",
