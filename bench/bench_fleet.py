@@ -63,7 +63,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -450,6 +450,9 @@ class TaskTimes:
     by_wall: list[tuple[str, float, float, int]] = field(default_factory=list)
     plays: list[tuple[str, float]] = field(default_factory=list)
     hosts: list[tuple[str, float, float]] = field(default_factory=list)
+    # Per host: task results (every runner_on_ok/failed/skipped/unreachable event, meta
+    # tasks included: each one is a result Ansible forks or queues for that host).
+    results: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 def _union_seconds(spans: list[tuple[datetime, datetime]]) -> float:
@@ -466,6 +469,14 @@ def _union_seconds(spans: list[tuple[datetime, datetime]]) -> float:
     if current is not None:
         total += (current[1] - current[0]).total_seconds()
     return total
+
+
+RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
 
 
 def task_times(run_dir: Path) -> TaskTimes:
@@ -488,11 +499,19 @@ def task_times(run_dir: Path) -> TaskTimes:
     spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
     hosts: dict[str, set[str]] = defaultdict(set)
     play_spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    results: dict[str, Counter[str]] = defaultdict(Counter)
     host_spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
     for path in files:
         event = json.loads(path.read_text(encoding="utf-8"))
         data = event.get("event_data") or {}
-        if not event.get("event", "").startswith("runner_on_") or "duration" not in data:
+        kind = str(event.get("event", ""))
+        if kind in RESULT_EVENTS:
+            counts = results[str(data.get("host"))]
+            counts["results"] += 1
+            counts[RESULT_EVENTS[kind]] += 1
+            if kind == "runner_on_ok" and (data.get("res") or {}).get("changed"):
+                counts["changed"] += 1
+        if not kind.startswith("runner_on_") or "duration" not in data:
             continue
         if data.get("start") is None or data.get("end") is None:
             continue
@@ -523,6 +542,7 @@ def task_times(run_dir: Path) -> TaskTimes:
         sorted(rows, key=lambda r: -r[2])[:10],
         plays,
         per_host,
+        dict(results),
     )
 
 
@@ -535,6 +555,9 @@ class SizeResult:
     first_problems: list[str] = field(default_factory=list)
     noops: list[float] = field(default_factory=list)
     noop_changed: list[dict[str, int]] = field(default_factory=list)
+    # Whether each no-op deploy started ansible-playbook (no: it answered from the read,
+    # with no task result on any host).
+    noop_ansible: list[bool] = field(default_factory=list)
     statuses: list[float] = field(default_factory=list)
     healthy: list[bool] = field(default_factory=list)
     restart: float = 0.0
@@ -582,9 +605,9 @@ def run_qsetup(loaded: LoadedInventory, key: Path, rounds: int, res: SizeResult)
         took, out = qsetup(QSETUP_SET, "deploy", "--inventory", inv, "--json", timeout=900)
         res.noop_cpus.append(machine_cpu() - cpu_before)
         res.noops.append(took)
-        res.noop_changed.append(
-            {h: v["changed"] for h, v in json.loads(out)["hosts"].items() if v["changed"]}
-        )
+        noop = json.loads(out)
+        res.noop_changed.append({h: v["changed"] for h, v in noop["hosts"].items() if v["changed"]})
+        res.noop_ansible.append(bool(noop.get("ansible_ran", True)))
         took, out = qsetup(
             QSETUP_SET, "status", "--inventory", inv, "--json", ok=(0, 3), timeout=300
         )
@@ -645,6 +668,14 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _results_cell(tasks: TaskTimes | None, what: str) -> str:
+    """``min-max (median)`` of one kind of task result across the hosts of a deploy."""
+    if tasks is None or not tasks.results:
+        return "-"
+    counts = sorted(c[what] for c in tasks.results.values())
+    return f"{counts[0]}-{counts[-1]} (med {statistics.median(counts):g})"
+
+
 def report(results: list[SizeResult], rounds: int, deploy_rounds: int, qsetup_first: bool) -> None:
     order = "qsetup, then floor" if qsetup_first else "floor, then qsetup"
     print()
@@ -675,6 +706,15 @@ def report(results: list[SizeResult], rounds: int, deploy_rounds: int, qsetup_fi
     row(
         "status",
         [f"{med(r.statuses):.2f} s {med(r.statuses) / med(r.ssh):5.1f}x ssh" for r in results],
+    )
+    row(
+        "task results/host, first deploy",
+        [_results_cell(r.tasks, "results") for r in results],
+    )
+    row("  of them skipped", [_results_cell(r.tasks, "skipped") for r in results])
+    row(
+        "no-op deploy ran Ansible",
+        ["/".join("yes" if ran else "no" for ran in r.noop_ansible) or "-" for r in results],
     )
     row("rolling restart (workers)", [f"{r.restart:.1f} s" for r in results])
     row(
@@ -748,6 +788,13 @@ def report(results: list[SizeResult], rounds: int, deploy_rounds: int, qsetup_fi
             + "; ".join(f"{h} {busy:.1f} / {span:.1f} s" for h, busy, span in r.tasks.hosts[:5])
         )
         print("  plays by wall time: " + "; ".join(f"{p} {s:.1f} s" for p, s in r.tasks.plays))
+        print(
+            "  task results per host (all / skipped / changed): "
+            + "; ".join(
+                f"{h} {c['results']}/{c['skipped']}/{c['changed']}"
+                for h, c in sorted(r.tasks.results.items())
+            )
+        )
 
 
 def main() -> None:
