@@ -4,7 +4,7 @@ Whether anything on a host differs from the plan is decided by ``qsetup.converge
 (the same comparison ``deploy --check`` and status use): :func:`qsetup_converge` turns the
 preflight's read and the host's plan variables into what the roles act on, and
 :func:`qsetup_broker_apply` the broker's definitions into what ``qsetup_broker_objects``
-applies. The others format results (ping answers, journals) or pick items. They return
+applies. The others pick items or name things (a worker's exact node name). They return
 names and paths, never a secret. ``qsetup.converge`` and ``qsetup.desired.names`` import
 only the standard library and are imported on first use, so an Ansible worker that
 loads this file pays for neither pydantic nor the comparison until it runs one.
@@ -12,7 +12,6 @@ loads this file pays for neither pydantic nor the comparison until it runs one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -233,103 +232,6 @@ def qsetup_node_name(pattern: str, hostname: str) -> str:
     return expand_node_name(str(pattern), 1, str(hostname))
 
 
-def qsetup_ping_answered(stdout: str, node: str) -> bool:
-    """True when ``celery inspect ping`` output holds an OK answer from exactly ``node``."""
-    for line in str(stdout).splitlines():
-        text = line.strip()
-        if text.startswith("->"):
-            name, _, rest = text[2:].strip().partition(":")
-            if name.strip() == node and "OK" in rest:
-                return True
-    return False
-
-
-def qsetup_silent_units(ping: dict[str, Any] | None, hostname: str) -> list[dict[str, Any]]:
-    """The units whose exact node did not answer in a looped ping result."""
-    silent = []
-    for res in (ping or {}).get("results") or []:
-        if not isinstance(res, dict) or res.get("skipped") or "item" not in res:
-            continue
-        unit = res["item"]
-        node = qsetup_node_name(unit["node_pattern"], hostname)
-        if not qsetup_ping_answered(str(res.get("stdout", "")), node):
-            silent.append({**unit, "node": node})
-    return silent
-
-
-_SYSTEMD_NOISE = (
-    "Started ",
-    "Stopped ",
-    "Stopping ",
-    "Starting ",
-    "Failed to start ",
-    "Scheduled restart job",
-    "Start request repeated",
-    "Failed with result",
-    "Main process exited",
-    "Consumed ",
-    "Deactivated successfully",
-    "Failed to kill control group",
-)
-
-
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@'\"]*):[^\s@'\"]*@")
-
-
-def redact_urls(text: str) -> str:
-    """Replace the password in every ``scheme://user:password@`` with ``***``."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
-
-
-def _python_error(journal: str) -> list[str]:
-    """The last lines of a unit's journal that are not systemd's own (the Python error).
-
-    A password in a URL (Celery logs broker URLs in some warnings) is replaced by ***.
-    """
-    lines = [redact_urls(x.strip()) for x in journal.splitlines() if x.strip()]
-    ours = [x for x in lines if not any(n in x for n in _SYSTEMD_NOISE)]
-    # The last traceback's file line and exception line say what broke.
-    for i in range(len(ours) - 1, -1, -1):
-        if ours[i].startswith("Traceback"):
-            tail = ours[i:]
-            files = [x for x in tail if x.startswith('File "')]
-            return [*files[-1:], *tail[-2:]] if files else tail[-3:]
-    return ours[-4:]
-
-
-def qsetup_journal_tail(journal: dict[str, Any] | None) -> list[str]:
-    """One line per silent unit: unit, node, and the last lines its journal holds."""
-    lines = []
-    for res in (journal or {}).get("results") or []:
-        if not isinstance(res, dict) or "item" not in res:
-            continue
-        unit = res["item"]
-        tail = _python_error(str(res.get("stdout", "")))
-        lines.append(
-            f"{unit['unit']} (node {unit['node']}) does not answer ping; its journal ends: "
-            + " | ".join(tail)
-        )
-    return lines
-
-
-def qsetup_code_check_problems(check: dict[str, Any] | None) -> list[str]:
-    """One line per service whose app did not load, with the end of the Python error."""
-    problems = []
-    for res in (check or {}).get("results") or []:
-        if not isinstance(res, dict) or res.get("skipped") or "item" not in res:
-            continue
-        out = str(res.get("stdout", ""))
-        if res.get("rc") == 0 and "qsetup-app-loads" in out:
-            continue
-        unit = res["item"]
-        error = _python_error(str(res.get("stderr", "")) + "\n" + out)
-        problems.append(
-            f"the app does not load for {unit['unit']} ({unit['python']}): "
-            + (" | ".join(error) or f"exit code {res.get('rc')}")
-        )
-    return problems
-
-
 def qsetup_manifest_pending(new: dict[str, Any], removals: dict[str, Any]) -> dict[str, Any]:
     """The manifest to record before removals: the new one plus what is still to remove."""
     from qsetup.converge.removals import manifest_pending
@@ -351,8 +253,4 @@ class FilterModule:
             "qsetup_marker_files": qsetup_marker_files,
             "qsetup_units_to_restart": qsetup_units_to_restart,
             "qsetup_node_name": qsetup_node_name,
-            "qsetup_ping_answered": qsetup_ping_answered,
-            "qsetup_silent_units": qsetup_silent_units,
-            "qsetup_journal_tail": qsetup_journal_tail,
-            "qsetup_code_check_problems": qsetup_code_check_problems,
         }

@@ -293,21 +293,6 @@ def test_dropped_broker_objects_are_deleted_but_never_the_administrator() -> Non
 
 # --- exact gates (issue 10) -------------------------------------------------------
 
-PING_BOTH = """->  apt-workers-1@qs3: OK
-        pong
-->  apt-workers-1@qs2.example: OK
-        pong
-"""
-
-
-def test_ping_counts_only_the_exact_node() -> None:
-    assert filters.qsetup_ping_answered(PING_BOTH, "apt-workers-1@qs3")
-    # A neighbour with the same prefix never answers for this host.
-    assert not filters.qsetup_ping_answered(PING_BOTH, "apt-workers-1@qs2")
-    assert not filters.qsetup_ping_answered(PING_BOTH, "apt-workers-1@qs")
-    assert not filters.qsetup_ping_answered("->  w-1@qs2: ERROR\n", "w-1@qs2")
-    assert not filters.qsetup_ping_answered("Error: No nodes replied within time constraint", "w")
-
 
 def test_node_name_uses_the_hostname_the_host_reports() -> None:
     assert (
@@ -315,37 +300,6 @@ def test_node_name_uses_the_hostname_the_host_reports() -> None:
     )
     assert filters.qsetup_node_name("orders-2@%n", "web1.example.org") == "orders-2@web1"
     assert filters.qsetup_node_name("solo", "h1") == "celery@solo"
-
-
-def test_silent_units_and_their_python_error() -> None:
-    unit = {"unit": "qsetup-worker-a@1.service", "node_pattern": "a-1@%h"}
-    other = {"unit": "qsetup-worker-a@2.service", "node_pattern": "a-2@%h"}
-    ping = {
-        "results": [
-            {"item": unit, "stdout": "->  a-1@qs3: OK\n"},  # a neighbour answered, not us
-            {"item": other, "stdout": "->  a-2@qs2: OK\n"},
-            {"item": other, "skipped": True},
-        ]
-    }
-    silent = filters.qsetup_silent_units(ping, "qs2")
-    assert [s["unit"] for s in silent] == ["qsetup-worker-a@1.service"]
-    assert silent[0]["node"] == "a-1@qs2"
-    journal = "\n".join(
-        [
-            "Started qsetup-worker-a@1.service - Celery worker a #1 (proj).",
-            "Traceback (most recent call last):",
-            '  File "/usr/lib/python3/dist-packages/celery/app/utils.py", line 1, in x',
-            '  File "/opt/qsetup/apps/proj/proj/tasks.py", line 26',
-            "    def broken(:",
-            "SyntaxError: invalid syntax",
-            "qsetup-worker-a@1.service: Main process exited, code=exited, status=1/FAILURE",
-            "qsetup-worker-a@1.service: Failed with result 'exit-code'.",
-        ]
-    )
-    lines = filters.qsetup_journal_tail({"results": [{"item": silent[0], "stdout": journal}]})
-    assert len(lines) == 1
-    assert "a-1@qs2" in lines[0] and "SyntaxError: invalid syntax" in lines[0]
-    assert "proj/tasks.py" in lines[0]
 
 
 # --- converge both ways (issue 10) ------------------------------------------------

@@ -1,0 +1,101 @@
+"""Running Python as a service would run it, on the host: the app check and the ping gate.
+
+Shared by ``library/qsetup_app_check.py`` (before any restart: the app loads as each
+service will run it) and ``library/qsetup_wait_nodes.py`` (after a start: each worker
+answers ping under its own exact node name). Both run the service's interpreter under
+``systemd-run`` with the unit's user and environment file, so no password is ever on a
+command line, and both report only redacted lines: the end of a Python error or of a
+unit's journal, with the password of every URL replaced.
+
+Standard library only: it runs on the host.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Sequence
+
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@'\"]*):[^\s@'\"]*@")
+
+# Lines systemd writes into a unit's journal around the service's own output.
+_SYSTEMD_NOISE = (
+    "Started ",
+    "Stopped ",
+    "Stopping ",
+    "Starting ",
+    "Failed to start ",
+    "Scheduled restart job",
+    "Start request repeated",
+    "Failed with result",
+    "Main process exited",
+    "Consumed ",
+    "Deactivated successfully",
+    "Failed to kill control group",
+)
+
+
+def redact_urls(text: str) -> str:
+    """Replace the password in every ``scheme://user:password@`` with ``***``."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
+def python_error(output: str) -> list[str]:
+    """The last lines of a service's output that are not systemd's own (the Python error).
+
+    A password in a URL (Celery logs broker URLs in some warnings) is replaced by ***.
+    """
+    lines = [redact_urls(x.strip()) for x in output.splitlines() if x.strip()]
+    ours = [x for x in lines if not any(n in x for n in _SYSTEMD_NOISE)]
+    # The last traceback's file line and exception line say what broke.
+    for i in range(len(ours) - 1, -1, -1):
+        if ours[i].startswith("Traceback"):
+            tail = ours[i:]
+            files = [x for x in tail if x.startswith('File "')]
+            return [*files[-1:], *tail[-2:]] if files else tail[-3:]
+    return ours[-4:]
+
+
+def ping_answered(stdout: str, node: str) -> bool:
+    """True when ``celery inspect ping`` output holds an OK answer from exactly ``node``."""
+    for line in str(stdout).splitlines():
+        text = line.strip()
+        if text.startswith("->"):
+            name, _, rest = text[2:].strip().partition(":")
+            if name.strip() == node and "OK" in rest:
+                return True
+    return False
+
+
+def as_service(
+    env_file: str, user: str, argv: Sequence[str], workdir: str | None = None
+) -> list[str]:
+    """``argv`` run the way the unit runs: its user, its environment file, a scratch unit."""
+    props = [f"--property=EnvironmentFile={env_file}", f"--property=User={user}"]
+    if workdir:
+        props.append(f"--property=WorkingDirectory={workdir}")
+    return ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", *props, *argv]
+
+
+def run_all(argvs: Sequence[Sequence[str]], timeout: float) -> list[tuple[int, str, str]]:
+    """Run every command at once; each one's exit code, stdout and stderr (-1: timed out)."""
+    procs = [
+        subprocess.Popen(  # noqa: S603 - argv lists, no shell
+            list(a),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for a in argvs
+    ]
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            results.append((proc.returncode, out, err))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            results.append((-1, out, err))
+    return results
