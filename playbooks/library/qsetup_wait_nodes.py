@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: wait until each worker answers ping under its own exact node name.
+"""Ansible module: wait until each started worker answers ping as its own node, and Flower listens.
 
 After a start or a restart (celery/start.yml, celery/rolling.yml): one process per
 worker unit, all at once, each running the worker's interpreter as its user with its
@@ -8,12 +8,16 @@ environment file (so the broker password is never on a command line) and qsetup'
 answers or ``seconds`` pass. Only an answer from exactly that node counts
 (``name-N@<the hostname this host reports>``), never a neighbour's. A unit that does not
 answer fails the module with the end of its journal (the Python error, URL passwords
-replaced); nothing else of the journal leaves the host.
+replaced); nothing else of the journal leaves the host. With ``listen`` (Flower's
+address and port, when Flower was started too) it also waits until that port accepts a
+connection.
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.qsetup_units import as_service, ping_answered, python_error, run_all
@@ -36,6 +40,9 @@ options:
     description: The shim's module name (it holds the app, as the -A argument).
     type: str
     required: true
+  listen:
+    description: Flower's address and port (host, port), to wait until it listens.
+    type: dict
   seconds:
     description: How long each node may take to answer (a busy host's first start of a
       worker can take half a minute).
@@ -75,6 +82,19 @@ def journal_end(unit: str) -> list[str]:
     return python_error(out)
 
 
+def wait_listening(host: str, port: int, seconds: float) -> bool:
+    """True once ``host:port`` accepts a TCP connection, False after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+
 def main() -> None:
     """Ping every unit's node at once; fail naming each that does not answer."""
     module = AnsibleModule(
@@ -82,6 +102,7 @@ def main() -> None:
             "units": {"type": "list", "elements": "dict", "required": True},
             "nodes": {"type": "list", "elements": "str", "required": True},
             "shim": {"type": "str", "required": True},
+            "listen": {"type": "dict"},
             "seconds": {"type": "int", "default": 60},
         },
         supports_check_mode=True,
@@ -89,7 +110,7 @@ def main() -> None:
     units, nodes, seconds = module.params["units"], module.params["nodes"], module.params["seconds"]
     if len(units) != len(nodes):
         module.fail_json(msg="qsetup_wait_nodes: one node name per unit")
-    if module.check_mode or not units:
+    if module.check_mode:
         module.exit_json(changed=False, answered=[])
     argvs = [
         as_service(str(u["env_file"]), str(u["user"]),
@@ -105,6 +126,11 @@ def main() -> None:
                 f"{unit['unit']} (node {node}) does not answer ping; its journal ends: "
                 + " | ".join(journal_end(str(unit["unit"])))
             )
+    listen = module.params.get("listen")
+    if listen and not wait_listening(str(listen["host"]), int(listen["port"]), seconds):
+        silent.append(
+            f"Flower does not listen on {listen['host']}:{listen['port']} after {seconds} s"
+        )
     if silent:
         module.fail_json(msg="; ".join(silent), silent=silent)
     module.exit_json(changed=False, answered=list(nodes))

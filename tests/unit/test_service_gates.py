@@ -166,3 +166,26 @@ def test_the_ping_gate_waits_for_each_exact_node_and_reports_a_silent_ones_journ
     (line,) = failed["silent"]
     assert line.startswith("a@2.service (node a-2@qs2) does not answer ping; its journal ends: ")
     assert line.endswith("SyntaxError: invalid syntax")
+
+
+def test_the_gate_waits_for_flower_to_listen(host: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        ok = _run(
+            monkeypatch,
+            wait,
+            {"units": [], "nodes": [], "shim": "s", "seconds": 2,
+             "listen": {"host": "127.0.0.1", "port": port}},
+        )  # fmt: skip
+        assert ok == {"changed": False, "answered": []}
+    failed = _run(
+        monkeypatch,
+        wait,
+        {"units": [], "nodes": [], "shim": "s", "seconds": 1,
+         "listen": {"host": "127.0.0.1", "port": port}},
+    )  # fmt: skip
+    assert failed["msg"] == f"Flower does not listen on 127.0.0.1:{port} after 1 s"
