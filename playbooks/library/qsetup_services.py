@@ -10,7 +10,9 @@ reloads its unit files when they changed, units that hit their start limit are r
 and every unit that is not enabled and active is enabled and started, with one
 ``systemctl`` call each for the reading, the enabling and the starting. The result
 names the units this call enabled or started (``started``): those run the new code
-already, and the start play waits for them to answer ping.
+already, and the start play waits for them to answer ping. The broker's handler
+also uses it to restart epmd and RabbitMQ together (``restart``) when epmd's
+addresses changed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ options:
     type: list
     elements: str
     default: []
+  restart:
+    description: >-
+      Units to restart together, after the reload, in one systemctl call (one
+      transaction: systemd orders their stops and starts by their dependencies).
+    type: list
+    elements: str
+    default: []
+  no_block:
+    description: Queue the restart and the starts without waiting for them to finish.
+    type: bool
+    default: false
   units:
     description: Units to ensure enabled and active.
     type: list
@@ -90,6 +103,8 @@ def main() -> None:
             "code_dir": {"type": "str", "required": False, "default": None},
             "daemon_reload": {"type": "bool", "default": False},
             "reset_failed": {"type": "list", "elements": "str", "default": []},
+            "restart": {"type": "list", "elements": "str", "default": []},
+            "no_block": {"type": "bool", "default": False},
             "units": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
@@ -113,6 +128,19 @@ def main() -> None:
     if params["reset_failed"] and not check:
         # Only clears a failed state; a unit that is not failed makes it complain: ignored.
         module.run_command(["systemctl", "reset-failed", "--", *params["reset_failed"]])
+    block = ["--no-block"] if params["no_block"] else []
+    if params["restart"]:
+        result["changed"] = True
+        if not check:
+            rc, _out, err = module.run_command(
+                ["systemctl", *block, "restart", "--", *params["restart"]]
+            )
+            if rc != 0:
+                module.fail_json(
+                    msg=f"Unable to restart {', '.join(params['restart'])}: "
+                    f"{_last_line(err, 'failed')}",
+                    **result,
+                )
     units: list[str] = params["units"]
     if units:
         rc, out, err = module.run_command(
@@ -131,7 +159,7 @@ def main() -> None:
                     **result,
                 )
         if not check and start:
-            rc, _out, err = module.run_command(["systemctl", "start", "--", *start])
+            rc, _out, err = module.run_command(["systemctl", *block, "start", "--", *start])
             if rc != 0:
                 failed = [
                     u
