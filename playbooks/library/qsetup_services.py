@@ -43,13 +43,15 @@ options:
     default: []
   restart:
     description: >-
-      Units to restart together, after the reload, in one systemctl call (one
-      transaction: systemd orders their stops and starts by their dependencies).
+      Units to restart after the reload: stopped one after another in the order given
+      (each waits for the one before it to be down), then started in one call (systemd
+      orders the starts by their dependencies). A unit that still needs another while
+      it stops comes before it.
     type: list
     elements: str
     default: []
   no_block:
-    description: Queue the restart and the starts without waiting for them to finish.
+    description: Queue the starts without waiting for them to finish (stops always wait).
     type: bool
     default: false
   units:
@@ -96,6 +98,20 @@ def _last_line(text: str, default: str) -> str:
     return lines[-1].strip() if lines else default
 
 
+def restart_in_order(module: Any, units: list[str], block: list[str], result: Any) -> None:
+    """Stop ``units`` one at a time in the order given, then start them in one call."""
+    for unit in units:
+        rc, _out, err = module.run_command(["systemctl", "stop", "--", unit])
+        if rc != 0:
+            module.fail_json(msg=f"Unable to stop {unit}: {_last_line(err, 'failed')}", **result)
+    rc, _out, err = module.run_command(["systemctl", *block, "start", "--", *reversed(units)])
+    if rc != 0:
+        module.fail_json(
+            msg=f"Unable to start {', '.join(reversed(units))}: {_last_line(err, 'failed')}",
+            **result,
+        )
+
+
 def main() -> None:
     """Swap, reload, reset, enable and start; report the units enabled or started."""
     module = AnsibleModule(
@@ -132,15 +148,7 @@ def main() -> None:
     if params["restart"]:
         result["changed"] = True
         if not check:
-            rc, _out, err = module.run_command(
-                ["systemctl", *block, "restart", "--", *params["restart"]]
-            )
-            if rc != 0:
-                module.fail_json(
-                    msg=f"Unable to restart {', '.join(params['restart'])}: "
-                    f"{_last_line(err, 'failed')}",
-                    **result,
-                )
+            restart_in_order(module, params["restart"], block, result)
     units: list[str] = params["units"]
     if units:
         rc, out, err = module.run_command(
