@@ -44,7 +44,8 @@ def qsetup_converge(
     ``broker_blank`` (a cluster node whose host has no RabbitMQ yet),
     ``hosts_block`` (the cluster's lines in /etc/hosts, None for none) with
     ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
-    ``converge.removals``), ``firewall`` (the rulesets to load, see :func:`_firewall`),
+    ``converge.removals``), ``epmd`` (its drop-in, see :func:`_epmd`), ``firewall``
+    (the rulesets to load, see :func:`_firewall`),
     ``results_restart`` (the managed result backend's files, unit or users differ)
     and ``differences`` (one line each, no secret).
     """
@@ -91,6 +92,7 @@ def qsetup_converge(
         "hosts_block": hosts_block(target, facts.hosts_block),
         "hosts_block_stale": hosts_block_difference(target, facts) is not None,
         "removals": gone,
+        "epmd": _epmd(target, facts),
         "firewall": _firewall(target, facts, gone),
         "results_restart": target.results is not None
         and (
@@ -99,6 +101,33 @@ def qsetup_converge(
             or bool(results_differences(target, facts, hv.get("qsetup_secret_values") or {}))
         ),
         "differences": [d.line for d in differences if d.fixable],
+    }
+
+
+def _epmd(target: Any, facts: Any) -> dict[str, Any]:
+    """Epmd's drop-in on a broker node: ``file`` to install (None: current or not here).
+
+    ``refusal`` names why the host cannot be deployed (its name is another host's address),
+    None when it can; ``file`` is an entry for ``qsetup_files`` (with its content).
+    """
+    from qsetup.converge.compare import EPMD_MODE, epmd_differences, epmd_dropin
+    from qsetup.desired.epmd import DROPIN_PATH
+
+    found = epmd_differences(target, facts)
+    refusal = next((d.detail for d in found if d.fix == "refuse"), None)
+    content = epmd_dropin(target, facts)
+    stale = any(d.kind == "file" for d in found)
+    return {
+        "refusal": refusal,
+        "file": {
+            "dest": DROPIN_PATH,
+            "content": content,
+            "owner": "root",
+            "group": "root",
+            "mode": EPMD_MODE,
+        }
+        if stale and content is not None
+        else None,
     }
 
 

@@ -10,7 +10,9 @@ reloads its unit files when they changed, units that hit their start limit are r
 and every unit that is not enabled and active is enabled and started, with one
 ``systemctl`` call each for the reading, the enabling and the starting. The result
 names the units this call enabled or started (``started``): those run the new code
-already, and the start play waits for them to answer ping.
+already, and the start play waits for them to answer ping. The broker's handler
+also uses it to restart epmd and RabbitMQ together (``restart``) when epmd's
+addresses changed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ options:
     type: list
     elements: str
     default: []
+  restart:
+    description: >-
+      Units to restart after the reload: stopped one after another in the order given
+      (each waits for the one before it to be down), then started in one call (systemd
+      orders the starts by their dependencies). A unit that still needs another while
+      it stops comes before it.
+    type: list
+    elements: str
+    default: []
+  no_block:
+    description: Queue the starts without waiting for them to finish (stops always wait).
+    type: bool
+    default: false
   units:
     description: Units to ensure enabled and active.
     type: list
@@ -83,6 +98,20 @@ def _last_line(text: str, default: str) -> str:
     return lines[-1].strip() if lines else default
 
 
+def restart_in_order(module: Any, units: list[str], block: list[str], result: Any) -> None:
+    """Stop ``units`` one at a time in the order given, then start them in one call."""
+    for unit in units:
+        rc, _out, err = module.run_command(["systemctl", "stop", "--", unit])
+        if rc != 0:
+            module.fail_json(msg=f"Unable to stop {unit}: {_last_line(err, 'failed')}", **result)
+    rc, _out, err = module.run_command(["systemctl", *block, "start", "--", *reversed(units)])
+    if rc != 0:
+        module.fail_json(
+            msg=f"Unable to start {', '.join(reversed(units))}: {_last_line(err, 'failed')}",
+            **result,
+        )
+
+
 def main() -> None:
     """Swap, reload, reset, enable and start; report the units enabled or started."""
     module = AnsibleModule(
@@ -90,6 +119,8 @@ def main() -> None:
             "code_dir": {"type": "str", "required": False, "default": None},
             "daemon_reload": {"type": "bool", "default": False},
             "reset_failed": {"type": "list", "elements": "str", "default": []},
+            "restart": {"type": "list", "elements": "str", "default": []},
+            "no_block": {"type": "bool", "default": False},
             "units": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
@@ -113,6 +144,11 @@ def main() -> None:
     if params["reset_failed"] and not check:
         # Only clears a failed state; a unit that is not failed makes it complain: ignored.
         module.run_command(["systemctl", "reset-failed", "--", *params["reset_failed"]])
+    block = ["--no-block"] if params["no_block"] else []
+    if params["restart"]:
+        result["changed"] = True
+        if not check:
+            restart_in_order(module, params["restart"], block, result)
     units: list[str] = params["units"]
     if units:
         rc, out, err = module.run_command(
@@ -131,7 +167,7 @@ def main() -> None:
                     **result,
                 )
         if not check and start:
-            rc, _out, err = module.run_command(["systemctl", "start", "--", *start])
+            rc, _out, err = module.run_command(["systemctl", *block, "start", "--", *start])
             if rc != 0:
                 failed = [
                     u

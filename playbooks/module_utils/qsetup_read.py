@@ -466,6 +466,41 @@ def read_firewall(run: Run, table: str, path: str) -> dict[str, Any]:
     return out
 
 
+def is_own_address(address: str) -> bool:
+    """Whether this host holds ``address`` (loopback, or on one of its interfaces).
+
+    Binding a socket to it answers that without parsing ``ip``: the kernel refuses an
+    address that is not the host's (EADDRNOTAVAIL).
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((address, 0))
+    except OSError:
+        return False
+    return True
+
+
+def read_name_addresses(hostname: str) -> dict[str, Any]:
+    """What the host's short name resolves to here (IPv4, as ``rabbitmqctl`` asks epmd).
+
+    ``name`` is the short hostname (RabbitMQ's node is ``rabbit@<name>``), ``addresses``
+    every IPv4 address the resolver returns for it (empty: it does not resolve), and
+    ``own`` those of them this host holds.
+    """
+    name = hostname.split(".")[0]
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        infos = []
+    addresses = sorted({str(info[4][0]) for info in infos})
+    return {
+        "name": name,
+        "addresses": addresses,
+        "own": [a for a in addresses if is_own_address(a)],
+    }
+
+
 def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     """Read the host as ``params`` ask (all optional but ``releases``).
 
@@ -481,7 +516,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
     exist), ``dists`` ({prefix, name}: versions), ``deb_versions`` (packages),
     ``firewall`` (table, path: see :func:`read_firewall`), ``results`` (address, port,
     tls, user, password: the result backend, see :func:`read_results`), ``beat_log``
-    (a standby beat's lock and sends, see :func:`read_beat_log`).
+    (a standby beat's lock and sends, see :func:`read_beat_log`), ``name_addresses``
+    (what the host's own name resolves to, see :func:`read_name_addresses`).
     """
     result: dict[str, Any] = {"changed": False, "problems": [], "manifest": {}}
     if params.get("manifest"):
@@ -533,6 +569,8 @@ def read_host(params: dict[str, Any], run: Run) -> dict[str, Any]:
         os_release = {}
         result["problems"].append(f"cannot read /etc/os-release ({exc.strerror})")
     result["hostname"] = Path("/proc/sys/kernel/hostname").read_text(encoding="utf-8").strip()
+    if params.get("name_addresses"):
+        result["name_addresses"] = read_name_addresses(result["hostname"])
     release = os_release.get("VERSION_CODENAME", "")
     result["release"] = release
     result["pretty_name"] = os_release.get("PRETTY_NAME", release or "an unknown system")

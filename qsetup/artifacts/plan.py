@@ -22,6 +22,7 @@ from qsetup.artifacts.readparams import read_params
 from qsetup.artifacts.render import Artifact
 from qsetup.desired.beat import REDBEAT_PIP
 from qsetup.desired.broker import permission_vars, policy_vars, topic_permission_vars
+from qsetup.desired.epmd import DROPIN_PATH, epmd_addresses
 from qsetup.desired.firewall import PACKAGE as FIREWALL_PACKAGE
 from qsetup.desired.firewall import firewall_rules
 from qsetup.desired.results import (
@@ -345,6 +346,7 @@ def build_ansible_inventory(
     roles = {_ROLE_OF_PART[p] for p in selected} | {"firewall"}
     endpoints = ssh_endpoints(inv, inventory_path)
     manifests = host_manifests(inv, artifacts)
+    epmd = epmd_addresses(inv)
     hosts: dict[str, Any] = {}
     for name, plan in plans.items():
         arts = [a for a in artifacts if a.host == name and a.role in roles]
@@ -357,6 +359,8 @@ def build_ansible_inventory(
             apps = str(code_dir(inv).parent)
             plan.dirs[apps] = {"path": apps, "owner": "root", "group": "root", "mode": "0755"}
         watched = [str(a.path) for a in arts]
+        if plan.broker:
+            watched.append(DROPIN_PATH)
         watched += [d for d in plan.dirs]
         watched += [v["marker"] for v in plan.venvs.values()]
         if plan.ship_code:
@@ -380,6 +384,8 @@ def build_ansible_inventory(
                 "qsetup_ship_code": plan.ship_code,
                 "qsetup_is_broker": plan.broker,
                 "qsetup_is_broker_primary": plan.broker and name == inv.broker.host,
+                # Where epmd listens, before the host's own name is read (see desired.epmd).
+                "qsetup_epmd": list(epmd[name]) if plan.broker else None,
                 "qsetup_min_versions": _min_versions(inv, name) if "workers" in selected else [],
                 # Port -> allowed sources (the qsetup_firewall module loads it rendered).
                 "qsetup_firewall": (

@@ -89,6 +89,8 @@ def read_params(
     if broker:
         params["hosts_marker"] = str(common["qsetup_hosts_marker"])
         params["rabbit_data"] = {"dir": RABBIT_DATA_DIR, "needs": dict(RABBIT_DATA_NEEDS)}
+        # What rabbit@<short hostname> resolves to there: epmd must listen on it.
+        params["name_addresses"] = True
         if admin_password is not None:
             wanted = common["qsetup_broker"]
             params["broker_api"] = {

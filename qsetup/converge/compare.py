@@ -18,7 +18,8 @@ from qsetup.converge.broker import broker_changes, compare_definitions, fixable,
 from qsetup.converge.facts import FileFact, HostFacts, UnitFact
 from qsetup.converge.removals import manifest_pending, removals
 from qsetup.converge.target import DirTarget, FileTarget, HostTarget, VenvTarget, hosts_block
-from qsetup.desired.firewall import RULESET_PATH, UNIT_PATH
+from qsetup.desired.epmd import DROPIN_PATH, bind_addresses, render_dropin
+from qsetup.desired.firewall import RULESET_PATH, UNIT_PATH, sha1
 from qsetup.desired.results import password_hash
 
 LEAVE = "leave"
@@ -374,6 +375,56 @@ def hosts_block_difference(target: HostTarget, facts: HostFacts) -> Difference |
     return Difference(target.host, "hosts_block", obj, detail, "write")
 
 
+EPMD_MODE = "0644"
+
+
+def epmd_dropin(target: HostTarget, facts: HostFacts) -> str | None:
+    """The drop-in that binds epmd on this broker node (None: not a broker node here).
+
+    Loopback and, in a cluster, the node's address (the plan's), then what the host's
+    name resolves to that is the host's own (the read's): ``rabbitmqctl`` asks epmd there.
+    """
+    if target.epmd is None:
+        return None
+    return render_dropin(epmd_bind(target, facts))
+
+
+def epmd_differences(target: HostTarget, facts: HostFacts) -> list[Difference]:
+    """The epmd drop-in: a refusal when the host's name is not the host's, else its file.
+
+    A name that resolves to another host's address would leave ``rabbitmqctl`` asking that
+    host's epmd (and the node unreachable by name): deploy refuses before touching it.
+    """
+    content = epmd_dropin(target, facts)
+    if content is None:
+        return []
+    names = facts.name_addresses
+    if names is not None and names.foreign:
+        detail = (
+            f"its name {names.name} resolves to {', '.join(names.foreign)}, not an address "
+            f"of this host (rabbitmqctl reaches rabbit@{names.name} there); map {names.name} "
+            "to 127.0.1.1 or to this host's address in its /etc/hosts; deploy refuses this host"
+        )
+        return [Difference(target.host, "preflight", "host", detail, "refuse")]
+    now = facts.files.get(DROPIN_PATH)
+    if now is None:
+        detail = "missing (epmd listens on every address); run qsetup deploy"
+    elif now.checksum != sha1(content):
+        bind = ", ".join(epmd_bind(target, facts))
+        detail = f"content differs from what qsetup renders (epmd on {bind}); run qsetup deploy"
+    elif not _same_meta(now, EPMD_MODE, "root", "root"):
+        detail = _meta(now, EPMD_MODE, "root", "root")
+    else:
+        return []
+    return [Difference(target.host, "file", DROPIN_PATH, detail, "install")]
+
+
+def epmd_bind(target: HostTarget, facts: HostFacts) -> tuple[str, ...]:
+    """The addresses the epmd socket listens on (see :func:`epmd_dropin`)."""
+    names = facts.name_addresses
+    return bind_addresses(target.epmd or (), names.own if names else ())
+
+
 RESULTS_OBJECT = "result backend"
 
 
@@ -475,6 +526,7 @@ def compare_host(
     firewall = firewall_difference(target, facts)
     return (
         *refused,
+        *epmd_differences(target, facts),
         *_account_differences(target, facts),
         *_file_differences(target, facts),
         *_unit_differences(target, facts, gone, siblings),

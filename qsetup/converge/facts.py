@@ -207,6 +207,33 @@ class ResultsFact:
 
 
 @dataclass(frozen=True)
+class NameAddresses:
+    """What the host's short name (RabbitMQ's ``rabbit@<name>``) resolves to on the host."""
+
+    name: str
+    addresses: tuple[str, ...]
+    """Every IPv4 address the host's resolver returns for it (none: it does not resolve)."""
+    own: tuple[str, ...]
+    """Those of them the host holds (loopback, or on one of its interfaces)."""
+
+    @property
+    def foreign(self) -> tuple[str, ...]:
+        """The addresses it resolves to that are not the host's."""
+        return tuple(a for a in self.addresses if a not in self.own)
+
+    @classmethod
+    def from_read(cls, data: object) -> NameAddresses | None:
+        """From the read's ``name_addresses`` entry (None: the read did not look)."""
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            name=str(data.get("name") or ""),
+            addresses=tuple(str(a) for a in data.get("addresses") or ()),
+            own=tuple(str(a) for a in data.get("own") or ()),
+        )
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """Everything the one read found on a host."""
 
@@ -243,6 +270,8 @@ class HostFacts:
     dists: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
     """(prefix, distribution) -> installed version."""
     deb_versions: Mapping[str, str | None] = field(default_factory=dict)
+    name_addresses: NameAddresses | None = None
+    """What the host's own name resolves to there (read on broker nodes)."""
 
     def unit(self, name: str) -> UnitFact:
         """The unit's facts (``unknown`` states when the read did not report it)."""
@@ -307,4 +336,5 @@ class HostFacts:
                 if isinstance(d, dict)
             },
             deb_versions=dict(data.get("deb_versions") or {}),
+            name_addresses=NameAddresses.from_read(data.get("name_addresses")),
         )

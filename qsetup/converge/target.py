@@ -135,6 +135,8 @@ class HostTarget:
     firewall: FirewallTarget | None = None
     results: ResultsTarget | None = None
     """The managed result backend, on its host."""
+    epmd: tuple[str, ...] | None = None
+    """On a broker node, where epmd listens besides what the host's name resolves to."""
 
     @classmethod
     def from_plan(
@@ -212,6 +214,9 @@ class HostTarget:
             manifest=dict(hv.get("qsetup_manifest") or {}),
             firewall=FirewallTarget.from_plan(firewall) if firewall is not None else None,
             results=ResultsTarget.from_plan(common["qsetup_results"]) if is_results else None,
+            epmd=tuple(str(a) for a in hv["qsetup_epmd"])
+            if is_broker and hv.get("qsetup_epmd") is not None
+            else None,
         )
 
 

@@ -560,6 +560,19 @@ def _check_firewall(inv: Inventory, problems: Problems) -> None:
                     "address; give the host's IP address here",
                 )
             )
+    if inv.broker.cluster is not None and not inv.firewall.enabled:
+        for name in inv.broker.hosts:
+            address = inv.hosts[name].address if name in inv.hosts else "0.0.0.0"  # noqa: S104
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                problems.append(
+                    (
+                        ("hosts", name, "address"),
+                        f"{address} is a DNS name, but a cluster node's epmd and /etc/hosts "
+                        "lines need its IP address; give the host's IP address here",
+                    )
+                )
     if not inv.firewall.enabled:
         return
     for name, host in inv.hosts.items():

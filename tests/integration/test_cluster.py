@@ -278,7 +278,19 @@ def test_the_firewall_lets_each_host_reach_only_its_ports(site: Site) -> None:
         *(f"{n}:{p}" for n in BROKERS for p in (5672, 15672)),
         f"{BROKERS[0]}:{FLOWER_PORT}",
     }, seen
-    print(f"\nfirewall probes: {time.monotonic() - started:.1f} s")
+    # epmd listens on loopback and the node's address only (the sandbox's /etc/hosts maps
+    # the node's name to that address), and rabbitmqctl still reaches the node by name.
+    for node in BROKERS:
+        out = site.ssh(
+            node,
+            "ss -ltnH 'sport = :4369' | awk '{print $4}'; rabbitmqctl -q status >/dev/null "
+            "&& echo rabbitmqctl-ok",
+            check=True,
+        ).stdout.split()
+        assert sorted(out) == sorted(
+            ["127.0.0.1:4369", f"{site.addresses[node]}:4369", "rabbitmqctl-ok"]
+        ), (node, out)
+    print(f"\nfirewall probes and epmd's sockets: {time.monotonic() - started:.1f} s")
 
 
 def test_a_deleted_table_is_named_by_status_and_the_next_deploy_restores_it(site: Site) -> None:

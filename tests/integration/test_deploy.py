@@ -124,6 +124,18 @@ def test_guest_cannot_log_in(deployed: Deployed) -> None:
     assert "guest" not in users.stdout.split()
 
 
+def test_epmd_listens_only_on_loopback_and_what_the_nodes_name_resolves_to(
+    deployed: Deployed,
+) -> None:
+    # A single node needs no outside address; the sandbox's /etc/hosts maps the host's
+    # name to its address, where rabbitmqctl (above) asks epmd for rabbit@<name>.
+    node = deployed.loaded.inventory.broker.host
+    out = deployed.site.ssh(node, "ss -ltnH 'sport = :4369' | awk '{print $4}'")
+    assert sorted(out.stdout.split()) == sorted(
+        ["127.0.0.1:4369", f"{deployed.address(node)}:4369"]
+    ), out.stdout
+
+
 def test_a_vhost_user_cannot_publish_to_another_vhost(deployed: Deployed) -> None:
     from kombu import Connection
 

@@ -48,7 +48,14 @@ class Systemd:
 
 class FakeModule:
     def __init__(self, params: dict[str, Any], host: Systemd, check: bool = False) -> None:
-        self.params = {"code_dir": None, "daemon_reload": False, "reset_failed": [], **params}
+        self.params = {
+            "code_dir": None,
+            "daemon_reload": False,
+            "reset_failed": [],
+            "restart": [],
+            "no_block": False,
+            **params,
+        }
         self.check_mode = check
         self.host = host
         self.result: dict[str, Any] = {}

@@ -201,6 +201,8 @@ def as_deployed(target: Any, secrets: Mapping[str, str]) -> dict[str, Any]:
     passwords hashed from ``secrets``).
     """
     from qsetup.converge.removals import manifest_pending, removals
+    from qsetup.desired.epmd import DROPIN_PATH, bind_addresses, render_dropin
+    from qsetup.desired.firewall import sha1
 
     files: list[dict[str, Any]] = []
 
@@ -214,6 +216,10 @@ def as_deployed(target: Any, secrets: Mapping[str, str]) -> dict[str, Any]:
         entry(f.dest, f.mode, f.owner, f.group, False, f.checksum)
     for v in target.venvs:
         entry(v.marker, "0644", "root", "root", False, v.marker_sum)
+    if target.epmd is not None:
+        # Debian's /etc/hosts maps the host's name to 127.0.1.1: epmd listens there too.
+        dropin = render_dropin(bind_addresses(target.epmd, ["127.0.1.1"]))
+        entry(DROPIN_PATH, "0644", "root", "root", False, sha1(dropin))
     if target.code_dir is not None:
         entry(f"{target.code_dir}.tar", "0644", "root", "root", False, target.code_sum)
         entry(target.code_dir, "0755", "root", "root", True, None)
@@ -238,6 +244,12 @@ def as_deployed(target: Any, secrets: Mapping[str, str]) -> dict[str, Any]:
         "dists": [],
         "deb_versions": {},
     }
+    if target.epmd is not None:
+        read["name_addresses"] = {
+            "name": target.host,
+            "addresses": ["127.0.1.1"],
+            "own": ["127.0.1.1"],
+        }
     if target.broker is not None:
         b = target.broker
         read["definitions"] = {
