@@ -77,6 +77,13 @@ def test_demo_topology_deploys_on_trixie(trixie: Site) -> None:
     left = {name for name, (state, stability) in flags.items()
             if stability == "stable" and state != "enabled"}  # fmt: skip
     assert left == set(), left
+    # epmd (RabbitMQ 4.0's Erlang 27 on trixie) listens on loopback and where the node's
+    # name resolves (the sandbox maps it to the host's address) only; rabbitmqctl, which
+    # asks epmd there, answered above.
+    epmd = trixie.ssh(broker, "ss -ltnH 'sport = :4369' | awk '{print $4}'", check=True).stdout
+    assert sorted(epmd.split()) == sorted(
+        ["127.0.0.1:4369", f"{trixie.addresses[broker]}:4369"]
+    ), epmd
     loaded = trixie.loaded()
     seen = {send_task(loaded, "proj.tasks.add", (2, 3), timeout=60).result for _ in range(3)}
     assert seen == {5}
