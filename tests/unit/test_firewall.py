@@ -478,3 +478,23 @@ def test_every_call_of_the_read_module_gives_its_parameters_whole() -> None:
     assert all(
         args <= {"params", "broker_api", "results_api"} and "params" in args for _, args in calls
     ), calls
+
+
+def test_a_cluster_nodes_dns_name_is_refused_with_the_firewall_off(
+    write_inventory: WriteInventory,
+) -> None:
+    # /etc/hosts lines and epmd's ListenStream need the node's IP address.
+    text = CLUSTER.replace("mq2: {address: 10.0.0.2}", "mq2: {address: mq2.example.org}")
+    text = text.replace("firewall:\n  enabled: true", "firewall:\n  enabled: false")
+    path = write_inventory(text, BASE_SECRETS)
+    with pytest.raises(QsetupError) as caught:
+        load_inventory(path)
+    lines = caught.value.lines()
+    assert len(lines) == 1, lines
+    assert (
+        "hosts.mq2.address: mq2.example.org is a DNS name, but a cluster node's epmd" in (lines[0])
+    ), lines
+    # A worker host may still be given by name when the firewall is off.
+    worker = CLUSTER.replace("w1: {address: 10.0.1.1}", "w1: {address: w1.example.org}")
+    worker = worker.replace("firewall:\n  enabled: true", "firewall:\n  enabled: false")
+    load_inventory(write_inventory(worker, BASE_SECRETS))
