@@ -37,8 +37,9 @@ specs, apt lists refreshed only when older than a day (qsetup's apt task), Rabbi
 configured before its one start, workers started once their broker user exists. It
 leaves out what qsetup adds around that: its own broker administrator (the floor uses
 guest from the broker host, then deletes it), systemd hardening in the units and the
-``qsetup_celery`` shim (the floor runs ``-A <module>`` directly), the manifest, venv
-markers, the staged code swap after an import check, the preflight reads, and the
+``qsetup_celery`` shim (the floor runs ``-A <module>`` directly), the nftables firewall
+on the broker and Flower hosts (the inventory ``sandbox up`` writes turns it on), the
+manifest, venv markers, the staged code swap after an import check, the preflight reads, and the
 per-host ping wait (the floor pings every node once, from here).
 
 Topology: 3 hosts are the demo (broker + Flower, an apt worker host, a pip worker host);
@@ -226,6 +227,9 @@ def fresh_sandbox(hosts: HostSet, size: int, work: Path) -> LoadedInventory:
     data = yaml.safe_load(inventory.read_text(encoding="utf-8"))
     data["broker"]["host"] = topo.broker
     data["flower"]["host"] = topo.flower
+    # The end-state check scrapes Prometheus from this machine, as it reads the broker:
+    # qsetup's firewall lets it through like `broker.allow_from` (sandbox up's: the bridge).
+    data["broker"]["metrics_allow_from"] = list(data["broker"].get("allow_from") or [])
     for group in data["workers"]:
         group["hosts"] = list(topo.apt if group["install"] == "apt" else topo.pip)
     inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
