@@ -81,9 +81,8 @@ def test_demo_topology_deploys_on_trixie(trixie: Site) -> None:
     # name resolves (the sandbox maps it to the host's address) only; rabbitmqctl, which
     # asks epmd there, answered above.
     epmd = trixie.ssh(broker, "ss -ltnH 'sport = :4369' | awk '{print $4}'", check=True).stdout
-    assert sorted(epmd.split()) == sorted(
-        ["127.0.0.1:4369", f"{trixie.addresses[broker]}:4369"]
-    ), epmd
+    expected = ["127.0.0.1:4369", f"{trixie.addresses[broker]}:4369"]
+    assert sorted(epmd.split()) == sorted(expected), epmd
     loaded = trixie.loaded()
     seen = {send_task(loaded, "proj.tasks.add", (2, 3), timeout=60).result for _ in range(3)}
     assert seen == {5}
