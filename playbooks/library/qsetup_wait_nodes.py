@@ -79,7 +79,8 @@ def journal_end(unit: str) -> list[str]:
         text=True,
         check=False,
     ).stdout
-    return python_error(out)
+    lines: list[str] = python_error(out)
+    return lines
 
 
 def wait_listening(host: str, port: int, seconds: float) -> bool:
