@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from unitdata import playbook_module
+from unitdata import FakeModule, playbook_module, run_module
 
 wait: Any = playbook_module("library/qsetup_job_wait.py")
 
@@ -30,30 +30,8 @@ def test_a_half_written_file_is_read_again_later(tmp_path: Path) -> None:
     assert wait.read_job(job) is None
 
 
-class _Exit(Exception):
-    pass
-
-
-class FakeModule:
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
-        self.result: dict[str, Any] = {}
-
-    def exit_json(self, **result: Any) -> None:
-        self.result = result
-        raise _Exit
-
-    def fail_json(self, **result: Any) -> None:
-        self.result = {"failed": True, **result}
-        raise _Exit
-
-
 def _main(monkeypatch: pytest.MonkeyPatch, params: dict[str, Any]) -> FakeModule:
-    module = FakeModule(params)
-    monkeypatch.setattr(wait, "AnsibleModule", lambda **_kw: module)
-    with pytest.raises((_Exit, SystemExit)):
-        wait.main()
-    return module
+    return run_module(monkeypatch, wait, params)
 
 
 def test_still_running_after_wait_answers_not_finished(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from unitdata import playbook_module
+from unitdata import playbook_module, run_module
 
 units: Any = playbook_module("module_utils/qsetup_units.py")
 check: Any = playbook_module("library/qsetup_app_check.py")
@@ -62,31 +62,8 @@ def test_url_passwords_never_leave_in_an_error() -> None:
     assert "S3cr" not in line and "amqps://proj:***@10.0.0.1" in line
 
 
-class _Exit(Exception):
-    pass
-
-
-class FakeModule:
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
-        self.check_mode = False
-        self.result: dict[str, Any] = {}
-
-    def exit_json(self, **result: Any) -> None:
-        self.result = result
-        raise _Exit
-
-    def fail_json(self, **result: Any) -> None:
-        self.result = {"failed": True, **result}
-        raise _Exit
-
-
 def _run(monkeypatch: pytest.MonkeyPatch, mod: Any, params: dict[str, Any]) -> dict[str, Any]:
-    module = FakeModule(params)
-    monkeypatch.setattr(mod, "AnsibleModule", lambda **_kw: module)
-    with pytest.raises(_Exit):
-        mod.main()
-    return module.result
+    return run_module(monkeypatch, mod, params).result
 
 
 def _script(path: Path, body: str) -> str:

@@ -286,3 +286,35 @@ def as_deployed(target: Any, secrets: Mapping[str, str]) -> dict[str, Any]:
             {"name": f"rabbit@n{i}", "running": True} for i in range(target.cluster_size)
         ]
     return read
+
+
+class ModuleExit(Exception):
+    """Raised by :class:`FakeModule` where AnsibleModule would exit the process."""
+
+
+class FakeModule:
+    """AnsibleModule's face to a module under test: its params, and what it exits with."""
+
+    def __init__(self, params: dict[str, Any], check_mode: bool = False) -> None:
+        self.params = params
+        self.check_mode = check_mode
+        self.result: dict[str, Any] = {}
+
+    def exit_json(self, **result: Any) -> None:
+        self.result = result
+        raise ModuleExit
+
+    def fail_json(self, **result: Any) -> None:
+        self.result = {"failed": True, **result}
+        raise ModuleExit
+
+
+def run_module(monkeypatch: Any, module: Any, params: dict[str, Any]) -> FakeModule:
+    """Run ``module.main()`` (a file of library/) with ``params``; the fake it exited through."""
+    import pytest
+
+    fake = FakeModule(params)
+    monkeypatch.setattr(module, "AnsibleModule", lambda **_kw: fake)
+    with pytest.raises((ModuleExit, SystemExit)):
+        module.main()
+    return fake
