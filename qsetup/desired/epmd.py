@@ -26,10 +26,7 @@ if TYPE_CHECKING:
     from qsetup.inventory.model import Inventory
 
 EPMD_PORT = 4369
-EPMD_SOCKET = "epmd.socket"
-EPMD_SERVICE = "epmd.service"
-DROPIN_DIR = f"/etc/systemd/system/{EPMD_SOCKET}.d"
-DROPIN_PATH = f"{DROPIN_DIR}/qsetup-bind.conf"
+DROPIN_PATH = "/etc/systemd/system/epmd.socket.d/qsetup-bind.conf"
 LOOPBACK = "127.0.0.1"
 
 

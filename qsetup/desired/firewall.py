@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from qsetup.desired.epmd import EPMD_PORT
+
 if TYPE_CHECKING:
     from qsetup.inventory.model import Inventory
 
@@ -29,7 +31,6 @@ FIREWALL_UNIT = "qsetup-firewall.service"
 UNIT_PATH = f"/etc/systemd/system/{FIREWALL_UNIT}"
 PACKAGE = "nftables"
 
-EPMD_PORT = 4369
 DIST_PORT = 25672
 DIST_PORT_OFFSET = 20000
 PROMETHEUS_PORT = 15692

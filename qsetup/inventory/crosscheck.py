@@ -561,8 +561,8 @@ def _check_firewall(inv: Inventory, problems: Problems) -> None:
                 )
             )
     if inv.broker.cluster is not None and not inv.firewall.enabled:
-        for name in inv.broker.hosts:
-            address = inv.hosts[name].address if name in inv.hosts else "0.0.0.0"  # noqa: S104
+        for name in (n for n in inv.broker.hosts if n in inv.hosts):
+            address = inv.hosts[name].address
             try:
                 ipaddress.ip_address(address)
             except ValueError:
