@@ -1,6 +1,6 @@
 """``qsetup status``: is everything the inventory describes up and as described?
 
-``check_status(loaded)`` checks every host over SSH in parallel (fabric), the broker
+``check_status(loaded)`` checks every host over SSH in parallel (OpenSSH's client), the broker
 through its management API, the workers through a Celery broadcast, Flower over
 HTTP and each TLS endpoint's certificate with a handshake, all with bounded
 timeouts, and returns a frozen ``SystemStatus`` whose ``problems`` name a host and a

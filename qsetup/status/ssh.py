@@ -1,22 +1,21 @@
-"""One SSH round trip per host, every host at once (fabric connections, one thread each).
+"""One SSH round trip per host, every host at once (OpenSSH's client, one process each).
 
 Each host runs the one read (``playbooks/module_utils/qsetup_read.py``, the program
 the deploy's preflight runs as an Ansible module): ``python3 -c`` with a short boot
 line, the read's parameters as JSON and then its source on standard input, so no
-parameter (the broker admin's password) is ever in a command line. Connect and
-command timeouts bound each host, so a dead host costs at most its timeout and never
-hides the others. A host whose endpoint has ``become`` (a login user other than root)
-runs it under ``sudo -n``.
+parameter (the broker admin's password) is ever in a command line. The client is the
+one Ansible runs for the deploy, with the same host key file and checking, so status
+reaches a host exactly when a deploy would. Connect and command timeouts bound each
+host, so a dead host costs at most its timeout and never hides the others. A host
+whose endpoint has ``become`` (a login user other than root) runs it under ``sudo -n``.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import logging
 import shlex
-import time
-from collections.abc import Mapping
+import subprocess
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,11 +28,6 @@ from qsetup.inventory.model import Inventory
 from qsetup.resources import resource_dir
 from qsetup.status.hosts import Outcome
 
-# paramiko logs a failed handshake as an ERROR; without a handler Python would print it
-# on stderr. The host's line in the report already says what happened.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-
 SshTarget = SshEndpoint
 
 
@@ -42,102 +36,84 @@ def ssh_targets(loaded: LoadedInventory) -> list[SshTarget]:
     return list(ssh_endpoints(loaded.inventory, loaded.path).values())
 
 
-def describe_ssh_error(exc: BaseException, timeout: float) -> str:
-    """Say in a few words why a host could not be checked."""
-    import paramiko
-    from invoke.exceptions import CommandTimedOut
-    from paramiko.ssh_exception import NoValidConnectionsError
+class ReadTimedOut(Exception):
+    """The read did not finish within the host's timeout."""
 
-    if isinstance(exc, CommandTimedOut | ReadTimedOut):
+
+# What OpenSSH's client prints (exit 255) when it could not run the command, and what
+# that means for the user: the first pattern found in its error output wins.
+_SSH_FAILURES: tuple[tuple[str, str], ...] = (
+    (
+        "during banner exchange",
+        "no SSH greeting within {timeout:g} s (the port answers, sshd does not)",
+    ),
+    ("Connection refused", "connection refused on port {port} (is sshd running?)"),
+    ("No route to host", "no route to host (is it powered on?)"),
+    ("Network is unreachable", "no route to host (is it powered on?)"),
+    ("timed out", "no answer within {timeout:g} s (SSH connect timeout)"),
+    (
+        "IDENTIFICATION HAS CHANGED",
+        "its host key differs from the known one; if the host was rebuilt, "
+        "remove its line from the known_hosts file",
+    ),
+    (
+        "Host key verification failed",
+        "its host key is not in the known_hosts file and host_key_checking is strict; "
+        "run qsetup deploy with accept-new once",
+    ),
+    ("Permission denied", "SSH authentication failed; check ssh.user and ssh.key"),
+    ("Could not resolve hostname", "its address does not resolve; check hosts.<name>.address"),
+)
+
+
+def describe_ssh_failure(stderr: str, timeout: float, port: int) -> str:
+    """Say in a few words why OpenSSH's client could not run the read on a host."""
+    for pattern, text in _SSH_FAILURES:
+        if pattern in stderr:
+            return text.format(timeout=timeout, port=port)
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return f"SSH failed: {lines[-1]}" if lines else "SSH failed without saying why"
+
+
+def describe_ssh_error(exc: BaseException, timeout: float) -> str:
+    """Say in a few words why the client could not be run or did not finish."""
+    if isinstance(exc, ReadTimedOut):
         return f"the read did not finish within {timeout:g} s"
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout:g} s (SSH connect timeout)"
-    if isinstance(exc, NoValidConnectionsError):
-        codes = {getattr(e, "errno", None) for e in exc.errors.values()}
-        if errno.ECONNREFUSED in codes:
-            return f"connection refused on port {_port(exc)} (is sshd running?)"
-        return _oserror_text(next(iter(exc.errors.values())))
-    if isinstance(exc, paramiko.BadHostKeyException):
-        return (
-            "its host key differs from the known one; if the host was rebuilt, "
-            "remove its line from the known_hosts file"
-        )
-    if isinstance(exc, paramiko.AuthenticationException):
-        return "SSH authentication failed; check ssh.user and ssh.key"
-    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
-        return (
-            "its host key is not in the known_hosts file and host_key_checking is strict; "
-            "run qsetup deploy with accept-new once"
-        )
-    if isinstance(exc, paramiko.SSHException) and (
-        "banner" in str(exc) or "No existing session" in str(exc)
-    ):
-        return f"no SSH greeting within {timeout:g} s (the port answers, sshd does not)"
-    if isinstance(exc, OSError):
-        return _oserror_text(exc)
+    if isinstance(exc, FileNotFoundError):
+        return "the ssh client is not installed here; install openssh-client"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     return f"{type(exc).__name__}: {exc}"
 
 
-def _port(exc: Any) -> str:
-    ports = {str(key[1]) for key in getattr(exc, "errors", {}) if len(key) > 1}
-    return ", ".join(sorted(ports)) or "?"
+def ssh_argv(target: SshTarget, inv: Inventory, known_hosts: Path, timeout: float) -> list[str]:
+    """The ``ssh`` command line that reaches ``target`` (the remote command appended later).
 
-
-def _oserror_text(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-            return "no route to host (is it powered on?)"
-        if exc.errno == errno.ECONNREFUSED:
-            return "connection refused (is sshd running?)"
-        if exc.strerror:
-            return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _connection(target: SshTarget, inv: Inventory, known_hosts: Path, timeout: float) -> Any:
-    import paramiko
-    from fabric import Config, Connection
-
+    The host key options are the deploy's (``remote.runner.ansible_envvars``), except
+    that status never writes the known_hosts file: with accept-new a key not yet known is
+    accepted for this connection and recorded in ``/dev/null`` (the first file named),
+    while a changed one is still refused because the kept file is read too.
+    """
     seconds = max(1, round(timeout))
-    kwargs: dict[str, Any] = {
-        "banner_timeout": timeout,
-        "auth_timeout": timeout,
-        "channel_timeout": timeout,
-    }
+    argv = [
+        "ssh", "-T", "-p", str(target.port), "-l", target.user,
+        "-o", "BatchMode=yes", "-o", f"ConnectTimeout={seconds}",
+        "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
     if target.key is not None:
-        kwargs["key_filename"] = str(target.key)
-    config = Config(overrides={"run": {"in_stream": False, "hide": True, "warn": True}})
-    cxn = Connection(
-        target.address,
-        user=target.user,
-        port=target.port,
-        config=config,
-        connect_timeout=seconds,
-        connect_kwargs=kwargs,
-    )
+        argv += ["-i", str(target.key)]
     checking = inv.ssh.host_key_checking
-    client = cxn.client
+    kept = '"' + str(known_hosts).replace('"', "") + '"'
     if checking == "off":
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        return cxn
-    if known_hosts.is_file():
-        # HostKeys.load, not load_host_keys: status reads the file deploy keeps, never writes it.
-        client.get_host_keys().load(str(known_hosts))
-    if checking == "strict":
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    elif checking == "strict":
+        argv += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={kept}"]
     else:
-        # accept-new: an unknown key is accepted (in memory); a changed one is refused by
-        # paramiko itself (BadHostKeyException) because the known key was loaded.
-        client.set_missing_host_key_policy(_AcceptNew())
-    return cxn
-
-
-class _AcceptNew:
-    """Accept a host key not yet known, without writing it anywhere."""
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        """Remember the key for this connection only."""
-        client.get_host_keys().add(hostname, key.get_name(), key)
+        argv += [
+            "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"UserKnownHostsFile=/dev/null {kept}",
+        ]  # fmt: skip
+    return [*argv, "--", target.address]
 
 
 def known_hosts_path(loaded: LoadedInventory) -> Path:
@@ -202,18 +178,17 @@ def read_round(
     machines: dict[tuple[str, int, str], list[str]] = {}
     for t in ssh_targets(loaded):
         machines.setdefault((t.address, t.port, t.user), []).append(t.name)
-    jobs = {t.name: (_connection(t, inv, known_hosts, timeout), t) for t in targets}
-    results = _run_all(
-        {
-            cxn: (read_command(t), json.dumps(dict(params[t.name])) + "\n" + source)
-            for cxn, t in jobs.values()
-        },
-        max(1, round(timeout)),
-    )
+    jobs = {
+        t.name: (
+            [*ssh_argv(t, inv, known_hosts, timeout), read_command(t)],
+            json.dumps(dict(params[t.name])) + "\n" + source,
+        )
+        for t in targets
+    }
+    results = _run_all(jobs, timeout)
     outcomes = {}
     for t in targets:
-        cxn, _ = jobs[t.name]
-        outcome = _outcome(t.address, results.get(cxn), timeout, t)
+        outcome = _outcome(t.address, results.get(t.name), timeout, t)
         same = machines[(t.address, t.port, t.user)]
         if len(same) > 1:
             outcome = replace(outcome, same_endpoint=tuple(same))
@@ -221,75 +196,56 @@ def read_round(
     return outcomes
 
 
-def _run_all(commands: Mapping[Any, tuple[str, str]], timeout: int) -> dict[Any, Any]:
-    """Run each connection's own command with its own input, all at once.
-
-    A Result or the exception for each; what fabric's ThreadingGroup does, with one
-    command and one standard input per connection.
-    """
-
-    def one(cxn: Any) -> Any:
-        command, stdin = commands[cxn]
-        try:
-            return _exec(cxn, command, stdin, timeout)
-        except Exception as exc:  # noqa: BLE001 - reported as the host's outcome
-            return exc
-        finally:
-            cxn.close()
-
-    if not commands:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(64, len(commands))) as pool:
-        return dict(zip(commands, pool.map(one, commands), strict=True))
-
-
 @dataclass(frozen=True)
-class _Result:
+class SshResult:
+    """What one host's ssh client printed, and its exit status."""
+
     stdout: str
     stderr: str
     exited: int
 
 
-class ReadTimedOut(Exception):
-    """The read did not finish within the host's timeout."""
+def _run_all(
+    jobs: Mapping[str, tuple[Sequence[str], str]], timeout: float
+) -> dict[str, SshResult | BaseException]:
+    """Run every job's command line with its standard input, all at once.
 
-
-def _exec(cxn: Any, command: str, stdin: str, timeout: float) -> _Result:
-    """Run ``command`` on an open session with ``stdin`` sent whole, then closed.
-
-    Straight on paramiko's channel: invoke's runner feeds a stream one byte per 10 ms
-    (about 3 minutes for the read's 17 KB source).
+    Each host's ``ssh`` runs in its own process; a thread per host only feeds and reads
+    its pipes. A host gets the connect timeout and then as long again for the read; past
+    that its client is killed and the host's outcome says so.
     """
-    cxn.open()
-    chan = cxn.client.get_transport().open_session(timeout=timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        chan.exec_command(command)
-        chan.sendall(stdin.encode("utf-8"))
-        chan.shutdown_write()
-        out, err = bytearray(), bytearray()
-        while True:
-            busy = False
-            if chan.recv_ready():
-                out += chan.recv(65536)
-                busy = True
-            if chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-                busy = True
-            if not busy:
-                if chan.exit_status_ready():
-                    break
-                if time.monotonic() > deadline:
-                    raise ReadTimedOut
-                time.sleep(0.005)
-        return _Result(
-            out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), chan.recv_exit_status()
+
+    def one(name: str) -> SshResult | BaseException:
+        argv, stdin = jobs[name]
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # no terminal: ssh never prompts
+            )
+        except OSError as exc:
+            return exc
+        try:
+            out, err = proc.communicate(stdin.encode("utf-8"), timeout=2 * timeout + 1)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return ReadTimedOut()
+        return SshResult(
+            out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), proc.returncode
         )
-    finally:
-        chan.close()
+
+    if not jobs:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(64, len(jobs))) as pool:
+        return dict(zip(jobs, pool.map(one, jobs), strict=True))
 
 
-def _outcome(address: str, result: Any, timeout: float, target: SshTarget) -> Outcome:
+def _outcome(
+    address: str, result: SshResult | BaseException | None, timeout: float, target: SshTarget
+) -> Outcome:
     if result is None:
         return Outcome(address, None, "no result from the SSH round")
     if isinstance(result, BaseException):
@@ -302,6 +258,8 @@ def _outcome(address: str, result: Any, timeout: float, target: SshTarget) -> Ou
                 break
             if isinstance(facts, dict):
                 return Outcome(address, facts, None)
+    if result.exited == 255:  # the client's own failure: the read never ran
+        return Outcome(address, None, describe_ssh_failure(result.stderr, timeout, target.port))
     stderr = str(result.stderr).strip().splitlines()
     why = stderr[-1] if stderr else "no output"
     if why.startswith("sudo:") and uses_sudo(target):

@@ -7,17 +7,14 @@ import socket
 import time
 from pathlib import Path
 
-import paramiko
 import pytest
-from invoke.exceptions import CommandTimedOut
-from paramiko.ssh_exception import NoValidConnectionsError
 from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS, WriteInventory
 
 from qsetup.desired.state import units_by_host
 from qsetup.inventory.loader import load_inventory
 from qsetup.status.hosts import beat_problems, host_roles
 from qsetup.status.model import HostStatus, UnitStatus
-from qsetup.status.ssh import describe_ssh_error, ssh_targets
+from qsetup.status.ssh import ReadTimedOut, describe_ssh_error, describe_ssh_failure, ssh_targets
 
 
 @pytest.fixture
@@ -60,32 +57,61 @@ def test_ssh_targets_host_settings_override_defaults(full: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "words"),
+    ("stderr", "words"),
     [
-        (TimeoutError(), "no answer within 5 s"),
+        ("ssh: connect to host 10.0.0.1 port 22: Connection timed out\n", "no answer within 5 s"),
+        ("ssh: connect to host 10.0.0.1 port 2200: Connection refused\n", "refused on port 2200"),
+        ("ssh: connect to host 10.0.0.1 port 22: No route to host\n", "no route to host"),
+        ("Connection timed out during banner exchange\n", "no SSH greeting within 5 s"),
+        ("root@10.0.0.1: Permission denied (publickey).\n", "authentication failed"),
         (
-            NoValidConnectionsError({("10.0.0.1", 22): OSError(errno.ECONNREFUSED, "refused")}),
-            "connection refused on port 22",
+            "No ED25519 host key is known for 10.0.0.1 and you have requested strict checking."
+            "\nHost key verification failed.\n",
+            "strict",
         ),
         (
-            NoValidConnectionsError({("10.0.0.1", 22): OSError(errno.EHOSTUNREACH, "x")}),
-            "no route to host",
+            "@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n"
+            "Host key verification failed.\n",
+            "differs from the known one",
         ),
-        (OSError(errno.EHOSTUNREACH, "No route to host"), "no route to host"),
-        (paramiko.AuthenticationException("bad"), "authentication failed"),
-        (paramiko.SSHException("Server '10.0.0.1' not found in known_hosts"), "strict"),
+        ("kex_exchange_identification: read: Connection reset by peer\n", "Connection reset"),
     ],
 )
-def test_describe_ssh_error(exc: BaseException, words: str) -> None:
-    assert words in describe_ssh_error(exc, 5.0)
+def test_describe_ssh_failure(stderr: str, words: str) -> None:
+    assert words in describe_ssh_failure(stderr, 5.0, 2200)
 
 
-def test_describe_command_timeout() -> None:
-    class _Result:
-        command = "sh -c ..."
+def test_describe_a_read_that_did_not_finish_or_no_client() -> None:
+    assert "did not finish within 5 s" in describe_ssh_error(ReadTimedOut(), 5.0)
+    missing = FileNotFoundError(errno.ENOENT, "No such file or directory", "ssh")
+    assert "install openssh-client" in describe_ssh_error(missing, 5.0)
 
-    exc = CommandTimedOut(_Result(), 5)  # type: ignore[arg-type]
-    assert "did not finish within 5 s" in describe_ssh_error(exc, 5.0)
+
+@pytest.mark.parametrize(
+    ("checking", "strict", "files"),
+    [
+        ("off", "no", "/dev/null"),
+        ("strict", "yes", '"{kept}"'),
+        ("accept-new", "accept-new", '/dev/null "{kept}"'),
+    ],
+)
+def test_the_read_reaches_hosts_with_the_deploys_host_key_checking_and_writes_nothing(
+    write_inventory: WriteInventory, checking: str, strict: str, files: str
+) -> None:
+    from qsetup.status.ssh import known_hosts_path, ssh_argv
+
+    text = BASE_INVENTORY + f"ssh: {{host_key_checking: '{checking}'}}\n"
+    loaded = load_inventory(write_inventory(text, BASE_SECRETS))
+    target = ssh_targets(loaded)[0]
+    kept = known_hosts_path(loaded)
+    argv = ssh_argv(target, loaded.inventory, kept, 3.0)
+    options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    assert f"StrictHostKeyChecking={strict}" in options
+    assert "UserKnownHostsFile=" + files.format(kept=kept) in options
+    assert "BatchMode=yes" in options and "ConnectTimeout=3" in options
+    assert argv[-2:] == ["--", target.address]
+    assert argv[argv.index("-p") + 1] == str(target.port)
+    assert argv[argv.index("-l") + 1] == target.user
 
 
 def test_known_hosts_is_the_one_deploy_keeps(full: object) -> None:
@@ -121,7 +147,7 @@ def test_a_silent_port_costs_at_most_the_timeout_and_hides_no_other_host(
         elapsed = time.monotonic() - started
     finally:
         silent.close()
-    assert elapsed < 4.0, elapsed  # banner wait 1 s (+ paramiko's own polling)
+    assert elapsed < 4.0, elapsed  # banner wait 1 s
     assert hosts["rabbit1"].facts is None and hosts["worker1"].facts is None
     assert "no SSH greeting within 1 s" in str(hosts["rabbit1"].error)
     assert "refused" in str(hosts["worker1"].error)

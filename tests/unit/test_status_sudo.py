@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,50 +12,32 @@ from unitdata import BASE_INVENTORY, BASE_SECRETS, FULL_INVENTORY, FULL_SECRETS,
 
 from qsetup.inventory.loader import LoadedInventory, load_inventory
 from qsetup.status import ssh as status_ssh
-from qsetup.status.ssh import MARK, SshTarget, read_command, read_round, ssh_targets
+from qsetup.status.ssh import MARK, SshResult, read_command, read_round, ssh_targets
 
 
 @dataclass
-class _Result:
-    stdout: str
-    stderr: str = ""
-    exited: int = 0
+class _Host:
+    """Stands in for one host's ``ssh`` client: records its command line and standard input."""
 
-
-@dataclass(eq=False)
-class _FakeConnection:
-    """Stands in for a fabric Connection: records the command, answers like a host."""
-
-    target: SshTarget
-    answers: dict[str, _Result]
-    commands: list[str] = field(default_factory=list)
-    closed: bool = False
-
-    stdin: list[str] = field(default_factory=list)
-
-    def run(self, command: str, timeout: int, in_stream: Any) -> _Result:
-        self.commands.append(command)
-        self.stdin.append(in_stream.read())
-        answer = MARK + json.dumps({"hostname": self.target.name}) + "\n"
-        return self.answers.get(self.target.address, _Result(answer))
-
-    def close(self) -> None:
-        self.closed = True
+    argv: list[str]
+    stdin: str
 
 
 def _fake_round(
-    monkeypatch: pytest.MonkeyPatch, loaded: LoadedInventory, answers: dict[str, _Result]
-) -> tuple[dict[str, Any], dict[str, _FakeConnection]]:
-    made: dict[str, _FakeConnection] = {}
+    monkeypatch: pytest.MonkeyPatch, loaded: LoadedInventory, answers: dict[str, SshResult]
+) -> tuple[dict[str, Any], dict[str, _Host]]:
+    made: dict[str, _Host] = {}
 
-    def connection(target: SshTarget, *_: object) -> _FakeConnection:
-        made[target.name] = _FakeConnection(target, answers)
-        return made[target.name]
+    def run_all(jobs: dict[str, tuple[list[str], str]], _timeout: float) -> dict[str, SshResult]:
+        out = {}
+        for name, (argv, stdin) in jobs.items():
+            made[name] = _Host(list(argv), stdin)
+            address = argv[argv.index("--") + 1]
+            answer = MARK + json.dumps({"hostname": name}) + "\n"
+            out[name] = answers.get(address, SshResult(answer, "", 0))
+        return out
 
-    monkeypatch.setattr(status_ssh, "_connection", connection)
-    monkeypatch.setattr(
-        status_ssh, "_exec", lambda cxn, command, stdin, _t: cxn.run(command, 1, io.StringIO(stdin))
-    )
+    monkeypatch.setattr(status_ssh, "_run_all", run_all)
     params = {h: {"releases": {}, "secret": f"pw-{h}"} for h in loaded.inventory.hosts}
     return read_round(loaded, 1.0, params), made
 
@@ -88,23 +69,23 @@ def test_each_host_gets_its_own_command_in_one_round(
     full: LoadedInventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hosts, made = _fake_round(monkeypatch, full, {})
-    assert made["mq"].commands[0].startswith("sudo -n python3 -c ")
-    assert made["w2"].commands[0].startswith("sudo -n python3 -c ")
-    assert made["w1"].commands[0].startswith("python3 -c ")
-    # each host's own parameters on the first line of its stdin, never in the command
-    for name, cxn in made.items():
-        first, _, source = cxn.stdin[0].partition("\n")
+    command = {name: host.argv[-1] for name, host in made.items()}
+    assert command["mq"].startswith("sudo -n python3 -c ")
+    assert command["w2"].startswith("sudo -n python3 -c ")
+    assert command["w1"].startswith("python3 -c ")
+    # each host's own parameters on the first line of its stdin, never in the command line
+    for name, host in made.items():
+        first, _, source = host.stdin.partition("\n")
         assert json.loads(first)["secret"] == f"pw-{name}"
         assert "def read_host(" in source
-        assert f"pw-{name}" not in cxn.commands[0]
-    assert all(c.closed for c in made.values())
+        assert not any(f"pw-{name}" in arg for arg in host.argv)
     assert all(h.facts == {"hostname": h_name} for h_name, h in hosts.items()), hosts
 
 
 def test_sudo_asking_for_a_password_says_what_to_fix(
     full: LoadedInventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    refused = _Result("", "sudo: a password is required\n", 1)
+    refused = SshResult("", "sudo: a password is required\n", 1)
     mq = next(t for t in ssh_targets(full) if t.name == "mq")
     hosts, _ = _fake_round(monkeypatch, full, {mq.address: refused})
     assert hosts["mq"].facts is None
