@@ -91,15 +91,6 @@ def qsetup_cluster_problems(status: Any, expected: list[str]) -> list[str]:
     return cluster_problems(status, expected)
 
 
-def qsetup_queue_type_problems(
-    definitions: Any, consumed: list[dict[str, Any]], wanted: str
-) -> list[str]:
-    """Consumed queues that exist with another type than the inventory's, one line each."""
-    from qsetup.converge.cluster import queue_type_problems
-
-    return queue_type_problems(definitions, consumed, wanted)
-
-
 class FilterModule:
     """Ansible's entry point for filter plugins."""
 
@@ -112,5 +103,4 @@ class FilterModule:
             "qsetup_quorum_refusal": qsetup_quorum_refusal,
             "qsetup_restart_refusal": qsetup_restart_refusal,
             "qsetup_cluster_problems": qsetup_cluster_problems,
-            "qsetup_queue_type_problems": qsetup_queue_type_problems,
         }

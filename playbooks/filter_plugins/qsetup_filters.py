@@ -46,8 +46,10 @@ def qsetup_converge(
     ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
     ``converge.removals``), ``epmd`` (its drop-in, see :func:`_epmd`), ``firewall``
     (the rulesets to load, see :func:`_firewall`),
-    ``results_restart`` (the managed result backend's files, unit or users differ)
-    and ``differences`` (one line each, no secret).
+    ``results_restart`` (the managed result backend's files, unit or users differ),
+    ``refusals`` (why the host cannot be deployed: every ``refuse`` difference, see
+    ``converge.compare.refusals``; the preflight stops on them) and ``differences``
+    (one line each, no secret).
     """
     from qsetup.converge.cluster import blank_node
     from qsetup.converge.compare import (
@@ -55,6 +57,7 @@ def qsetup_converge(
         compare_host,
         host_clean,
         hosts_block_difference,
+        refusals,
         results_differences,
         stale_dirs,
         stale_files,
@@ -100,6 +103,7 @@ def qsetup_converge(
             or unit_difference(host, facts.unit(RESULTS_UNIT)) is not None
             or bool(results_differences(target, facts, hv.get("qsetup_secret_values") or {}))
         ),
+        "refusals": refusals(differences),
         "differences": [d.line for d in differences if d.fixable],
     }
 
@@ -107,18 +111,16 @@ def qsetup_converge(
 def _epmd(target: Any, facts: Any) -> dict[str, Any]:
     """Epmd's drop-in on a broker node: ``file`` to install (None: current or not here).
 
-    ``refusal`` names why the host cannot be deployed (its name is another host's address),
-    None when it can; ``file`` is an entry for ``qsetup_files`` (with its content).
+    ``file`` is an entry for ``qsetup_files`` (with its content). A name that is another
+    host's address is one of the host's ``refusals``, not a file.
     """
     from qsetup.converge.compare import EPMD_MODE, epmd_differences, epmd_dropin
     from qsetup.desired.epmd import DROPIN_PATH
 
     found = epmd_differences(target, facts)
-    refusal = next((d.detail for d in found if d.fix == "refuse"), None)
     content = epmd_dropin(target, facts)
     stale = any(d.kind == "file" for d in found)
     return {
-        "refusal": refusal,
         "file": {
             "dest": DROPIN_PATH,
             "content": content,

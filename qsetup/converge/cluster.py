@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qsetup.converge.facts import HostFacts
-from qsetup.converge.target import HostTarget, block_names
+from qsetup.converge.target import ConsumedQueue, HostTarget, block_names
 
 
 @dataclass(frozen=True)
@@ -226,28 +226,23 @@ def cluster_problems(status: Any, expected: Iterable[str]) -> list[str]:
     return problems
 
 
-def queue_type_problems(
-    definitions: Any, consumed: Iterable[Mapping[str, Any]], wanted: str
-) -> list[str]:
+def queue_type_conflicts(
+    definitions: Any, consumed: Iterable[ConsumedQueue], wanted: str
+) -> list[tuple[ConsumedQueue, str]]:
     """Queues the workers consume that exist with another type than the inventory's.
 
-    RabbitMQ cannot change a queue's type, and a worker declaring it with the other type
-    is refused (PRECONDITION_FAILED), so such a queue stops the deploy before any change.
+    Each with the type it has. RabbitMQ cannot change a queue's type, and a worker
+    declaring it with the other type is refused (PRECONDITION_FAILED), so such a queue
+    stops the deploy before any change (``compare.queue_type_refusals``).
     """
     found = {}
     for q in (definitions or {}).get("queues") or []:
         if isinstance(q, dict):
             args = q.get("arguments") or {}
             found[(q.get("vhost"), q.get("name"))] = args.get("x-queue-type", "classic")
-    problems = []
+    conflicts = []
     for c in consumed:
-        now = found.get((c["vhost"], c["name"]))
+        now = found.get((c.vhost, c.name))
         if now is not None and now != wanted:
-            problems.append(
-                f"queue '{c['name']}' (vhost '{c['vhost']}') is a {now} queue but the "
-                f"inventory wants {wanted} queues, and RabbitMQ cannot change a queue's type: "
-                f"stop its producers and the {', '.join(c['groups'])} workers, let it drain, "
-                f"delete it (rabbitmqctl delete_queue -p {c['vhost']} {c['name']}), then "
-                f"deploy again; or set app.queue_type: {now}"
-            )
-    return problems
+            conflicts.append((c, str(now)))
+    return conflicts

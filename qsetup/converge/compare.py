@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qsetup.converge.broker import broker_changes, compare_definitions, fixable, flags_to_enable
+from qsetup.converge.cluster import queue_type_conflicts
 from qsetup.converge.facts import FileFact, HostFacts, UnitFact
 from qsetup.converge.removals import manifest_pending, removals
 from qsetup.converge.target import DirTarget, FileTarget, HostTarget, VenvTarget, hosts_block
@@ -505,6 +506,40 @@ def firewall_difference(target: HostTarget, facts: HostFacts) -> Difference | No
     )
 
 
+def queue_type_refusals(target: HostTarget, facts: HostFacts) -> list[Difference]:
+    """A consumed queue that exists with another type than the inventory's refuses the host.
+
+    On the node that manages the broker's objects, from the definitions its read found:
+    RabbitMQ cannot change a queue's type, and the workers would be refused declaring it.
+    """
+    if target.queue_type is None or not facts.definitions:
+        return []
+    wanted = target.queue_type
+    return [
+        Difference(
+            target.host,
+            "preflight",
+            "broker",
+            f"queue '{c.name}' (vhost '{c.vhost}') is a {now} queue but the inventory wants "
+            f"{wanted} queues, and RabbitMQ cannot change a queue's type: stop its producers "
+            f"and the {', '.join(c.groups)} workers, let it drain, delete it (rabbitmqctl "
+            f"delete_queue -p {c.vhost} {c.name}), then deploy again; or set "
+            f"app.queue_type: {now}",
+            "refuse",
+        )
+        for c, now in queue_type_conflicts(facts.definitions, target.consumed_queues, wanted)
+    ]
+
+
+def refusals(differences: Iterable[Difference]) -> list[str]:
+    """Why the host cannot be deployed, one line each (empty: it can).
+
+    The read's problems (release, packages, a file it could not read), a consumed queue of
+    the other type, a name that is another host's address: every ``refuse`` difference.
+    """
+    return [d.detail for d in differences if d.fix == "refuse"]
+
+
 def compare_host(
     target: HostTarget,
     facts: HostFacts,
@@ -526,6 +561,7 @@ def compare_host(
     firewall = firewall_difference(target, facts)
     return (
         *refused,
+        *queue_type_refusals(target, facts),
         *epmd_differences(target, facts),
         *_account_differences(target, facts),
         *_file_differences(target, facts),

@@ -111,6 +111,15 @@ class ResultsTarget:
 
 
 @dataclass(frozen=True)
+class ConsumedQueue:
+    """A queue worker groups consume, on its vhost."""
+
+    vhost: str
+    name: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class HostTarget:
     """Everything that belongs on one host."""
 
@@ -137,6 +146,10 @@ class HostTarget:
     """The managed result backend, on its host."""
     epmd: tuple[str, ...] | None = None
     """On a broker node, where epmd listens besides what the host's name resolves to."""
+    queue_type: str | None = None
+    """On the node that manages the broker's objects: the type the workers' queues have."""
+    consumed_queues: tuple[ConsumedQueue, ...] = ()
+    """There too: the queues the workers consume (a queue's type cannot change)."""
 
     @classmethod
     def from_plan(
@@ -217,6 +230,15 @@ class HostTarget:
             epmd=tuple(str(a) for a in hv["qsetup_epmd"])
             if is_broker and hv.get("qsetup_epmd") is not None
             else None,
+            queue_type=str(common["qsetup_queue_type"])
+            if primary and common.get("qsetup_queue_type")
+            else None,
+            consumed_queues=tuple(
+                ConsumedQueue(str(q["vhost"]), str(q["name"]), tuple(q["groups"]))
+                for q in common.get("qsetup_consumed_queues") or ()
+            )
+            if primary
+            else (),
         )
 
 

@@ -269,10 +269,9 @@ def broker_problems(inv: Inventory, broker: BrokerStatus) -> list[str]:
         if queue is None:
             problems.append(f"{host}: broker queue '{name}' (vhost '{vhost}'): missing ({who})")
         elif queue.type != wanted:
-            problems.append(
-                f"{host}: broker queue '{name}' (vhost '{vhost}'): a {queue.type} queue, but "
-                f"the inventory wants {wanted} queues ({who})"
-            )
+            # The host's comparison names it, as the refusal a deploy stops on
+            # (converge.compare.queue_type_refusals): said once.
+            continue
         elif queue.consumers == 0 and queue.ready > 0:
             # Not "no consumers" alone: the API's counts lag up to 5 s (its statistics
             # interval), so a worker that just started may not be counted yet. Messages

@@ -343,6 +343,35 @@ def test_an_apt_group_on_bookworm_is_refused_and_nothing_changes(
     print(f"\nrefused: {lines[0].strip()}")
 
 
+def test_a_quorum_queue_asked_to_be_classic_is_refused_and_nothing_changes(
+    site: Site, release: str, tmp_path: Path
+) -> None:
+    """The workers' queue exists as a quorum queue and the inventory now says
+    app.queue_type: classic. RabbitMQ cannot change a queue's type, so the deploy stops in
+    its preflight with the way out, no host changes, and status names the same refusal."""
+    if release != "bookworm":
+        pytest.skip("the same preflight on Debian 13; once keeps CI's time")
+
+    def classic(data: dict[str, Any]) -> None:
+        data.setdefault("app", {})["queue_type"] = "classic"
+
+    refused = site_copy(site, tmp_path / "classic", classic)
+    all_hosts = (*BROKERS, *WORKERS)
+    before = {h: fingerprint(site, h) for h in all_hosts}
+    proc = refused.qsetup("deploy")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out  # a host failed its preflight
+    words = "is a quorum queue but the inventory wants classic queues"
+    assert words in out and "Traceback" not in out, out
+    assert {h: fingerprint(site, h) for h in all_hosts} == before
+    code, status, _ = refused.status()
+    assert code == 3, status["problems"]
+    assert [p for p in status["problems"] if words in p] == [
+        next(p for p in status["problems"] if words in p)
+    ], status["problems"]  # said once
+    print(f"\nrefused: {next(line for line in out.splitlines() if words in line).strip()}")
+
+
 def test_an_apt_group_on_trixie_serves_a_quorum_queue_and_leaves_when_dropped(
     site: Site, release: str, tmp_path: Path
 ) -> None:

@@ -97,21 +97,3 @@ def test_cluster_problems_name_what_is_wrong() -> None:
 def test_node_names_use_the_short_hostname() -> None:
     assert cluster.qsetup_rabbit_node("mq1.example.org") == "rabbit@mq1"
     assert cluster.qsetup_rabbit_node("mq1") == "rabbit@mq1"
-
-
-def test_a_consumed_queue_of_another_type_stops_the_deploy() -> None:
-    consumed = [{"vhost": "proj", "name": "celery", "groups": ["a", "b"]},
-                {"vhost": "proj", "name": "new", "groups": ["a"]}]  # fmt: skip
-    classic = {"queues": [{"vhost": "proj", "name": "celery", "arguments": {}},
-                          {"vhost": "other", "name": "new", "arguments": {}}]}  # fmt: skip
-    assert cluster.qsetup_queue_type_problems(classic, consumed, "quorum") == [
-        "queue 'celery' (vhost 'proj') is a classic queue but the inventory wants quorum "
-        "queues, and RabbitMQ cannot change a queue's type: stop its producers and the a, b "
-        "workers, let it drain, delete it (rabbitmqctl delete_queue -p proj celery), then "
-        "deploy again; or set app.queue_type: classic"
-    ]
-    assert cluster.qsetup_queue_type_problems(classic, consumed, "classic") == []
-    quorum = {"queues": [{"vhost": "proj", "name": "celery",
-                          "arguments": {"x-queue-type": "quorum"}}]}  # fmt: skip
-    assert cluster.qsetup_queue_type_problems(quorum, consumed, "quorum") == []
-    assert cluster.qsetup_queue_type_problems(None, consumed, "quorum") == []

@@ -10,7 +10,7 @@ from test_firewall import CLUSTER, _load, _targets
 from unitdata import WriteInventory, as_deployed, playbook_module
 
 from qsetup.artifacts.targets import secret_values
-from qsetup.converge.compare import compare_host, host_clean
+from qsetup.converge.compare import compare_host, host_clean, refusals
 from qsetup.converge.facts import HostFacts
 from qsetup.desired.epmd import DROPIN_PATH
 
@@ -28,13 +28,14 @@ def _lines(target: Any, read: dict[str, Any], secrets: Any) -> list[str]:
 
 
 def _filter(target: Any, read: dict[str, Any], secrets: Any) -> dict[str, Any]:
-    """What the playbooks get: the drop-in's file entry (with its content) or a refusal."""
+    """What the playbooks get: the drop-in's file entry (with its content), the host's refusals."""
     filters = playbook_module("filter_plugins/qsetup_filters.py")
     facts, content = HostFacts.from_read(read), None
     epmd: dict[str, Any] = filters._epmd(target, facts)
     if epmd["file"] is not None:
         content = epmd["file"]["content"]
-    return {"refusal": epmd["refusal"], "content": content}
+    found = refusals(compare_host(target, facts, secrets))
+    return {"refusal": found[0] if found else None, "content": content}
 
 
 @pytest.fixture
