@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsetup.artifacts.ansible_data import dump_inventory, dump_vars_file
 from qsetup.artifacts.plan import PARTS
@@ -42,6 +42,9 @@ from qsetup.remote.runner import (
     run_playbook,
     scratch_dir,
 )
+
+if TYPE_CHECKING:
+    from qsetup.status.ssh import ReadRound
 
 TAGS = PARTS
 
@@ -153,10 +156,13 @@ def _run_playbook(
     started = time.monotonic()
     with scratch_dir() as scratch:
         files = scratch / "files"
+        reads = playbook == "site.yml" and reads_first(options)
+        # The hosts' SSH clients connect while the plan renders.
+        reading = start_read(loaded) if reads else None
         plans = plan_hosts(loaded, material, scratch / "app.tar", options.tags or PARTS)
         differences: tuple[Difference, ...] = ()
-        if playbook == "site.yml" and reads_first(options):
-            differences, complete = read_differences(loaded, plans)
+        if reads:
+            differences, complete = read_differences(loaded, plans, reading)
             if complete and host_clean(differences):
                 return DeployResult(
                     "successful",
@@ -231,22 +237,29 @@ def reads_first(options: DeployOptions) -> bool:
     return not (options.tags or options.limit or options.verbose)
 
 
+def start_read(loaded: LoadedInventory) -> ReadRound:
+    """The deploy's first read of every host, connecting (its parameters follow)."""
+    from qsetup.status.ssh import ReadRound
+
+    inv = loaded.inventory
+    return ReadRound(loaded, float(min(inv.ssh.connect_timeout, 10)), inv.hosts)
+
+
 def read_differences(
-    loaded: LoadedInventory, plans: HostPlans
+    loaded: LoadedInventory, plans: HostPlans, reading: ReadRound | None = None
 ) -> tuple[tuple[Difference, ...], bool]:
     """Every host's differences from the plan, by the one read and the one comparison.
 
     Status makes the same read and comparison. The second value is whether every host
     answered: a host that did not is judged by Ansible's run, which says why in one line.
+    ``reading``: the round, started before the plan (else started here).
     """
     from qsetup.status.hosts import Outcome, assemble_hosts
-    from qsetup.status.ssh import read_round
 
     inv = loaded.inventory
     secrets = secret_values(loaded)
     params = every_read_params(loaded, plans)
-    seconds = float(min(inv.ssh.connect_timeout, 10))
-    outcomes: dict[str, Outcome] = read_round(loaded, seconds, params)
+    outcomes: dict[str, Outcome] = (reading or start_read(loaded)).finish(params)
     hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})
     hosts = assemble_hosts(inv, outcomes, host_targets(plans, hostnames), secrets)
     differences = tuple(d for h in hosts.values() for d in h.differences)

@@ -27,7 +27,7 @@ from qsetup.status.cluster import place_nodes
 from qsetup.status.flower import check_flower, flower_problems
 from qsetup.status.hosts import assemble_hosts, beat_problems, beat_status, host_problems
 from qsetup.status.model import BrokerStatus, FlowerStatus, HostStatus, SystemStatus
-from qsetup.status.ssh import read_round
+from qsetup.status.ssh import ReadRound
 from qsetup.status.workers import (
     InspectResult,
     NodeNames,
@@ -91,15 +91,16 @@ def read_hosts(loaded: LoadedInventory, seconds: float) -> dict[str, HostStatus]
 
     The plan is the deploy's own (:func:`qsetup.artifacts.targets.plan_hosts`), rendered
     with the TLS certificates as they are, or as a deploy would issue them (in memory:
-    status writes nothing).
+    status writes nothing). The hosts' SSH clients start first and connect while it plans.
     """
     inv = loaded.inventory
+    reading = ReadRound(loaded, seconds, inv.hosts)
     material = prepare_tls(loaded.path, inv, None, write=False, vault=loaded.vault)
     with tempfile.TemporaryDirectory(prefix="qsetup-status-") as tmp:
         plans = plan_hosts(loaded, material, Path(tmp) / "app.tar")
     secrets = secret_values(loaded)
     params = every_read_params(loaded, plans)
-    outcomes = read_round(loaded, seconds, params)
+    outcomes = reading.finish(params)
     hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})
     return assemble_hosts(inv, outcomes, host_targets(plans, hostnames), secrets)
 

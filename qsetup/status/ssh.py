@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -163,37 +164,60 @@ def read_round(
     """Run the one read on every host in ``params`` at once; each host's outcome.
 
     ``params`` maps inventory host names to the read's parameters for that host.
-    Hosts that are one machine (the same SSH endpoint) are each read on their own
-    connection; their outcomes name each other (``same_endpoint``).
     """
-    inv = loaded.inventory
-    targets = [t for t in ssh_targets(loaded) if t.name in params]
-    for key in dict.fromkeys(t.key for t in targets if t.key is not None):
-        if not key.is_file():
-            raise QsetupError(
-                f"SSH key {key} does not exist; fix ssh.key (or a host's ssh_key) in {loaded.path}"
-            )
-    known_hosts = known_hosts_path(loaded)
-    source = read_source()
-    machines: dict[tuple[str, int, str], list[str]] = {}
-    for t in ssh_targets(loaded):
-        machines.setdefault((t.address, t.port, t.user), []).append(t.name)
-    jobs = {
-        t.name: (
-            [*ssh_argv(t, inv, known_hosts, timeout), read_command(t)],
-            json.dumps(dict(params[t.name])) + "\n" + source,
-        )
-        for t in targets
-    }
-    results = _run_all(jobs, timeout)
-    outcomes = {}
-    for t in targets:
-        outcome = _outcome(t.address, results.get(t.name), timeout, t)
-        same = machines[(t.address, t.port, t.user)]
-        if len(same) > 1:
-            outcome = replace(outcome, same_endpoint=tuple(same))
-        outcomes[t.name] = outcome
-    return outcomes
+    return ReadRound(loaded, timeout, params).finish(params)
+
+
+class ReadRound:
+    """The one read on several hosts at once, connected before its parameters are known.
+
+    Creating it starts each host's ``ssh`` (connect, authenticate, start the read, which
+    then waits for its parameters on standard input), so the handshakes run while the
+    caller plans what the hosts should hold; :meth:`finish` sends each host its
+    parameters and the read's source and collects the outcomes. Hosts that are one
+    machine (the same SSH endpoint) are each read on their own connection; their
+    outcomes name each other (``same_endpoint``).
+    """
+
+    def __init__(self, loaded: LoadedInventory, timeout: float, hosts: Iterable[str]) -> None:
+        wanted = set(hosts)
+        self._timeout = timeout
+        self._targets = [t for t in ssh_targets(loaded) if t.name in wanted]
+        for key in dict.fromkeys(t.key for t in self._targets if t.key is not None):
+            if not key.is_file():
+                raise QsetupError(
+                    f"SSH key {key} does not exist; fix ssh.key (or a host's ssh_key) in "
+                    f"{loaded.path}"
+                )
+        self._machines: dict[tuple[str, int, str], list[str]] = {}
+        for t in ssh_targets(loaded):
+            self._machines.setdefault((t.address, t.port, t.user), []).append(t.name)
+        known_hosts = known_hosts_path(loaded)
+        self._deadline = time.monotonic() + 2 * timeout + 1
+        self._clients = {
+            t.name: _spawn([*ssh_argv(t, loaded.inventory, known_hosts, timeout), read_command(t)])
+            for t in self._targets
+        }
+
+    def finish(self, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Outcome]:
+        """Send each host its parameters (a host missing here gets none and is not read)."""
+        source = read_source()
+        stdin = {
+            name: json.dumps(dict(params[name])) + "\n" + source
+            for name in self._clients
+            if name in params
+        }
+        results = _collect(self._clients, stdin, self._deadline)
+        outcomes = {}
+        for t in self._targets:
+            if t.name not in params:
+                continue
+            outcome = _outcome(t.address, results.get(t.name), self._timeout, t)
+            same = self._machines[(t.address, t.port, t.user)]
+            if len(same) > 1:
+                outcome = replace(outcome, same_endpoint=tuple(same))
+            outcomes[t.name] = outcome
+        return outcomes
 
 
 @dataclass(frozen=True)
@@ -205,42 +229,58 @@ class SshResult:
     exited: int
 
 
-def _run_all(
-    jobs: Mapping[str, tuple[Sequence[str], str]], timeout: float
-) -> dict[str, SshResult | BaseException]:
-    """Run every job's command line with its standard input, all at once.
+def _spawn(argv: Sequence[str]) -> subprocess.Popen[bytes] | OSError:
+    """Start one host's client; it waits for its standard input (or why it did not start)."""
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # no terminal: ssh never prompts
+        )
+    except OSError as exc:
+        return exc
 
-    Each host's ``ssh`` runs in its own process; a thread per host only feeds and reads
-    its pipes. A host gets the connect timeout and then as long again for the read; past
-    that its client is killed and the host's outcome says so.
+
+def _collect(
+    clients: Mapping[str, subprocess.Popen[bytes] | OSError],
+    stdin: Mapping[str, str],
+    deadline: float,
+) -> dict[str, SshResult | BaseException]:
+    """Feed every client its input and read what it prints, all at once.
+
+    A thread per host only feeds and reads its pipes. A host gets the connect timeout
+    and then as long again for the read; past that its client is killed and the host's
+    outcome says so. A client with no input here is ended.
     """
 
     def one(name: str) -> SshResult | BaseException:
-        argv, stdin = jobs[name]
+        proc = clients[name]
+        if isinstance(proc, OSError):
+            return proc
+        if name not in stdin:
+            proc.kill()
+            proc.communicate()
+            return ReadTimedOut()
         try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # no terminal: ssh never prompts
+            out, err = proc.communicate(
+                stdin[name].encode("utf-8"), timeout=max(0.1, deadline - time.monotonic())
             )
-        except OSError as exc:
-            return exc
-        try:
-            out, err = proc.communicate(stdin.encode("utf-8"), timeout=2 * timeout + 1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
             return ReadTimedOut()
+        except BrokenPipeError:  # the client ended before it took its input
+            out, err = proc.communicate()
         return SshResult(
             out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), proc.returncode
         )
 
-    if not jobs:
+    if not clients:
         return {}
-    with ThreadPoolExecutor(max_workers=min(64, len(jobs))) as pool:
-        return dict(zip(jobs, pool.map(one, jobs), strict=True))
+    with ThreadPoolExecutor(max_workers=min(64, len(clients))) as pool:
+        return dict(zip(clients, pool.map(one, clients), strict=True))
 
 
 def _outcome(

@@ -280,6 +280,7 @@ def test_run_deploy_reports_what_the_events_said(
         return _Runner(status="failed", rc=2)
 
     monkeypatch.setattr(ansible_runner, "run", fake_run)
+    monkeypatch.setattr(deploy, "start_read", lambda *_: None)  # no host is contacted
     monkeypatch.setattr(deploy, "read_differences", lambda *_: ((), False))
     loaded = load_inventory(write_inventory())
     result = run_deploy(loaded, DeployOptions(diff=True))
@@ -428,6 +429,7 @@ def _deploy_after_read(
         return found, complete
 
     monkeypatch.setattr(ansible_runner, "run", fake_run)
+    monkeypatch.setattr(deploy, "start_read", lambda *_: None)  # no host is contacted
     monkeypatch.setattr(deploy, "read_differences", read)
     result = run_deploy(load_inventory(write_inventory()), options)
     return result, calls, reads

@@ -16,28 +16,36 @@ from qsetup.status.ssh import MARK, SshResult, read_command, read_round, ssh_tar
 
 
 @dataclass
-class _Host:
+class _Client:
     """Stands in for one host's ``ssh`` client: records its command line and standard input."""
 
     argv: list[str]
-    stdin: str
+    answer: SshResult
+    stdin: str = ""
+    returncode: int = 0
+
+    def communicate(self, data: bytes = b"", timeout: float | None = None) -> tuple[bytes, bytes]:
+        self.stdin += data.decode("utf-8")
+        self.returncode = self.answer.exited
+        return self.answer.stdout.encode(), self.answer.stderr.encode()
+
+    def kill(self) -> None:
+        pass
 
 
 def _fake_round(
     monkeypatch: pytest.MonkeyPatch, loaded: LoadedInventory, answers: dict[str, SshResult]
-) -> tuple[dict[str, Any], dict[str, _Host]]:
-    made: dict[str, _Host] = {}
+) -> tuple[dict[str, Any], dict[str, _Client]]:
+    made: dict[str, _Client] = {}
+    names = {t.address: t.name for t in ssh_targets(loaded)}
 
-    def run_all(jobs: dict[str, tuple[list[str], str]], _timeout: float) -> dict[str, SshResult]:
-        out = {}
-        for name, (argv, stdin) in jobs.items():
-            made[name] = _Host(list(argv), stdin)
-            address = argv[argv.index("--") + 1]
-            answer = MARK + json.dumps({"hostname": name}) + "\n"
-            out[name] = answers.get(address, SshResult(answer, "", 0))
-        return out
+    def spawn(argv: list[str]) -> _Client:
+        address = argv[argv.index("--") + 1]
+        answer = SshResult(MARK + json.dumps({"hostname": names[address]}) + "\n", "", 0)
+        made[names[address]] = _Client(list(argv), answers.get(address, answer))
+        return made[names[address]]
 
-    monkeypatch.setattr(status_ssh, "_run_all", run_all)
+    monkeypatch.setattr(status_ssh, "_spawn", spawn)
     params = {h: {"releases": {}, "secret": f"pw-{h}"} for h in loaded.inventory.hosts}
     return read_round(loaded, 1.0, params), made
 

@@ -209,7 +209,7 @@ def test_deploy_with_an_encrypted_file_and_no_password_touches_no_host(
     def no_host(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a host was contacted")
 
-    monkeypatch.setattr("qsetup.status.ssh.read_round", no_host)
+    monkeypatch.setattr("qsetup.status.ssh._spawn", no_host)  # every SSH client starts there
     monkeypatch.setattr("qsetup.ops.deploy.run_playbook", no_host)
     for command in ("deploy", "status", "restart", "backup"):
         code, output = run(command, "-i", str(inventory))
