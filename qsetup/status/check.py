@@ -86,15 +86,35 @@ def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def read_hosts(loaded: LoadedInventory, seconds: float) -> dict[str, HostStatus]:
+def start_reading(loaded: LoadedInventory, seconds: float) -> ReadRound:
+    """Every host's SSH client, started: they connect while status prepares the rest."""
+    return ReadRound(loaded, seconds, loaded.inventory.hosts)
+
+
+def import_clients() -> None:
+    """Import the clients the background checks use, here, before any of them starts.
+
+    Not in their threads: while one thread was halfway through importing Celery, another's
+    ``isinstance(hook, Callable)`` in requests reached Celery's half-defined abstract
+    classes and failed (NameError: CallableSignature), once in a CI run.
+    """
+    import celery.app.control  # noqa: F401
+    import kombu.transport.pyamqp  # noqa: F401
+    import requests  # noqa: F401
+
+
+def read_hosts(
+    loaded: LoadedInventory, seconds: float, reading: ReadRound | None = None
+) -> dict[str, HostStatus]:
     """Read every host (the one read) and compare it with what a deploy would put there.
 
     The plan is the deploy's own (:func:`qsetup.artifacts.targets.plan_hosts`), rendered
     with the TLS certificates as they are, or as a deploy would issue them (in memory:
-    status writes nothing). The hosts' SSH clients start first and connect while it plans.
+    status writes nothing). ``reading``: the round, started earlier (else started here,
+    before the plan, so the hosts' clients connect while it renders).
     """
     inv = loaded.inventory
-    reading = ReadRound(loaded, seconds, inv.hosts)
+    reading = reading or start_reading(loaded, seconds)
     material = prepare_tls(loaded.path, inv, None, write=False, vault=loaded.vault)
     with tempfile.TemporaryDirectory(prefix="qsetup-status-") as tmp:
         plans = plan_hosts(loaded, material, Path(tmp) / "app.tar")
@@ -133,6 +153,8 @@ def check_status(
     def http_checks() -> tuple[BrokerStatus, FlowerStatus | None]:
         return fetch_broker(loaded, seconds), check_flower(loaded, seconds)
 
+    reading = start_reading(loaded, seconds)
+    import_clients()  # while the hosts' clients connect
     http = _Background(http_checks)
     certs = _Background(partial(check_certificates, loaded, seconds))
     names = {(user, vhost): NodeNames(inv, user, vhost) for user, vhost in broker_connections(inv)}
@@ -140,7 +162,7 @@ def check_status(
         _Background(partial(inspect_workers, loaded, user, vhost, seconds, ping_timeout, expected))
         for (user, vhost), expected in names.items()
     ]
-    hosts = read_hosts(loaded, seconds)
+    hosts = read_hosts(loaded, seconds, reading)
     hostnames = {name: h.hostname for name, h in hosts.items()}
     for expected in names.values():
         expected.learn(hostnames)

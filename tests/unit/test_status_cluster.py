@@ -536,7 +536,7 @@ def _wire(monkeypatch: pytest.MonkeyPatch, loaded: LoadedInventory) -> None:
     answers = _answers(inv, nodes=nodes, queues=queues)
     reported = {"mq1": "rabbit-a", "mq2": "rabbit-b.example.org", "mq3": "rabbit-c", "wk1": "wk1"}
 
-    def read_hosts(loaded: LoadedInventory, timeout: float) -> dict[str, HostStatus]:
+    def read_hosts(loaded: LoadedInventory, timeout: float, *_: Any) -> dict[str, HostStatus]:
         return {
             name: HostStatus(name, h.address, (), True, None, reported[name], (), (), None, None)
             for name, h in loaded.inventory.hosts.items()
@@ -546,6 +546,7 @@ def _wire(monkeypatch: pytest.MonkeyPatch, loaded: LoadedInventory) -> None:
         names = frozenset({"default-1@wk1"})
         return InspectResult(user, vhost, None, names, {"default-1@wk1": ("proj.add",)})
 
+    monkeypatch.setattr(check, "start_reading", lambda *_: None)  # no host is contacted
     monkeypatch.setattr(check, "read_hosts", read_hosts)
     monkeypatch.setattr(check, "fetch_broker", lambda *_: parse_api(inv, **answers))
     monkeypatch.setattr(check, "inspect_workers", inspect)
