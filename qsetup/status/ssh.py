@@ -87,6 +87,10 @@ def describe_ssh_error(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+KEX = "curve25519-sha256"
+"""The key exchange the read's clients offer first (see :func:`ssh_argv`)."""
+
+
 def ssh_argv(target: SshTarget, inv: Inventory, known_hosts: Path, timeout: float) -> list[str]:
     """The ``ssh`` command line that reaches ``target`` (the remote command appended later).
 
@@ -100,6 +104,10 @@ def ssh_argv(target: SshTarget, inv: Inventory, known_hosts: Path, timeout: floa
         "ssh", "-T", "-p", str(target.port), "-l", target.user,
         "-o", "BatchMode=yes", "-o", f"ConnectTimeout={seconds}",
         "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
+        # curve25519 first (the rest of the default list after it): the key exchange
+        # paramiko made before. OpenSSH 9's default, sntrup761x25519, cost about 70 ms
+        # of client CPU per host here: 1.45 of 1.5 core-seconds for 20 hosts.
+        "-o", f"KexAlgorithms=^{KEX}",
     ]  # fmt: skip
     if target.key is not None:
         argv += ["-i", str(target.key)]

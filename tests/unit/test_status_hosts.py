@@ -109,6 +109,7 @@ def test_the_read_reaches_hosts_with_the_deploys_host_key_checking_and_writes_no
     assert f"StrictHostKeyChecking={strict}" in options
     assert "UserKnownHostsFile=" + files.format(kept=kept) in options
     assert "BatchMode=yes" in options and "ConnectTimeout=3" in options
+    assert "KexAlgorithms=^curve25519-sha256" in options  # offered first, the defaults after
     assert argv[-2:] == ["--", target.address]
     assert argv[argv.index("-p") + 1] == str(target.port)
     assert argv[argv.index("-l") + 1] == target.user
