@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -342,7 +343,13 @@ def own_sandbox(which: str, folder: Path, release: str | None = None) -> Iterato
     try:
         yield boot_sandbox(spec.names, folder / "inventory.yml", env, release)
     finally:
-        qsetup("sandbox", "down", env=env, timeout=DOWN_TIMEOUT, check=False)
+        down = qsetup("sandbox", "down", env=env, timeout=DOWN_TIMEOUT, check=False)
+        if down.returncode != 0:
+            # Not a test failure (the tests ran): pytest's warnings summary names what it left.
+            warnings.warn(
+                f"sandbox down for {which} exited {down.returncode}: {down.stdout}{down.stderr}",
+                stacklevel=1,
+            )
 
 
 def names_in_use(names: tuple[str, ...]) -> set[str]:
