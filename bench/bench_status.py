@@ -123,7 +123,7 @@ def main() -> None:
         addresses = {
             n: str(yaml.safe_load(twenty.read_text())["hosts"][n]["address"]) for n in NAMES
         }
-        timed_status(three)  # warm the page cache (first import of celery, fabric, ...)
+        timed_status(three)  # warm the page cache (first import of celery, requests, ...)
         rows = []
         for label, inv, hosts in (("3 hosts", three, NAMES[:3]), ("20 hosts", twenty, NAMES)):
             floors, walls, checks = [], [], []

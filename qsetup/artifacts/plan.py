@@ -416,7 +416,7 @@ def build_ansible_inventory(
         # Each node's inventory name and address; the first is where users,
         # vhosts and policies are managed, and the others join its cluster.
         # A queue's type cannot change: the preflight refuses a consumed queue
-        # that exists with another type (see roles/preflight).
+        # that exists with another type (converge.compare.queue_type_refusals).
         "qsetup_queue_type": queue_type(inv),
         "qsetup_consumed_queues": [
             {"vhost": v, "name": n, "groups": list(g)} for (v, n), g in consumed_queues(inv).items()
