@@ -30,141 +30,25 @@ def _hostnames(hv: Mapping[str, Any], hostvars: Mapping[str, Any] | None) -> dic
 def qsetup_converge(
     read: Mapping[str, Any], hv: Mapping[str, Any], hostvars: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """What the preflight's read shows differs on this host, by ``converge.compare_host``.
+    """What the preflight's read shows differs on this host: ``converge.view.host_view``.
 
     ``read`` is what qsetup_host_facts returned; ``hv`` the host's variables
     (``hostvars[inventory_hostname]``: the plan's, the files' checksums
     ``qsetup_file_sums`` and the secrets ``qsetup_secret_values``); ``hostvars`` every
     host's, for the hostnames the other broker nodes' reads found (the cluster's lines
-    in /etc/hosts). Returns ``clean`` (nothing a deploy changes), the missing
-    ``packages``, ``os_groups`` and ``os_users`` (names), the ``stale`` files'
-    destinations, ``stale_dirs``, ``stale_venvs`` (names), ``code_stale``,
-    ``units_down`` and ``units_failed`` (the services' units that are not running and
-    enabled, and those of them systemd holds failed), ``broker_unit_down``,
-    ``broker_blank`` (a cluster node whose host has no RabbitMQ yet),
-    ``hosts_block`` (the cluster's lines in /etc/hosts, None for none) with
-    ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
-    ``converge.removals``), ``epmd`` (its drop-in, see :func:`_epmd`), ``firewall``
-    (the rulesets to load, see :func:`_firewall`),
-    ``results_restart`` (the managed result backend's files, unit or users differ),
-    ``refusals`` (why the host cannot be deployed: every ``refuse`` difference, see
-    ``converge.compare.refusals``; the preflight stops on them) and ``differences``
-    (one line each, no secret).
+    in /etc/hosts). The deploy computes the same from its own first read when it can
+    (then Ansible does not read the host and this filter does not run).
     """
-    from qsetup.converge.cluster import blank_node
-    from qsetup.converge.compare import (
-        code_stale,
-        compare_host,
-        host_clean,
-        hosts_block_difference,
-        refusals,
-        results_differences,
-        stale_dirs,
-        stale_files,
-        stale_venvs,
-        unit_difference,
-    )
     from qsetup.converge.facts import HostFacts
-    from qsetup.converge.removals import removals
-    from qsetup.converge.target import HostTarget, hosts_block
-    from qsetup.desired.results import RESULTS_UNIT
+    from qsetup.converge.target import HostTarget
+    from qsetup.converge.view import host_view
 
     host = str(hv.get("inventory_hostname") or read.get("hostname") or "")
-    facts = HostFacts.from_read(read)
     target = HostTarget.from_plan(
         host, hv, hv, hv.get("qsetup_file_sums") or {}, _hostnames(hv, hostvars)
     )
-    differences = compare_host(target, facts, hv.get("qsetup_secret_values") or {})
-    services = [s for s in target.services if s.role not in ("broker", "firewall", "results")]
-    gone = removals(facts.manifest, target.manifest)
-    down = [s.unit for s in services if unit_difference(host, facts.unit(s.unit)) is not None]
-    return {
-        "clean": host_clean(differences),
-        "packages": sorted(set(facts.packages) - facts.installed),
-        "os_groups": sorted(set(target.os_groups) - facts.groups),
-        "os_users": sorted(set(target.os_users) - facts.users),
-        "stale": [f.dest for f in stale_files(target.files, facts)],
-        "stale_dirs": [d.path for d in stale_dirs(target.dirs, facts)],
-        "stale_venvs": [v.name for v in stale_venvs(target, facts)],
-        "code_stale": code_stale(target, facts),
-        "units_down": down,
-        "units_failed": [u for u in down if facts.unit(u).active_state == "failed"],
-        "broker_unit_down": target.broker_node
-        and unit_difference(host, facts.unit("rabbitmq-server.service")) is not None,
-        "broker_blank": blank_node(target, facts),
-        "hosts_block": hosts_block(target, facts.hosts_block),
-        "hosts_block_stale": hosts_block_difference(target, facts) is not None,
-        "removals": gone,
-        "epmd": _epmd(target, facts),
-        "firewall": _firewall(target, facts, gone),
-        "results_restart": target.results is not None
-        and (
-            any(f.service == RESULTS_UNIT for f in stale_files(target.files, facts))
-            or unit_difference(host, facts.unit(RESULTS_UNIT)) is not None
-            or bool(results_differences(target, facts, hv.get("qsetup_secret_values") or {}))
-        ),
-        "refusals": refusals(differences),
-        "differences": [d.line for d in differences if d.fixable],
-    }
-
-
-def _epmd(target: Any, facts: Any) -> dict[str, Any]:
-    """Epmd's drop-in on a broker node: ``file`` to install (None: current or not here).
-
-    ``file`` is an entry for ``qsetup_files`` (with its content). A name that is another
-    host's address is one of the host's ``refusals``, not a file.
-    """
-    from qsetup.converge.compare import EPMD_MODE, epmd_differences, epmd_dropin
-    from qsetup.desired.epmd import DROPIN_PATH
-
-    found = epmd_differences(target, facts)
-    content = epmd_dropin(target, facts)
-    stale = any(d.kind == "file" for d in found)
-    return {
-        "file": {
-            "dest": DROPIN_PATH,
-            "content": content,
-            "owner": "root",
-            "group": "root",
-            "mode": EPMD_MODE,
-        }
-        if stale and content is not None
-        else None,
-    }
-
-
-def _firewall(target: Any, facts: Any, gone: Mapping[str, Any]) -> dict[str, Any]:
-    """The rulesets the deploy loads: ``early`` (None: nothing to load) and ``final``.
-
-    ``early`` keeps open what an earlier deploy allowed and the inventory dropped (its
-    clients still run until the removals, the deploy's last play), ``final`` (None:
-    same as early) closes it once they stopped.
-    """
-    from qsetup.converge.compare import firewall_difference, unit_difference
-    from qsetup.desired.firewall import (
-        FIREWALL_UNIT,
-        RULESET_PATH,
-        UNIT_TEXT,
-        merge_allowed,
-        render_ruleset,
-    )
-
-    if target.firewall is None:
-        return {"early": None, "final": None}
-    dropped = {int(k): v for k, v in (gone.get("firewall") or {}).items()}
-    stale = (
-        firewall_difference(target, facts) is not None
-        or unit_difference(target.host, facts.unit(FIREWALL_UNIT)) is not None
-    )
-    final = render_ruleset(target.firewall.allowed)
-    early = render_ruleset(merge_allowed(target.firewall.allowed, dropped))
-    return {
-        "early": early if stale or dropped else None,
-        "final": final if dropped else None,
-        "path": RULESET_PATH,
-        "unit": UNIT_TEXT,
-        "unit_name": FIREWALL_UNIT,
-    }
+    secrets = hv.get("qsetup_secret_values") or {}
+    return host_view(target, HostFacts.from_read(read), secrets, hv)
 
 
 def qsetup_broker_apply(

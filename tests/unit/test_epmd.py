@@ -12,6 +12,7 @@ from unitdata import WriteInventory, as_deployed, playbook_module
 from qsetup.artifacts.targets import secret_values
 from qsetup.converge.compare import compare_host, host_clean, refusals
 from qsetup.converge.facts import HostFacts
+from qsetup.converge.view import host_view
 from qsetup.desired.epmd import DROPIN_PATH
 
 SINGLE = CLUSTER.replace("  hosts: [mq1, mq2, mq3]\n", "  host: mq1\n")
@@ -29,9 +30,8 @@ def _lines(target: Any, read: dict[str, Any], secrets: Any) -> list[str]:
 
 def _filter(target: Any, read: dict[str, Any], secrets: Any) -> dict[str, Any]:
     """What the playbooks get: the drop-in's file entry (with its content), the host's refusals."""
-    filters = playbook_module("filter_plugins/qsetup_filters.py")
     facts, content = HostFacts.from_read(read), None
-    epmd: dict[str, Any] = filters._epmd(target, facts)
+    epmd: dict[str, Any] = host_view(target, facts, secrets, {})["epmd"]
     if epmd["file"] is not None:
         content = epmd["file"]["content"]
     found = refusals(compare_host(target, facts, secrets))
