@@ -110,8 +110,13 @@ def plan_hosts(
     )
 
 
-def every_read_params(loaded: LoadedInventory, plans: HostPlans) -> dict[str, dict[str, Any]]:
+def every_read_params(
+    loaded: LoadedInventory, plans: HostPlans, preflight: bool = False
+) -> dict[str, dict[str, Any]]:
     """Each inventory host's read parameters, with the admin passwords the read needs.
+
+    ``preflight``: the deploy's read, which also asks whether apt can install a missing
+    package and checks minimum versions (``readparams.read_params``).
 
     What status and the deploy's first read (its no-op check) ask every host; the
     preflight asks the same through the plan's ``qsetup_read_params``.
@@ -122,6 +127,7 @@ def every_read_params(loaded: LoadedInventory, plans: HostPlans) -> dict[str, di
             plans.hostvars(h),
             plans.common,
             secrets[ADMIN_SECRET],
+            preflight=preflight,
             results_password=secrets.get(RESULTS_ADMIN_SECRET),
         )
         for h in loaded.inventory.hosts

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qsetup.artifacts.ansible_data import dump_inventory, dump_vars_file
@@ -161,9 +162,11 @@ def _run_playbook(
         reading = start_read(loaded) if reads else None
         plans = plan_hosts(loaded, material, scratch / "app.tar", options.tags or PARTS)
         differences: tuple[Difference, ...] = ()
+        views: dict[str, dict[str, Any]] = {}
         if reads:
-            differences, complete = read_differences(loaded, plans, reading)
-            if complete and host_clean(differences):
+            first = read_differences(loaded, plans, reading)
+            differences, views = first.differences, first.views
+            if first.complete and host_clean(differences):
                 return DeployResult(
                     "successful",
                     0,
@@ -180,26 +183,29 @@ def _run_playbook(
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(art.content)
-        # Checksums (SHA-1, as Ansible's find reports them) of every file to install
-        # are kept with the secrets because some files hold passwords.
-        secrets_file = scratch / "secrets.yml"
-        fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(
-                dump_vars_file(
-                    {
-                        "qsetup_secret_values": secret_values(loaded),
-                        "qsetup_file_sums": dict(plans.sums),
-                    }
-                )
-            )
+        vars_dir = write_host_vars(scratch, loaded, plans, views)
         (scratch / "tmp").mkdir(mode=0o700)
         (scratch / "cp").mkdir(mode=0o700)
 
         # YAML, not JSON: only YAML carries the !unsafe tag that keeps values from being
         # evaluated as templates.
         inv_file = run_dir / "inventory.yml"
-        inv_file.write_text(dump_inventory(dict(plans.ansible_inventory)), encoding="utf-8")
+        inventory = dict(plans.ansible_inventory)
+        # The hosts Ansible's preflight reads: none when the first read answered for
+        # every host (its comparison is in each host's variables), else every host;
+        # the hosts the configure and start plays run on: those where something
+        # differs (the preflight adds them when it reads).
+        unread = {} if views else dict.fromkeys(inventory["all"]["hosts"])
+        changing = {h: None for h, v in views.items() if not v["qsetup_converge"]["clean"]}
+        inventory["all"] = {
+            **inventory["all"],
+            "children": {
+                **inventory["all"].get("children", {}),
+                UNREAD: {"hosts": unread},
+                CHANGING: {"hosts": changing},
+            },
+        }
+        inv_file.write_text(dump_inventory(inventory), encoding="utf-8")
         inv_file.chmod(0o600)
 
         # Failure messages quote what hosts said; no secret value ever leaves in one.
@@ -214,7 +220,7 @@ def _run_playbook(
             extravars={
                 "qsetup_files_dir": str(files),
                 "qsetup_app_tar": str(scratch / "app.tar"),
-                "qsetup_secrets_file": str(secrets_file),
+                "qsetup_vars_dir": str(vars_dir),
                 **extra,
             },
             started=started,
@@ -228,6 +234,32 @@ def _run_playbook(
         return replace(result, differences=differences)
 
 
+UNREAD = "qsetup_unread"
+"""The inventory group of the hosts Ansible's preflight reads (site.yml)."""
+CHANGING = "qsetup_changing"
+"""The inventory group of the hosts the configure and start plays run on (site.yml)."""
+
+
+def write_host_vars(
+    scratch: Path, loaded: LoadedInventory, plans: HostPlans, views: dict[str, dict[str, Any]]
+) -> Path:
+    """Each host's variables file for the run, in the private scratch directory.
+
+    The secrets and the checksums (SHA-1, as Ansible's find reports them) of every file
+    to install, kept with the secrets because some files hold passwords, and, when the
+    first read answered everywhere, the host's read and comparison (``views``). The
+    preflight loads it once per host (site.yml); never in the run directory.
+    """
+    out = scratch / "vars"
+    out.mkdir(mode=0o700)
+    common = {"qsetup_secret_values": secret_values(loaded), "qsetup_file_sums": dict(plans.sums)}
+    for host in plans.ansible_inventory["all"]["hosts"]:
+        fd = os.open(out / f"{host}.yml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(dump_vars_file({**common, **views.get(host, {})}))
+    return out
+
+
 def reads_first(options: DeployOptions) -> bool:
     """Whether a deploy reads every host and compares before starting Ansible.
 
@@ -238,29 +270,70 @@ def reads_first(options: DeployOptions) -> bool:
 
 
 def start_read(loaded: LoadedInventory) -> ReadRound:
-    """The deploy's first read of every host, connecting (its parameters follow)."""
+    """The deploy's first read of every host, connecting (its parameters follow).
+
+    The read may refresh apt's lists on a host that misses a package (the preflight's
+    question: can apt install it?), so its deadline allows for that; a host that does
+    not connect still fails within ``ssh.connect_timeout``.
+    """
     from qsetup.status.ssh import ReadRound
 
     inv = loaded.inventory
-    return ReadRound(loaded, float(min(inv.ssh.connect_timeout, 10)), inv.hosts)
+    return ReadRound(
+        loaded, float(min(inv.ssh.connect_timeout, 10)), inv.hosts, extra_seconds=APT_SECONDS
+    )
+
+
+APT_SECONDS = 300.0
+"""How long the first read may take beyond connecting: apt-get update on a fresh host."""
+
+
+@dataclass(frozen=True)
+class FirstRead:
+    """What the deploy's first read found, by the one read and the one comparison."""
+
+    differences: tuple[Difference, ...]
+    complete: bool
+    """Every host answered (one that did not is judged by Ansible's run, which says why)."""
+    views: dict[str, dict[str, Any]]
+    """Each host's read and comparison for the roles (``preflight_vars``); empty unless
+    every host answered and none refused."""
 
 
 def read_differences(
     loaded: LoadedInventory, plans: HostPlans, reading: ReadRound | None = None
-) -> tuple[tuple[Difference, ...], bool]:
+) -> FirstRead:
     """Every host's differences from the plan, by the one read and the one comparison.
 
-    Status makes the same read and comparison. The second value is whether every host
-    answered: a host that did not is judged by Ansible's run, which says why in one line.
-    ``reading``: the round, started before the plan (else started here).
+    The read asks what the preflight asks (whether apt can install a missing package,
+    minimum versions); status makes the same read without those. ``reading``: the
+    round, started before the plan (else started here).
     """
+    from qsetup.converge.facts import HostFacts
+    from qsetup.converge.view import host_view
     from qsetup.status.hosts import Outcome, assemble_hosts
 
     inv = loaded.inventory
     secrets = secret_values(loaded)
-    params = every_read_params(loaded, plans)
+    params = every_read_params(loaded, plans, preflight=True)
     outcomes: dict[str, Outcome] = (reading or start_read(loaded)).finish(params)
     hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})
-    hosts = assemble_hosts(inv, outcomes, host_targets(plans, hostnames), secrets)
+    targets = host_targets(plans, hostnames)
+    hosts = assemble_hosts(inv, outcomes, targets, secrets)
     differences = tuple(d for h in hosts.values() for d in h.differences)
-    return differences, all(h.reachable for h in hosts.values())
+    complete = all(h.reachable for h in hosts.values())
+    views: dict[str, dict[str, Any]] = {}
+    if complete:
+        for name, outcome in outcomes.items():
+            facts = dict(outcome.facts or {})
+            hv = {**plans.common, **plans.hostvars(name)}
+            view = host_view(targets[name], HostFacts.from_read(facts), secrets, hv)
+            views[name] = {
+                "qsetup_host": facts,
+                "qsetup_release": facts.get("release"),
+                "qsetup_hostname": facts.get("hostname"),
+                "qsetup_converge": view,
+            }
+        if any(v["qsetup_converge"]["refusals"] for v in views.values()):
+            views = {}  # Ansible's preflight reports them, host by host, and stops
+    return FirstRead(differences, complete, views)

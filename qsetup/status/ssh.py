@@ -187,7 +187,13 @@ class ReadRound:
     outcomes name each other (``same_endpoint``).
     """
 
-    def __init__(self, loaded: LoadedInventory, timeout: float, hosts: Iterable[str]) -> None:
+    def __init__(
+        self,
+        loaded: LoadedInventory,
+        timeout: float,
+        hosts: Iterable[str],
+        extra_seconds: float = 0.0,
+    ) -> None:
         wanted = set(hosts)
         self._timeout = timeout
         self._targets = [t for t in ssh_targets(loaded) if t.name in wanted]
@@ -201,7 +207,8 @@ class ReadRound:
         for t in ssh_targets(loaded):
             self._machines.setdefault((t.address, t.port, t.user), []).append(t.name)
         known_hosts = known_hosts_path(loaded)
-        self._deadline = time.monotonic() + 2 * timeout + 1
+        # ``extra_seconds``: what the read itself may take beyond connecting.
+        self._deadline = time.monotonic() + 2 * timeout + 1 + extra_seconds
         self._clients = {
             t.name: _spawn([*ssh_argv(t, loaded.inventory, known_hosts, timeout), read_command(t)])
             for t in self._targets

@@ -281,7 +281,7 @@ def test_run_deploy_reports_what_the_events_said(
 
     monkeypatch.setattr(ansible_runner, "run", fake_run)
     monkeypatch.setattr(deploy, "start_read", lambda *_: None)  # no host is contacted
-    monkeypatch.setattr(deploy, "read_differences", lambda *_: ((), False))
+    monkeypatch.setattr(deploy, "read_differences", lambda *_: deploy.FirstRead((), False, {}))
     loaded = load_inventory(write_inventory())
     result = run_deploy(loaded, DeployOptions(diff=True))
 
@@ -424,9 +424,9 @@ def _deploy_after_read(
         kwargs["event_handler"](event("playbook_on_stats", ok={"rabbit1": 3, "worker1": 3}))
         return _Runner(status="successful", rc=0)
 
-    def read(*_: Any) -> tuple[tuple[Difference, ...], bool]:
+    def read(*_: Any) -> deploy.FirstRead:
         reads.append(True)
-        return found, complete
+        return deploy.FirstRead(found, complete, {})
 
     monkeypatch.setattr(ansible_runner, "run", fake_run)
     monkeypatch.setattr(deploy, "start_read", lambda *_: None)  # no host is contacted
@@ -484,3 +484,83 @@ def test_tags_limit_and_verbose_go_to_ansible_without_reading_first(
     ):
         _, calls, reads = _deploy_after_read(write_inventory, monkeypatch, (), True, options)
         assert reads == [] and len(calls) == 1, options
+
+
+def _load_unsafe(text: str) -> Any:
+    """A YAML file qsetup wrote for Ansible, its ``!unsafe`` values as plain strings."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def plain(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+    Loader.add_constructor("!unsafe", plain)
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+
+
+def test_a_read_of_every_host_is_handed_to_ansible_which_then_reads_none_and_configures_the_changed(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first read's comparison reaches each host's variables (in the private scratch
+    directory, not the run directory); Ansible's preflight reads no host, and the
+    configure and start plays run on the hosts where something differs."""
+    import ansible_runner
+
+    seen: dict[str, Any] = {}
+
+    def view(clean: bool) -> dict[str, Any]:
+        return {"qsetup_host": {"hostname": "h"}, "qsetup_converge": {"clean": clean}}
+
+    def fake_run(**kwargs: Any) -> _Runner:
+        inventory = _load_unsafe(Path(kwargs["inventory"]).read_text())
+        seen["groups"] = {k: v["hosts"] for k, v in inventory["all"]["children"].items()}
+        vars_dir = Path(kwargs["extravars"]["qsetup_vars_dir"])
+        seen["vars"] = {p.stem: _load_unsafe(p.read_text()) for p in vars_dir.glob("*.yml")}
+        seen["mode"] = vars_dir.stat().st_mode & 0o777
+        assert not vars_dir.is_relative_to(kwargs["private_data_dir"])  # not a run artifact
+        return _Runner(status="successful", rc=0)
+
+    views = {"rabbit1": view(True), "worker1": view(False)}
+    monkeypatch.setattr(ansible_runner, "run", fake_run)
+    monkeypatch.setattr(deploy, "start_read", lambda *_: None)  # no host is contacted
+    monkeypatch.setattr(
+        deploy, "read_differences", lambda *_: deploy.FirstRead((EDITED,), True, views)
+    )
+    run_deploy(load_inventory(write_inventory()), DeployOptions())
+
+    assert seen["groups"]["qsetup_unread"] in ({}, None)
+    assert seen["groups"]["qsetup_changing"] == {"worker1": None}
+    assert seen["mode"] == 0o700
+    assert seen["vars"]["worker1"]["qsetup_converge"] == {"clean": False}
+    assert seen["vars"]["rabbit1"]["qsetup_converge"] == {"clean": True}
+    assert "qsetup_secret_values" in seen["vars"]["worker1"]
+
+
+def test_a_host_that_did_not_answer_leaves_every_read_to_ansible(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ansible_runner
+
+    seen: dict[str, Any] = {}
+
+    def fake_run(**kwargs: Any) -> _Runner:
+        inventory = _load_unsafe(Path(kwargs["inventory"]).read_text())
+        seen["groups"] = {k: v["hosts"] for k, v in inventory["all"]["children"].items()}
+        vars_dir = Path(kwargs["extravars"]["qsetup_vars_dir"])
+        seen["vars"] = {p.stem: _load_unsafe(p.read_text()) for p in vars_dir.glob("*.yml")}
+        return _Runner(status="successful", rc=0)
+
+    monkeypatch.setattr(ansible_runner, "run", fake_run)
+    monkeypatch.setattr(deploy, "start_read", lambda *_: None)  # no host is contacted
+    monkeypatch.setattr(deploy, "read_differences", lambda *_: deploy.FirstRead((), False, {}))
+    run_deploy(load_inventory(write_inventory()), DeployOptions())
+
+    assert set(seen["groups"]["qsetup_unread"]) == {"rabbit1", "worker1"}
+    assert seen["groups"]["qsetup_changing"] in ({}, None)
+    assert all("qsetup_converge" not in v for v in seen["vars"].values())

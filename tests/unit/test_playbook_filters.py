@@ -523,3 +523,72 @@ def test_the_filters_load_neither_pydantic_nor_the_comparison_until_used() -> No
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[] False"
+
+
+# --- the configure play's steps ---------------------------------------------------------
+
+
+def _steps(result: dict[str, Any]) -> list[str]:
+    assert all(s["host"] == "w1" for s in result["steps"])  # no include shared across hosts
+    return [f"{s['role']}/{s['tasks']}" for s in result["steps"]]
+
+
+def test_a_clean_host_has_no_step() -> None:
+    assert filters.qsetup_converge(read(), plan())["steps"] == []
+
+
+def test_an_edited_file_is_the_users_and_files_steps_only() -> None:
+    result = filters.qsetup_converge(read(found=found(checksum="zzz")), plan())
+    assert _steps(result) == ["host/users", "celery/main"]
+
+
+def test_a_stopped_unit_needs_no_file_step() -> None:
+    stopped = dict(ACTIVE, ActiveState="inactive", SubState="dead")
+    result = filters.qsetup_converge(read(units={"qsetup-worker-a@1.service": stopped}), plan())
+    assert _steps(result) == ["host/users"]  # the start play starts it
+
+
+def test_a_fresh_pip_host_installs_the_venv_tools_first_then_builds_while_the_rest_installs() -> (
+    None
+):
+    venv = {"name": "w", "path": "/opt/w", "marker": "/etc/w.marker", "marker_sum": "abc",
+            "site_packages": False}  # fmt: skip
+    service = {"unit": "qsetup-worker-a@1.service", "role": "workers", "code": True,
+               "celery_argv": ["/opt/w/bin/python", "-m", "celery"]}  # fmt: skip
+    hv = plan(
+        qsetup_venvs=[venv],
+        qsetup_services=[service],
+        qsetup_venv_apt=["python3-venv"],
+        qsetup_ship_code=True,
+    )
+    fresh = read(found={"files": []}, packages=["python3-venv", "nftables"], installed=[], units={})
+    assert _steps(filters.qsetup_converge(fresh, hv)) == [
+        "host/packages_first",
+        "celery/venvs",
+        "host/packages",
+        "host/users",
+        "celery/venvs_wait",
+        "celery/main",
+        "celery/check_code",
+    ]
+
+
+def test_a_venv_over_debians_packages_builds_after_them_and_a_broker_sets_up_rabbitmq() -> None:
+    venv = {"name": "w", "path": "/opt/w", "marker": "/etc/w.marker", "marker_sum": "abc",
+            "site_packages": True}  # fmt: skip
+    hv = plan(
+        qsetup_venvs=[venv],
+        qsetup_venv_apt=["python3-venv"],
+        qsetup_is_broker=True,
+        qsetup_is_broker_primary=True,
+    )
+    fresh = read(found={"files": []}, packages=["python3-venv", "celery"], installed=[])
+    assert _steps(filters.qsetup_converge(fresh, hv)) == [
+        "host/packages",
+        "host/users",
+        "celery/venvs_site",
+        "broker/main",
+        "celery/venvs_wait",
+        "celery/main",
+        "broker/definitions",
+    ]
