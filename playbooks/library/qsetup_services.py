@@ -9,8 +9,9 @@ staged code (``<code_dir>.next`` and its archive) replaces the live code, system
 reloads its unit files when they changed, units that hit their start limit are reset,
 and every unit that is not enabled and active is enabled and started, with one
 ``systemctl`` call each for the reading, the enabling and the starting. The result
-names the units this call enabled or started (``started``): those run the new code
-already, and the start play waits for them to answer ping. The broker's handler
+names the units this call enabled or started (``started``; the start play waits for
+them to answer ping) and those it started (``launched``: they run the new code already;
+a unit that was running, only not enabled, still runs the old). The broker's handler
 also uses it to restart epmd and RabbitMQ together (``restart``) when epmd's
 addresses changed.
 """
@@ -158,6 +159,7 @@ def main() -> None:
             module.fail_json(msg=f"systemctl show failed: {err.strip()}", **result)
         enable, start = plan_units(units, parse_show(out))
         result["started"] = [u for u in units if u in enable or u in start]
+        result["launched"] = list(start)
         result["changed"] = result["changed"] or bool(result["started"])
         if not check and enable:
             rc, _out, err = module.run_command(["systemctl", "enable", "--", *enable])

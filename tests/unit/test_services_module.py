@@ -99,7 +99,7 @@ def test_only_units_not_enabled_or_not_active_are_touched(monkeypatch: pytest.Mo
 def test_everything_running_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     host = Systemd({"w@1.service": ("active", "enabled")})
     result = _run(monkeypatch, FakeModule({"units": ["w@1.service"]}, host))
-    assert result == {"changed": False, "started": [], "swapped": False}
+    assert result == {"changed": False, "started": [], "launched": [], "swapped": False}
     assert [c[1] for c in host.calls] == ["show"]
 
 
@@ -151,3 +151,11 @@ def test_first_swap_without_live_code(tmp_path: Path) -> None:
     (tmp_path / "app.next.tar").write_text("tar")
     services.swap_code(str(tmp_path / "app"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "app.tar"]
+
+
+def test_a_running_unit_that_is_not_enabled_is_enabled_not_launched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    host = Systemd({"w@1.service": ("active", "disabled")})
+    result = _run(monkeypatch, FakeModule({"units": ["w@1.service"]}, host))
+    assert result["started"] == ["w@1.service"] and result["launched"] == []
