@@ -2,9 +2,12 @@
 
 Each file's ``src`` is read from ``files_dir`` (qsetup's rendered files, on the
 controller) or its ``content`` is taken as given, and the module gets them all in one
-call. The contents travel as module arguments: on the module's stdin with pipelining,
-never in a process list; the module's ``invocation`` (which would repeat them) is
-dropped from the result, so no content reaches events, logs or the run directory.
+call. With ``packages`` (Debian package names) the missing packages are installed
+first, by qsetup_packages (library/), in the same task: the host's users, directories
+and manifest follow in one task result instead of two. The contents travel as module
+arguments: on the module's stdin with pipelining, never in a process list; the
+module's ``invocation`` (which would repeat them) is dropped from the result, so no
+content reaches events, logs or the run directory.
 """
 
 from __future__ import annotations
@@ -23,12 +26,23 @@ class ActionModule(ActionBase):
     """Read file contents here, then run the qsetup_files module once on the host."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("groups", "users", "dirs", "files", "files_dir"))
+    _VALID_ARGS = frozenset(("packages", "groups", "users", "dirs", "files", "files_dir"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the module with every file's content; return its result without the args."""
         result: dict[str, Any] = super().run(tmp, task_vars)
         args = self._task.args
+        packages = list(args.get("packages") or [])
+        if packages:
+            installed = self._execute_module(
+                module_name="qsetup_packages", module_args={"names": packages}, task_vars=task_vars
+            )
+            installed.pop("invocation", None)
+            if installed.get("failed"):
+                result.update(installed)
+                return result
+            result["installed"] = list(installed.get("installed") or [])
+            result["changed"] = bool(installed.get("changed"))
         files_dir = args.get("files_dir")
         files = []
         for item in args.get("files") or []:
@@ -58,5 +72,6 @@ class ActionModule(ActionBase):
             task_vars=task_vars,
         )
         module_result.pop("invocation", None)
+        module_result["changed"] = bool(module_result.get("changed")) or bool(result.get("changed"))
         result.update(module_result)
         return result

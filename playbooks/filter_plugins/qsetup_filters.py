@@ -115,31 +115,6 @@ def qsetup_marker_files(venv_results: list[dict[str, Any]]) -> list[dict[str, An
     ]
 
 
-def qsetup_units_to_restart(
-    services: list[dict[str, Any]],
-    started: list[str] | None,
-    code_changed: bool,
-    changed_venvs: list[str],
-    changed_services: list[str],
-) -> list[dict[str, Any]]:
-    """Services already running whose code, packages, environment or unit changed.
-
-    A service that the deploy has just started (``started``: the units qsetup_services
-    enabled or started) runs the new version already.
-    """
-    just_started = set(started or [])
-    return [
-        s
-        for s in services
-        if s["unit"] not in just_started
-        and (
-            (s.get("code") and code_changed)
-            or (s.get("venv") and s["venv"] in changed_venvs)
-            or s["files_of"] in changed_services
-        )
-    ]
-
-
 def qsetup_node_name(pattern: str, hostname: str) -> str:
     """The exact Celery node name of a unit (``%i`` already filled) on a host."""
     from qsetup.desired.names import expand_node_name
@@ -166,6 +141,5 @@ class FilterModule:
             "qsetup_manifest_pending": qsetup_manifest_pending,
             "qsetup_services_of_stale": qsetup_services_of_stale,
             "qsetup_marker_files": qsetup_marker_files,
-            "qsetup_units_to_restart": qsetup_units_to_restart,
             "qsetup_node_name": qsetup_node_name,
         }

@@ -31,7 +31,7 @@ from qsetup.converge.compare import (
     unit_difference,
 )
 from qsetup.converge.facts import HostFacts
-from qsetup.converge.removals import removals
+from qsetup.converge.removals import manifest_pending, removals
 from qsetup.converge.target import HostTarget, hosts_block
 from qsetup.desired.epmd import DROPIN_PATH
 from qsetup.desired.firewall import (
@@ -58,7 +58,8 @@ def host_view(
     of them systemd holds failed), ``broker_unit_down``, ``broker_blank`` (a cluster
     node whose host has no RabbitMQ yet), ``hosts_block`` (the cluster's lines in
     /etc/hosts, None for none) with ``hosts_block_stale``, ``removals`` (what the
-    inventory dropped, as ``converge.removals``), ``epmd`` (its drop-in, see
+    inventory dropped, as ``converge.removals``), ``manifest_stale`` (the manifest to
+    record differs from the host's), ``epmd`` (its drop-in, see
     :func:`_epmd`), ``firewall`` (the rulesets to load, see :func:`_firewall`),
     ``results_restart`` (the managed result backend's files, unit or users differ),
     ``refusals`` (why the host cannot be deployed: every ``refuse`` difference, see
@@ -87,6 +88,7 @@ def host_view(
         "hosts_block": hosts_block(target, facts.hosts_block),
         "hosts_block_stale": hosts_block_difference(target, facts) is not None,
         "removals": gone,
+        "manifest_stale": manifest_pending(target.manifest, gone) != dict(facts.manifest),
         "epmd": _epmd(target, facts),
         "firewall": _firewall(target, facts, gone),
         "results_restart": target.results is not None
@@ -180,8 +182,13 @@ def configure_steps(
         ("host", "dropped", bool(view["removals"].get("any"))),
         ("host", "packages_first", bool(first)),
         ("celery", "venvs", any(not v.get("site_packages") for v in venvs)),
-        ("host", "packages", bool(packages - first)),
-        ("host", "users", True),
+        (
+            "host",
+            "users",
+            bool(packages - first)
+            or bool(view["os_groups"] or view["os_users"] or view["stale_dirs"])
+            or bool(view["manifest_stale"]),
+        ),
         ("host", "firewall_early", view["firewall"].get("early") is not None),
         ("celery", "venvs_site", any(v.get("site_packages") for v in venvs)),
         ("broker", "main", bool(hv.get("qsetup_is_broker"))),
@@ -199,4 +206,30 @@ def configure_steps(
     ]
     return [
         {"role": role, "tasks": tasks, "host": host} for role, tasks, needed in wanted if needed
+    ]
+
+
+def units_to_restart(
+    services: list[dict[str, Any]],
+    started: list[str] | None,
+    code_changed: bool,
+    changed_venvs: list[str],
+    changed_services: list[str],
+) -> list[dict[str, Any]]:
+    """Services already running whose code, packages, environment or unit changed.
+
+    A service that the deploy has just started (``started``: the units qsetup_services
+    started, its ``launched``) runs the new version already. ``changed_services``: the units
+    (or unit templates) whose files the deploy installed.
+    """
+    just_started = set(started or [])
+    return [
+        s
+        for s in services
+        if s["unit"] not in just_started
+        and (
+            (s.get("code") and code_changed)
+            or (s.get("venv") and s["venv"] in changed_venvs)
+            or s["files_of"] in changed_services
+        )
     ]

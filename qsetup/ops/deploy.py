@@ -193,16 +193,19 @@ def _run_playbook(
         inventory = dict(plans.ansible_inventory)
         # The hosts Ansible's preflight reads: none when the first read answered for
         # every host (its comparison is in each host's variables), else every host;
-        # the hosts the configure and start plays run on: those where something
-        # differs (the preflight adds them when it reads).
+        # the hosts the start play runs on: those where something differs, and the
+        # configure play: those of them with a step to run (the preflight adds them
+        # when it reads).
         unread = {} if views else dict.fromkeys(inventory["all"]["hosts"])
         changing = {h: None for h, v in views.items() if not v["qsetup_converge"]["clean"]}
+        configuring = {h: None for h, v in views.items() if v["qsetup_converge"]["steps"]}
         inventory["all"] = {
             **inventory["all"],
             "children": {
                 **inventory["all"].get("children", {}),
                 UNREAD: {"hosts": unread},
                 CHANGING: {"hosts": changing},
+                CONFIGURING: {"hosts": configuring},
             },
         }
         inv_file.write_text(dump_inventory(inventory), encoding="utf-8")
@@ -237,7 +240,9 @@ def _run_playbook(
 UNREAD = "qsetup_unread"
 """The inventory group of the hosts Ansible's preflight reads (site.yml)."""
 CHANGING = "qsetup_changing"
-"""The inventory group of the hosts the configure and start plays run on (site.yml)."""
+"""The inventory group of the hosts the start play runs on (site.yml)."""
+CONFIGURING = "qsetup_configuring"
+"""The inventory group of the hosts the configure play runs on (site.yml)."""
 
 
 def write_host_vars(

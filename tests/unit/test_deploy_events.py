@@ -514,8 +514,9 @@ def test_a_read_of_every_host_is_handed_to_ansible_which_then_reads_none_and_con
 
     seen: dict[str, Any] = {}
 
-    def view(clean: bool) -> dict[str, Any]:
-        return {"qsetup_host": {"hostname": "h"}, "qsetup_converge": {"clean": clean}}
+    def view(clean: bool, steps: list[str]) -> dict[str, Any]:
+        converge = {"clean": clean, "steps": steps}
+        return {"qsetup_host": {"hostname": "h"}, "qsetup_converge": converge}
 
     def fake_run(**kwargs: Any) -> _Runner:
         inventory = _load_unsafe(Path(kwargs["inventory"]).read_text())
@@ -526,7 +527,7 @@ def test_a_read_of_every_host_is_handed_to_ansible_which_then_reads_none_and_con
         assert not vars_dir.is_relative_to(kwargs["private_data_dir"])  # not a run artifact
         return _Runner(status="successful", rc=0)
 
-    views = {"rabbit1": view(True), "worker1": view(False)}
+    views = {"rabbit1": view(False, []), "worker1": view(False, ["host/users"])}
     monkeypatch.setattr(ansible_runner, "run", fake_run)
     monkeypatch.setattr(deploy, "start_read", lambda *_: None)  # no host is contacted
     monkeypatch.setattr(
@@ -535,10 +536,11 @@ def test_a_read_of_every_host_is_handed_to_ansible_which_then_reads_none_and_con
     run_deploy(load_inventory(write_inventory()), DeployOptions())
 
     assert seen["groups"]["qsetup_unread"] in ({}, None)
-    assert seen["groups"]["qsetup_changing"] == {"worker1": None}
+    assert seen["groups"]["qsetup_changing"] == {"rabbit1": None, "worker1": None}
+    assert seen["groups"]["qsetup_configuring"] == {"worker1": None}  # rabbit1: a start only
     assert seen["mode"] == 0o700
-    assert seen["vars"]["worker1"]["qsetup_converge"] == {"clean": False}
-    assert seen["vars"]["rabbit1"]["qsetup_converge"] == {"clean": True}
+    assert seen["vars"]["worker1"]["qsetup_converge"]["steps"] == ["host/users"]
+    assert seen["vars"]["rabbit1"]["qsetup_converge"] == {"clean": False, "steps": []}
     assert "qsetup_secret_values" in seen["vars"]["worker1"]
 
 
@@ -563,4 +565,5 @@ def test_a_host_that_did_not_answer_leaves_every_read_to_ansible(
 
     assert set(seen["groups"]["qsetup_unread"]) == {"rabbit1", "worker1"}
     assert seen["groups"]["qsetup_changing"] in ({}, None)
+    assert seen["groups"]["qsetup_configuring"] in ({}, None)
     assert all("qsetup_converge" not in v for v in seen["vars"].values())

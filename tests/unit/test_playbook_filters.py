@@ -537,15 +537,20 @@ def test_a_clean_host_has_no_step() -> None:
     assert filters.qsetup_converge(read(), plan())["steps"] == []
 
 
-def test_an_edited_file_is_the_users_and_files_steps_only() -> None:
+def test_an_edited_file_is_the_files_step_only() -> None:
     result = filters.qsetup_converge(read(found=found(checksum="zzz")), plan())
-    assert _steps(result) == ["host/users", "celery/main"]
+    assert _steps(result) == ["celery/main"]
+
+
+def test_an_out_of_date_manifest_is_the_users_step() -> None:
+    result = filters.qsetup_converge(read(manifest={"version": 1}), plan())
+    assert result["manifest_stale"] and _steps(result) == ["host/users"]
 
 
 def test_a_stopped_unit_needs_no_file_step() -> None:
     stopped = dict(ACTIVE, ActiveState="inactive", SubState="dead")
     result = filters.qsetup_converge(read(units={"qsetup-worker-a@1.service": stopped}), plan())
-    assert _steps(result) == ["host/users"]  # the start play starts it
+    assert not result["clean"] and _steps(result) == []  # the start play starts it
 
 
 def test_a_fresh_pip_host_installs_the_venv_tools_first_then_builds_while_the_rest_installs() -> (
@@ -565,7 +570,6 @@ def test_a_fresh_pip_host_installs_the_venv_tools_first_then_builds_while_the_re
     assert _steps(filters.qsetup_converge(fresh, hv)) == [
         "host/packages_first",
         "celery/venvs",
-        "host/packages",
         "host/users",
         "celery/venvs_wait",
         "celery/main",
@@ -584,7 +588,6 @@ def test_a_venv_over_debians_packages_builds_after_them_and_a_broker_sets_up_rab
     )
     fresh = read(found={"files": []}, packages=["python3-venv", "celery"], installed=[])
     assert _steps(filters.qsetup_converge(fresh, hv)) == [
-        "host/packages",
         "host/users",
         "celery/venvs_site",
         "broker/main",

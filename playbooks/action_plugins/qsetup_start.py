@@ -1,0 +1,119 @@
+"""Action plugin qsetup_start: start a host's services, wait for them, queue its restart.
+
+The start play's one task per host (celery/start.yml). Three things that were three
+task results each host paid for:
+
+1. ``qsetup_services`` (library/): the checked code replaces the live code, systemd
+   reloads changed unit files, units stuck at their start limit are reset, and every
+   unit that is not enabled and active is enabled and started. Skipped (no round trip)
+   when none of that is needed: a running service whose files changed restarts in the
+   rolling play instead.
+2. ``qsetup_wait_nodes`` (library/): the workers this call started answer ping as their
+   own exact node (``name-N@<the hostname the host reported>``), Flower listens. Not in
+   check mode.
+3. The host joins the group ``qsetup_rolling`` (as ``group_by`` would) when a service
+   that was already running has new code, packages, environment or unit: site.yml's
+   rolling play restarts it, one host at a time. Which ones: ``units_to_restart``.
+
+The result holds ``started`` (the units enabled or started), ``answered`` (the nodes
+that answered) and ``restart`` (the units the rolling play restarts: a unit that was
+running but not enabled is enabled here and still restarts there, onto the new code).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+ROLLING = "qsetup_rolling"
+
+
+class ActionModule(ActionBase):
+    """Run qsetup_services, then qsetup_wait_nodes for what it started; queue a restart."""
+
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(
+        (
+            "code_dir",
+            "daemon_reload",
+            "reset_failed",
+            "units",
+            "services",
+            "hostname",
+            "shim",
+            "flower",
+            "code_changed",
+            "changed_venvs",
+            "changed_services",
+        )
+    )
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start, wait, queue; the merged result (the first failure stops it)."""
+        from qsetup.converge.view import units_to_restart
+        from qsetup.desired.names import expand_node_name
+
+        result: dict[str, Any] = super().run(tmp, task_vars)
+        del tmp
+        args = self._task.args
+        services = list(args.get("services") or [])
+        code_dir = args.get("code_dir")
+        start_args = {
+            "daemon_reload": bool(args.get("daemon_reload")),
+            "reset_failed": list(args.get("reset_failed") or []),
+            "units": list(args.get("units") or []),
+        }
+        if code_dir:
+            start_args["code_dir"] = str(code_dir)
+        started: list[str] = []
+        launched: list[str] = []
+        result.update(changed=False, started=started, answered=[])
+        if code_dir or start_args["daemon_reload"] or start_args["units"]:
+            ran = self._execute_module(
+                module_name="qsetup_services", module_args=start_args, task_vars=task_vars
+            )
+            ran.pop("invocation", None)
+            started = list(ran.get("started") or [])
+            launched = list(ran.get("launched") or [])
+            result.update(changed=bool(ran.get("changed")), started=started)
+            if ran.get("failed"):
+                result.update(failed=True, msg=ran.get("msg", "qsetup_services failed"))
+                return result
+        result["restart"] = [
+            s["unit"]
+            for s in units_to_restart(
+                services,
+                launched,
+                bool(args.get("code_changed")),
+                list(args.get("changed_venvs") or []),
+                list(args.get("changed_services") or []),
+            )
+        ]
+        if result["restart"]:
+            result["add_group"] = ROLLING
+            result["parent_groups"] = ["all"]
+        waiting = [s for s in services if s["unit"] in started]
+        workers = [s for s in waiting if s.get("role") == "workers"]
+        flower = args.get("flower")
+        listen = flower if flower and any(s.get("role") == "flower" for s in waiting) else None
+        if self._task.check_mode or not (workers or listen):
+            return result
+        hostname = str(args.get("hostname") or "")
+        if not hostname:
+            raise AnsibleActionFail("qsetup_start: hostname is required to wait for workers")
+        wait_args: dict[str, Any] = {
+            "units": workers,
+            "nodes": [expand_node_name(str(s["node_pattern"]), 1, hostname) for s in workers],
+            "shim": str(args.get("shim") or ""),
+        }
+        if listen:
+            wait_args["listen"] = {"host": listen["host"], "port": int(listen["port"])}
+        waited = self._execute_module(
+            module_name="qsetup_wait_nodes", module_args=wait_args, task_vars=task_vars
+        )
+        result["answered"] = list(waited.get("answered") or [])
+        if waited.get("failed"):
+            result.update(failed=True, msg=waited.get("msg", "qsetup_wait_nodes failed"))
+        return result
