@@ -4,7 +4,11 @@ Each file's ``src`` is read from ``files_dir`` (qsetup's rendered files, on the
 controller) or its ``content`` is taken as given, and the module gets them all in one
 call. With ``packages`` (Debian package names) the missing packages are installed
 first, by qsetup_packages (library/), in the same task: the host's users, directories
-and manifest follow in one task result instead of two. The contents travel as module
+and manifest follow in one task result instead of two. With ``wait_jobs`` (the
+virtualenv builds started in the background, as their async results) it first waits on
+the host for each build (qsetup_job_wait, library/: one round trip per two minutes of
+building) and records what each virtualenv now holds (its marker file) with the other
+files; ``venvs_changed`` names the virtualenvs the builds changed. The contents travel as module
 arguments: on the module's stdin with pipelining, never in a process list; the
 module's ``invocation`` (which would repeat them) is dropped from the result, so no
 content reaches events, logs or the run directory.
@@ -26,7 +30,11 @@ class ActionModule(ActionBase):
     """Read file contents here, then run the qsetup_files module once on the host."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("packages", "groups", "users", "dirs", "files", "files_dir"))
+    _VALID_ARGS = frozenset(
+        ("packages", "groups", "users", "dirs", "files", "files_dir", "wait_jobs")
+    )
+    WAIT_ROUNDS = 30
+    """How many two-minute waits a build gets (the async job's own limit is 30 minutes)."""
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the module with every file's content; return its result without the args."""
@@ -45,7 +53,12 @@ class ActionModule(ActionBase):
             result["changed"] = bool(installed.get("changed"))
         files_dir = args.get("files_dir")
         files = []
-        for item in args.get("files") or []:
+        markers, changed_venvs, failure = self._wait(args.get("wait_jobs") or [], task_vars)
+        if failure is not None:
+            result.update(failed=True, msg=failure)
+            return result
+        result["venvs_changed"] = changed_venvs
+        for item in [*(args.get("files") or []), *markers]:
             entry = {k: item[k] for k in _KEEP if k in item}
             if "src" in item:
                 if not files_dir:
@@ -59,6 +72,9 @@ class ActionModule(ActionBase):
                 data = str(item.get("content", "")).encode("utf-8")
             entry["content"] = base64.b64encode(data).decode("ascii")
             files.append(entry)
+        if not (files or args.get("groups") or args.get("users") or args.get("dirs")):
+            result.setdefault("changed", False)
+            return result  # nothing to install: no round trip
         module_result = self._execute_module(
             module_name="qsetup_files",
             module_args={
@@ -72,6 +88,41 @@ class ActionModule(ActionBase):
             task_vars=task_vars,
         )
         module_result.pop("invocation", None)
-        module_result["changed"] = bool(module_result.get("changed")) or bool(result.get("changed"))
+        module_result["changed"] = (
+            bool(module_result.get("changed")) or bool(result.get("changed")) or bool(changed_venvs)
+        )
         result.update(module_result)
         return result
+
+    def _wait(
+        self, jobs: list[dict[str, Any]], task_vars: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], list[str], str | None]:
+        """Wait for each build: its marker file, the venvs it changed, or why it failed."""
+        markers: list[dict[str, Any]] = []
+        changed: list[str] = []
+        for job in jobs:
+            venv = job["item"]
+            answer: dict[str, Any] = {}
+            for _ in range(self.WAIT_ROUNDS):
+                answer = self._execute_module(
+                    module_name="qsetup_job_wait",
+                    module_args={"jid": job["ansible_job_id"], "results_file": job["results_file"]},
+                    task_vars=task_vars,
+                )
+                if answer.get("finished") or answer.get("failed"):
+                    break
+            if answer.get("failed") or not answer.get("finished"):
+                why = answer.get("msg") or "did not finish in time"
+                return [], [], f"building the virtualenv {venv['name']} failed: {why}"
+            if answer.get("changed"):
+                changed.append(str(venv["name"]))
+            markers.append(
+                {
+                    "dest": venv["marker"],
+                    "content": venv["marker_content"],
+                    "owner": "root",
+                    "group": "root",
+                    "mode": "0644",
+                }
+            )
+        return markers, changed, None

@@ -97,24 +97,6 @@ def qsetup_services_of_stale(files: list[dict[str, Any]], stale: list[str]) -> l
     return sorted({f["service"] for f in files if f["dest"] in stale_set})
 
 
-def qsetup_marker_files(venv_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The marker files (for qsetup_files) of the virtualenvs whose build finished.
-
-    ``venv_results`` are async_status results whose ``item.item`` is the plan's venv.
-    """
-    return [
-        {
-            "dest": r["item"]["item"]["marker"],
-            "content": r["item"]["item"]["marker_content"],
-            "owner": "root",
-            "group": "root",
-            "mode": "0644",
-        }
-        for r in venv_results
-        if "finished" in r
-    ]
-
-
 def qsetup_node_name(pattern: str, hostname: str) -> str:
     """The exact Celery node name of a unit (``%i`` already filled) on a host."""
     from qsetup.desired.names import expand_node_name
@@ -140,6 +122,5 @@ class FilterModule:
             "qsetup_broker_passwords": qsetup_broker_passwords,
             "qsetup_manifest_pending": qsetup_manifest_pending,
             "qsetup_services_of_stale": qsetup_services_of_stale,
-            "qsetup_marker_files": qsetup_marker_files,
             "qsetup_node_name": qsetup_node_name,
         }

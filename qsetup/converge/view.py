@@ -193,13 +193,11 @@ def configure_steps(
         ("celery", "venvs_site", any(v.get("site_packages") for v in venvs)),
         ("broker", "main", bool(hv.get("qsetup_is_broker"))),
         ("results", "main", bool(hv.get("qsetup_is_results"))),
-        ("celery", "venvs_wait", bool(venvs)),
+        ("celery", "code", bool(view["code_stale"])),
         (
             "celery",
             "main",
-            bool(view["code_stale"])
-            or bool(venvs)
-            or any(f["dest"] in stale for f in hv.get("qsetup_files") or ()),
+            bool(venvs) or any(f["dest"] in stale for f in hv.get("qsetup_files") or ()),
         ),
         ("celery", "check_code", coded and (bool(view["code_stale"]) or bool(venvs))),
         ("broker", "definitions", bool(hv.get("qsetup_is_broker_primary"))),

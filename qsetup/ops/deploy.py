@@ -183,7 +183,7 @@ def _run_playbook(
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(art.content)
-        vars_dir = write_host_vars(scratch, loaded, plans, views)
+        write_host_vars(scratch, loaded, plans, views)
         (scratch / "tmp").mkdir(mode=0o700)
         (scratch / "cp").mkdir(mode=0o700)
 
@@ -223,7 +223,6 @@ def _run_playbook(
             extravars={
                 "qsetup_files_dir": str(files),
                 "qsetup_app_tar": str(scratch / "app.tar"),
-                "qsetup_vars_dir": str(vars_dir),
                 **extra,
             },
             started=started,
@@ -252,8 +251,9 @@ def write_host_vars(
 
     The secrets and the checksums (SHA-1, as Ansible's find reports them) of every file
     to install, kept with the secrets because some files hold passwords, and, when the
-    first read answered everywhere, the host's read and comparison (``views``). The
-    preflight loads it once per host (site.yml); never in the run directory.
+    first read answered everywhere, the host's read and comparison (``views``). Ansible
+    reads it through the vars plugin playbooks/vars_plugins/qsetup_run.py (the runner
+    names the directory in QSETUP_RUN_VARS_DIR); never in the run directory.
     """
     out = scratch / "vars"
     out.mkdir(mode=0o700)

@@ -159,6 +159,9 @@ def ansible_envvars(inv: Inventory, inventory_path: Path, scratch: Path) -> dict
         # writes copy/template contents and ssh-agent keys there too.
         "ANSIBLE_LOCAL_TEMP": str(scratch / "tmp"),
         "ANSIBLE_CONFIG": str(scratch / "ansible.cfg"),
+        # Each host's variables file (deploy.write_host_vars), read by the vars plugin
+        # playbooks/vars_plugins/qsetup_run.py.
+        "QSETUP_RUN_VARS_DIR": str(scratch / "vars"),
     }
 
 

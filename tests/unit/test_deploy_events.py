@@ -521,7 +521,7 @@ def test_a_read_of_every_host_is_handed_to_ansible_which_then_reads_none_and_con
     def fake_run(**kwargs: Any) -> _Runner:
         inventory = _load_unsafe(Path(kwargs["inventory"]).read_text())
         seen["groups"] = {k: v["hosts"] for k, v in inventory["all"]["children"].items()}
-        vars_dir = Path(kwargs["extravars"]["qsetup_vars_dir"])
+        vars_dir = Path(kwargs["envvars"]["QSETUP_RUN_VARS_DIR"])
         seen["vars"] = {p.stem: _load_unsafe(p.read_text()) for p in vars_dir.glob("*.yml")}
         seen["mode"] = vars_dir.stat().st_mode & 0o777
         assert not vars_dir.is_relative_to(kwargs["private_data_dir"])  # not a run artifact
@@ -554,7 +554,7 @@ def test_a_host_that_did_not_answer_leaves_every_read_to_ansible(
     def fake_run(**kwargs: Any) -> _Runner:
         inventory = _load_unsafe(Path(kwargs["inventory"]).read_text())
         seen["groups"] = {k: v["hosts"] for k, v in inventory["all"]["children"].items()}
-        vars_dir = Path(kwargs["extravars"]["qsetup_vars_dir"])
+        vars_dir = Path(kwargs["envvars"]["QSETUP_RUN_VARS_DIR"])
         seen["vars"] = {p.stem: _load_unsafe(p.read_text()) for p in vars_dir.glob("*.yml")}
         return _Runner(status="successful", rc=0)
 

@@ -571,7 +571,7 @@ def test_a_fresh_pip_host_installs_the_venv_tools_first_then_builds_while_the_re
         "host/packages_first",
         "celery/venvs",
         "host/users",
-        "celery/venvs_wait",
+        "celery/code",
         "celery/main",
         "celery/check_code",
     ]
@@ -591,7 +591,6 @@ def test_a_venv_over_debians_packages_builds_after_them_and_a_broker_sets_up_rab
         "host/users",
         "celery/venvs_site",
         "broker/main",
-        "celery/venvs_wait",
         "celery/main",
         "broker/definitions",
     ]

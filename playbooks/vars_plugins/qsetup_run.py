@@ -1,0 +1,57 @@
+"""Vars plugin qsetup_run: each host's variables for the run, from qsetup's deploy.
+
+The deploy writes one file per host into its private scratch directory (never the run
+directory; ``qsetup.ops.deploy.write_host_vars``): the secrets, the rendered files'
+checksums and, when its first read answered on every host, that host's read and its
+comparison with the plan (``qsetup_host``, ``qsetup_release``, ``qsetup_hostname``,
+``qsetup_converge``). ``QSETUP_RUN_VARS_DIR`` in Ansible's environment names the
+directory. Every value is tagged ``!unsafe`` (data, never a template). Each file is
+parsed once per run: Ansible asks vars plugins for every task on every host.
+This replaced an include_vars task: one task result on every host, kept out of logs by
+no_log; a vars plugin prints nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ansible.inventory.host import Host
+from ansible.plugins.vars import BaseVarsPlugin
+
+DOCUMENTATION = r"""
+name: qsetup_run
+short_description: Each host's variables for a qsetup deploy (secrets, read, comparison)
+description:
+  - Loads <QSETUP_RUN_VARS_DIR>/<inventory host name>.yml as that host's variables.
+"""
+
+ENV = "QSETUP_RUN_VARS_DIR"
+
+
+class VarsModule(BaseVarsPlugin):
+    """Host variables from the run's per-host files (none without ``QSETUP_RUN_VARS_DIR``)."""
+
+    REQUIRES_ENABLED = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parsed: dict[str, dict[str, Any]] = {}
+
+    def get_vars(self, loader: Any, path: str, entities: Any, cache: bool = True) -> dict[str, Any]:
+        """The variables of the hosts among ``entities`` (groups get none)."""
+        folder = os.environ.get(ENV)
+        data: dict[str, Any] = {}
+        if not folder:
+            return data
+        for entity in entities if isinstance(entities, list) else [entities]:
+            if not isinstance(entity, Host):
+                continue
+            file = Path(folder) / f"{entity.name}.yml"
+            key = str(file)
+            if key not in self._parsed:
+                loaded = loader.load_from_file(key, cache="none") if file.is_file() else None
+                self._parsed[key] = dict(loaded or {})
+            data.update(self._parsed[key])
+        return data
