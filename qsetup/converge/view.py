@@ -43,6 +43,9 @@ from qsetup.desired.firewall import (
 )
 from qsetup.desired.results import RESULTS_UNIT
 
+COOKIE = "/var/lib/rabbitmq/.erlang.cookie"
+"""RabbitMQ's Erlang cookie: the node stops before it changes (broker/tasks/cookie.yml)."""
+
 
 def host_view(
     target: HostTarget, facts: HostFacts, secrets: Mapping[str, str], hv: Mapping[str, Any]
@@ -55,16 +58,17 @@ def host_view(
     ``os_groups`` and ``os_users`` (names), the ``stale`` files' destinations,
     ``stale_dirs``, ``stale_venvs`` (names), ``code_stale``, ``units_down`` and
     ``units_failed`` (the services' units that are not running and enabled, and those
-    of them systemd holds failed), ``broker_unit_down``, ``broker_blank`` (a cluster
-    node whose host has no RabbitMQ yet), ``hosts_block`` (the cluster's lines in
-    /etc/hosts, None for none) with ``hosts_block_stale``, ``removals`` (what the
-    inventory dropped, as ``converge.removals``), ``manifest_stale`` (the manifest to
-    record differs from the host's), ``epmd`` (its drop-in, see
-    :func:`_epmd`), ``firewall`` (the rulesets to load, see :func:`_firewall`),
-    ``results_restart`` (the managed result backend's files, unit or users differ),
-    ``refusals`` (why the host cannot be deployed: every ``refuse`` difference, see
-    ``converge.compare.refusals``; the preflight stops on them), ``differences``
-    (one line each, no secret) and ``steps`` (:func:`configure_steps`).
+    of them systemd holds failed), ``broker_unit_down``, ``broker_active`` (RabbitMQ's
+    unit runs), ``broker_blank`` (a cluster node whose host has no RabbitMQ yet),
+    ``hosts_block`` (the cluster's lines in /etc/hosts, None for none) with
+    ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
+    ``converge.removals``), ``manifest_stale`` (the manifest to record differs from the
+    host's), ``epmd`` (its drop-in, see :func:`_epmd`), ``firewall`` (the rulesets to
+    load, see :func:`_firewall`), ``results_restart`` (the managed result backend's
+    files, unit or users differ), ``refusals`` (why the host cannot be deployed: every
+    ``refuse`` difference, see ``converge.compare.refusals``; the preflight stops on
+    them), ``differences`` (one line each, no secret) and ``steps``
+    (:func:`configure_steps`).
     """
     host = target.host
     differences = compare_host(target, facts, secrets)
@@ -84,6 +88,8 @@ def host_view(
         "units_failed": [u for u in down if facts.unit(u).active_state == "failed"],
         "broker_unit_down": target.broker_node
         and unit_difference(host, facts.unit("rabbitmq-server.service")) is not None,
+        "broker_active": target.broker_node
+        and facts.unit("rabbitmq-server.service").active_state == "active",
         "broker_blank": blank_node(target, facts),
         "hosts_block": hosts_block(target, facts.hosts_block),
         "hosts_block_stale": hosts_block_difference(target, facts) is not None,
@@ -177,6 +183,11 @@ def configure_steps(
         else set()
     )
     stale = set(view["stale"])
+    broker = bool(hv.get("qsetup_is_broker"))
+    # RabbitMQ's files (configuration, plugins, limit, cookie) or epmd's drop-in differ.
+    broker_files = view["epmd"].get("file") is not None or any(
+        f["dest"] in stale for f in hv.get("qsetup_broker_files") or ()
+    )
     coded = any(s.get("code") for s in hv.get("qsetup_services") or ())
     wanted = [
         ("host", "dropped", bool(view["removals"].get("any"))),
@@ -191,7 +202,18 @@ def configure_steps(
         ),
         ("host", "firewall_early", view["firewall"].get("early") is not None),
         ("celery", "venvs_site", any(v.get("site_packages") for v in venvs)),
-        ("broker", "main", bool(hv.get("qsetup_is_broker"))),
+        ("broker", "hosts_block", broker and bool(view["hosts_block_stale"])),
+        ("broker", "cookie", broker and COOKIE in stale and bool(view["broker_active"])),
+        ("broker", "forget", broker and bool(view["broker_blank"])),
+        ("broker", "main", broker and broker_files),
+        ("broker", "ensure", broker and not broker_files and bool(view["broker_unit_down"])),
+        (
+            "broker",
+            "wait_api",
+            broker
+            and not hv.get("qsetup_is_broker_primary")
+            and (broker_files or bool(view["broker_unit_down"])),
+        ),
         ("results", "main", bool(hv.get("qsetup_is_results"))),
         ("celery", "code", bool(view["code_stale"])),
         (

@@ -580,11 +580,15 @@ def test_a_fresh_pip_host_installs_the_venv_tools_first_then_builds_while_the_re
 def test_a_venv_over_debians_packages_builds_after_them_and_a_broker_sets_up_rabbitmq() -> None:
     venv = {"name": "w", "path": "/opt/w", "marker": "/etc/w.marker", "marker_sum": "abc",
             "site_packages": True}  # fmt: skip
+    conf = {"src": "h/etc/r.conf", "dest": "/etc/rabbitmq/rabbitmq.conf", "mode": "0644",
+            "owner": "root", "group": "rabbitmq", "service": "rabbitmq-server.service"}  # fmt: skip
     hv = plan(
         qsetup_venvs=[venv],
         qsetup_venv_apt=["python3-venv"],
         qsetup_is_broker=True,
         qsetup_is_broker_primary=True,
+        qsetup_broker_files=[conf],
+        qsetup_file_sums={"h/etc/x": "abc", "h/etc/r.conf": "def"},
     )
     fresh = read(found={"files": []}, packages=["python3-venv", "celery"], installed=[])
     assert _steps(filters.qsetup_converge(fresh, hv)) == [
