@@ -34,6 +34,7 @@ from qsetup.errors import DeployError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, tls_hosts
 from qsetup.inventory.secrets import redactor
+from qsetup.inventory.vault import write_private
 from qsetup.remote.runner import (
     DeployEvent,
     DeployResult,
@@ -259,9 +260,8 @@ def write_host_vars(
     out.mkdir(mode=0o700)
     common = {"qsetup_secret_values": secret_values(loaded), "qsetup_file_sums": dict(plans.sums)}
     for host in plans.ansible_inventory["all"]["hosts"]:
-        fd = os.open(out / f"{host}.yml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dump_vars_file({**common, **views.get(host, {})}))
+        text = dump_vars_file({**common, **views.get(host, {})})
+        write_private(out / f"{host}.yml", text.encode("utf-8"))
     return out
 
 
@@ -301,8 +301,8 @@ class FirstRead:
     complete: bool
     """Every host answered (one that did not is judged by Ansible's run, which says why)."""
     views: dict[str, dict[str, Any]]
-    """Each host's read and comparison for the roles (``preflight_vars``); empty unless
-    every host answered and none refused."""
+    """Each host's read and comparison for the roles (``write_host_vars``); empty unless
+    every host answered, something differs and no host is refused."""
 
 
 def read_differences(
@@ -328,7 +328,8 @@ def read_differences(
     differences = tuple(d for h in hosts.values() for d in h.differences)
     complete = all(h.reachable for h in hosts.values())
     views: dict[str, dict[str, Any]] = {}
-    if complete:
+    # Only for Ansible: a deploy that finds nothing to change answers without it.
+    if complete and not host_clean(differences):
         for name, outcome in outcomes.items():
             facts = dict(outcome.facts or {})
             hv = {**plans.common, **plans.hostvars(name)}
