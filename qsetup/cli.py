@@ -357,12 +357,17 @@ def status(
     import json
     import time
 
-    from rich.live import Live
-
-    from qsetup.status import SystemStatus, check_status
-    from qsetup.ui.report import status_json, status_view
+    from qsetup.status.ssh import ReadRound, effective_timeout, start_reading
 
     loaded = _load(inventory, secrets, vault_password_file)
+    # The hosts' SSH clients connect while the rest of status loads (~0.15 s of imports).
+    reading = run_guarded(lambda: start_reading(loaded, effective_timeout(loaded, timeout)))
+
+    from rich.live import Live
+
+    from qsetup.status.check import check_status
+    from qsetup.status.model import SystemStatus
+    from qsetup.ui.report import status_json, status_view
 
     def show(result: SystemStatus) -> None:
         if json_out:
@@ -373,23 +378,26 @@ def status(
 
     def watch_loop(every: float) -> SystemStatus | None:
         last: SystemStatus | None = None
+        pending: ReadRound | None = reading  # the round started above, then a new one per check
         try:
             if out.is_terminal and not json_out:
                 with Live(console=out, auto_refresh=False) as live:
                     while True:
-                        last = check_status(loaded, timeout)
+                        last = check_status(loaded, timeout, reading=pending)
+                        pending = None
                         live.update(status_view(last), refresh=True)
                         time.sleep(every)
             else:  # a pipe or --json: one report (one JSON line) per round
                 while True:
-                    last = check_status(loaded, timeout)
+                    last = check_status(loaded, timeout, reading=pending)
+                    pending = None
                     show(last)
                     time.sleep(every)
         except KeyboardInterrupt:
             return last
 
     if watch is None:
-        result = run_guarded(lambda: check_status(loaded, timeout))
+        result = run_guarded(lambda: check_status(loaded, timeout, reading=reading))
         show(result)
     else:
         maybe = run_guarded(lambda: watch_loop(watch))

@@ -21,17 +21,16 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING, Any
 
 from qsetup.errors import QsetupError
 from qsetup.inventory.model import Inventory, tls_hosts
 from qsetup.inventory.tlscheck import cert_names, issued_by
 from qsetup.inventory.vault import Vault
+
+if TYPE_CHECKING:  # imported where used: without TLS, status and deploy never load them
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 RENEW_DAYS = 30
 """A certificate that expires within this many days is renewed by deploy (status warns)."""
@@ -90,6 +89,8 @@ def _now() -> dt.datetime:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -98,6 +99,9 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _name(common: str) -> x509.Name:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common[:64])])
 
 
@@ -108,6 +112,10 @@ def load_or_create_ca(
 
     The key is read and written through ``vault`` (encrypted when the secrets are).
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     vault = vault or Vault()
     cert_path, key_path = ca_cert_path(inventory_path), ca_key_path(inventory_path)
     if cert_path.exists() and key_path.exists():
@@ -148,6 +156,8 @@ def load_or_create_ca(
 
 
 def _san(names: list[str]) -> x509.SubjectAlternativeName:
+    from cryptography import x509
+
     entries: list[x509.GeneralName] = []
     for name in names:
         try:
@@ -160,6 +170,11 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
 def _issue(
     host: str, names: list[str], ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
 ) -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     cert = (
@@ -204,6 +219,9 @@ def generated_material(
     ``write`` nothing is written: what would be issued is issued in memory only
     (status compares hosts with what the next deploy would install).
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     now = now or _now()
     vault = vault or Vault()
     ca, ca_key = load_or_create_ca(inventory_path, write, vault)
@@ -243,6 +261,8 @@ def generated_material(
 
 def own_material(inventory_path: Path, inv: Inventory, vault: Vault | None = None) -> TlsMaterial:
     """The user's CA and host certificates (validate checked them)."""
+    from cryptography import x509
+
     from qsetup.inventory.fields import resolve_relative
 
     vault = vault or Vault()

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING
 
 from qsetup.inventory.fields import resolve_relative
 from qsetup.inventory.model import Inventory, tls_hosts
 from qsetup.inventory.vault import Vault
+
+if TYPE_CHECKING:  # imported where used: an inventory without TLS files never pays ~30 ms
+    from cryptography import x509
 
 FieldPath = tuple[str | int, ...]
 
 
 def cert_names(cert: x509.Certificate) -> set[str]:
     """The DNS names and addresses a certificate's subject alternative names hold."""
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -78,6 +81,9 @@ def check_tls_files(
     """
     if not inv.tls.enabled or inv.tls.ca_cert is None:
         return []
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     problems: list[tuple[FieldPath, str]] = []
     ca_path = resolve_relative(inventory_path, inv.tls.ca_cert)
     data = _read(ca_path)

@@ -50,7 +50,8 @@ from qsetup.inventory.vault import (
 )
 from qsetup.ops.deploy import DeployOptions, run_deploy
 from qsetup.remote.runner import DeployEvent, DeployResult
-from qsetup.status import SystemStatus, check_status
+from qsetup.status.check import check_status
+from qsetup.status.model import SystemStatus
 
 
 def secrets_file(inventory: Path, secrets: Path | None) -> Path:

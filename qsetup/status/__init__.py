@@ -5,38 +5,10 @@ through its management API, the workers through a Celery broadcast, Flower over
 HTTP and each TLS endpoint's certificate with a handshake, all with bounded
 timeouts, and returns a frozen ``SystemStatus`` whose ``problems`` name a host and a
 unit or object each. No typer or rich here.
+
+Import what you use from its module (``qsetup.status.check``, ``qsetup.status.model``):
+this package imports nothing, so ``qsetup status`` starts its SSH round
+(``qsetup.status.ssh``) before the broker, worker and Flower clients load.
 """
 
 from __future__ import annotations
-
-from qsetup.converge.broker import Drift
-from qsetup.status.check import DEFAULT_TIMEOUT, PING_TIMEOUT, check_status
-from qsetup.status.model import (
-    BrokerNode,
-    BrokerStatus,
-    CertStatus,
-    FlowerStatus,
-    HostStatus,
-    QueueStatus,
-    SystemStatus,
-    TlsStatus,
-    UnitStatus,
-    WorkerNode,
-)
-
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "PING_TIMEOUT",
-    "BrokerNode",
-    "BrokerStatus",
-    "CertStatus",
-    "Drift",
-    "FlowerStatus",
-    "HostStatus",
-    "QueueStatus",
-    "SystemStatus",
-    "TlsStatus",
-    "UnitStatus",
-    "WorkerNode",
-    "check_status",
-]

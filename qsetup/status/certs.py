@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from qsetup.artifacts.tls import RENEW_DAYS, client_ca_file
 from qsetup.desired.state import amqp_endpoint, management_endpoint
@@ -28,6 +27,9 @@ from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
 from qsetup.status.flower import flower_address
 from qsetup.status.model import CertStatus, TlsStatus
+
+if TYPE_CHECKING:  # imported where used: without TLS, status never loads it
+    from cryptography import x509
 
 MAX_PARALLEL = 16
 
@@ -71,6 +73,8 @@ def _served(address: str, port: int, context: ssl.SSLContext, timeout: float) ->
         der = conn.getpeercert(binary_form=True)
     if der is None:
         raise ssl.SSLError("the server sent no certificate")
+    from cryptography import x509
+
     return x509.load_der_x509_certificate(der)
 
 

@@ -27,7 +27,7 @@ from qsetup.status.cluster import place_nodes
 from qsetup.status.flower import check_flower, flower_problems
 from qsetup.status.hosts import assemble_hosts, beat_problems, beat_status, host_problems
 from qsetup.status.model import BrokerStatus, FlowerStatus, HostStatus, SystemStatus
-from qsetup.status.ssh import ReadRound
+from qsetup.status.ssh import ReadRound, effective_timeout, start_reading
 from qsetup.status.workers import (
     InspectResult,
     NodeNames,
@@ -38,7 +38,6 @@ from qsetup.status.workers import (
     worker_problems,
 )
 
-DEFAULT_TIMEOUT = 5.0
 PING_TIMEOUT = 1.0
 """How long the worker ping waits for another answer while an expected node is missing."""
 
@@ -68,13 +67,6 @@ class _Background(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
-def effective_timeout(loaded: LoadedInventory, timeout: float | None) -> float:
-    """The per-host timeout: the one given, else the inventory's connect timeout up to 5 s."""
-    if timeout is not None:
-        return timeout
-    return float(min(loaded.inventory.ssh.connect_timeout, DEFAULT_TIMEOUT))
-
-
 def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
     """Replace any secret value that slipped into a line with ``***``."""
     values = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
@@ -86,21 +78,20 @@ def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def start_reading(loaded: LoadedInventory, seconds: float) -> ReadRound:
-    """Every host's SSH client, started: they connect while status prepares the rest."""
-    return ReadRound(loaded, seconds, loaded.inventory.hosts)
-
-
-def import_clients() -> None:
+def import_clients(loaded: LoadedInventory) -> None:
     """Import the clients the background checks use, here, before any of them starts.
 
     Not in their threads: while one thread was halfway through importing Celery, another's
     ``isinstance(hook, Callable)`` in requests reached Celery's half-defined abstract
-    classes and failed (NameError: CallableSignature), once in a CI run.
+    classes and failed (NameError: CallableSignature), once in a CI run. cryptography
+    (the certificates' check, the plan's TLS material) only with TLS on.
     """
     import celery.app.control  # noqa: F401
     import kombu.transport.pyamqp  # noqa: F401
     import requests  # noqa: F401
+
+    if loaded.inventory.tls.enabled:
+        import cryptography.x509  # noqa: F401
 
 
 def read_hosts(
@@ -129,6 +120,7 @@ def check_status(
     loaded: LoadedInventory,
     timeout: float | None = None,
     ping_timeout: float = PING_TIMEOUT,
+    reading: ReadRound | None = None,
 ) -> SystemStatus:
     """Check every host, the broker, the workers and Flower; list every problem.
 
@@ -144,6 +136,9 @@ def check_status(
             (default: ``ssh.connect_timeout``, at most 5).
         ping_timeout: seconds the worker ping waits for another answer while a node the
             inventory expects has not answered (it ends once all have).
+        reading: the SSH round, started by the caller with :func:`start_reading` and
+            ``effective_timeout(loaded, timeout)`` (``qsetup status`` starts it before it
+            imports this module); else started here.
     """
     inv = loaded.inventory
     seconds = effective_timeout(loaded, timeout)
@@ -153,8 +148,9 @@ def check_status(
     def http_checks() -> tuple[BrokerStatus, FlowerStatus | None]:
         return fetch_broker(loaded, seconds), check_flower(loaded, seconds)
 
-    reading = start_reading(loaded, seconds)
-    import_clients()  # while the hosts' clients connect
+    if reading is None:
+        reading = start_reading(loaded, seconds)
+    import_clients(loaded)  # while the hosts' clients connect
     http = _Background(http_checks)
     certs = _Background(partial(check_certificates, loaded, seconds))
     names = {(user, vhost): NodeNames(inv, user, vhost) for user, vhost in broker_connections(inv)}

@@ -133,13 +133,17 @@ def known_hosts_path(loaded: LoadedInventory) -> Path:
 MARK = "@@qsetup-read "
 """Starts the line that holds the read's answer (JSON), whatever else the host prints."""
 
-# Runs the read's source (after the parameters' line on stdin) as a module of its own
-# and prints its answer on one marked line.
+# Compiles the read's source (its length in bytes on the first line of stdin, then the
+# source: each client sends them as it starts, so the host compiles while the controller
+# plans), then waits for the parameters' line, runs the read and prints its answer on
+# one marked line.
 BOOT = (
     "import json,sys\n"
-    "p=json.loads(sys.stdin.readline())\n"
+    "b=sys.stdin.buffer\n"
+    "s=b.read(int(b.readline()))\n"
     "g={'__name__':'qsetup_read'}\n"
-    "exec(compile(sys.stdin.read(),'qsetup_read.py','exec'),g)\n"
+    "exec(compile(s,'qsetup_read.py','exec'),g)\n"
+    "p=json.loads(b.readline())\n"
     f"sys.stdout.write({MARK!r}+json.dumps(g['read_host'](p,g['run_argv']))+'\\n')\n"
 )
 
@@ -148,6 +152,16 @@ def read_source() -> str:
     """The one read's source, as qsetup ships it with the playbooks."""
     path = resource_dir("playbooks") / "module_utils" / "qsetup_read.py"
     return path.read_text(encoding="utf-8")
+
+
+def read_preamble() -> bytes:
+    """What a client sends as soon as it starts: the read's length in bytes, its source.
+
+    It must fit in a pipe's buffer (64 KiB on Linux) so the write never waits for the
+    host; a unit test holds the shipped source to that.
+    """
+    source = read_source().encode("utf-8")
+    return b"%d\n" % len(source) + source
 
 
 def read_command(target: SshTarget) -> str:
@@ -164,6 +178,22 @@ def read_command(target: SshTarget) -> str:
 def uses_sudo(target: SshTarget) -> bool:
     """Whether reads on this host go through ``sudo -n`` (become, as a user not root)."""
     return target.become and target.user != "root"
+
+
+DEFAULT_TIMEOUT = 5.0
+"""Status's per-host timeout when none is given: the inventory's connect timeout, at most this."""
+
+
+def effective_timeout(loaded: LoadedInventory, timeout: float | None) -> float:
+    """The per-host timeout: the one given, else the inventory's connect timeout up to 5 s."""
+    if timeout is not None:
+        return timeout
+    return float(min(loaded.inventory.ssh.connect_timeout, DEFAULT_TIMEOUT))
+
+
+def start_reading(loaded: LoadedInventory, seconds: float) -> ReadRound:
+    """Every host's SSH client, started: they connect while status prepares the rest."""
+    return ReadRound(loaded, seconds, loaded.inventory.hosts)
 
 
 def read_round(
@@ -207,20 +237,20 @@ class ReadRound:
         for t in ssh_targets(loaded):
             self._machines.setdefault((t.address, t.port, t.user), []).append(t.name)
         known_hosts = known_hosts_path(loaded)
+        preamble = read_preamble()
         # ``extra_seconds``: what the read itself may take beyond connecting.
         self._deadline = time.monotonic() + 2 * timeout + 1 + extra_seconds
         self._clients = {
-            t.name: _spawn([*ssh_argv(t, loaded.inventory, known_hosts, timeout), read_command(t)])
+            t.name: _spawn(
+                [*ssh_argv(t, loaded.inventory, known_hosts, timeout), read_command(t)], preamble
+            )
             for t in self._targets
         }
 
     def finish(self, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Outcome]:
         """Send each host its parameters (a host missing here gets none and is not read)."""
-        source = read_source()
         stdin = {
-            name: json.dumps(dict(params[name])) + "\n" + source
-            for name in self._clients
-            if name in params
+            name: json.dumps(dict(params[name])) + "\n" for name in self._clients if name in params
         }
         results = _collect(self._clients, stdin, self._deadline)
         outcomes = {}
@@ -244,10 +274,14 @@ class SshResult:
     exited: int
 
 
-def _spawn(argv: Sequence[str]) -> subprocess.Popen[bytes] | OSError:
-    """Start one host's client; it waits for its standard input (or why it did not start)."""
+def _spawn(argv: Sequence[str], first: bytes) -> subprocess.Popen[bytes] | OSError:
+    """Start one host's client with ``first`` on its input (or why it did not start).
+
+    ``first`` (smaller than a pipe's buffer) waits in the pipe until the client is
+    connected; the rest of the input follows in :func:`_collect`.
+    """
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -256,6 +290,13 @@ def _spawn(argv: Sequence[str]) -> subprocess.Popen[bytes] | OSError:
         )
     except OSError as exc:
         return exc
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(first)
+        proc.stdin.flush()
+    except OSError:  # the client ended already: _collect reads why
+        pass
+    return proc
 
 
 def _collect(

@@ -547,6 +547,7 @@ def _wire(monkeypatch: pytest.MonkeyPatch, loaded: LoadedInventory) -> None:
         return InspectResult(user, vhost, None, names, {"default-1@wk1": ("proj.add",)})
 
     monkeypatch.setattr(check, "start_reading", lambda *_: None)  # no host is contacted
+    monkeypatch.setattr("qsetup.status.ssh.start_reading", lambda *_: None)  # nor by the CLI
     monkeypatch.setattr(check, "read_hosts", read_hosts)
     monkeypatch.setattr(check, "fetch_broker", lambda *_: parse_api(inv, **answers))
     monkeypatch.setattr(check, "inspect_workers", inspect)
@@ -556,7 +557,7 @@ def _wire(monkeypatch: pytest.MonkeyPatch, loaded: LoadedInventory) -> None:
 def test_check_status_places_nodes_by_hostname(
     loaded: LoadedInventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from qsetup.status import check_status
+    from qsetup.status.check import check_status
 
     _wire(monkeypatch, loaded)
     status = check_status(loaded, 1.0)

@@ -40,7 +40,7 @@ from qsetup.desired.state import ADMIN_SECRET
 from qsetup.inventory.loader import LoadedInventory, load_inventory
 from qsetup.status.hosts import Outcome, assemble_hosts, beat_problems, host_problems
 from qsetup.status.model import HostStatus
-from qsetup.status.ssh import BOOT, MARK, read_command, read_source, ssh_targets
+from qsetup.status.ssh import BOOT, MARK, read_command, read_preamble, ssh_targets
 
 
 @pytest.fixture
@@ -259,7 +259,8 @@ esac
 
 
 def test_the_boot_line_runs_the_shipped_read_from_stdin(tmp_path: Path) -> None:
-    """What a host runs: python3 -c BOOT, parameters then source on stdin, one marked line."""
+    """What a host runs: python3 -c BOOT, the source then the parameters on stdin, one
+    marked line."""
     fake = tmp_path / "bin" / "systemctl"
     fake.parent.mkdir()
     fake.write_text(FAKE_SYSTEMCTL, encoding="utf-8")
@@ -274,18 +275,22 @@ def test_the_boot_line_runs_the_shipped_read_from_stdin(tmp_path: Path) -> None:
         "check_candidates": False,
     }
     (tmp_path / "etc" / "a.env").write_text("A=1\n", encoding="utf-8")
-    stdin = json.dumps(params) + "\n" + read_source()
+    stdin = read_preamble() + json.dumps(params).encode() + b"\n"
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
-    run = subprocess.run(
-        [sys.executable, "-c", BOOT], input=stdin, capture_output=True, text=True, env=env
-    )
+    run = subprocess.run([sys.executable, "-c", BOOT], input=stdin, capture_output=True, env=env)
     assert run.returncode == 0, run.stderr
-    line = next(x for x in run.stdout.splitlines() if x.startswith(MARK))
+    line = next(x for x in run.stdout.decode().splitlines() if x.startswith(MARK))
     facts = json.loads(line[len(MARK) :])
     assert facts["discovered"] == ["qsetup-worker-old@2.service"]
     assert facts["units"]["qsetup-worker-a@1.service"]["NRestarts"] == "2"
     assert [f["path"] for f in facts["found"]["files"]] == [str(tmp_path / "etc" / "a.env")]
     assert facts["hostname"]
+
+
+def test_the_source_sent_at_connect_fits_in_a_pipe() -> None:
+    """Each client is handed the read's source as it starts, before the host answers: a
+    write larger than the pipe's buffer (64 KiB on Linux) would wait for the host."""
+    assert len(read_preamble()) < 64 * 1024
 
 
 def test_a_host_without_the_read_answer_is_unreachable_with_why(full: LoadedInventory) -> None:

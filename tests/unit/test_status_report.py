@@ -203,7 +203,8 @@ def _patch(monkeypatch: pytest.MonkeyPatch, result: Any) -> list[Any]:
             raise result
         return result
 
-    monkeypatch.setattr("qsetup.status.check_status", fake)
+    monkeypatch.setattr("qsetup.status.check.check_status", fake)
+    monkeypatch.setattr("qsetup.status.ssh.start_reading", lambda *_: None)  # no host
     return calls
 
 
@@ -246,7 +247,8 @@ def test_cli_watch_json_prints_a_line_per_round_and_ends_on_ctrl_c(
             raise KeyboardInterrupt
         return rounds.pop(0)
 
-    monkeypatch.setattr("qsetup.status.check_status", fake)
+    monkeypatch.setattr("qsetup.status.check.check_status", fake)
+    monkeypatch.setattr("qsetup.status.ssh.start_reading", lambda *_: None)  # no host
     monkeypatch.setattr("time.sleep", lambda _s: None)
     res = runner.invoke(app, ["status", "--inventory", str(inventory), "--json", "--watch", "1"])
     lines = res.stdout.strip().splitlines()
@@ -275,7 +277,8 @@ def test_cli_watch_on_a_terminal_refreshes_in_place(
 
     screen = StringIO()
     monkeypatch.setattr("qsetup.cli.out", Console(file=screen, force_terminal=True, width=160))
-    monkeypatch.setattr("qsetup.status.check_status", fake)
+    monkeypatch.setattr("qsetup.status.check.check_status", fake)
+    monkeypatch.setattr("qsetup.status.ssh.start_reading", lambda *_: None)  # no host
     monkeypatch.setattr("time.sleep", lambda _s: None)
     res = runner.invoke(app, ["status", "--inventory", str(inventory), "--watch", "2"])
     assert res.exit_code == 0  # the last round was healthy

@@ -39,10 +39,10 @@ def _fake_round(
     made: dict[str, _Client] = {}
     names = {t.address: t.name for t in ssh_targets(loaded)}
 
-    def spawn(argv: list[str]) -> _Client:
+    def spawn(argv: list[str], first: bytes) -> _Client:
         address = argv[argv.index("--") + 1]
         answer = SshResult(MARK + json.dumps({"hostname": names[address]}) + "\n", "", 0)
-        made[names[address]] = _Client(list(argv), answers.get(address, answer))
+        made[names[address]] = _Client(list(argv), answers.get(address, answer), first.decode())
         return made[names[address]]
 
     monkeypatch.setattr(status_ssh, "_spawn", spawn)
@@ -81,11 +81,13 @@ def test_each_host_gets_its_own_command_in_one_round(
     assert command["mq"].startswith("sudo -n python3 -c ")
     assert command["w2"].startswith("sudo -n python3 -c ")
     assert command["w1"].startswith("python3 -c ")
-    # each host's own parameters on the first line of its stdin, never in the command line
+    # the source's length and the source first, then each host's own parameters on the
+    # last line of its stdin, never in the command line
     for name, host in made.items():
-        first, _, source = host.stdin.partition("\n")
-        assert json.loads(first)["secret"] == f"pw-{name}"
+        length, _, rest = host.stdin.partition("\n")
+        source, params = rest[: int(length)], rest[int(length) :]
         assert "def read_host(" in source
+        assert json.loads(params)["secret"] == f"pw-{name}"
         assert not any(f"pw-{name}" in arg for arg in host.argv)
     assert all(h.facts == {"hostname": h_name} for h_name, h in hosts.items()), hosts
 
