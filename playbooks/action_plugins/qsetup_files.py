@@ -8,10 +8,16 @@ and manifest follow in one task result instead of two. With ``wait_jobs`` (the
 virtualenv builds started in the background, as their async results) it first waits on
 the host for each build (qsetup_job_wait, library/: one round trip per two minutes of
 building) and records what each virtualenv now holds (its marker file) with the other
-files; ``venvs_changed`` names the virtualenvs the builds changed. The contents travel as module
-arguments: on the module's stdin with pipelining, never in a process list; the
-module's ``invocation`` (which would repeat them) is dropped from the result, so no
-content reaches events, logs or the run directory.
+files; ``venvs_changed`` names the virtualenvs the builds changed. With ``restart``
+(qsetup_services' arguments) the services those files configure are restarted by
+qsetup_services (library/) in the same task when the files changed (RabbitMQ's: one
+task result where a handler was another); ``restarted`` then holds its answer. With
+``firewall`` (qsetup_firewall's arguments) qsetup's nftables ruleset is loaded last
+(qsetup_firewall, library/: nftables is among the packages installed first), in the
+same task; ``firewall`` then holds its answer. The
+contents travel as module arguments: on the module's stdin with pipelining, never in
+a process list; the module's ``invocation`` (which would repeat them) is dropped from
+the result, so no content reaches events, logs or the run directory.
 """
 
 from __future__ import annotations
@@ -31,7 +37,17 @@ class ActionModule(ActionBase):
 
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
-        ("packages", "groups", "users", "dirs", "files", "files_dir", "wait_jobs")
+        (
+            "packages",
+            "groups",
+            "users",
+            "dirs",
+            "files",
+            "files_dir",
+            "wait_jobs",
+            "restart",
+            "firewall",
+        )
     )
     WAIT_ROUNDS = 30
     """How many two-minute waits a build gets (the async job's own limit is 30 minutes)."""
@@ -74,7 +90,7 @@ class ActionModule(ActionBase):
             files.append(entry)
         if not (files or args.get("groups") or args.get("users") or args.get("dirs")):
             result.setdefault("changed", False)
-            return result  # nothing to install: no round trip
+            return self._firewall(result, task_vars)  # no files: no round trip for them
         module_result = self._execute_module(
             module_name="qsetup_files",
             module_args={
@@ -88,10 +104,36 @@ class ActionModule(ActionBase):
             task_vars=task_vars,
         )
         module_result.pop("invocation", None)
+        restart = args.get("restart")
+        if restart and module_result.get("changed") and not module_result.get("failed"):
+            restarted = self._execute_module(
+                module_name="qsetup_services", module_args=dict(restart), task_vars=task_vars
+            )
+            restarted.pop("invocation", None)
+            module_result["restarted"] = restarted
+            if restarted.get("failed"):
+                module_result.update(failed=True, msg=restarted.get("msg", "the restart failed"))
         module_result["changed"] = (
             bool(module_result.get("changed")) or bool(result.get("changed")) or bool(changed_venvs)
         )
         result.update(module_result)
+        if result.get("failed"):
+            return result
+        return self._firewall(result, task_vars)
+
+    def _firewall(self, result: dict[str, Any], task_vars: dict[str, Any] | None) -> dict[str, Any]:
+        """Load qsetup's firewall last when asked (``firewall``), into the same result."""
+        firewall = self._task.args.get("firewall")
+        if not firewall:
+            return result
+        loaded = self._execute_module(
+            module_name="qsetup_firewall", module_args=dict(firewall), task_vars=task_vars
+        )
+        loaded.pop("invocation", None)
+        result["firewall"] = loaded
+        result["changed"] = bool(result.get("changed")) or bool(loaded.get("changed"))
+        if loaded.get("failed"):
+            result.update(failed=True, msg=loaded.get("msg", "the firewall did not load"))
         return result
 
     def _wait(

@@ -1,8 +1,12 @@
 """Action plugin qsetup_start: start a host's services, wait for them, queue its restart.
 
-The start play's one task per host (celery/start.yml). Three things that were three
-task results each host paid for:
+The start play's one task per host (celery/start.yml). Four things that were four
+task results (one of them a play of its own) each host paid for:
 
+0. The code gate: when the app check (celery/check_code.yml) failed on any host of
+   the deploy, every host stops here, before any swaps its code or starts a service
+   (the old code keeps running). Read from every host's ``qsetup_code_check`` on the
+   controller: no round trip.
 1. ``qsetup_services`` (library/): the checked code replaces the live code, systemd
    reloads changed unit files, units stuck at their start limit are reset, and every
    unit that is not enabled and active is enabled and started. Skipped (no round trip)
@@ -28,6 +32,17 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 ROLLING = "qsetup_rolling"
+
+
+def app_check_failed(task_vars: dict[str, Any]) -> list[str]:
+    """The hosts of this deploy whose app check (``qsetup_code_check``) found a problem."""
+    hostvars = task_vars.get("hostvars") or {}
+    failed = []
+    for host in (task_vars.get("groups") or {}).get("all", []):
+        check = hostvars[host].get("qsetup_code_check") if host in hostvars else None
+        if isinstance(check, dict) and check.get("problems"):
+            failed.append(str(host))
+    return failed
 
 
 class ActionModule(ActionBase):
@@ -57,6 +72,15 @@ class ActionModule(ActionBase):
 
         result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp
+        failed_hosts = app_check_failed(task_vars or {})
+        if failed_hosts:
+            result.update(
+                failed=True,
+                changed=False,
+                msg=f"not restarted: the app does not load on {', '.join(failed_hosts)}; "
+                "the old code keeps running",
+            )
+            return result
         args = self._task.args
         services = list(args.get("services") or [])
         code_dir = args.get("code_dir")

@@ -2,12 +2,12 @@
 
 Whether anything on a host differs from the plan is decided by ``qsetup.converge`` alone
 (the same comparison ``deploy --check`` and status use): :func:`qsetup_converge` turns the
-preflight's read and the host's plan variables into what the roles act on, and
-:func:`qsetup_broker_apply` the broker's definitions into what ``qsetup_broker_objects``
-applies. The others pick items or name things (a worker's exact node name). They return
-names and paths, never a secret. ``qsetup.converge`` and ``qsetup.desired.names`` import
-only the standard library and are imported on first use, so an Ansible worker that
-loads this file pays for neither pydantic nor the comparison until it runs one.
+preflight's read and the host's plan variables into what the roles act on (the broker's
+definitions are compared in the qsetup_definitions action plugin). The others pick
+items or name things (a worker's exact node name). They return names and paths, never
+a secret. ``qsetup.converge`` and ``qsetup.desired.names`` import only the standard
+library and are imported on first use, so an Ansible worker that loads this file pays
+for neither pydantic nor the comparison until it runs one.
 """
 
 from __future__ import annotations
@@ -51,46 +51,6 @@ def qsetup_converge(
     return host_view(target, HostFacts.from_read(read), secrets, hv)
 
 
-def qsetup_broker_apply(
-    read: Mapping[str, Any] | None,
-    wanted: Mapping[str, Any],
-    secrets: Mapping[str, str],
-    removals: Mapping[str, Any],
-    cluster_size: int = 1,
-) -> dict[str, Any]:
-    """What ``qsetup_broker_objects`` applies, by ``converge.broker``'s comparison.
-
-    ``read`` is ``qsetup_broker_admin``'s answer: the broker's ``definitions`` (None or
-    empty when unread: then everything is applied), its ``feature_flags`` and its
-    ``nodes``; ``wanted`` the plan's ``qsetup_broker``, ``removals`` what the inventory
-    dropped (``qsetup_converge``'s ``removals``). No password is in the result
-    (qsetup_broker_passwords gives them to the module's no_log argument).
-    """
-    from qsetup.converge.broker import broker_changes, compare_definitions, flags_to_enable_now
-    from qsetup.converge.facts import parse_flags
-    from qsetup.converge.target import broker_from_plan
-
-    read = read or {}
-    expected = broker_from_plan(wanted)
-    drift = compare_definitions(expected, read.get("definitions") or {}, secrets)
-    nodes = read.get("nodes")
-    running = [n.get("running") is True for n in nodes] if isinstance(nodes, list) else None
-    return {
-        **broker_changes(expected, drift, removals),
-        "enable_flags": flags_to_enable_now(
-            parse_flags(read.get("feature_flags")), running, cluster_size
-        ),
-    }
-
-
-def qsetup_broker_passwords(
-    changes: dict[str, Any], wanted: dict[str, Any], secrets: dict[str, str]
-) -> dict[str, str]:
-    """The password (from the secrets file) of each user ``changes`` sets."""
-    secret_of = {u["name"]: u["secret"] for u in wanted.get("users") or []}
-    return {u["name"]: secrets.get(secret_of[u["name"]], "") for u in changes["users"]}
-
-
 def qsetup_services_of_stale(files: list[dict[str, Any]], stale: list[str]) -> list[str]:
     """The services (unit or unit template) whose installed files were stale."""
     stale_set = set(stale)
@@ -118,8 +78,6 @@ class FilterModule:
         """Name the filters."""
         return {
             "qsetup_converge": qsetup_converge,
-            "qsetup_broker_apply": qsetup_broker_apply,
-            "qsetup_broker_passwords": qsetup_broker_passwords,
             "qsetup_manifest_pending": qsetup_manifest_pending,
             "qsetup_services_of_stale": qsetup_services_of_stale,
             "qsetup_node_name": qsetup_node_name,

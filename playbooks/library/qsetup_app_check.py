@@ -8,8 +8,8 @@ environment file, the way the unit will: the -A module (qsetup's shim, which loa
 app named in the environment file) imports, the app's task modules import, the app
 finalizes. All interpreters at once, in one round trip; one line per service whose app
 does not load, with the end of its Python error (URL passwords replaced), in
-``problems``. The module fails when there is one; the code gate (celery/gate.yml)
-reads ``problems`` of every host.
+``problems``. The module fails when there is one; the code gate (the start play's
+qsetup_start action, action_plugins/) reads ``problems`` of every host.
 """
 
 from __future__ import annotations

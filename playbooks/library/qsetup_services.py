@@ -11,9 +11,9 @@ and every unit that is not enabled and active is enabled and started, with one
 ``systemctl`` call each for the reading, the enabling and the starting. The result
 names the units this call enabled or started (``started``; the start play waits for
 them to answer ping) and those it started (``launched``: they run the new code already;
-a unit that was running, only not enabled, still runs the old). The broker's handler
-also uses it to restart epmd and RabbitMQ together (``restart``) when epmd's
-addresses changed.
+a unit that was running, only not enabled, still runs the old). RabbitMQ's files
+task (broker/main.yml, through the qsetup_files action) also uses it to restart
+RabbitMQ, with epmd (``restart``) when epmd's addresses changed.
 """
 
 from __future__ import annotations

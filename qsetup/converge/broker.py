@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsetup.converge.facts import FeatureFlag
+from qsetup.converge.facts import FeatureFlag, parse_flags
 from qsetup.converge.passwords import password_matches
 from qsetup.desired.broker import (
     NO_RIGHTS,
@@ -437,3 +437,41 @@ def flags_to_enable_now(
     if len(states) < cluster_size or not all(states):
         return []
     return flags_to_enable(flags)
+
+
+def broker_apply(
+    read: Mapping[str, Any] | None,
+    wanted: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    removals: Mapping[str, Any],
+    cluster_size: int = 1,
+) -> dict[str, Any]:
+    """What ``qsetup_broker_objects`` applies, by this module's comparison.
+
+    ``read`` is ``qsetup_broker_admin``'s answer: the broker's ``definitions`` (None or
+    empty when unread: then everything is applied), its ``feature_flags`` and its
+    ``nodes``; ``wanted`` the plan's ``qsetup_broker``, ``removals`` what the inventory
+    dropped (``qsetup_converge``'s ``removals``). No password is in the result
+    (:func:`broker_passwords` gives them to the module's no_log argument).
+    """
+    from qsetup.converge.target import broker_from_plan
+
+    read = read or {}
+    expected = broker_from_plan(wanted)
+    drift = compare_definitions(expected, read.get("definitions") or {}, secrets)
+    nodes = read.get("nodes")
+    running = [n.get("running") is True for n in nodes] if isinstance(nodes, list) else None
+    return {
+        **broker_changes(expected, drift, removals),
+        "enable_flags": flags_to_enable_now(
+            parse_flags(read.get("feature_flags")), running, cluster_size
+        ),
+    }
+
+
+def broker_passwords(
+    changes: Mapping[str, Any], wanted: Mapping[str, Any], secrets: Mapping[str, str]
+) -> dict[str, str]:
+    """The password (from the secrets file) of each user ``changes`` sets."""
+    secret_of = {u["name"]: u["secret"] for u in wanted.get("users") or []}
+    return {u["name"]: secrets.get(secret_of[u["name"]], "") for u in changes["users"]}

@@ -198,9 +198,10 @@ def configure_steps(
             "users",
             bool(packages - first)
             or bool(view["os_groups"] or view["os_users"] or view["stale_dirs"])
-            or bool(view["manifest_stale"]),
+            or bool(view["manifest_stale"])
+            # the same task loads the firewall, still open to the clients the inventory dropped
+            or view["firewall"].get("early") is not None,
         ),
-        ("host", "firewall_early", view["firewall"].get("early") is not None),
         ("celery", "venvs_site", any(v.get("site_packages") for v in venvs)),
         ("broker", "hosts_block", broker and bool(view["hosts_block_stale"])),
         ("broker", "cookie", broker and COOKIE in stale and bool(view["broker_active"])),

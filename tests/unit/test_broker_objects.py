@@ -1,7 +1,7 @@
-"""The broker module (playbooks/library/qsetup_broker_objects.py) with its filters.
+"""The broker module (playbooks/library/qsetup_broker_objects.py) with the comparison.
 
 A fake management API keeps definitions the way RabbitMQ reports them; after the
-module applies what qsetup_broker_apply (qsetup.converge's comparison) found, the
+module applies what broker_apply (qsetup.converge's comparison) found, the
 comparison of the definitions read again finds nothing.
 """
 
@@ -18,6 +18,8 @@ from urllib.parse import unquote
 import pytest
 from test_playbook_filters import NO_DRIFT, SECRETS, WANTED, definitions
 
+from qsetup.converge.broker import broker_apply, broker_passwords
+
 _ROOT = Path(__file__).resolve().parents[2] / "playbooks"
 
 
@@ -30,7 +32,6 @@ def _load(name: str, path: Path) -> Any:
 
 
 objects = _load("qsetup_broker_objects", _ROOT / "library" / "qsetup_broker_objects.py")
-filters = _load("qsetup_filters_b", _ROOT / "filter_plugins" / "qsetup_filters.py")
 
 
 class FakeApi:
@@ -81,8 +82,8 @@ class FakeApi:
 def _converge(defs: dict[str, Any], removals: dict[str, Any] | None = None) -> FakeApi:
     api = FakeApi(defs)
     removals = removals or {}
-    changes = filters.qsetup_broker_apply({"definitions": defs}, WANTED, SECRETS, removals)
-    passwords = filters.qsetup_broker_passwords(changes, WANTED, SECRETS)
+    changes = broker_apply({"definitions": defs}, WANTED, SECRETS, removals)
+    passwords = broker_passwords(changes, WANTED, SECRETS)
     assert all(pw not in repr(changes) for pw in SECRETS.values()), "no password in changes"
     objects.apply_changes(api, changes, passwords)
     return api
@@ -97,7 +98,7 @@ def test_an_empty_broker_converges_in_one_call() -> None:
         "policies": [],
     }
     _converge(defs)
-    assert filters.qsetup_broker_apply({"definitions": defs}, WANTED, SECRETS, {}) == NO_DRIFT
+    assert broker_apply({"definitions": defs}, WANTED, SECRETS, {}) == NO_DRIFT
     assert {u["name"] for u in defs["users"]} == {"app", "ops"}
 
 
@@ -110,7 +111,7 @@ def test_every_kind_of_drift_converges_and_a_matching_broker_gets_no_call() -> N
     )
     defs["policies"][0]["definition"] = {"max-length": 11}
     _converge(defs)
-    assert filters.qsetup_broker_apply({"definitions": defs}, WANTED, SECRETS, {}) == NO_DRIFT
+    assert broker_apply({"definitions": defs}, WANTED, SECRETS, {}) == NO_DRIFT
     assert [p["vhost"] for p in defs["permissions"] if p["user"] == "app"] == ["app"]
     assert _converge(defs).calls == []
 
@@ -120,7 +121,7 @@ def test_dropped_objects_are_deleted_once_and_the_administrator_never() -> None:
     defs["users"].append({"name": "old", "password_hash": "x", "tags": []})
     removals = {"broker_users": ["old", "qsetup-admin"], "broker_policies": ["app/gone"]}
     wanted = {**WANTED, "admin_user": "qsetup-admin"}
-    changes = filters.qsetup_broker_apply({"definitions": defs}, wanted, SECRETS, removals)
+    changes = broker_apply({"definitions": defs}, wanted, SECRETS, removals)
     assert changes["delete_users"] == ["old"]
     api = FakeApi(defs)
     assert objects.apply_changes(api, changes, {}) == ["user old deleted"]
@@ -155,7 +156,7 @@ def test_stable_flags_left_disabled_are_enabled_once_every_node_runs() -> None:
     defs = definitions()
     up = [{"name": f"rabbit@n{i}", "running": True} for i in range(3)]
     read = {"definitions": defs, "feature_flags": FLAGS, "nodes": up}
-    changes = filters.qsetup_broker_apply(read, WANTED, SECRETS, {}, 3)
+    changes = broker_apply(read, WANTED, SECRETS, {}, 3)
     assert changes["enable_flags"] == ["message_containers", "stream_filtering"]
     api = FakeApi(defs)
     assert objects.apply_changes(api, changes, {}) == [
@@ -169,4 +170,4 @@ def test_stable_flags_left_disabled_are_enabled_once_every_node_runs() -> None:
     down = [*up[:2], {"name": "rabbit@n2", "running": False}]
     for nodes in (down, up[:2]):
         read = {"definitions": defs, "feature_flags": FLAGS, "nodes": nodes}
-        assert filters.qsetup_broker_apply(read, WANTED, SECRETS, {}, 3)["enable_flags"] == []
+        assert broker_apply(read, WANTED, SECRETS, {}, 3)["enable_flags"] == []

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from unitdata import playbook_module
 
+from qsetup.converge.broker import broker_apply, broker_passwords
 from qsetup.converge.removals import removals as removals_of
 
 filters: Any = playbook_module("filter_plugins/qsetup_filters.py")
@@ -214,12 +215,12 @@ NO_DRIFT: dict[str, Any] = {
     "delete_vhosts": [],
     "enable_flags": [],
 }
-"""What qsetup_broker_apply gives for a broker that matches the inventory."""
+"""What broker_apply gives for a broker that matches the inventory."""
 
 
 def apply(defs: dict[str, Any] | None, removals: dict[str, Any] | None = None) -> dict[str, Any]:
     read = None if defs is None else {"definitions": defs}
-    return dict(filters.qsetup_broker_apply(read, WANTED, SECRETS, removals or {}))
+    return dict(broker_apply(read, WANTED, SECRETS, removals or {}))
 
 
 def test_a_broker_that_matches_has_no_drift() -> None:
@@ -251,7 +252,7 @@ def test_a_password_alone_sets_the_password_and_tags_only() -> None:
     assert changes["users"] == [
         {"name": "app", "tags": "", "permissions": None, "topic_permissions": None}
     ]
-    assert filters.qsetup_broker_passwords(changes, WANTED, SECRETS) == {"app": "pw-app"}
+    assert broker_passwords(changes, WANTED, SECRETS) == {"app": "pw-app"}
     assert "pw-app" not in repr(changes)
 
 

@@ -20,7 +20,7 @@ FLOWER = {"unit": "qsetup-flower.service", "role": "flower", "code": False, "ven
 
 def _run(
     monkeypatch: pytest.MonkeyPatch, args: dict[str, Any], answers: dict[str, Any],
-    check: bool = False,
+    check: bool = False, task_vars: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:  # fmt: skip
     calls: list[tuple[str, dict[str, Any]]] = []
     action = object.__new__(start.ActionModule)
@@ -32,7 +32,7 @@ def _run(
 
     monkeypatch.setattr(action, "_execute_module", execute, raising=False)
     monkeypatch.setattr(start.ActionBase, "run", lambda self, tmp=None, task_vars=None: {})
-    return action.run(task_vars={}), calls
+    return action.run(task_vars=task_vars or {}), calls
 
 
 BASE = {"services": [WORKER, FLOWER], "hostname": "w1.example", "shim": "qsetup_shim",
@@ -57,6 +57,35 @@ def test_started_workers_are_waited_for_by_their_exact_node_names(
     assert calls[1][1]["nodes"] == ["a-1@w1.example"] and "listen" not in calls[1][1]
     assert result["changed"] and result["answered"] == ["a-1@w1.example"]
     assert "add_group" not in result  # it runs the new code already
+
+
+def test_an_app_that_does_not_load_on_another_host_stops_this_one_before_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The code gate: w2's app check failed, so w1 (new code, a unit to start) swaps
+    nothing and starts nothing; a host whose check passed or did not run does not count."""
+    task_vars = {
+        "groups": {"all": ["w1", "w2", "w3", "mq"]},
+        "hostvars": {
+            "w1": {"qsetup_code_check": {"problems": []}},
+            "w2": {"qsetup_code_check": {"failed": True, "problems": ["the app does not load"]}},
+            "w3": {"qsetup_code_check": {"skipped": True}},
+            "mq": {},
+        },
+    }
+    args = dict(BASE, code_dir="/opt/qsetup/app", units=[WORKER["unit"]], code_changed=True)
+    result, calls = _run(monkeypatch, args, {}, task_vars=task_vars)
+    assert calls == []
+    assert result["failed"] and not result["changed"]
+    assert result["msg"] == (
+        "not restarted: the app does not load on w2; the old code keeps running"
+    )
+    assert "add_group" not in result
+    # every check passed: the same host goes on
+    task_vars["hostvars"]["w2"] = {"qsetup_code_check": {"problems": []}}
+    answers = {"qsetup_services": {"changed": True, "started": [], "launched": []}}
+    result, calls = _run(monkeypatch, args, answers, task_vars=task_vars)
+    assert [c[0] for c in calls] == ["qsetup_services"] and not result.get("failed")
 
 
 def test_a_running_service_whose_code_changed_queues_the_host_without_a_round_trip(
