@@ -31,8 +31,27 @@ def test_each_host_gets_its_own_file_as_data_and_groups_get_nothing(
     assert got["qsetup_secret_values"]["p"] == "Ab{{ 7 * 7 }}cd"  # as written
     assert plugin.get_vars(loader, str(tmp_path), [Host("w2")]) == {"n": 2}
     assert plugin.get_vars(loader, str(tmp_path), [Group("all"), Host("gone")]) == {}
-    (tmp_path / "w1.yml").write_text(dump_vars_file({"n": 3}))
-    assert plugin.get_vars(loader, str(tmp_path), [Host("w1")])["n"] == 1  # parsed once
+
+
+def test_each_file_is_parsed_once_though_ansible_makes_a_new_plugin_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "w1.yml").write_text(dump_vars_file({"n": 1}))
+    monkeypatch.setenv(run_vars.ENV, str(tmp_path))
+    loader = DataLoader()
+    parsed: list[str] = []
+    real = loader.load_from_file
+
+    def counting(path: str, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(loader, "load_from_file", counting)
+    for _ in range(3):
+        assert run_vars.VarsModule().get_vars(loader, str(tmp_path), [Host("w1")]) == {"n": 1}
+    assert parsed == [str(tmp_path / "w1.yml")]
+    (tmp_path / "w1.yml").write_text(dump_vars_file({"n": 22}))  # a new run's file
+    assert run_vars.VarsModule().get_vars(loader, str(tmp_path), [Host("w1")]) == {"n": 22}
 
 
 def test_without_the_environment_no_host_gets_anything(monkeypatch: pytest.MonkeyPatch) -> None:
