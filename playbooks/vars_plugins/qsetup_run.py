@@ -12,6 +12,12 @@ a new instance of the plugin each time, so the parsed files are kept in this mod
 3-host first deploy went to parsing these files again).
 This replaced an include_vars task: one task result on every host, kept out of logs by
 no_log; a vars plugin prints nothing.
+
+It is also the first of qsetup's plugins Ansible's main process loads, before any
+task: on its first call it links Ansible's per-process module payload cache
+(``<local tmp>/ansiballz_cache``) to ``QSETUP_PAYLOAD_CACHE``, the lasting directory
+``qsetup.remote.runner.payload_cache_dir`` names by what the payloads hold, so a run
+builds only the payloads no earlier run of this qsetup built.
 """
 
 from __future__ import annotations
@@ -31,9 +37,24 @@ description:
 """
 
 ENV = "QSETUP_RUN_VARS_DIR"
+CACHE_ENV = "QSETUP_PAYLOAD_CACHE"
 
 _PARSED: dict[tuple[str, int, int], dict[str, Any]] = {}
 """Each file's variables by (path, modification time, size): one parse per process."""
+_LINKED: list[bool] = []
+
+
+def link_payload_cache(local_tmp: str, cache: str | None) -> None:
+    """Point ``<local_tmp>/ansiballz_cache`` at ``cache``, once per process (best effort)."""
+    if _LINKED or not cache:
+        return
+    _LINKED.append(True)
+    link = Path(local_tmp) / "ansiballz_cache"
+    try:
+        if Path(cache).is_dir() and not link.exists():
+            link.symlink_to(cache, target_is_directory=True)
+    except OSError:  # another process made it, or no link here: Ansible builds as usual
+        pass
 
 
 class VarsModule(BaseVarsPlugin):
@@ -43,6 +64,10 @@ class VarsModule(BaseVarsPlugin):
 
     def get_vars(self, loader: Any, path: str, entities: Any, cache: bool = True) -> dict[str, Any]:
         """The variables of the hosts among ``entities`` (groups get none)."""
+        if not _LINKED:
+            from ansible import constants as C
+
+            link_payload_cache(str(C.DEFAULT_LOCAL_TMP), os.environ.get(CACHE_ENV))
         folder = os.environ.get(ENV)
         data: dict[str, Any] = {}
         if not folder:

@@ -9,6 +9,7 @@ prepared by the caller (``qsetup.ops.deploy``) in a 0700 scratch directory.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
@@ -128,6 +129,48 @@ def new_run_dir(inventory_path: Path) -> Path:
     return run_dir
 
 
+PAYLOAD_CACHE_ENV = "QSETUP_PAYLOAD_CACHE"
+PAYLOAD_CACHES_KEPT = 3
+
+
+def payload_cache_dir(base: Path | None = None) -> Path:
+    """Where Ansible's module payloads (AnsiballZ) last between runs of this qsetup.
+
+    Ansible builds each module's payload once per run (parsing the module and every
+    module_utils file it imports: about 6 controller CPU-seconds of a 3-host first
+    deploy) in a per-process directory it deletes at exit; the vars plugin
+    (playbooks/vars_plugins/qsetup_run.py) links that cache to this directory instead.
+    Ansible names a cached payload by the module's name only, so the directory is named
+    by what a payload holds: ansible-core's version, Python's, and the content and place
+    of qsetup's modules and module_utils. Another qsetup or Ansible gets another
+    directory; the oldest beyond :data:`PAYLOAD_CACHES_KEPT` are removed. Payloads hold
+    module code only, never a task's arguments. ``base``: default
+    ``$XDG_CACHE_HOME/qsetup/ansiballz`` (``~/.cache/qsetup/ansiballz``).
+    """
+    import ansible
+
+    playbooks = resource_dir("playbooks")
+    digest = hashlib.sha256()
+    digest.update(f"{ansible.__version__}\0{sys.version}\0{playbooks}\0".encode())
+    for sub in ("library", "module_utils"):
+        for path in sorted((playbooks / sub).glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    if base is None:
+        cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        base = Path(cache_home) / "qsetup" / "ansiballz"
+    folder = base / digest.hexdigest()[:16]
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    base.chmod(0o700)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.touch()  # its age says when it was last used
+    others = sorted(
+        (p for p in base.iterdir() if p.is_dir() and p != folder), key=lambda p: p.stat().st_mtime
+    )
+    for stale in others[: max(0, len(others) - (PAYLOAD_CACHES_KEPT - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
 def ansible_envvars(inv: Inventory, inventory_path: Path, scratch: Path) -> dict[str, str]:
     """Ansible's settings for a run: SSH options from the inventory, quiet, no facts."""
     known_hosts = inventory_path.resolve().parent / ".qsetup" / "known_hosts"
@@ -154,10 +197,11 @@ def ansible_envvars(inv: Inventory, inventory_path: Path, scratch: Path) -> dict
         "ANSIBLE_SYSTEM_WARNINGS": "False",
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
-        # Stays in the RAM scratch: Ansible keeps its module payload cache in a per-process
-        # dir under it that it deletes at exit (so a lasting dir would cache nothing), and
-        # writes copy/template contents and ssh-agent keys there too.
+        # Stays in the RAM scratch: Ansible writes copy/template contents and ssh-agent
+        # keys there. Its module payload cache, in a per-process dir under it that it
+        # deletes at exit, is linked to a lasting one by the vars plugin.
         "ANSIBLE_LOCAL_TEMP": str(scratch / "tmp"),
+        PAYLOAD_CACHE_ENV: str(payload_cache_dir()),
         "ANSIBLE_CONFIG": str(scratch / "ansible.cfg"),
         # Each host's variables file (deploy.write_host_vars), read by the vars plugin
         # playbooks/vars_plugins/qsetup_run.py.

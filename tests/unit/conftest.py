@@ -34,3 +34,12 @@ def write_inventory(tmp_path: Path) -> WriteInventory:
         return inventory
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ansible's module payloads (qsetup.remote.runner.payload_cache_dir) go to a test's
+    own cache, never the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))

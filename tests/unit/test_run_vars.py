@@ -57,3 +57,41 @@ def test_each_file_is_parsed_once_though_ansible_makes_a_new_plugin_each_time(
 def test_without_the_environment_no_host_gets_anything(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(run_vars.ENV, raising=False)
     assert run_vars.VarsModule().get_vars(DataLoader(), "/", [Host("w1")]) == {}
+
+
+def test_the_payload_cache_is_named_by_what_the_modules_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed module (another qsetup) gets another cache; at most three are kept."""
+    from qsetup.remote import runner
+
+    playbooks = tmp_path / "playbooks"
+    for sub in ("library", "module_utils"):
+        (playbooks / sub).mkdir(parents=True)
+    module = playbooks / "library" / "qsetup_x.py"
+    module.write_text("print(1)\n")
+    monkeypatch.setattr(runner, "resource_dir", lambda name: playbooks)
+    base = tmp_path / "cache"
+    first = runner.payload_cache_dir(base)
+    assert runner.payload_cache_dir(base) == first and first.is_dir()
+    assert oct(base.stat().st_mode & 0o777) == "0o700"
+    made = [first]
+    for n in range(2, 6):
+        module.write_text(f"print({n})\n")
+        made.append(runner.payload_cache_dir(base))
+    assert len(set(made)) == 5
+    assert sorted(p.name for p in base.iterdir()) == sorted(p.name for p in made[-3:])
+
+
+def test_the_first_call_links_ansibles_payload_cache_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_vars, "_LINKED", [])
+    local_tmp, cache = tmp_path / "ansible-local-1", tmp_path / "cache"
+    local_tmp.mkdir()
+    cache.mkdir()
+    run_vars.link_payload_cache(str(local_tmp), str(cache))
+    assert (local_tmp / "ansiballz_cache").resolve() == cache
+    (local_tmp / "ansiballz_cache").unlink()
+    run_vars.link_payload_cache(str(local_tmp), str(cache))  # once per process
+    assert not (local_tmp / "ansiballz_cache").exists()
