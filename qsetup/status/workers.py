@@ -109,9 +109,16 @@ class _AllAnswered(Exception):
 
 
 def ping_nodes(
-    app: Any, ping_timeout: float, expected: Callable[[], Collection[str]]
+    app: Any,
+    ping_timeout: float,
+    expected: Callable[[], Collection[str]],
+    replies: dict[str, Any] | None = None,
 ) -> frozenset[str]:
-    """Ping every node; stop as soon as every node in ``expected()`` has answered.
+    """Ask every node for its tasks; stop as soon as every node in ``expected()`` answered.
+
+    The question is ``registered``, not ``ping``: a node that answers one answers the
+    other, and this reply names the node's tasks as well, which status reports, so one
+    broadcast does the work of two. ``replies`` (when given) gets each node's answer.
 
     Without that stop, kombu collects until no reply came for ``ping_timeout`` seconds,
     so a healthy fleet always cost that second. The trade-off: a node the inventory does
@@ -132,6 +139,8 @@ def ping_nodes(
     def on_reply(reply: Mapping[str, Any]) -> None:
         nonlocal stopped
         answered.update(reply)
+        if replies is not None:
+            replies.update(reply)
         wanted = set(expected())
         # Once only: a reply arriving while kombu cancels the consumer comes here too,
         # and raising again would abort that cancel (the channel then closes with the
@@ -141,7 +150,7 @@ def ping_nodes(
             raise _AllAnswered
 
     try:
-        app.control.inspect(timeout=ping_timeout, callback=on_reply).ping()
+        app.control.inspect(timeout=ping_timeout, callback=on_reply).registered()
     except _AllAnswered:
         pass
     return frozenset(answered)
@@ -155,11 +164,11 @@ def inspect_workers(
     ping_timeout: float,
     expected: Callable[[], Collection[str]] = frozenset,
 ) -> InspectResult:
-    """Ping every node on a vhost, then ask those that answered for their tasks.
+    """Ask every node on a vhost for its tasks, then those that answered for what runs.
 
-    The ping ends once every node in ``expected()`` answered, else after
-    ``ping_timeout`` without a reply (see ``ping_nodes``); the follow-up questions
-    return as soon as every answering node replied.
+    The first question ends once every node in ``expected()`` answered, else after
+    ``ping_timeout`` without a reply (see ``ping_nodes``); the follow-up question
+    (``active``) returns as soon as every answering node replied.
     """
     from celery import Celery
 
@@ -174,14 +183,17 @@ def inspect_workers(
     # broker node keeps the check within its timeout when the broker is down.
     app.conf.broker_transport_options = probe_transport_options(inv)
     try:
-        answered = ping_nodes(app, ping_timeout, expected)
-        registered: dict[str, tuple[str, ...]] = {}
+        replies: dict[str, Any] = {}
+        answered = ping_nodes(app, ping_timeout, expected, replies)
+        registered = {
+            n: tuple(sorted(str(x) for x in t)) if isinstance(t, list) else ()
+            for n, t in replies.items()
+        }
         active: dict[str, int] = {}
         if answered:
             follow = app.control.inspect(
                 destination=sorted(answered), timeout=timeout, limit=len(answered)
             )
-            registered = {n: tuple(sorted(t)) for n, t in (follow.registered() or {}).items()}
             active = {n: len(t) for n, t in (follow.active() or {}).items()}
         return InspectResult(user, vhost, None, answered, registered, active)
     except Exception as exc:  # noqa: BLE001 - any broker failure is a reported problem

@@ -127,17 +127,17 @@ def test_node_names_guess_inventory_names_until_hostnames_are_known(full: object
 
 
 class _FakeInspect:
-    """Delivers one ping reply per node to the callback, as kombu does, then the wait."""
+    """Delivers one reply per node to the callback, as kombu does, then the wait."""
 
     def __init__(self, replies: list[str], log: list[str], callback: Callable[..., Any]) -> None:
         self.replies, self.log, self.callback = replies, log, callback
 
-    def ping(self) -> Mapping[str, Any]:
+    def registered(self) -> Mapping[str, Any]:
         for node in self.replies:
             self.log.append(f"reply {node}")
-            self.callback({node: {"ok": "pong"}})
+            self.callback({node: [f"task.of.{node}"]})
         self.log.append("waited the whole timeout")  # kombu: no reply for ping_timeout
-        return {n: {"ok": "pong"} for n in self.replies}
+        return {n: [f"task.of.{n}"] for n in self.replies}
 
 
 class _FakeApp:
@@ -153,9 +153,11 @@ class _FakeApp:
 
 def test_the_ping_stops_once_every_expected_node_answered() -> None:
     app = _FakeApp(["a-1@w1", "stray@laptop", "a-2@w1", "late@elsewhere"])
-    answered = ping_nodes(app, 1.0, lambda: frozenset({"a-1@w1", "a-2@w1"}))
+    replies: dict[str, Any] = {}
+    answered = ping_nodes(app, 1.0, lambda: frozenset({"a-1@w1", "a-2@w1"}), replies)
     # a stray that answers before the last expected node is caught; later ones are not
     assert answered == {"a-1@w1", "stray@laptop", "a-2@w1"}
+    assert replies["a-2@w1"] == ["task.of.a-2@w1"]  # the same answer names the tasks
     assert app.log == ["ping timeout=1.0", "reply a-1@w1", "reply stray@laptop", "reply a-2@w1"]
 
 
@@ -185,7 +187,9 @@ def test_inspect_workers_passes_the_expected_names_to_the_ping(
 ) -> None:
     calls: list[Any] = []
 
-    def fake_ping(app: Any, ping_timeout: float, expected: Callable[[], Any]) -> frozenset[str]:
+    def fake_ping(
+        app: Any, ping_timeout: float, expected: Callable[[], Any], replies: Any = None
+    ) -> frozenset[str]:
         calls.append((ping_timeout, expected()))
         return frozenset()
 
@@ -201,11 +205,11 @@ def test_a_reply_during_the_consumers_cancel_is_kept_and_does_not_raise_again() 
     log: list[str] = []
 
     class _Cancelling(_FakeInspect):
-        def ping(self) -> Mapping[str, Any]:
+        def registered(self) -> Mapping[str, Any]:
             try:
-                return super().ping()
+                return super().registered()
             except Exception:
-                self.callback({"late@elsewhere": {"ok": "pong"}})  # must not raise again
+                self.callback({"late@elsewhere": []})  # must not raise again
                 log.append("cancelled cleanly")
                 raise
 
