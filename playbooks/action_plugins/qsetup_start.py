@@ -35,11 +35,23 @@ ROLLING = "qsetup_rolling"
 
 
 def app_check_failed(task_vars: dict[str, Any]) -> list[str]:
-    """The hosts of this deploy whose app check (``qsetup_code_check``) found a problem."""
+    """The hosts of this deploy whose app check (``qsetup_code_check``) found a problem.
+
+    A failed app check fails its host, so only the play's hosts that are no longer in it
+    (``ansible_play_hosts_all`` less ``ansible_play_hosts``) can have one: only their
+    variables are read (reading another host's variables costs Ansible a vars
+    computation; every host of the play reading every other's was O(hosts²)).
+    """
     hostvars = task_vars.get("hostvars") or {}
+    everyone = task_vars.get("ansible_play_hosts_all")
+    if everyone is None:
+        everyone = (task_vars.get("groups") or {}).get("all", [])
+    left = set(task_vars.get("ansible_play_hosts") or [])
     failed = []
-    for host in (task_vars.get("groups") or {}).get("all", []):
-        check = hostvars[host].get("qsetup_code_check") if host in hostvars else None
+    for host in everyone:
+        if host in left or host not in hostvars:
+            continue
+        check = hostvars[host].get("qsetup_code_check")
         if isinstance(check, dict) and check.get("problems"):
             failed.append(str(host))
     return failed

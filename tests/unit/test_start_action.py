@@ -65,7 +65,8 @@ def test_an_app_that_does_not_load_on_another_host_stops_this_one_before_anythin
     """The code gate: w2's app check failed, so w1 (new code, a unit to start) swaps
     nothing and starts nothing; a host whose check passed or did not run does not count."""
     task_vars = {
-        "groups": {"all": ["w1", "w2", "w3", "mq"]},
+        "ansible_play_hosts_all": ["w1", "w2", "w3", "mq"],
+        "ansible_play_hosts": ["w1", "w3", "mq"],  # w2 failed its check
         "hostvars": {
             "w1": {"qsetup_code_check": {"problems": []}},
             "w2": {"qsetup_code_check": {"failed": True, "problems": ["the app does not load"]}},
@@ -73,15 +74,24 @@ def test_an_app_that_does_not_load_on_another_host_stops_this_one_before_anythin
             "mq": {},
         },
     }
+    read: list[str] = []
+
+    class _HostVars(dict[str, Any]):
+        def __getitem__(self, host: str) -> Any:
+            read.append(host)
+            return super().__getitem__(host)
+
+    task_vars["hostvars"] = _HostVars(task_vars["hostvars"])
     args = dict(BASE, code_dir="/opt/qsetup/app", units=[WORKER["unit"]], code_changed=True)
     result, calls = _run(monkeypatch, args, {}, task_vars=task_vars)
+    assert read == ["w2"]  # only the host no longer in the play
     assert calls == []
     assert result["failed"] and not result["changed"]
     assert result["msg"] == (
         "not restarted: the app does not load on w2; the old code keeps running"
     )
     assert "add_group" not in result
-    # every check passed: the same host goes on
+    # w2 failed for another reason (its packages): the app check does not stop w1
     task_vars["hostvars"]["w2"] = {"qsetup_code_check": {"problems": []}}
     answers = {"qsetup_services": {"changed": True, "started": [], "launched": []}}
     result, calls = _run(monkeypatch, args, answers, task_vars=task_vars)
