@@ -3,21 +3,22 @@
 Each file's ``src`` is read from ``files_dir`` (qsetup's rendered files, on the
 controller) or its ``content`` is taken as given, and the module gets them all in one
 call. With ``packages`` (Debian package names) the missing packages are installed
-first, by qsetup_packages (library/), in the same task: the host's users, directories
-and manifest follow in one task result instead of two. With ``wait_jobs`` (the
-virtualenv builds started in the background, as their async results) it first waits on
-the host for each build (qsetup_job_wait, library/: one round trip per two minutes of
-building) and records what each virtualenv now holds (its marker file) with the other
-files; ``venvs_changed`` names the virtualenvs the builds changed. With ``restart``
-(qsetup_services' arguments) the services those files configure are restarted by
-qsetup_services (library/) in the same task when the files changed (RabbitMQ's: one
-task result where a handler was another); ``restarted`` then holds its answer. With
-``firewall`` (qsetup_firewall's arguments) qsetup's nftables ruleset is loaded last
-(qsetup_firewall, library/: nftables is among the packages installed first), in the
-same task; ``firewall`` then holds its answer. The
-contents travel as module arguments: on the module's stdin with pipelining, never in
-a process list; the module's ``invocation`` (which would repeat them) is dropped from
-the result, so no content reaches events, logs or the run directory.
+first, in the same task: by the qsetup_files module itself, in the same module run as
+the host's users, directories and manifest (one Python start on the host instead of
+two), or, when builds are to be waited for first, by qsetup_packages (library/). With
+``wait_jobs`` (the virtualenv builds started in the background, as their async
+results) it first waits on the host for each build (qsetup_job_wait, library/: one
+round trip per two minutes of building) and records what each virtualenv now holds
+(its marker file) with the other files; ``venvs_changed`` names the virtualenvs the
+builds changed. With ``restart`` (qsetup_services' arguments) the services those files
+configure are restarted by qsetup_services (library/) in the same task when the files
+changed (RabbitMQ's: one task result where a handler was another); ``restarted`` then
+holds its answer. With ``firewall`` (qsetup_firewall's arguments) qsetup's nftables
+ruleset is loaded last (qsetup_firewall, library/: nftables is among the packages
+installed first), in the same task; ``firewall`` then holds its answer. The contents
+travel as module arguments: on the module's stdin with pipelining, never in a process
+list; the module's ``invocation`` (which would repeat them) is dropped from the
+result, so no content reaches events, logs or the run directory.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ class ActionModule(ActionBase):
         result: dict[str, Any] = super().run(tmp, task_vars)
         args = self._task.args
         packages = list(args.get("packages") or [])
-        if packages:
+        # Without builds to wait for first, the packages go in the files module's own run
+        # (one Python start on the host, not two); with them, before the wait as before.
+        merged = packages if not args.get("wait_jobs") else []
+        if packages and not merged:
             installed = self._execute_module(
                 module_name="qsetup_packages", module_args={"names": packages}, task_vars=task_vars
             )
@@ -88,12 +92,13 @@ class ActionModule(ActionBase):
                 data = str(item.get("content", "")).encode("utf-8")
             entry["content"] = base64.b64encode(data).decode("ascii")
             files.append(entry)
-        if not (files or args.get("groups") or args.get("users") or args.get("dirs")):
+        if not (merged or files or args.get("groups") or args.get("users") or args.get("dirs")):
             result.setdefault("changed", False)
             return self._firewall(result, task_vars)  # no files: no round trip for them
         module_result = self._execute_module(
             module_name="qsetup_files",
             module_args={
+                "packages": merged,
                 "groups": list(args.get("groups") or []),
                 "users": [
                     {"user": u["user"], "group": u["group"]} for u in args.get("users") or []

@@ -8,7 +8,9 @@ directory and file at once: the contents come from the ``qsetup_files`` action p
 (action_plugins/), which reads qsetup's rendered files on the controller. Each file is
 written to a temporary file beside it and renamed over the old one (never half
 written); owner, group and mode are set before the rename. Only what differs is
-touched. Secret files never appear in the result or in a diff.
+touched. Secret files never appear in the result or in a diff. With ``packages`` the
+missing Debian packages are installed first (module_utils/qsetup_apt.py, services held
+until configured), in the same module run.
 """
 
 from __future__ import annotations
@@ -23,11 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.qsetup_apt import install_missing
 
 DOCUMENTATION = r"""
 module: qsetup_files
 short_description: Ensure directories and whole files with owner, group and mode, in one call
 options:
+  packages:
+    description: >-
+      Debian packages to install first, services held until configured
+      (module_utils/qsetup_apt.py).
+    type: list
+    elements: str
+    default: []
   groups:
     description: System groups to create when missing (before the directories).
     type: list
@@ -198,9 +208,10 @@ def _diff(dest: str, old: bytes, new: bytes) -> dict[str, str] | None:
 
 
 def main() -> None:
-    """Ensure groups, users, every directory, then every file; report what changed."""
+    """Install packages, then ensure groups, users, directories, files; report what changed."""
     module = AnsibleModule(
         argument_spec={
+            "packages": {"type": "list", "elements": "str", "default": []},
             "groups": {"type": "list", "elements": "str", "default": []},
             "users": {"type": "list", "elements": "dict", "default": []},
             "dirs": {"type": "list", "elements": "dict", "default": []},
@@ -211,6 +222,10 @@ def main() -> None:
     check = module.check_mode
     changed: list[str] = []
     diffs: list[dict[str, str]] = []
+    packages = sorted(set(module.params["packages"]))
+    failure = install_missing(module, packages)
+    if failure is not None:
+        module.fail_json(msg=failure, changed=True, installed=packages, paths=[])
     try:
         for name in module.params["groups"]:
             if ensure_group(module, name, check):
@@ -231,8 +246,12 @@ def main() -> None:
                 if diff is not None:
                     diffs.append(diff)
     except (FileError, OSError) as exc:
-        module.fail_json(msg=str(exc), changed=bool(changed), paths=changed)
-    result: dict[str, Any] = {"changed": bool(changed), "paths": changed}
+        module.fail_json(
+            msg=str(exc), changed=bool(changed or packages), paths=changed, installed=packages
+        )
+    result: dict[str, Any] = {"changed": bool(changed or packages), "paths": changed}
+    if packages:
+        result["installed"] = packages
     if diffs:
         result["diff"] = diffs
     module.exit_json(**result)

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 """Ansible module: install the Debian packages a host needs, services held until configured.
 
-One round trip: one ``apt-get install`` of the packages the preflight found missing, with
+One round trip (the install itself: module_utils/qsetup_apt.py, which qsetup_files
+runs too): one ``apt-get install`` of the packages the preflight found missing, with
 a ``policy-rc.d`` in place so that no package starts its service (RabbitMQ would boot
 once with a random Erlang cookie and default settings) before qsetup's files arrive.
 The ``policy-rc.d`` is removed again whatever apt did, and only when this module
@@ -16,11 +17,10 @@ fresh bookworm host (2 cores).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.qsetup_apt import POLICY_RC, install_missing
 
 DOCUMENTATION = r"""
 module: qsetup_packages
@@ -41,34 +41,6 @@ options:
     default: 120
 """
 
-POLICY_RC = Path("/usr/sbin/policy-rc.d")
-POLICY_TEXT = "#!/bin/sh\n# qsetup: installing packages; services start once configured\nexit 101\n"
-ENV = {"DEBIAN_FRONTEND": "noninteractive", "APT_LISTCHANGES_FRONTEND": "none", "LC_ALL": "C"}
-
-
-def _last_lines(*texts: str, count: int = 3) -> str:
-    lines = [ln.strip() for t in texts for ln in t.splitlines() if ln.strip()]
-    keep = [ln for ln in lines if ln.startswith(("E:", "W:", "dpkg:"))] or lines
-    return " | ".join(keep[-count:]) or "no output"
-
-
-def _install(module: AnsibleModule, names: list[str]) -> tuple[int, str, str]:
-    argv = [
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "-o",
-        "Dpkg::Options::=--force-confdef",
-        "-o",
-        "Dpkg::Options::=--force-confold",
-        "-o",
-        f"DPkg::Lock::Timeout={module.params['lock_timeout']}",
-        *names,
-    ]
-    rc, out, err = module.run_command(argv, environ_update=ENV)
-    return int(rc), str(out), str(err)
-
 
 def main() -> None:
     """Install what is missing, services held; report what was installed."""
@@ -85,26 +57,15 @@ def main() -> None:
     if not missing or module.check_mode:
         module.exit_json(**result)
 
-    created = False
-    if module.params["hold_services"] and not POLICY_RC.exists():
-        fd = os.open(POLICY_RC, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(POLICY_TEXT)
-        created = True
-    try:
-        rc, out, err = _install(module, missing)
-        if rc != 0 and ("Failed to fetch" in err or "Unable to fetch" in err):
-            # Lists that went stale between the preflight and now: refresh once, retry.
-            module.run_command(["apt-get", "update", "-q"], environ_update=ENV)
-            rc, out, err = _install(module, missing)
-    finally:
-        if created:
-            POLICY_RC.unlink(missing_ok=True)
-    if rc != 0:
-        module.fail_json(
-            msg=f"apt-get install {' '.join(missing)} failed (exit {rc}): {_last_lines(out, err)}",
-            **result,
-        )
+    failure = install_missing(
+        module,
+        missing,
+        module.params["hold_services"],
+        module.params["lock_timeout"],
+        POLICY_RC,
+    )
+    if failure is not None:
+        module.fail_json(msg=failure, **result)
     module.exit_json(**result)
 
 

@@ -7,6 +7,7 @@ import grp
 import os
 import pwd
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,49 @@ def test_a_failing_useradd_names_the_user() -> None:
 
     with pytest.raises(files.FileError, match=f"user {MISSING}: useradd failed: .*'nope'"):
         files.ensure_user(Failing(), {"user": MISSING, "group": "nope"}, check=False)
+
+
+def test_packages_install_first_in_the_same_run_and_a_failure_names_apt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One Python start on the host: apt, then the files; apt's failure stops before them."""
+    apt: Any = sys.modules["ansible.module_utils.qsetup_apt"]
+    monkeypatch.setattr(apt, "POLICY_RC", tmp_path / "policy-rc.d")
+    ran: list[list[str]] = []
+    dest = tmp_path / "etc" / "x.conf"
+
+    class _Module:
+        check_mode = False
+        _diff = False
+        params = {"packages": ["nftables", "nftables"], "groups": [], "users": [], "dirs": [],
+                  "files": [_item(dest, "x\n")]}  # fmt: skip
+        answer = (0, "", "")
+
+        def run_command(self, argv: list[str], environ_update: Any = None) -> Any:
+            ran.append(argv)
+            return self.answer
+
+        def exit_json(self, **result: Any) -> None:
+            raise SystemExit(("ok", result))
+
+        def fail_json(self, **result: Any) -> None:
+            raise SystemExit(("failed", result))
+
+    module = _Module()
+    monkeypatch.setattr(files, "install_missing", apt.install_missing)
+    monkeypatch.setattr(files, "AnsibleModule", lambda **_kw: module)
+    with pytest.raises(SystemExit) as done:
+        files.main()
+    how, result = done.value.code  # type: ignore[misc]
+    assert how == "ok" and result["installed"] == ["nftables"]
+    assert ran[0][:2] == ["apt-get", "install"] and ran[0][-1] == "nftables"
+    assert dest.read_text() == "x\n"
+    dest.unlink()
+    module.answer = (100, "", "E: Unable to locate package nftables")
+    ran.clear()
+    with pytest.raises(SystemExit) as done:
+        files.main()
+    how, result = done.value.code  # type: ignore[misc]
+    assert how == "failed" and "E: Unable to locate package nftables" in result["msg"]
+    assert not dest.exists()  # nothing after apt failed
+    assert not (tmp_path / "policy-rc.d").exists()  # held during apt, removed after

@@ -81,16 +81,37 @@ def test_a_failed_restart_fails_the_task_with_its_reason(monkeypatch: pytest.Mon
 
 
 def test_the_firewall_loads_after_the_packages_and_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packages go in the files module's own run (one Python start on the host)."""
     answers = {
-        "qsetup_packages": {"changed": True, "installed": ["nftables"]},
-        "qsetup_files": {"changed": False},
+        "qsetup_files": {"changed": True, "installed": ["nftables"]},
         "qsetup_firewall": {"changed": True},
     }
     args = {"packages": ["nftables"], "files": [CONF], "firewall": FIREWALL}
     result, calls = _run(monkeypatch, files_action, args, answers)
-    assert [c[0] for c in calls] == ["qsetup_packages", "qsetup_files", "qsetup_firewall"]
-    assert calls[2][1] == FIREWALL
+    assert [c[0] for c in calls] == ["qsetup_files", "qsetup_firewall"]
+    assert calls[0][1]["packages"] == ["nftables"]
+    assert calls[1][1] == FIREWALL
     assert result["changed"] and result["firewall"] == {"changed": True}
+    assert result["installed"] == ["nftables"]
+
+
+def test_packages_go_first_on_their_own_when_builds_are_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wait for the virtualenv builds comes between the packages and the files."""
+    job = {"ansible_job_id": "j1", "results_file": "/root/.ansible_async/j1",
+           "item": {"name": "flower", "marker": "/opt/qsetup/venvs/flower/.qsetup",
+                    "marker_content": "x\n"}}  # fmt: skip
+    answers = {
+        "qsetup_packages": {"changed": True, "installed": ["python3-requests"]},
+        "qsetup_job_wait": {"finished": True, "changed": True},
+        "qsetup_files": {"changed": True},
+    }
+    args = {"packages": ["python3-requests"], "files": [CONF], "wait_jobs": [job]}
+    result, calls = _run(monkeypatch, files_action, args, answers)
+    assert [c[0] for c in calls] == ["qsetup_packages", "qsetup_job_wait", "qsetup_files"]
+    assert calls[2][1]["packages"] == []
+    assert result["installed"] == ["python3-requests"] and result["venvs_changed"] == ["flower"]
 
 
 def test_a_firewall_nft_refuses_fails_the_task_and_no_files_means_no_files_trip(
