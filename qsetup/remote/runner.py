@@ -133,7 +133,7 @@ PAYLOAD_CACHE_ENV = "QSETUP_PAYLOAD_CACHE"
 PAYLOAD_CACHES_KEPT = 3
 
 
-def payload_cache_dir(base: Path | None = None) -> Path:
+def payload_cache_dir(base: Path | None = None) -> Path | None:
     """Where Ansible's module payloads (AnsiballZ) last between runs of this qsetup.
 
     Ansible builds each module's payload once per run (parsing the module and every
@@ -145,7 +145,8 @@ def payload_cache_dir(base: Path | None = None) -> Path:
     of qsetup's modules and module_utils. Another qsetup or Ansible gets another
     directory; the oldest beyond :data:`PAYLOAD_CACHES_KEPT` are removed. Payloads hold
     module code only, never a task's arguments. ``base``: default
-    ``$XDG_CACHE_HOME/qsetup/ansiballz`` (``~/.cache/qsetup/ansiballz``).
+    ``$XDG_CACHE_HOME/qsetup/ansiballz`` (``~/.cache/qsetup/ansiballz``). None when it
+    cannot be made (a home that is not writable): Ansible then builds as it always did.
     """
     import ansible
 
@@ -159,13 +160,17 @@ def payload_cache_dir(base: Path | None = None) -> Path:
         cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         base = Path(cache_home) / "qsetup" / "ansiballz"
     folder = base / digest.hexdigest()[:16]
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    base.chmod(0o700)
-    folder.mkdir(mode=0o700, exist_ok=True)
-    folder.touch()  # its age says when it was last used
-    others = sorted(
-        (p for p in base.iterdir() if p.is_dir() and p != folder), key=lambda p: p.stat().st_mtime
-    )
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        base.chmod(0o700)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.touch()  # its age says when it was last used
+        others = sorted(
+            (p for p in base.iterdir() if p.is_dir() and p != folder),
+            key=lambda p: p.stat().st_mtime,
+        )
+    except OSError:
+        return None
     for stale in others[: max(0, len(others) - (PAYLOAD_CACHES_KEPT - 1))]:
         shutil.rmtree(stale, ignore_errors=True)
     return folder
@@ -181,7 +186,9 @@ def ansible_envvars(inv: Inventory, inventory_path: Path, scratch: Path) -> dict
         mode = "accept-new" if checking == "accept-new" else "yes"
         ssh_opts = f"-o StrictHostKeyChecking={mode} -o UserKnownHostsFile={known_hosts}"
     bindir = str(Path(sys.executable).parent)
+    cache = payload_cache_dir()
     return {
+        **({PAYLOAD_CACHE_ENV: str(cache)} if cache is not None else {}),
         "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist=60s {ssh_opts}",
@@ -201,7 +208,6 @@ def ansible_envvars(inv: Inventory, inventory_path: Path, scratch: Path) -> dict
         # keys there. Its module payload cache, in a per-process dir under it that it
         # deletes at exit, is linked to a lasting one by the vars plugin.
         "ANSIBLE_LOCAL_TEMP": str(scratch / "tmp"),
-        PAYLOAD_CACHE_ENV: str(payload_cache_dir()),
         "ANSIBLE_CONFIG": str(scratch / "ansible.cfg"),
         # Each host's variables file (deploy.write_host_vars), read by the vars plugin
         # playbooks/vars_plugins/qsetup_run.py.

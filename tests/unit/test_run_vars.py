@@ -95,3 +95,12 @@ def test_the_first_call_links_ansibles_payload_cache_once(
     (local_tmp / "ansiballz_cache").unlink()
     run_vars.link_payload_cache(str(local_tmp), str(cache))  # once per process
     assert not (local_tmp / "ansiballz_cache").exists()
+
+
+def test_no_payload_cache_where_none_can_be_made(tmp_path: Path) -> None:
+    """A cache folder that cannot be made leaves Ansible building as it always did."""
+    from qsetup.remote import runner
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert runner.payload_cache_dir(blocker / "cache") is None
