@@ -10,7 +10,7 @@ at most apt's package lists.
 from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.qsetup_read import read_host
+from ansible.module_utils.qsetup_read import read_host, run_argv
 
 DOCUMENTATION = r"""
 module: qsetup_host_facts
@@ -55,16 +55,14 @@ def main() -> None:
         supports_check_mode=True,
     )
 
-    def run(argv: list[str]) -> tuple[int, str, str]:
-        rc, out, err = module.run_command(argv, environ_update={"LC_ALL": "C"})
-        return int(rc), str(out), str(err)
-
     params = dict(module.params["params"])
     if module.params.get("results_api") and params.get("results"):
         params["results"] = {**params["results"], "password": module.params["results_api"]}
     if module.params.get("broker_api"):
         params["broker_api"] = module.params["broker_api"]
-    module.exit_json(**read_host(params, run))
+    # run_argv, not module.run_command: the read runs commands on several threads at once,
+    # and run_command's environ_update swaps os.environ for the whole process.
+    module.exit_json(**read_host(params, run_argv))
 
 
 if __name__ == "__main__":
