@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from qsetup.artifacts.targets import (
     every_read_params,
@@ -26,7 +26,7 @@ from qsetup.status.certs import certificate_problems, check_certificates
 from qsetup.status.cluster import place_nodes
 from qsetup.status.flower import check_flower, flower_problems
 from qsetup.status.hosts import assemble_hosts, beat_problems, beat_status, host_problems
-from qsetup.status.model import BrokerStatus, FlowerStatus, HostStatus, SystemStatus
+from qsetup.status.model import BrokerStatus, FlowerStatus, HostStatus, SystemStatus, TlsStatus
 from qsetup.status.ssh import ReadRound, effective_timeout, start_reading
 from qsetup.status.workers import (
     InspectResult,
@@ -67,6 +67,12 @@ class _Background(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
+class _Checks(NamedTuple):
+    http: _Background[tuple[BrokerStatus, FlowerStatus | None]]
+    certs: _Background[TlsStatus | None]
+    inspections: list[_Background[InspectResult]]
+
+
 def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
     """Replace any secret value that slipped into a line with ``***``."""
     values = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
@@ -95,14 +101,18 @@ def import_clients(loaded: LoadedInventory) -> None:
 
 
 def read_hosts(
-    loaded: LoadedInventory, seconds: float, reading: ReadRound | None = None
+    loaded: LoadedInventory,
+    seconds: float,
+    reading: ReadRound | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> dict[str, HostStatus]:
     """Read every host (the one read) and compare it with what a deploy would put there.
 
     The plan is the deploy's own (:func:`qsetup.artifacts.targets.plan_hosts`), rendered
     with the TLS certificates as they are, or as a deploy would issue them (in memory:
     status writes nothing). ``reading``: the round, started earlier (else started here,
-    before the plan, so the hosts' clients connect while it renders).
+    before the plan, so the hosts' clients connect while it renders). ``meanwhile`` is
+    called once the hosts have their parameters, while they read.
     """
     inv = loaded.inventory
     reading = reading or start_reading(loaded, seconds)
@@ -111,6 +121,9 @@ def read_hosts(
         plans = plan_hosts(loaded, material, Path(tmp) / "app.tar")
     secrets = secret_values(loaded)
     params = every_read_params(loaded, plans)
+    reading.send(params)
+    if meanwhile is not None:
+        meanwhile()
     outcomes = reading.finish(params)
     hostnames = read_hostnames({h: o.facts for h, o in outcomes.items()})
     return assemble_hosts(inv, outcomes, host_targets(plans, hostnames), secrets)
@@ -150,15 +163,33 @@ def check_status(
 
     if reading is None:
         reading = start_reading(loaded, seconds)
-    import_clients(loaded)  # while the hosts' clients connect
-    http = _Background(http_checks)
-    certs = _Background(partial(check_certificates, loaded, seconds))
     names = {(user, vhost): NodeNames(inv, user, vhost) for user, vhost in broker_connections(inv)}
-    inspections = [
-        _Background(partial(inspect_workers, loaded, user, vhost, seconds, ping_timeout, expected))
-        for (user, vhost), expected in names.items()
-    ]
-    hosts = read_hosts(loaded, seconds, reading)
+    checks: list[_Checks] = []
+
+    def start_checks() -> _Checks:
+        """The broker's API, Flower, certificates and broadcasts, started once."""
+        if not checks:
+            import_clients(loaded)
+            checks.append(
+                _Checks(
+                    _Background(http_checks),
+                    _Background(partial(check_certificates, loaded, seconds)),
+                    [
+                        _Background(
+                            partial(
+                                inspect_workers,
+                                *(loaded, user, vhost, seconds, ping_timeout, expected),
+                            )
+                        )
+                        for (user, vhost), expected in names.items()
+                    ],
+                )
+            )
+        return checks[0]
+
+    # The plan first, so the hosts read while the clients import and the checks run.
+    hosts = read_hosts(loaded, seconds, reading, start_checks)
+    http, certs, inspections = start_checks()
     hostnames = {name: h.hostname for name, h in hosts.items()}
     for expected in names.values():
         expected.learn(hostnames)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,8 @@ from qsetup.desired.state import SshEndpoint, ssh_endpoints
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
-from qsetup.resources import resource_dir
 from qsetup.status.hosts import Outcome
+from qsetup.status.prefetch import Client, Prefetch, read_preamble, spawn
 
 SshTarget = SshEndpoint
 
@@ -148,22 +149,6 @@ BOOT = (
 )
 
 
-def read_source() -> str:
-    """The one read's source, as qsetup ships it with the playbooks."""
-    path = resource_dir("playbooks") / "module_utils" / "qsetup_read.py"
-    return path.read_text(encoding="utf-8")
-
-
-def read_preamble() -> bytes:
-    """What a client sends as soon as it starts: the read's length in bytes, its source.
-
-    It must fit in a pipe's buffer (64 KiB on Linux) so the write never waits for the
-    host; a unit test holds the shipped source to that.
-    """
-    source = read_source().encode("utf-8")
-    return b"%d\n" % len(source) + source
-
-
 def read_command(target: SshTarget) -> str:
     """The remote command that runs the read on a host (no secret in it).
 
@@ -191,9 +176,15 @@ def effective_timeout(loaded: LoadedInventory, timeout: float | None) -> float:
     return float(min(loaded.inventory.ssh.connect_timeout, DEFAULT_TIMEOUT))
 
 
-def start_reading(loaded: LoadedInventory, seconds: float) -> ReadRound:
-    """Every host's SSH client, started: they connect while status prepares the rest."""
-    return ReadRound(loaded, seconds, loaded.inventory.hosts)
+def start_reading(
+    loaded: LoadedInventory, seconds: float, prefetch: Prefetch | None = None
+) -> ReadRound:
+    """Every host's SSH client, started: they connect while status prepares the rest.
+
+    ``prefetch``: clients started before the inventory loaded; each is used only when its
+    command line is the one computed here (see :mod:`qsetup.status.prefetch`).
+    """
+    return ReadRound(loaded, seconds, loaded.inventory.hosts, prefetch=prefetch)
 
 
 def read_round(
@@ -223,6 +214,7 @@ class ReadRound:
         timeout: float,
         hosts: Iterable[str],
         extra_seconds: float = 0.0,
+        prefetch: Prefetch | None = None,
     ) -> None:
         wanted = set(hosts)
         self._timeout = timeout
@@ -240,19 +232,35 @@ class ReadRound:
         preamble = read_preamble()
         # ``extra_seconds``: what the read itself may take beyond connecting.
         self._deadline = time.monotonic() + 2 * timeout + 1 + extra_seconds
-        self._clients = {
-            t.name: _spawn(
-                [*ssh_argv(t, loaded.inventory, known_hosts, timeout), read_command(t)], preamble
-            )
+        self._sent: _Collecting | None = None
+        argvs = {
+            t.name: [*ssh_argv(t, loaded.inventory, known_hosts, timeout), read_command(t)]
             for t in self._targets
         }
+        self._clients: dict[str, Client] = {}
+        for name, argv in argvs.items():
+            taken = prefetch.take(name, argv) if prefetch is not None else None
+            self._clients[name] = taken if taken is not None else _spawn(argv, preamble)
+        if prefetch is not None:
+            prefetch.settle(argvs)
 
-    def finish(self, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Outcome]:
-        """Send each host its parameters (a host missing here gets none and is not read)."""
+    def send(self, params: Mapping[str, Mapping[str, Any]]) -> None:
+        """Send each host its parameters now; :meth:`finish` collects (once only)."""
+        if self._sent is not None:
+            return
         stdin = {
             name: json.dumps(dict(params[name])) + "\n" for name in self._clients if name in params
         }
-        results = _collect(self._clients, stdin, self._deadline)
+        self._sent = _Collecting(self._clients, stdin, self._deadline)
+
+    def finish(self, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Outcome]:
+        """Collect every host's outcome (sending ``params`` first unless :meth:`send` did).
+
+        A host missing from ``params`` gets none and is not read.
+        """
+        self.send(params)
+        assert self._sent is not None
+        results = self._sent.result()
         outcomes = {}
         for t in self._targets:
             if t.name not in params:
@@ -274,33 +282,13 @@ class SshResult:
     exited: int
 
 
-def _spawn(argv: Sequence[str], first: bytes) -> subprocess.Popen[bytes] | OSError:
-    """Start one host's client with ``first`` on its input (or why it did not start).
-
-    ``first`` (smaller than a pipe's buffer) waits in the pipe until the client is
-    connected; the rest of the input follows in :func:`_collect`.
-    """
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # no terminal: ssh never prompts
-        )
-    except OSError as exc:
-        return exc
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write(first)
-        proc.stdin.flush()
-    except OSError:  # the client ended already: _collect reads why
-        pass
-    return proc
+def _spawn(argv: Sequence[str], first: bytes) -> Client:
+    """Start one host's client with ``first`` on its input (see :func:`prefetch.spawn`)."""
+    return spawn(argv, first)
 
 
 def _collect(
-    clients: Mapping[str, subprocess.Popen[bytes] | OSError],
+    clients: Mapping[str, Client],
     stdin: Mapping[str, str],
     deadline: float,
 ) -> dict[str, SshResult | BaseException]:
@@ -337,6 +325,35 @@ def _collect(
         return {}
     with ThreadPoolExecutor(max_workers=min(64, len(clients))) as pool:
         return dict(zip(clients, pool.map(one, clients), strict=True))
+
+
+class _Collecting:
+    """:func:`_collect` on a thread of its own, so the caller works while hosts read."""
+
+    def __init__(
+        self, clients: Mapping[str, Client], stdin: Mapping[str, str], deadline: float
+    ) -> None:
+        self._results: dict[str, SshResult | BaseException] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(clients, stdin, deadline), name="qsetup-read", daemon=True
+        )
+        self._thread.start()
+
+    def _run(
+        self, clients: Mapping[str, Client], stdin: Mapping[str, str], deadline: float
+    ) -> None:
+        try:
+            self._results = _collect(clients, stdin, deadline)
+        except BaseException as exc:  # noqa: BLE001 - raised again in result()
+            self._error = exc
+
+    def result(self) -> dict[str, SshResult | BaseException]:
+        """Every host's result (what the collect raised, raised here)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._results
 
 
 def _outcome(
