@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from qsetup.artifacts.tls import ssl_reason, verify_with_ca
+from qsetup.artifacts.tls import client_ca_file, ssl_reason, verify_with_ca
 from qsetup.converge.broker import Permission, Policy, TopicPermission, compare_broker
 from qsetup.desired.state import (
     ADMIN_USER,
@@ -17,6 +17,7 @@ from qsetup.desired.state import (
 )
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, queue_type
+from qsetup.remote.http import Client, NoAnswer
 from qsetup.status.cluster import node_problems, parse_quorum_queues, quorum_problems
 from qsetup.status.model import BrokerNode, BrokerStatus, QueueStatus
 
@@ -171,33 +172,38 @@ _PATHS: tuple[tuple[str, dict[str, str] | None], ...] = (
 )
 
 
-def _read_api(session: Any, base: str, timeout: float) -> dict[str, Any] | str:
+def _read_api(client: Client, base: str, timeout: float) -> dict[str, Any] | str:
     """Every answer status needs from one node's API, or why it could not be read."""
-    import requests
-
     answers: dict[str, Any] = {}
     try:
         for path, params in _PATHS:
-            resp = session.get(f"{base}/{path}", params=params, timeout=timeout)
+            resp = client.get(f"{base}/{path}", params=params, timeout=timeout)
             if resp.status_code == 401:
                 return "qsetup-admin is refused (HTTP 401); run qsetup deploy to restore it"
             if resp.status_code != 200:
                 return f"GET /api/{path} answered HTTP {resp.status_code}"
             answers[path] = resp.json()
-    except requests.Timeout:
-        return f"no answer within {timeout:g} s"
-    except requests.exceptions.SSLError as exc:
-        return f"TLS handshake failed ({ssl_reason(exc)})"
-    except requests.ConnectionError:
+    except NoAnswer as exc:
+        if exc.kind == "timeout":
+            return f"no answer within {timeout:g} s"
+        if exc.kind == "tls":
+            return f"TLS handshake failed ({ssl_reason(exc)})"
         return "cannot connect (is RabbitMQ's management plugin running?)"
     except ValueError:
         return "the management API answered something that is not JSON"
     return answers
 
 
+def api_client(loaded: LoadedInventory) -> Client:
+    """An HTTP client as ``qsetup-admin``, checking the CA with TLS (status)."""
+    inv = loaded.inventory
+    cafile = str(client_ca_file(loaded.path, inv)) if inv.tls.enabled else None
+    return Client((ADMIN_USER, broker_admin_password(inv, loaded.secrets)), cafile)
+
+
 @contextmanager
 def admin_session(loaded: LoadedInventory) -> Iterator[Any]:
-    """A requests session as ``qsetup-admin``, checking the CA with TLS (status, backup)."""
+    """A requests session as ``qsetup-admin``, checking the CA with TLS (backup, restore)."""
     import requests
 
     with requests.Session() as session:
@@ -215,9 +221,9 @@ def fetch_broker(loaded: LoadedInventory, timeout: float) -> BrokerStatus:
     """
     inv = loaded.inventory
     failures: list[tuple[str, str]] = []
-    with admin_session(loaded) as session:
+    with api_client(loaded) as client:
         for host in inv.broker.hosts:
-            answers = _read_api(session, api_base(inv, host), timeout)
+            answers = _read_api(client, api_base(inv, host), timeout)
             if isinstance(answers, str):
                 failures.append((host, answers))
                 continue

@@ -87,14 +87,13 @@ def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
 def import_clients(loaded: LoadedInventory) -> None:
     """Import the clients the background checks use, here, before any of them starts.
 
-    Not in their threads: while one thread was halfway through importing Celery, another's
-    ``isinstance(hook, Callable)`` in requests reached Celery's half-defined abstract
-    classes and failed (NameError: CallableSignature), once in a CI run. cryptography
-    (the certificates' check, the plan's TLS material) only with TLS on.
+    Not in their threads: while one thread was halfway through importing Celery (status
+    used it then), another's ``isinstance(hook, Callable)`` in requests reached Celery's
+    half-defined abstract classes and failed (NameError: CallableSignature), once in a CI
+    run. cryptography (the certificates' check, the plan's TLS material) only with TLS on.
     """
-    import celery.app.control  # noqa: F401
+    import kombu.pidbox  # noqa: F401
     import kombu.transport.pyamqp  # noqa: F401
-    import requests  # noqa: F401
 
     if loaded.inventory.tls.enabled:
         import cryptography.x509  # noqa: F401

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from qsetup.artifacts.tls import ssl_reason, verify_with_ca
+from qsetup.artifacts.tls import client_ca_file, ssl_reason
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
+from qsetup.remote.http import Client, NoAnswer
 from qsetup.status.model import FlowerStatus
 
 _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
@@ -37,32 +38,30 @@ def flower_url(loaded: LoadedInventory) -> str | None:
 
 def check_flower(loaded: LoadedInventory, timeout: float) -> FlowerStatus | None:
     """GET the worker list without credentials (401 expected), then as the first user (200)."""
-    import requests
-
     inv = loaded.inventory
     url = flower_url(loaded)
     if inv.flower is None or url is None:
         return None
     user = inv.flower.basic_auth[0]
     codes: list[int | None] = []
+    cafile = str(client_ca_file(loaded.path, inv)) if inv.tls.enabled else None
+    error: str | None = None
     try:
-        with requests.Session() as session:
-            verify_with_ca(session, loaded.path, inv)
-            for auth in (None, (user.name, loaded.secrets.get(user.secret))):
-                resp = session.get(url, auth=auth, timeout=timeout, allow_redirects=False)
+        with Client(cafile=cafile) as client:
+            for auth in (None, (user.name, loaded.secrets.get(user.secret) or "")):
+                resp = client.get(url, auth=auth, timeout=timeout)
                 codes.append(resp.status_code)
-    except requests.Timeout:
-        error: str | None = f"no answer within {timeout:g} s"
-    except requests.exceptions.SSLError as exc:
-        error = f"TLS handshake failed ({ssl_reason(exc)})"
-    except requests.ConnectionError:
-        error = "cannot connect (is qsetup-flower.service running?" + (
-            " with firewall.enabled, is this machine's address in flower.allow_from?)"
-            if inv.firewall.enabled
-            else ")"
-        )
-    else:
-        error = None
+    except NoAnswer as exc:
+        if exc.kind == "timeout":
+            error = f"no answer within {timeout:g} s"
+        elif exc.kind == "tls":
+            error = f"TLS handshake failed ({ssl_reason(exc)})"
+        else:
+            error = "cannot connect (is qsetup-flower.service running?" + (
+                " with firewall.enabled, is this machine's address in flower.allow_from?)"
+                if inv.firewall.enabled
+                else ")"
+            )
     codes += [None] * (2 - len(codes))
     return FlowerStatus(inv.flower.host, url, codes[0], codes[1], error)
 

@@ -108,8 +108,61 @@ class _AllAnswered(Exception):
     """Raised from the ping's reply callback: kombu has no other way to stop collecting."""
 
 
+def control_mailbox(connection: Any) -> Any:
+    """Celery's control mailbox (``celery.pidbox``, fanout) on ``connection``, as kombu's.
+
+    The settings are Celery's defaults for its ``app.control`` (``control_exchange``,
+    JSON, the reply queue's ttl 300 s and expiry 10 s), so workers see exactly what
+    ``celery inspect`` sends; status imports kombu only, not Celery (about 40 ms).
+    """
+    from kombu.pidbox import Mailbox
+
+    mailbox = Mailbox(  # type: ignore[no-untyped-call]
+        "celery",
+        type="fanout",
+        accept=["json"],
+        serializer="json",
+        queue_ttl=300.0,
+        reply_queue_ttl=300.0,
+        queue_expires=10.0,
+        queue_exclusive=False,
+        queue_durable=False,
+        reply_queue_expires=10.0,
+    )
+    return mailbox(connection)
+
+
+def ask(
+    mailbox: Any,
+    command: str,
+    arguments: Mapping[str, Any],
+    timeout: float,
+    callback: Callable[[Mapping[str, Any]], None] | None = None,
+    destination: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Broadcast a remote-control question, as Celery's ``inspect`` does; node -> answer.
+
+    kombu collects replies until ``timeout`` passes without one, or (with
+    ``destination``) until each named node answered.
+    """
+    replies = mailbox._broadcast(  # noqa: SLF001 - Celery's Control calls it too
+        command,
+        dict(arguments),
+        list(destination) if destination is not None else None,
+        True,
+        timeout,
+        len(destination) if destination is not None else None,
+        callback,
+    )
+    out: dict[str, Any] = {}
+    for reply in replies or []:
+        if isinstance(reply, Mapping):
+            out.update(reply)
+    return out
+
+
 def ping_nodes(
-    app: Any,
+    mailbox: Any,
     ping_timeout: float,
     expected: Callable[[], Collection[str]],
     replies: dict[str, Any] | None = None,
@@ -150,7 +203,7 @@ def ping_nodes(
             raise _AllAnswered
 
     try:
-        app.control.inspect(timeout=ping_timeout, callback=on_reply).registered()
+        ask(mailbox, "registered", {"taskinfoitems": []}, ping_timeout, on_reply)
     except _AllAnswered:
         pass
     return frozenset(answered)
@@ -168,39 +221,43 @@ def inspect_workers(
 
     The first question ends once every node in ``expected()`` answered, else after
     ``ping_timeout`` without a reply (see ``ping_nodes``); the follow-up question
-    (``active``) returns as soon as every answering node replied.
+    (``active``) returns as soon as every answering node replied. The connection is
+    the one Celery would make from the workers' settings: the broker URL (every node,
+    failover), TLS checked against the CA, and one quick try per node.
     """
-    from celery import Celery
+    from kombu.connection import Connection
 
     inv = loaded.inventory
     url = broker_url(inv, loaded.secrets, user, vhost)
-    app = Celery("qsetup-status", broker=url, set_as_current=False)
+    ssl: object = False
     if inv.tls.enabled:
-        app.conf.update(celery_settings(inv, str(client_ca_file(loaded.path, inv))))
-    app.conf.broker_connection_timeout = timeout
-    app.conf.broker_connection_retry = False
-    # The broadcast's own connection retries after 2 s by default; one quick try per
-    # broker node keeps the check within its timeout when the broker is down.
-    app.conf.broker_transport_options = probe_transport_options(inv)
+        ssl = celery_settings(inv, str(client_ca_file(loaded.path, inv)))["broker_use_ssl"]
+    # The connection's own retries: one quick try per broker node keeps the check within
+    # its timeout when the broker is down.
+    connection = Connection(  # type: ignore[no-untyped-call]
+        url,
+        ssl=ssl,
+        connect_timeout=timeout,
+        transport_options=probe_transport_options(inv),
+    )
     try:
+        mailbox = control_mailbox(connection)
         replies: dict[str, Any] = {}
-        answered = ping_nodes(app, ping_timeout, expected, replies)
+        answered = ping_nodes(mailbox, ping_timeout, expected, replies)
         registered = {
             n: tuple(sorted(str(x) for x in t)) if isinstance(t, list) else ()
             for n, t in replies.items()
         }
         active: dict[str, int] = {}
         if answered:
-            follow = app.control.inspect(
-                destination=sorted(answered), timeout=timeout, limit=len(answered)
-            )
-            active = {n: len(t) for n, t in (follow.active() or {}).items()}
+            running = ask(mailbox, "active", {"safe": None}, timeout, None, sorted(answered))
+            active = {n: len(t) for n, t in running.items() if isinstance(t, list)}
         return InspectResult(user, vhost, None, answered, registered, active)
     except Exception as exc:  # noqa: BLE001 - any broker failure is a reported problem
         text = str(exc).replace(url, "amqp://***") or type(exc).__name__
         return InspectResult(user, vhost, f"cannot broadcast to the workers: {text}")
     finally:
-        app.close()
+        connection.release()  # type: ignore[no-untyped-call]
 
 
 def combine_nodes(

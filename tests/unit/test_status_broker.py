@@ -450,7 +450,8 @@ def test_fetch_broker_reads_topic_permissions_and_policies(
             return self.body
 
     class _Session:
-        auth: Any = None
+        def __init__(self, *_: Any) -> None:
+            return None
 
         def __enter__(self) -> _Session:
             return self
@@ -463,7 +464,7 @@ def test_fetch_broker_reads_topic_permissions_and_policies(
             asked.append(path)
             return _Resp(answers[path])
 
-    monkeypatch.setattr("requests.Session", _Session)
+    monkeypatch.setattr("qsetup.status.broker.Client", _Session)
     status = broker.fetch_broker(loaded, 1.0)
     assert {"topic-permissions", "policies"} <= set(asked)
     assert status.error is None and status.drift == ()

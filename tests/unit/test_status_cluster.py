@@ -13,7 +13,6 @@ from io import StringIO
 from typing import Any
 
 import pytest
-import requests
 from rich.console import Console
 from typer.testing import CliRunner
 from unitdata import BASE_INVENTORY, BASE_SECRETS, WriteInventory
@@ -22,6 +21,7 @@ from qsetup.cli import app
 from qsetup.desired.state import broker_state
 from qsetup.inventory.loader import LoadedInventory, load_inventory
 from qsetup.inventory.model import Inventory
+from qsetup.remote.http import NoAnswer
 from qsetup.status.broker import broker_problems, failed_broker, fetch_broker, parse_api
 from qsetup.status.cluster import is_client_queue, parse_quorum_queues, place_nodes
 from qsetup.status.model import BrokerStatus, HostStatus, QuorumQueue, SystemStatus
@@ -383,11 +383,12 @@ class _Resp:
 def _fake_session(
     monkeypatch: pytest.MonkeyPatch, answers: dict[str, Any], down: dict[str, Exception | int]
 ) -> list[str]:
-    """requests.Session answering ``answers`` on every address but those in ``down``."""
+    """The API client answering ``answers`` on every address but those in ``down``."""
     asked: list[str] = []
 
     class _Session:
-        auth: Any = None
+        def __init__(self, *_: Any) -> None:
+            return None
 
         def __enter__(self) -> _Session:
             return self
@@ -406,7 +407,7 @@ def _fake_session(
                 return _Resp({"error": "x"}, failure)
             return _Resp(answers[path])
 
-    monkeypatch.setattr("requests.Session", _Session)
+    monkeypatch.setattr("qsetup.status.broker.Client", _Session)
     return asked
 
 
@@ -423,7 +424,7 @@ def test_first_node_api_down_second_answers(
     asked = _fake_session(
         monkeypatch,
         _api_answers(inv, nodes=NODES_MQ1_DOWN, queues=_queues_mq1_down()),
-        {"10.0.0.11": requests.ConnectionError("refused")},
+        {"10.0.0.11": NoAnswer("connect", "refused")},
     )
     status = fetch_broker(loaded, 1.0)
     assert asked[0] == "10.0.0.11 overview"  # the first node is asked first
@@ -447,7 +448,7 @@ def test_a_running_node_whose_api_fails_is_a_line(
     _fake_session(
         monkeypatch,
         _api_answers(inv),
-        {"10.0.0.11": requests.Timeout("slow"), "10.0.0.12": 503},
+        {"10.0.0.11": NoAnswer("timeout", "slow"), "10.0.0.12": 503},
     )
     status = place_nodes(inv, fetch_broker(loaded, 2.0), HOSTNAMES)
     assert status.api_host == "mq3"
@@ -462,7 +463,7 @@ def test_every_node_api_down_is_a_line_per_node(
     loaded: LoadedInventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inv = loaded.inventory
-    refused = requests.ConnectionError("refused")
+    refused = NoAnswer("connect", "refused")
     _fake_session(monkeypatch, {}, {a: refused for a in ("10.0.0.11", "10.0.0.12", "10.0.0.13")})
     status = place_nodes(inv, fetch_broker(loaded, 1.0), HOSTNAMES)
     assert status.error == "no broker node's management API answered"
@@ -503,7 +504,7 @@ def test_a_single_node_broker_reads_as_before(
     down = place_nodes(inv, parse_api(inv, **_answers(inv, nodes=nodes, queues=queues)), {})
     assert broker_problems(inv, down) == ["rabbit1: broker node rabbit@rabbit1: not running"]
     # the API down: one line, as before
-    refused = requests.ConnectionError("refused")
+    refused = NoAnswer("connect", "refused")
     _fake_session(monkeypatch, {}, {"10.0.0.1": refused})
     failed = fetch_broker(loaded, 1.0)
     assert failed.error == "cannot connect (is RabbitMQ's management plugin running?)"

@@ -126,33 +126,36 @@ def test_node_names_guess_inventory_names_until_hostnames_are_known(full: object
     assert NodeNames(inv, "reports", "reports")() == {"rep-1@w2"}
 
 
-class _FakeInspect:
-    """Delivers one reply per node to the callback, as kombu does, then the wait."""
+class _FakeMailbox:
+    """Delivers one reply per node to the callback, as kombu's Mailbox does, then the wait."""
 
-    def __init__(self, replies: list[str], log: list[str], callback: Callable[..., Any]) -> None:
-        self.replies, self.log, self.callback = replies, log, callback
-
-    def registered(self) -> Mapping[str, Any]:
-        for node in self.replies:
-            self.log.append(f"reply {node}")
-            self.callback({node: [f"task.of.{node}"]})
-        self.log.append("waited the whole timeout")  # kombu: no reply for ping_timeout
-        return {n: [f"task.of.{n}"] for n in self.replies}
-
-
-class _FakeApp:
     def __init__(self, replies: list[str]) -> None:
         self.log: list[str] = []
         self.replies = replies
-        self.control = self
 
-    def inspect(self, timeout: float, callback: Callable[..., Any]) -> _FakeInspect:
+    def _broadcast(
+        self,
+        command: str,
+        arguments: Mapping[str, Any],
+        destination: list[str] | None,
+        reply: bool,
+        timeout: float,
+        limit: int | None,
+        callback: Callable[..., Any],
+    ) -> list[Mapping[str, Any]]:
+        assert (command, arguments, destination, reply, limit) == (
+            "registered", {"taskinfoitems": []}, None, True, None,
+        )  # fmt: skip
         self.log.append(f"ping timeout={timeout}")
-        return _FakeInspect(self.replies, self.log, callback)
+        for node in self.replies:
+            self.log.append(f"reply {node}")
+            callback({node: [f"task.of.{node}"]})
+        self.log.append("waited the whole timeout")  # kombu: no reply for ping_timeout
+        return [{n: [f"task.of.{n}"]} for n in self.replies]
 
 
 def test_the_ping_stops_once_every_expected_node_answered() -> None:
-    app = _FakeApp(["a-1@w1", "stray@laptop", "a-2@w1", "late@elsewhere"])
+    app = _FakeMailbox(["a-1@w1", "stray@laptop", "a-2@w1", "late@elsewhere"])
     replies: dict[str, Any] = {}
     answered = ping_nodes(app, 1.0, lambda: frozenset({"a-1@w1", "a-2@w1"}), replies)
     # a stray that answers before the last expected node is caught; later ones are not
@@ -162,7 +165,7 @@ def test_the_ping_stops_once_every_expected_node_answered() -> None:
 
 
 def test_the_ping_waits_the_timeout_while_an_expected_node_is_missing() -> None:
-    app = _FakeApp(["a-1@w1", "stray@laptop"])
+    app = _FakeMailbox(["a-1@w1", "stray@laptop"])
     answered = ping_nodes(app, 1.0, lambda: frozenset({"a-1@w1", "a-2@w1"}))
     assert answered == {"a-1@w1", "stray@laptop"}
     assert app.log[-1] == "waited the whole timeout"
@@ -171,7 +174,7 @@ def test_the_ping_waits_the_timeout_while_an_expected_node_is_missing() -> None:
 def test_the_ping_asks_for_expected_names_at_every_reply() -> None:
     """Hostnames learnt from the SSH round while the ping runs count at once."""
     wanted = [frozenset({"a-1@w1"})]  # the guess: hostname as in the inventory
-    app = _FakeApp(["a-1@w1.lan", "stray@x", "late@y"])
+    app = _FakeMailbox(["a-1@w1.lan", "stray@x", "late@y"])
 
     def expected() -> frozenset[str]:
         names = wanted[0]
@@ -204,19 +207,16 @@ def test_a_reply_during_the_consumers_cancel_is_kept_and_does_not_raise_again() 
     """kombu cancels the reply consumer on the way out; a reply then reaches the callback."""
     log: list[str] = []
 
-    class _Cancelling(_FakeInspect):
-        def registered(self) -> Mapping[str, Any]:
+    class _Cancelling(_FakeMailbox):
+        def _broadcast(self, *args: Any) -> list[Mapping[str, Any]]:
+            callback = args[-1]
             try:
-                return super().registered()
+                return super()._broadcast(*args)
             except Exception:
-                self.callback({"late@elsewhere": []})  # must not raise again
+                callback({"late@elsewhere": []})  # must not raise again
                 log.append("cancelled cleanly")
                 raise
 
-    class _App(_FakeApp):
-        def inspect(self, timeout: float, callback: Callable[..., Any]) -> _FakeInspect:
-            return _Cancelling(self.replies, self.log, callback)
-
-    app = _App(["a-1@w1"])
+    app = _Cancelling(["a-1@w1"])
     assert ping_nodes(app, 1.0, lambda: frozenset({"a-1@w1"})) == {"a-1@w1", "late@elsewhere"}
     assert log == ["cancelled cleanly"]
