@@ -12,9 +12,10 @@ task results (one of them a play of its own) each host paid for:
    unit that is not enabled and active is enabled and started. Skipped (no round trip)
    when none of that is needed: a running service whose files changed restarts in the
    rolling play instead.
-2. ``qsetup_wait_nodes`` (library/): the workers this call started answer ping as their
-   own exact node (``name-N@<the hostname the host reported>``), Flower listens. Not in
-   check mode.
+2. In the same module run (one Python start on the host, not two): the workers it
+   started answer ping as their own exact node (``name-N@<the hostname the host
+   reported>``), Flower listens (``qsetup_units.wait_for``, which ``qsetup_wait_nodes``
+   runs after a rolling restart too). Not in check mode.
 3. The host joins the group ``qsetup_rolling`` (as ``group_by`` would) when a service
    that was already running has new code, packages, environment or unit: site.yml's
    rolling play restarts it, one host at a time. Which ones: ``units_to_restart``.
@@ -58,7 +59,7 @@ def app_check_failed(task_vars: dict[str, Any]) -> list[str]:
 
 
 class ActionModule(ActionBase):
-    """Run qsetup_services, then qsetup_wait_nodes for what it started; queue a restart."""
+    """Run qsetup_services, which waits for what it started; queue a restart."""
 
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
@@ -80,7 +81,6 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         """Start, wait, queue; the merged result (the first failure stops it)."""
         from qsetup.converge.view import units_to_restart
-        from qsetup.desired.names import expand_node_name
 
         result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp
@@ -103,6 +103,8 @@ class ActionModule(ActionBase):
         }
         if code_dir:
             start_args["code_dir"] = str(code_dir)
+        if not self._task.check_mode:
+            start_args["wait"] = self._wait_args(args, services, list(args.get("units") or []))
         started: list[str] = []
         launched: list[str] = []
         result.update(changed=False, started=started, answered=[])
@@ -113,7 +115,11 @@ class ActionModule(ActionBase):
             ran.pop("invocation", None)
             started = list(ran.get("started") or [])
             launched = list(ran.get("launched") or [])
-            result.update(changed=bool(ran.get("changed")), started=started)
+            result.update(
+                changed=bool(ran.get("changed")),
+                started=started,
+                answered=list(ran.get("answered") or []),
+            )
             if ran.get("failed"):
                 result.update(failed=True, msg=ran.get("msg", "qsetup_services failed"))
                 return result
@@ -130,26 +136,38 @@ class ActionModule(ActionBase):
         if result["restart"]:
             result["add_group"] = ROLLING
             result["parent_groups"] = ["all"]
-        waiting = [s for s in services if s["unit"] in started]
-        workers = [s for s in waiting if s.get("role") == "workers"]
-        flower = args.get("flower")
-        listen = flower if flower and any(s.get("role") == "flower" for s in waiting) else None
-        if self._task.check_mode or not (workers or listen):
-            return result
+        return result
+
+    def _wait_args(
+        self, args: dict[str, Any], services: list[dict[str, Any]], starting: list[str]
+    ) -> dict[str, Any]:
+        """What qsetup_services waits for once it started, in the same module run.
+
+        Each worker's exact node (``name-N@<the hostname the host reported>``), Flower's
+        port; the module waits only for the units it started.
+        """
+        from qsetup.desired.names import expand_node_name
+
+        workers = [s for s in services if s.get("role") == "workers"]
         hostname = str(args.get("hostname") or "")
-        if not hostname:
+        if not hostname and any(s["unit"] in starting for s in workers):
             raise AnsibleActionFail("qsetup_start: hostname is required to wait for workers")
-        wait_args: dict[str, Any] = {
-            "units": workers,
-            "nodes": [expand_node_name(str(s["node_pattern"]), 1, hostname) for s in workers],
+        wait: dict[str, Any] = {
+            "units": [
+                {
+                    "unit": s["unit"],
+                    "python": s["python"],
+                    "user": s["user"],
+                    "env_file": s["env_file"],
+                    "node": expand_node_name(str(s["node_pattern"]), 1, hostname),
+                }
+                for s in workers
+                if hostname
+            ],
             "shim": str(args.get("shim") or ""),
         }
-        if listen:
-            wait_args["listen"] = {"host": listen["host"], "port": int(listen["port"])}
-        waited = self._execute_module(
-            module_name="qsetup_wait_nodes", module_args=wait_args, task_vars=task_vars
-        )
-        result["answered"] = list(waited.get("answered") or [])
-        if waited.get("failed"):
-            result.update(failed=True, msg=waited.get("msg", "qsetup_wait_nodes failed"))
-        return result
+        flower = args.get("flower")
+        unit = next((s["unit"] for s in services if s.get("role") == "flower"), None)
+        if flower and unit:
+            wait["listen"] = {"host": flower["host"], "port": int(flower["port"]), "unit": unit}
+        return wait

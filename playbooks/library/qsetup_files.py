@@ -10,7 +10,8 @@ written to a temporary file beside it and renamed over the old one (never half
 written); owner, group and mode are set before the rename. Only what differs is
 touched. Secret files never appear in the result or in a diff. With ``packages`` the
 missing Debian packages are installed first (module_utils/qsetup_apt.py, services held
-until configured), in the same module run.
+until configured), in the same module run; with ``jobs`` the virtualenv builds are
+waited for next (module_utils/qsetup_jobs.py) and their markers written with the files.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.qsetup_apt import install_missing
+from ansible.module_utils.qsetup_jobs import wait_jobs
 
 DOCUMENTATION = r"""
 module: qsetup_files
@@ -59,6 +61,20 @@ options:
     type: list
     elements: dict
     default: []
+  jobs:
+    description: >-
+      Virtualenv builds started in the background (jid, results_file, name, marker: a
+      file entry), waited for after the packages and before the files; each build's
+      marker file is written with the files once it succeeded.
+    type: list
+    elements: dict
+    default: []
+  wait:
+    description: >-
+      Seconds to wait for the builds in this call; when one is still running the
+      module answers pending (packages installed, nothing else done).
+    type: int
+    default: 120
 """
 
 MAX_DIFF = 104448  # Ansible's MAX_FILE_SIZE_FOR_DIFF
@@ -216,6 +232,8 @@ def main() -> None:
             "users": {"type": "list", "elements": "dict", "default": []},
             "dirs": {"type": "list", "elements": "dict", "default": []},
             "files": {"type": "list", "elements": "dict", "default": []},
+            "jobs": {"type": "list", "elements": "dict", "default": []},
+            "wait": {"type": "int", "default": 120},
         },
         supports_check_mode=True,
     )
@@ -226,6 +244,13 @@ def main() -> None:
     failure = install_missing(module, packages)
     if failure is not None:
         module.fail_json(msg=failure, changed=True, installed=packages, paths=[])
+    jobs = module.params.get("jobs") or []
+    done, failures, venvs_changed = wait_jobs(jobs, module.params.get("wait", 120))
+    if failures:
+        module.fail_json(msg=failures[0], changed=bool(packages), installed=packages, paths=[])
+    if not done:
+        module.exit_json(changed=bool(packages), installed=packages, paths=[], pending=True)
+    files = [*module.params["files"], *(job["marker"] for job in jobs)]
     try:
         for name in module.params["groups"]:
             if ensure_group(module, name, check):
@@ -236,7 +261,7 @@ def main() -> None:
         for item in module.params["dirs"]:
             if ensure_dir(item, check):
                 changed.append(str(item["path"]))
-        for item in module.params["files"]:
+        for item in files:
             did, old = ensure_file(item, check)
             if not did:
                 continue
@@ -249,7 +274,11 @@ def main() -> None:
         module.fail_json(
             msg=str(exc), changed=bool(changed or packages), paths=changed, installed=packages
         )
-    result: dict[str, Any] = {"changed": bool(changed or packages), "paths": changed}
+    result: dict[str, Any] = {
+        "changed": bool(changed or packages or venvs_changed),
+        "paths": changed,
+        "venvs_changed": venvs_changed,
+    }
     if packages:
         result["installed"] = packages
     if diffs:

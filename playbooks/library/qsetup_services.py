@@ -9,9 +9,10 @@ staged code (``<code_dir>.next`` and its archive) replaces the live code, system
 reloads its unit files when they changed, units that hit their start limit are reset,
 and every unit that is not enabled and active is enabled and started, with one
 ``systemctl`` call each for the reading, the enabling and the starting. The result
-names the units this call enabled or started (``started``; the start play waits for
-them to answer ping) and those it started (``launched``: they run the new code already;
-a unit that was running, only not enabled, still runs the old). RabbitMQ's files
+names the units this call enabled or started (``started``; with ``wait``, the same
+call then waits for them to answer ping, see ``qsetup_units.wait_for``) and those it
+started (``launched``: they run the new code already; a unit that was running, only
+not enabled, still runs the old). RabbitMQ's files
 task (broker/main.yml, through the qsetup_files action) also uses it to restart
 RabbitMQ, with epmd (``restart``) when epmd's addresses changed.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.qsetup_units import wait_for
 
 DOCUMENTATION = r"""
 module: qsetup_services
@@ -60,6 +62,13 @@ options:
     type: list
     elements: str
     default: []
+  wait:
+    description: >-
+      After the starts, in the same call: each worker unit (unit, python, user,
+      env_file, node) this call started answers ping as its exact node, and Flower
+      (listen: host, port, unit) listens when its unit was started (shim: the -A module;
+      seconds: how long each may take). Not in check mode.
+    type: dict
 """
 
 ENABLED = ("enabled", "enabled-runtime")
@@ -123,6 +132,7 @@ def main() -> None:
             "restart": {"type": "list", "elements": "str", "default": []},
             "no_block": {"type": "bool", "default": False},
             "units": {"type": "list", "elements": "str", "default": []},
+            "wait": {"type": "dict", "default": None},
         },
         supports_check_mode=True,
     )
@@ -187,7 +197,29 @@ def main() -> None:
                     ),
                     **result,
                 )
+    wait = params.get("wait")
+    if wait and not check and result["started"]:
+        wait_started(module, wait, result)
     module.exit_json(**result)
+
+
+def wait_started(module: Any, wait: dict[str, Any], result: dict[str, Any]) -> None:
+    """The started workers answer ping as their own nodes, a started Flower listens."""
+    started = set(result["started"])
+    workers = [u for u in wait.get("units") or [] if u["unit"] in started]
+    listen = wait.get("listen")
+    if listen and listen.get("unit") not in started:
+        listen = None
+    if not (workers or listen):
+        return
+    nodes = [str(u["node"]) for u in workers]
+    silent = wait_for(
+        workers, nodes, str(wait.get("shim") or ""), listen, int(wait.get("seconds") or 60)
+    )
+    result["answered"] = nodes
+    if silent:
+        result["answered"] = []
+        module.fail_json(msg="; ".join(silent), silent=silent, **result)
 
 
 if __name__ == "__main__":

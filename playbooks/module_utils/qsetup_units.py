@@ -13,8 +13,11 @@ Standard library only: it runs on the host.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@'\"]*):[^\s@'\"]*@")
 
@@ -99,3 +102,87 @@ def run_all(argvs: Sequence[Sequence[str]], timeout: float) -> list[tuple[int, s
             out, err = proc.communicate()
             results.append((-1, out, err))
     return results
+
+
+# Prints what `celery inspect ping` prints for an answer.
+PING = """\
+import importlib, signal, sys, time
+node, seconds = sys.argv[1], float(sys.argv[2])
+signal.alarm(int(seconds) + 15)  # a broker that hangs ends it too
+app = importlib.import_module(sys.argv[3]).app
+deadline = time.monotonic() + seconds
+while True:
+    try:
+        replies = app.control.ping(destination=[node], timeout=1.0) or []
+    except Exception:
+        replies = []
+        time.sleep(1)
+    if any(node in reply for reply in replies):
+        print(f"->  {node}: OK\\n        pong")
+        break
+    if time.monotonic() > deadline:
+        sys.exit(1)
+"""
+
+
+def journal_end(unit: str) -> list[str]:
+    """The end of a unit's journal that is not systemd's own (its Python error)."""
+    out = subprocess.run(  # noqa: S603 - an argv list
+        ["journalctl", "--no-pager", "--output=cat", "--lines=40", "--unit", unit],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    lines: list[str] = python_error(out)
+    return lines
+
+
+def wait_listening(host: str, port: int, seconds: float) -> bool:
+    """True once ``host:port`` accepts a TCP connection, False after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+
+def wait_for(
+    units: Sequence[Mapping[str, Any]],
+    nodes: Sequence[str],
+    shim: str,
+    listen: Mapping[str, Any] | None,
+    seconds: int,
+) -> list[str]:
+    """Ping each unit's exact node at once, and wait for ``listen``; one line per silence.
+
+    Each ping runs the worker's interpreter as its user with its environment file (so
+    the broker password is never on a command line) and the shim (the -A module), about
+    once a second until its node answers or ``seconds`` pass. Only an answer from
+    exactly that node counts (``name-N@<the hostname this host reports>``). A silent
+    unit's line ends with the end of its journal (the Python error, URL passwords
+    replaced). ``listen`` (host, port): Flower's address, waited for until it accepts a
+    connection.
+    """
+    argvs = [
+        as_service(str(u["env_file"]), str(u["user"]),
+                   [str(u["python"]), "-c", PING, node, str(seconds), shim])
+        for u, node in zip(units, nodes, strict=True)
+    ]  # fmt: skip
+    silent = []
+    for unit, node, (_rc, out, _err) in zip(
+        units, nodes, run_all(argvs, seconds + 30), strict=True
+    ):
+        if not ping_answered(out, node):
+            silent.append(
+                f"{unit['unit']} (node {node}) does not answer ping; its journal ends: "
+                + " | ".join(journal_end(str(unit["unit"])))
+            )
+    if listen and not wait_listening(str(listen["host"]), int(listen["port"]), seconds):
+        silent.append(
+            f"Flower does not listen on {listen['host']}:{listen['port']} after {seconds} s"
+        )
+    return silent

@@ -159,3 +159,39 @@ def test_a_running_unit_that_is_not_enabled_is_enabled_not_launched(
     host = Systemd({"w@1.service": ("active", "disabled")})
     result = _run(monkeypatch, FakeModule({"units": ["w@1.service"]}, host))
     assert result["started"] == ["w@1.service"] and result["launched"] == []
+
+
+def _wait(unit: str) -> dict[str, str]:
+    return {"unit": unit, "python": "/p", "user": "celery", "env_file": "/e", "node": unit[:3]}
+
+
+def test_the_same_run_waits_only_for_what_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start and ping gate in one module run: a unit already running is not pinged, a
+    Flower that was not started is not waited for, a silent node fails the run."""
+    asked: list[tuple[list[str], Any]] = []
+    silent: list[str] = []
+
+    def wait_for(units: list[Any], nodes: list[str], shim: str, listen: Any, seconds: int) -> Any:
+        asked.append((nodes, listen))
+        assert [u["unit"] for u in units] == ["w@2.service"] and shim == "s" and seconds == 60
+        return list(silent)
+
+    monkeypatch.setattr(services, "wait_for", wait_for)
+    host = Systemd({"w@1.service": ("active", "enabled"), "w@2.service": ("inactive", "enabled")})
+    wait = {
+        "units": [_wait("w@1.service"), _wait("w@2.service")],
+        "shim": "s",
+        "listen": {"host": "0.0.0.0", "port": 5555, "unit": "flower.service"},
+    }
+    result = _run(monkeypatch, FakeModule({"units": list(host.states), "wait": wait}, host))
+    assert asked == [(["w@2"], None)]
+    assert result["answered"] == ["w@2"] and not result.get("failed")
+
+    silent.append("w@2.service (node w@2) does not answer ping; its journal ends: x")
+    host = Systemd({"w@2.service": ("inactive", "enabled")})
+    result = _run(monkeypatch, FakeModule({"units": ["w@2.service"], "wait": wait}, host))
+    assert result["failed"] and result["msg"] == silent[0] and result["answered"] == []
+    # nothing started: no ping at all
+    asked.clear()
+    _run(monkeypatch, FakeModule({"units": ["w@2.service"], "wait": wait}, host))
+    assert asked == []

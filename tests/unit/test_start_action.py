@@ -40,7 +40,7 @@ BASE = {"services": [WORKER, FLOWER], "hostname": "w1.example", "shim": "qsetup_
         "changed_venvs": [], "changed_services": []}  # fmt: skip
 
 
-def test_started_workers_are_waited_for_by_their_exact_node_names(
+def test_started_workers_are_waited_for_by_their_exact_node_names_in_the_same_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     args = dict(BASE, units=[WORKER["unit"]])
@@ -49,12 +49,17 @@ def test_started_workers_are_waited_for_by_their_exact_node_names(
             "changed": True,
             "started": [WORKER["unit"]],
             "launched": [WORKER["unit"]],
+            "answered": ["a-1@w1.example"],
         },
-        "qsetup_wait_nodes": {"answered": ["a-1@w1.example"]},
     }
     result, calls = _run(monkeypatch, args, answers)
-    assert [c[0] for c in calls] == ["qsetup_services", "qsetup_wait_nodes"]
-    assert calls[1][1]["nodes"] == ["a-1@w1.example"] and "listen" not in calls[1][1]
+    assert [c[0] for c in calls] == ["qsetup_services"]  # one module run on the host
+    assert calls[0][1]["wait"] == {
+        "units": [{"unit": WORKER["unit"], "python": "/usr/bin/python3", "user": "celery",
+                   "env_file": "/etc/qsetup/a.env", "node": "a-1@w1.example"}],
+        "shim": "qsetup_shim",
+        "listen": {"host": "0.0.0.0", "port": 5555, "unit": FLOWER["unit"]},
+    }  # fmt: skip
     assert result["changed"] and result["answered"] == ["a-1@w1.example"]
     assert "add_group" not in result  # it runs the new code already
 
@@ -115,29 +120,22 @@ def test_a_failed_start_is_reported_and_nothing_is_waited_for(
     assert result["failed"] and result["msg"] == "Unable to start service x"
 
 
-def test_a_started_flower_is_waited_for_on_its_port_and_check_mode_waits_for_nothing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    answers = {
-        "qsetup_services": {"changed": True, "started": [FLOWER["unit"]]},
-        "qsetup_wait_nodes": {"answered": []},
-    }
-    _, calls = _run(monkeypatch, dict(BASE, units=[FLOWER["unit"]]), answers)
-    assert calls[1] == (
-        "qsetup_wait_nodes",
-        {"units": [], "nodes": [], "shim": "qsetup_shim",
-         "listen": {"host": "0.0.0.0", "port": 5555}},
-    )  # fmt: skip
+def test_check_mode_waits_for_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = {"qsetup_services": {"changed": True, "started": [FLOWER["unit"]]}}
     _, calls = _run(monkeypatch, dict(BASE, units=[FLOWER["unit"]]), answers, check=True)
-    assert [c[0] for c in calls] == ["qsetup_services"]
+    assert [c[0] for c in calls] == ["qsetup_services"] and "wait" not in calls[0][1]
 
 
 def test_a_running_unit_that_was_only_disabled_is_enabled_and_still_restarted_onto_new_code(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     answers = {
-        "qsetup_services": {"changed": True, "started": [WORKER["unit"]], "launched": []},
-        "qsetup_wait_nodes": {"answered": ["a-1@w1.example"]},
+        "qsetup_services": {
+            "changed": True,
+            "started": [WORKER["unit"]],
+            "launched": [],
+            "answered": ["a-1@w1.example"],
+        },
     }
     result, _ = _run(monkeypatch, dict(BASE, units=[WORKER["unit"]], code_changed=True), answers)
     assert result["restart"] == [WORKER["unit"]] and result["add_group"] == "qsetup_rolling"

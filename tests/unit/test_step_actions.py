@@ -95,23 +95,41 @@ def test_the_firewall_loads_after_the_packages_and_files(monkeypatch: pytest.Mon
     assert result["installed"] == ["nftables"]
 
 
-def test_packages_go_first_on_their_own_when_builds_are_waited_for(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The wait for the virtualenv builds comes between the packages and the files."""
+def test_packages_builds_and_files_are_one_module_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module installs the packages, waits for the virtualenv builds, then writes the
+    files and each build's marker; a build still running makes the action ask again,
+    without the packages."""
     job = {"ansible_job_id": "j1", "results_file": "/root/.ansible_async/j1",
            "item": {"name": "flower", "marker": "/opt/qsetup/venvs/flower/.qsetup",
                     "marker_content": "x\n"}}  # fmt: skip
-    answers = {
-        "qsetup_packages": {"changed": True, "installed": ["python3-requests"]},
-        "qsetup_job_wait": {"finished": True, "changed": True},
-        "qsetup_files": {"changed": True},
-    }
+    answers = {"qsetup_files": {"changed": True, "venvs_changed": ["flower"],
+                                "installed": ["python3-requests"]}}  # fmt: skip
     args = {"packages": ["python3-requests"], "files": [CONF], "wait_jobs": [job]}
     result, calls = _run(monkeypatch, files_action, args, answers)
-    assert [c[0] for c in calls] == ["qsetup_packages", "qsetup_job_wait", "qsetup_files"]
-    assert calls[2][1]["packages"] == []
+    assert [c[0] for c in calls] == ["qsetup_files"]
+    sent = calls[0][1]
+    assert sent["packages"] == ["python3-requests"]
+    assert sent["jobs"] == [{"jid": "j1", "results_file": "/root/.ansible_async/j1",
+                             "name": "flower",
+                             "marker": {"dest": "/opt/qsetup/venvs/flower/.qsetup",
+                                        "owner": "root", "group": "root", "mode": "0644",
+                                        "content": "eAo="}}]  # fmt: skip
     assert result["installed"] == ["python3-requests"] and result["venvs_changed"] == ["flower"]
+
+    rounds = iter([{"pending": True, "installed": ["python3-requests"], "changed": True},
+                   {"changed": False, "venvs_changed": []}])  # fmt: skip
+    calls.clear()
+    action = object.__new__(files_action.ActionModule)
+    action._task = SimpleNamespace(args=args, check_mode=False)
+
+    def execute(module_name: str, module_args: dict[str, Any], task_vars: Any) -> Any:
+        calls.append((module_name, dict(module_args)))
+        return next(rounds)
+
+    monkeypatch.setattr(action, "_execute_module", execute, raising=False)
+    result = action.run(task_vars={})
+    assert [c[1]["packages"] for c in calls] == [["python3-requests"], []]
+    assert result["changed"] and result["installed"] == ["python3-requests"]
 
 
 def test_a_firewall_nft_refuses_fails_the_task_and_no_files_means_no_files_trip(

@@ -298,6 +298,7 @@ class FakeModule:
     def __init__(self, params: dict[str, Any], check_mode: bool = False) -> None:
         self.params = params
         self.check_mode = check_mode
+        self._diff = False
         self.result: dict[str, Any] = {}
 
     def exit_json(self, **result: Any) -> None:
