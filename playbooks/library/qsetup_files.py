@@ -247,9 +247,13 @@ def main() -> None:
     jobs = module.params.get("jobs") or []
     done, failures, venvs_changed = wait_jobs(jobs, module.params.get("wait", 120))
     if failures:
+        for job in jobs:
+            Path(str(job["results_file"])).unlink(missing_ok=True)
         module.fail_json(msg=failures[0], changed=bool(packages), installed=packages, paths=[])
     if not done:
         module.exit_json(changed=bool(packages), installed=packages, paths=[], pending=True)
+    for job in jobs:  # read: the results files go (they hold no secret, only clutter)
+        Path(str(job["results_file"])).unlink(missing_ok=True)
     files = [*module.params["files"], *(job["marker"] for job in jobs)]
     try:
         for name in module.params["groups"]:

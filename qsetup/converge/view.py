@@ -191,7 +191,7 @@ def configure_steps(
     coded = any(s.get("code") for s in hv.get("qsetup_services") or ())
     wanted = [
         ("host", "dropped", bool(view["removals"].get("any"))),
-        ("host", "packages_first", bool(first)),
+        # the packages virtualenvs are built with go in the same task (venvs.yml)
         ("celery", "venvs", any(not v.get("site_packages") for v in venvs)),
         (
             "host",

@@ -78,6 +78,7 @@ def test_the_files_run_writes_markers_only_once_the_builds_succeeded(
     assert done["venvs_changed"] == ["flower"] and done["changed"]
     assert (tmp_path / "flower.marker").read_text() == "held\n"
     assert (tmp_path / "a.conf").read_text() == "x = 1\n"
+    assert not Path(job["results_file"]).exists()  # read: gone
     Path(job["results_file"]).write_text(json.dumps({"failed": True, "msg": "pip: no"}))
     (tmp_path / "flower.marker").unlink()
     failed = run_module(monkeypatch, files, _params(tmp_path, job, 5)).result

@@ -569,7 +569,6 @@ def test_a_fresh_pip_host_installs_the_venv_tools_first_then_builds_while_the_re
     )
     fresh = read(found={"files": []}, packages=["python3-venv", "nftables"], installed=[], units={})
     assert _steps(filters.qsetup_converge(fresh, hv)) == [
-        "host/packages_first",
         "celery/venvs",
         "host/users",
         "celery/code",

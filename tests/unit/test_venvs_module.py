@@ -1,14 +1,21 @@
-"""The package module (playbooks/library/qsetup_packages.py): services held while apt runs."""
+"""The virtualenvs' module (playbooks/library/qsetup_venvs.py): packages first, services held
+while apt runs (module_utils/qsetup_apt.py), then builds detached from the module run
+(module_utils/qsetup_venv.py) that the files step waits for (module_utils/qsetup_jobs.py)."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from unitdata import playbook_module
 
-pkgs: Any = playbook_module("library/qsetup_packages.py")
+pkgs: Any = playbook_module("library/qsetup_venvs.py")
+apt: Any = sys.modules["ansible.module_utils.qsetup_apt"]
+venv: Any = playbook_module("module_utils/qsetup_venv.py")
+jobs: Any = playbook_module("module_utils/qsetup_jobs.py")
 
 
 class _Done(Exception):
@@ -20,14 +27,14 @@ class FakeModule:
     """Stands in for AnsibleModule: records commands, answers with scripted results."""
 
     def __init__(self, params: dict[str, Any], answers: list[tuple[int, str, str]]) -> None:
-        self.params = {"hold_services": True, "lock_timeout": 120, **params}
+        self.params = {"venvs": [], **params}
         self.check_mode = False
         self.answers = answers
         self.calls: list[tuple[list[str], bool]] = []
 
     def run_command(self, argv: list[str], environ_update: dict[str, str]) -> tuple[int, str, str]:
         assert environ_update["DEBIAN_FRONTEND"] == "noninteractive"
-        self.calls.append((argv, pkgs.POLICY_RC.exists()))
+        self.calls.append((argv, apt.POLICY_RC.exists()))
         return self.answers.pop(0)
 
     def exit_json(self, **result: Any) -> None:
@@ -40,7 +47,7 @@ class FakeModule:
 def _run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, module: FakeModule
 ) -> tuple[bool, dict[str, Any]]:
-    monkeypatch.setattr(pkgs, "POLICY_RC", tmp_path / "policy-rc.d")
+    monkeypatch.setattr(apt, "POLICY_RC", tmp_path / "policy-rc.d")
     monkeypatch.setattr(pkgs, "AnsibleModule", lambda **_kw: module)
     with pytest.raises(_Done) as done:
         pkgs.main()
@@ -50,7 +57,7 @@ def _run(
 def test_services_held_during_apt_and_released_after(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    module = FakeModule({"names": ["rabbitmq-server", "python3-venv"]}, [(0, "", "")])
+    module = FakeModule({"packages": ["rabbitmq-server", "python3-venv"]}, [(0, "", "")])
     failed, result = _run(monkeypatch, tmp_path, module)
     assert not failed and result["changed"]
     ((argv, held),) = module.calls
@@ -63,7 +70,7 @@ def test_released_when_apt_fails_and_the_failure_names_apts_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     err = "Reading package lists...\nE: Unable to locate package nosuch\n"
-    module = FakeModule({"names": ["nosuch"]}, [(100, "", err)])
+    module = FakeModule({"packages": ["nosuch"]}, [(100, "", err)])
     failed, result = _run(monkeypatch, tmp_path, module)
     assert failed and "E: Unable to locate package nosuch" in result["msg"]
     assert not (tmp_path / "policy-rc.d").exists()
@@ -74,7 +81,7 @@ def test_a_policy_rc_d_qsetup_did_not_create_is_kept(
 ) -> None:
     own = tmp_path / "policy-rc.d"
     own.write_text("#!/bin/sh\nexit 0\n")
-    module = FakeModule({"names": ["celery"]}, [(0, "", "")])
+    module = FakeModule({"packages": ["celery"]}, [(0, "", "")])
     _run(monkeypatch, tmp_path, module)
     assert own.read_text() == "#!/bin/sh\nexit 0\n"
 
@@ -83,7 +90,7 @@ def test_stale_lists_refreshed_once_then_retried(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     fetch = "E: Failed to fetch http://deb/pool/r.deb  404  Not Found\n"
-    module = FakeModule({"names": ["celery"]}, [(100, "", fetch), (0, "", ""), (0, "", "")])
+    module = FakeModule({"packages": ["celery"]}, [(100, "", fetch), (0, "", ""), (0, "", "")])
     failed, _result = _run(monkeypatch, tmp_path, module)
     assert not failed
     assert [argv[:2] for argv, _held in module.calls] == [
@@ -94,7 +101,26 @@ def test_stale_lists_refreshed_once_then_retried(
 
 
 def test_check_mode_installs_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    module = FakeModule({"names": ["celery"]}, [])
+    module = FakeModule({"packages": ["celery"]}, [])
     module.check_mode = True
     failed, result = _run(monkeypatch, tmp_path, module)
     assert not failed and result["changed"] and module.calls == []
+
+
+def test_a_build_runs_detached_and_its_failure_comes_back_through_the_results_file(
+    tmp_path: Path,
+) -> None:
+    """A real build process: it outlives nothing here, but writes what the wait reads."""
+    spec = {"name": "w", "path": str(tmp_path / "venv"), "site_packages": False,
+            "packages": [str(tmp_path / "no-such-project")], "marker": "/x"}  # fmt: skip
+    (job,) = venv.start_builds([spec], tmp_path / "jobs")
+    assert job["item"] == spec and job["ansible_job_id"].startswith("qsetup-")
+    assert oct((tmp_path / "jobs").stat().st_mode & 0o777) == "0o700"
+    wanted = {"jid": job["ansible_job_id"], "name": "w", "results_file": job["results_file"]}
+    finished, why, changed = jobs.wait_jobs([wanted], 120)
+    assert finished and changed == [] and len(why) == 1
+    assert why[0].startswith("building the virtualenv w failed: ")
+    assert "pip install failed" in why[0] or "python3 -m venv failed" in why[0]
+    assert not Path(job["results_file"] + ".spec").exists()  # the spec is read, then removed
+    result = json.loads(Path(job["results_file"]).read_text())
+    assert result["failed"] is True and "started" not in result
