@@ -379,8 +379,6 @@ def status(
     finally:
         prefetch.discard()
 
-    from rich.live import Live
-
     from qsetup.status.check import check_status
     from qsetup.status.model import SystemStatus
     from qsetup.ui.report import status_json, status_view
@@ -397,6 +395,8 @@ def status(
         pending: ReadRound | None = reading  # the round started above, then a new one per check
         try:
             if out.is_terminal and not json_out:
+                from rich.live import Live
+
                 with Live(console=out, auto_refresh=False) as live:
                     while True:
                         last = check_status(loaded, timeout, reading=pending)

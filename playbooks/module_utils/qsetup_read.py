@@ -18,7 +18,6 @@ package that is missing and the lists are older than a day.
 
 from __future__ import annotations
 
-import base64
 import fnmatch
 import grp
 import hashlib
@@ -26,8 +25,6 @@ import json
 import os
 import pwd
 import re
-import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -179,6 +176,8 @@ def read_api(port: int, user: str, password: str, path: str) -> Any:
     import urllib.request
 
     request = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}")
+    import base64  # only a broker node asks
+
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     try:
@@ -339,6 +338,8 @@ def read_results(spec: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     name not checked: this is the server's own host), so no client library is needed.
     Returns ``error`` when the server does not answer as that user.
     """
+    import socket  # only the result backend's host asks
+
     try:
         sock = socket.create_connection((spec["address"], int(spec["port"])), timeout=timeout)
         if spec.get("tls"):
@@ -515,6 +516,8 @@ def read_firewall(run: Run, table: str, path: str) -> dict[str, Any]:
     when the loaded table holds the file's rules. ``error`` says why nft could not tell.
     """
     out: dict[str, Any] = {"loaded": False, "live": None, "file": None, "error": None}
+    import shutil  # only a host with a firewall asks (a few ms of every other host's read)
+
     nft = shutil.which("nft", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if nft is None:
         out["error"] = "nft is not installed (Debian package nftables)"
@@ -541,6 +544,8 @@ def is_own_address(address: str) -> bool:
     Binding a socket to it answers that without parsing ``ip``: the kernel refuses an
     address that is not the host's (EADDRNOTAVAIL).
     """
+    import socket  # only a broker node asks
+
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -557,6 +562,8 @@ def read_name_addresses(hostname: str) -> dict[str, Any]:
     every IPv4 address the resolver returns for it (empty: it does not resolve), and
     ``own`` those of them this host holds.
     """
+    import socket  # only a broker node asks
+
     name = hostname.split(".")[0]
     try:
         infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)

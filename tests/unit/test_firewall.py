@@ -420,7 +420,7 @@ def test_the_read_fingerprints_the_loaded_table_and_the_files_rules(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read = playbook_module("module_utils/qsetup_read.py")
-    monkeypatch.setattr(read.shutil, "which", lambda *_a, **_k: "/usr/sbin/nft")
+    monkeypatch.setattr("shutil.which", lambda *_a, **_k: "/usr/sbin/nft")
     ruleset = tmp_path / "firewall.nft"
     listing = "table inet qsetup {\n\tchain input {\n\t}\n}\n"
     calls: list[list[str]] = []
@@ -442,7 +442,7 @@ def test_the_read_fingerprints_the_loaded_table_and_the_files_rules(
     loaded = False
     got = read.read_firewall(run, "qsetup", str(ruleset))
     assert (got["loaded"], got["live"], got["error"]) == (False, None, None)
-    monkeypatch.setattr(read.shutil, "which", lambda *_a, **_k: None)
+    monkeypatch.setattr("shutil.which", lambda *_a, **_k: None)
     got = read.read_firewall(run, "qsetup", str(ruleset))
     assert got["error"] == "nft is not installed (Debian package nftables)"
 

@@ -235,8 +235,8 @@ def test_the_read_params_come_from_the_plan_and_hold_the_password_only_on_broker
 
 def test_the_command_holds_no_secret_and_uses_sudo_for_become(full: LoadedInventory) -> None:
     targets = {t.name: t for t in ssh_targets(full)}
-    assert read_command(targets["mq"]).startswith("sudo -n python3 -c ")
-    assert read_command(targets["w1"]).startswith("python3 -c ")
+    assert read_command(targets["mq"]).startswith("sudo -n python3 -S -c ")
+    assert read_command(targets["w1"]).startswith("python3 -S -c ")
     for t in targets.values():
         assert not any(v in read_command(t) for v in FULL_SECRETS.values())
 

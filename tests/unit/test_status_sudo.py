@@ -60,9 +60,9 @@ def full(write_inventory: WriteInventory, tmp_path: Path) -> LoadedInventory:
 def test_become_as_a_user_runs_the_read_under_sudo_n(full: LoadedInventory) -> None:
     targets = {t.name: t for t in ssh_targets(full)}
     assert (targets["mq"].user, targets["mq"].become) == ("deploy", True)
-    assert read_command(targets["mq"]).startswith("sudo -n python3 -c ")
+    assert read_command(targets["mq"]).startswith("sudo -n python3 -S -c ")
     assert (targets["w1"].user, targets["w1"].become) == ("root", False)
-    assert read_command(targets["w1"]).startswith("python3 -c ")
+    assert read_command(targets["w1"]).startswith("python3 -S -c ")
 
 
 def test_root_with_become_needs_no_sudo(write_inventory: WriteInventory) -> None:
@@ -78,9 +78,9 @@ def test_each_host_gets_its_own_command_in_one_round(
 ) -> None:
     hosts, made = _fake_round(monkeypatch, full, {})
     command = {name: host.argv[-1] for name, host in made.items()}
-    assert command["mq"].startswith("sudo -n python3 -c ")
-    assert command["w2"].startswith("sudo -n python3 -c ")
-    assert command["w1"].startswith("python3 -c ")
+    assert command["mq"].startswith("sudo -n python3 -S -c ")
+    assert command["w2"].startswith("sudo -n python3 -S -c ")
+    assert command["w1"].startswith("python3 -S -c ")
     # the source's length and the source first, then each host's own parameters on the
     # last line of its stdin, never in the command line
     for name, host in made.items():
