@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-QSETUP = [sys.executable, "-m", "qsetup"]
+# -P: the qsetup installed in this interpreter, never the checkout in the working directory
+# (imported from source there, and with PYTHONDONTWRITEBYTECODE compiled on every run).
+QSETUP = [sys.executable, "-P", "-m", "qsetup"]
 ENV = {
     "QSETUP_SANDBOX_DIR": "/var/lib/qsetup/sandbox-bench-day2",
     "QSETUP_SANDBOX_SUBNET": "10.213.15.0/24",

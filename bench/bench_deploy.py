@@ -24,7 +24,9 @@ import threading
 import time
 from pathlib import Path
 
-QSETUP = [sys.executable, "-m", "qsetup"]
+# -P: the qsetup installed in this interpreter, never the checkout in the working directory
+# (imported from source there, and with PYTHONDONTWRITEBYTECODE compiled on every run).
+QSETUP = [sys.executable, "-P", "-m", "qsetup"]
 ENV_BASE = {
     "QSETUP_SANDBOX_SUBNET": "10.213.11.0/24",
     "QSETUP_SANDBOX_BRIDGE": "qsbrd",

@@ -77,7 +77,9 @@ from fleet_floor import address, broker_url, floor_scripts  # beside this file
 from qsetup.inventory.loader import LoadedInventory, load_inventory
 from qsetup.sandbox.host import ssh_args
 
-QSETUP = [sys.executable, "-m", "qsetup"]
+# -P: the qsetup installed in this interpreter, never the checkout in the working directory
+# (imported from source there, and with PYTHONDONTWRITEBYTECODE compiled on every run).
+QSETUP = [sys.executable, "-P", "-m", "qsetup"]
 BASE = Path("/var/tmp/qsetup-bench-fleet")
 LOGIN_USER = "deploy"
 

@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-QSETUP = [sys.executable, "-m", "qsetup"]
+# -P: the qsetup installed in this interpreter, never the checkout in the working directory
+# (imported from source there, and with PYTHONDONTWRITEBYTECODE compiled on every run).
+QSETUP = [sys.executable, "-P", "-m", "qsetup"]
 TARGETS = {"warm up (3 hosts)": 15.0, "down (3 hosts)": 15.0}
 
 

@@ -32,7 +32,9 @@ import yaml
 
 from qsetup.sandbox.host import ssh_args
 
-QSETUP = [sys.executable, "-m", "qsetup"]
+# -P: the qsetup installed in this interpreter, never the checkout in the working directory
+# (imported from source there, and with PYTHONDONTWRITEBYTECODE compiled on every run).
+QSETUP = [sys.executable, "-P", "-m", "qsetup"]
 ENV = {
     "QSETUP_SANDBOX_DIR": "/var/lib/qsetup/sandbox-bench-status",
     "QSETUP_SANDBOX_SUBNET": "10.213.12.0/24",
