@@ -170,8 +170,8 @@ def test_only_the_login_user_logged_in_and_sudo_did_the_work(
         assert f"Accepted publickey for {LOGIN_USER}" in sshd, sshd
         assert not [ln for ln in sshd.splitlines() if ROOT_ATTEMPT.search(ln)], sshd
         # Ansible's become and the restart ran through sudo as root, and so did status's
-        # read (python3 -c with its boot line: parameters and source came on stdin).
+        # read (python3 -S -c with its boot line: parameters and source came on stdin).
         assert re.search(rf"{LOGIN_USER} : .*USER=root ; COMMAND=/bin/sh -c", sudo), sudo
         assert re.search(
-            rf"{LOGIN_USER} : .*USER=root ; COMMAND=/usr/bin/python3 -c .*qsetup_read", sudo
+            rf"{LOGIN_USER} : .*USER=root ; COMMAND=/usr/bin/python3 -S -c .*qsetup_read", sudo
         ), sudo

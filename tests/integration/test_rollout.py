@@ -119,7 +119,10 @@ def test_code_rollout_under_load_loses_no_task(site: Site) -> None:
     counts = Counter(task_id for _, task_id, _ in done)
     ids = [res.id for _, res, _ in stream.sent]
     twice = [t for t in ids if counts[t] != 1]
-    assert twice == [], f"{len(twice)} tasks did not run exactly once, e.g. {twice[:5]}"
+    assert twice == [], (
+        f"{len(twice)} tasks did not run exactly once, e.g. "
+        f"{[(t, counts[t], [h for h, d, _ in done if d == t]) for t in twice[:5]]}"
+    )
     # Only the workers were restarted, each of them.
     after = site.main_pids()
     assert all(before[u] != after[u] for u in before), (before, after)
