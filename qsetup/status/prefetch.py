@@ -125,7 +125,14 @@ class Prefetch:
             return self
         first = read_preamble()
         for name, argv in argvs.items():
-            if isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
+            # Only OpenSSH's client, as the read starts it: a record edited to run anything
+            # else starts nothing.
+            if (
+                isinstance(argv, list)
+                and argv
+                and argv[0] == "ssh"
+                and all(isinstance(a, str) for a in argv)
+            ):
                 self._recorded[str(name)] = argv
                 self._clients[str(name)] = spawn(argv, first)
         return self

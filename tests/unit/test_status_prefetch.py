@@ -78,6 +78,16 @@ def test_a_client_whose_command_line_differs_is_ended_not_used(
     assert spawned[0].ended
 
 
+def test_a_record_that_names_another_program_starts_nothing(
+    tmp_path: Path, spawned: list[_Started]
+) -> None:
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text("hosts: {}\n", encoding="utf-8")
+    Prefetch(inventory, None).settle({"a": ["sh", "-c", "touch /tmp/owned"], "b": ["ssh", "b"]})
+    Prefetch(inventory, None).start()
+    assert [s.argv for s in spawned] == [["ssh", "b"]]
+
+
 def test_an_unused_real_client_is_killed_and_reaped() -> None:
     client = prefetch.spawn(["sleep", "30"], b"")
     assert isinstance(client, subprocess.Popen)
