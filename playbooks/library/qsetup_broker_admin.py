@@ -58,8 +58,33 @@ class Refused(Exception):
     """The API answered 401: these credentials do not log in."""
 
 
+BUSY_CODES = (500, 502, 503)
+"""What RabbitMQ's management API can answer for a few seconds after its node started
+(its port open, the node's agents not yet): a read is asked again meanwhile."""
+BUSY_SECONDS = 30.0
+
+
 def api(port: int, user: str, password: str, method: str, path: str, body: Any = None) -> Any:
-    """One call to the API on 127.0.0.1; the parsed answer; Refused on 401."""
+    """One call to the API on 127.0.0.1; the parsed answer; Refused on 401.
+
+    A GET answered 500, 502 or 503 is asked again every half second for up to
+    ``BUSY_SECONDS`` (a node that has just started); anything else fails at once.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            return _call(port, user, password, method, path, body)
+        except _Busy as busy:
+            if method != "GET" or time.monotonic() >= deadline:
+                raise RuntimeError(str(busy)) from None
+            time.sleep(0.5)
+
+
+class _Busy(Exception):
+    """The API answered 500, 502 or 503."""
+
+
+def _call(port: int, user: str, password: str, method: str, path: str, body: Any) -> Any:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     req = urllib.request.Request(  # noqa: S310 - a fixed http://127.0.0.1 base
         f"http://127.0.0.1:{port}/api{path}",
@@ -74,6 +99,8 @@ def api(port: int, user: str, password: str, method: str, path: str, body: Any =
         if exc.code == 401:
             raise Refused from None
         reason = exc.read().decode("utf-8", "replace")[:300]
+        if exc.code in BUSY_CODES:
+            raise _Busy(f"{method} /api{path}: HTTP {exc.code} {reason}") from None
         raise RuntimeError(f"{method} /api{path}: HTTP {exc.code} {reason}") from None
     except OSError as exc:
         raise RuntimeError(f"{method} /api{path}: {exc}") from None

@@ -121,3 +121,40 @@ def test_the_wait_ends_when_the_port_opens_or_at_once_when_the_unit_failed() -> 
         admin.wait_for_port(port, 60, lambda: True, "rabbitmq-server.service")
     with pytest.raises(RuntimeError, match="did not open within 0.3 s"):
         admin.wait_for_port(port, 0.3)
+
+
+def test_a_read_answered_500_while_the_node_starts_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real API stand-in on 127.0.0.1: 500 twice (a node just started), then the answer."""
+    import http.server
+    import threading
+
+    answers = [500, 500, 200]
+
+    class _Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            code = answers.pop(0) if answers else 200
+            body = b'[{"name": "rabbit@n1", "running": true}]' if code == 200 else b"busy"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(admin.time, "sleep", lambda _s: None)
+    try:
+        port = server.server_address[1]
+        nodes = admin.api(port, "u", "p", "GET", "/nodes")
+        assert nodes == [{"name": "rabbit@n1", "running": True}] and answers == []
+        answers[:] = [503]
+        monkeypatch.setattr(admin, "BUSY_SECONDS", 0.0)
+        with pytest.raises(RuntimeError, match="GET /api/nodes: HTTP 503"):
+            admin.api(port, "u", "p", "GET", "/nodes")
+    finally:
+        server.shutdown()
+        server.server_close()
