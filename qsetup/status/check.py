@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Generic, NamedTuple, TypeVar
+from typing import NamedTuple
 
 from qsetup.artifacts.targets import (
     every_read_params,
@@ -21,6 +20,7 @@ from qsetup.artifacts.targets import (
 )
 from qsetup.artifacts.tls import prepare as prepare_tls
 from qsetup.inventory.loader import LoadedInventory
+from qsetup.status.background import Background
 from qsetup.status.broker import broker_problems, fetch_broker
 from qsetup.status.certs import certificate_problems, check_certificates
 from qsetup.status.cluster import place_nodes
@@ -41,36 +41,11 @@ from qsetup.status.workers import (
 PING_TIMEOUT = 1.0
 """How long the worker ping waits for another answer while an expected node is missing."""
 
-T = TypeVar("T")
-
-
-class _Background(Generic[T]):
-    """One call on its own thread; ``result()`` joins and re-raises what it raised."""
-
-    def __init__(self, call: Callable[[], T]) -> None:
-        self._call = call
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller in result()
-            self._error = exc
-
-    def result(self) -> T:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
-
 
 class _Checks(NamedTuple):
-    http: _Background[tuple[BrokerStatus, FlowerStatus | None]]
-    certs: _Background[TlsStatus | None]
-    inspections: list[_Background[InspectResult]]
+    http: Background[tuple[BrokerStatus, FlowerStatus | None]]
+    certs: Background[TlsStatus | None]
+    inspections: list[Background[InspectResult]]
 
 
 def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
@@ -171,10 +146,10 @@ def check_status(
             import_clients(loaded)
             checks.append(
                 _Checks(
-                    _Background(http_checks),
-                    _Background(partial(check_certificates, loaded, seconds)),
+                    Background(http_checks),
+                    Background(partial(check_certificates, loaded, seconds)),
                     [
-                        _Background(
+                        Background(
                             partial(
                                 inspect_workers,
                                 *(loaded, user, vhost, seconds, ping_timeout, expected),

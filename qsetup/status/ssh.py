@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from qsetup.desired.state import SshEndpoint, ssh_endpoints
 from qsetup.errors import QsetupError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory
+from qsetup.status.background import Background
 from qsetup.status.hosts import Outcome
 from qsetup.status.prefetch import Client, Prefetch, read_preamble, spawn
 
@@ -233,7 +234,7 @@ class ReadRound:
         preamble = read_preamble()
         # ``extra_seconds``: what the read itself may take beyond connecting.
         self._deadline = time.monotonic() + 2 * timeout + 1 + extra_seconds
-        self._sent: _Collecting | None = None
+        self._sent: Background[dict[str, SshResult | BaseException]] | None = None
         argvs = {
             t.name: [*ssh_argv(t, loaded.inventory, known_hosts, timeout), read_command(t)]
             for t in self._targets
@@ -252,7 +253,7 @@ class ReadRound:
         stdin = {
             name: json.dumps(dict(params[name])) + "\n" for name in self._clients if name in params
         }
-        self._sent = _Collecting(self._clients, stdin, self._deadline)
+        self._sent = Background(partial(_collect, self._clients, stdin, self._deadline))
 
     def finish(self, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Outcome]:
         """Collect every host's outcome (sending ``params`` first unless :meth:`send` did).
@@ -326,35 +327,6 @@ def _collect(
         return {}
     with ThreadPoolExecutor(max_workers=min(64, len(clients))) as pool:
         return dict(zip(clients, pool.map(one, clients), strict=True))
-
-
-class _Collecting:
-    """:func:`_collect` on a thread of its own, so the caller works while hosts read."""
-
-    def __init__(
-        self, clients: Mapping[str, Client], stdin: Mapping[str, str], deadline: float
-    ) -> None:
-        self._results: dict[str, SshResult | BaseException] = {}
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(clients, stdin, deadline), name="qsetup-read", daemon=True
-        )
-        self._thread.start()
-
-    def _run(
-        self, clients: Mapping[str, Client], stdin: Mapping[str, str], deadline: float
-    ) -> None:
-        try:
-            self._results = _collect(clients, stdin, deadline)
-        except BaseException as exc:  # noqa: BLE001 - raised again in result()
-            self._error = exc
-
-    def result(self) -> dict[str, SshResult | BaseException]:
-        """Every host's result (what the collect raised, raised here)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._results
 
 
 def _outcome(
