@@ -6,6 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from unitdata import playbook_module
 
 from qsetup.desired.state import CELERY_APT_MARK, RELEASES, apt_packages_by_release
@@ -82,24 +84,50 @@ def test_the_cluster_hosts_block_is_read_between_its_markers(tmp_path: Path) -> 
     assert facts.read_block(tmp_path / "missing", marker) is None
 
 
-def test_discovery_lists_loaded_enabled_and_failed_units_but_not_templates() -> None:
-    outputs = {
-        "list-units": (
-            "● qsetup-worker-old@2.service not-found inactive dead qsetup-worker-old@2.service\n"
-            "qsetup-worker-a@1.service loaded active running Celery worker a\n"
-        ),
-        "list-unit-files": (
-            "qsetup-worker-a@.service enabled enabled\nqsetup-beat.service enabled -\n"
-        ),
+def test_one_systemctl_show_names_the_loaded_linked_and_failed_units_but_not_templates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The units asked for, the enabled ones (linked) and, through the pattern, every
+    loaded ``qsetup-*`` unit, from one ``systemctl show``."""
+    blocks = {
+        "qsetup-worker-a@1.service": "loaded\nActiveState=active",
+        "qsetup-worker-old@2.service": "not-found\nActiveState=inactive",
+        "qsetup-beat.service": "loaded\nActiveState=inactive",
     }
+    calls: list[list[str]] = []
 
     def run(argv: list[str]) -> tuple[int, str, str]:
-        return 0, outputs.get(argv[1], ""), ""
+        calls.append(argv)
+        names = [a for a in argv[argv.index("--") + 1 :] if "*" not in a]
+        if "qsetup-*" in argv:
+            names += ["qsetup-worker-a@1.service", "qsetup-worker-old@2.service"]
+        return 0, "\n\n".join(f"Id={n}\nLoadState={blocks[n]}" for n in names), ""
 
-    assert facts.discover_units(run, "qsetup-") == [
+    monkeypatch.setattr(facts, "linked_units", lambda prefix: ["qsetup-beat.service"])
+    discovered, units = facts._units(run, ["qsetup-worker-a@1.service"], "qsetup-")
+    assert discovered == [
         "qsetup-beat.service",
         "qsetup-worker-a@1.service",
         "qsetup-worker-old@2.service",
+    ]
+    assert units["qsetup-beat.service"]["ActiveState"] == "inactive"
+    assert units["qsetup-worker-old@2.service"]["LoadState"] == "not-found"
+    assert len(calls) == 1 and calls[0][1] == "show"
+    assert calls[0][-3:] == ["qsetup-worker-a@1.service", "qsetup-beat.service", "qsetup-*"]
+
+
+def test_linked_units_are_the_links_in_wants_and_requires_folders(tmp_path: Path) -> None:
+    etc, run = tmp_path / "etc", tmp_path / "run"
+    (etc / "multi-user.target.wants").mkdir(parents=True)
+    (run / "x.target.requires").mkdir(parents=True)
+    (etc / "multi-user.target.wants" / "qsetup-worker-a@2.service").symlink_to("/x")
+    (etc / "multi-user.target.wants" / "ssh.service").symlink_to("/x")
+    (etc / "multi-user.target.wants" / "qsetup-not-a-link.service").write_text("")
+    (run / "x.target.requires" / "qsetup-beat.service").symlink_to("/x")
+    (etc / "qsetup-flower.service").write_text("")  # a unit file, not a link: not enabled
+    assert facts.linked_units("qsetup-", (str(etc), str(run))) == [
+        "qsetup-beat.service",
+        "qsetup-worker-a@2.service",
     ]
 
 
@@ -113,8 +141,6 @@ def test_the_read_shows_discovered_units_and_reports_executables() -> None:
 
     def run(argv: list[str]) -> tuple[int, str, str]:
         calls.append(argv)
-        if argv[1] == "list-units":
-            return 0, "qsetup-worker-a@1.service loaded active running x\n", ""
         if argv[1] == "show":
             return 0, show, ""
         return 0, "", ""
@@ -131,4 +157,4 @@ def test_the_read_shows_discovered_units_and_reports_executables() -> None:
     assert out["units"]["qsetup-worker-a@1.service"]["UnitFileState"] == "disabled"
     assert out["executables"] == {"/bin/sh": True, "/nonexistent/bin/python": False}
     shown = next(c for c in calls if c[1] == "show")
-    assert shown[-1] == "qsetup-worker-a@1.service" and "--timestamp=unix" in shown
+    assert shown[-1] == "qsetup-*" and "--timestamp=unix" in shown

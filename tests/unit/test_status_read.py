@@ -243,12 +243,13 @@ def test_the_command_holds_no_secret_and_uses_sudo_for_become(full: LoadedInvent
 
 FAKE_SYSTEMCTL = r"""#!/bin/sh
 case "$1" in
-  list-units) echo '● qsetup-worker-old@2.service not-found inactive dead old' ;;
-  list-unit-files) ;;
   show)
     shift
     for a in "$@"; do
       case "$a" in
+        'qsetup-*')
+          printf 'Id=qsetup-worker-old@2.service\nLoadState=not-found\nActiveState=inactive\n'
+          printf 'SubState=dead\n\n' ;;
         qsetup-*|rabbitmq-*)
           printf 'Id=%s\nLoadState=loaded\nActiveState=active\nSubState=running\n' "$a"
           printf 'UnitFileState=enabled\nStateChangeTimestamp=@1700000000\nNRestarts=2\n\n' ;;
@@ -281,7 +282,7 @@ def test_the_boot_line_runs_the_shipped_read_from_stdin(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     line = next(x for x in run.stdout.decode().splitlines() if x.startswith(MARK))
     facts = json.loads(line[len(MARK) :])
-    assert facts["discovered"] == ["qsetup-worker-old@2.service"]
+    assert facts["discovered"] == ["qsetup-worker-a@1.service", "qsetup-worker-old@2.service"]
     assert facts["units"]["qsetup-worker-a@1.service"]["NRestarts"] == "2"
     assert [f["path"] for f in facts["found"]["files"]] == [str(tmp_path / "etc" / "a.env")]
     assert facts["hostname"]
