@@ -3,9 +3,9 @@
 The start play's one task per host (celery/start.yml). Four things that were four
 task results (one of them a play of its own) each host paid for:
 
-0. The code gate: when the app check (celery/check_code.yml) failed on any host of
+0. The code gate: when the app check (celery/main.yml) failed on any host of
    the deploy, every host stops here, before any swaps its code or starts a service
-   (the old code keeps running). Read from every host's ``qsetup_code_check`` on the
+   (the old code keeps running). Read from every host's ``qsetup_service_files`` on the
    controller: no round trip.
 1. ``qsetup_services`` (library/): the checked code replaces the live code, systemd
    reloads changed unit files, units stuck at their start limit are reset, and every
@@ -36,7 +36,7 @@ ROLLING = "qsetup_rolling"
 
 
 def app_check_failed(task_vars: dict[str, Any]) -> list[str]:
-    """The hosts of this deploy whose app check (``qsetup_code_check``) found a problem.
+    """The hosts of this deploy whose app check (``qsetup_service_files``) found a problem.
 
     A failed app check fails its host, so only the play's hosts that are no longer in it
     (``ansible_play_hosts_all`` less ``ansible_play_hosts``) can have one: only their
@@ -52,7 +52,7 @@ def app_check_failed(task_vars: dict[str, Any]) -> list[str]:
     for host in everyone:
         if host in left or host not in hostvars:
             continue
-        check = hostvars[host].get("qsetup_code_check")
+        check = hostvars[host].get("qsetup_service_files")
         if isinstance(check, dict) and check.get("problems"):
             failed.append(str(host))
     return failed

@@ -8,10 +8,23 @@ directory and file at once: the contents come from the ``qsetup_files`` action p
 (action_plugins/), which reads qsetup's rendered files on the controller. Each file is
 written to a temporary file beside it and renamed over the old one (never half
 written); owner, group and mode are set before the rename. Only what differs is
-touched. Secret files never appear in the result or in a diff. With ``packages`` the
-missing Debian packages are installed first (module_utils/qsetup_apt.py, services held
-until configured), in the same module run; with ``jobs`` the virtualenv builds are
-waited for next (module_utils/qsetup_jobs.py) and their markers written with the files.
+touched. Secret files never appear in the result or in a diff.
+
+One module run does, in this order, what the task asks of it (each step was a module
+run of its own, and each costs the host a Python start and Ansible's imports, about
+0.2 core-seconds):
+1. ``venv_packages``, then ``venvs``: the Debian packages virtualenvs are built with,
+   then one detached build per virtualenv (module_utils/qsetup_venv.py); their jobs
+   come back in ``jobs`` for a later step to wait for.
+2. ``packages``: the other missing Debian packages (module_utils/qsetup_apt.py,
+   services held until configured).
+3. ``code``: the app's new code staged beside the live code (module_utils/qsetup_code.py).
+4. ``jobs``: the virtualenv builds waited for (module_utils/qsetup_jobs.py), their
+   markers written with the files.
+5. groups, users, directories, files.
+6. ``check``: the app loaded as each service will run it (module_utils/qsetup_units.py),
+   when code was staged or a build changed a virtualenv; ``problems`` names each
+   service whose app does not load, and the module fails. Nothing restarts here.
 """
 
 from __future__ import annotations
@@ -27,19 +40,37 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.qsetup_apt import install_missing
+from ansible.module_utils.qsetup_code import CodeError, stage
 from ansible.module_utils.qsetup_jobs import wait_jobs
+from ansible.module_utils.qsetup_units import check_app
+from ansible.module_utils.qsetup_venv import start_builds
 
 DOCUMENTATION = r"""
 module: qsetup_files
 short_description: Ensure directories and whole files with owner, group and mode, in one call
 options:
+  venv_packages:
+    description: Debian packages virtualenvs are built with, installed before anything else.
+    type: list
+    elements: str
+    default: []
+  venvs:
+    description: >-
+      Virtualenvs to start building (name, path, packages, site_packages, marker, ...);
+      each comes back as its job's item in ``jobs``.
+    type: list
+    elements: dict
+    default: []
   packages:
     description: >-
-      Debian packages to install first, services held until configured
+      Debian packages to install, services held until configured
       (module_utils/qsetup_apt.py).
     type: list
     elements: str
     default: []
+  code:
+    description: The app's archive on the host (archive) and the live code directory (code_dir).
+    type: dict
   groups:
     description: System groups to create when missing (before the directories).
     type: list
@@ -72,9 +103,18 @@ options:
   wait:
     description: >-
       Seconds to wait for the builds in this call; when one is still running the
-      module answers pending (packages installed, nothing else done).
+      module answers pending (packages installed, code staged, nothing else done).
     type: int
     default: 120
+  check:
+    description: >-
+      The app check (services, code_dir, shim_dir, shim, timeout): run when ``staged``
+      is true or a build changed a virtualenv.
+    type: dict
+  staged:
+    description: Whether this deploy staged new code (here, or in an earlier call).
+    type: bool
+    default: false
 """
 
 MAX_DIFF = 104448  # Ansible's MAX_FILE_SIZE_FOR_DIFF
@@ -224,45 +264,72 @@ def _diff(dest: str, old: bytes, new: bytes) -> dict[str, str] | None:
 
 
 def main() -> None:
-    """Install packages, then ensure groups, users, directories, files; report what changed."""
+    """The steps the task asks for, in order (see above); report what changed."""
     module = AnsibleModule(
         argument_spec={
+            "venv_packages": {"type": "list", "elements": "str", "default": []},
+            "venvs": {"type": "list", "elements": "dict", "default": []},
             "packages": {"type": "list", "elements": "str", "default": []},
+            "code": {"type": "dict"},
             "groups": {"type": "list", "elements": "str", "default": []},
             "users": {"type": "list", "elements": "dict", "default": []},
             "dirs": {"type": "list", "elements": "dict", "default": []},
             "files": {"type": "list", "elements": "dict", "default": []},
             "jobs": {"type": "list", "elements": "dict", "default": []},
             "wait": {"type": "int", "default": 120},
+            "check": {"type": "dict"},
+            "staged": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
+    p = module.params
     check = module.check_mode
     changed: list[str] = []
     diffs: list[dict[str, str]] = []
-    packages = sorted(set(module.params["packages"]))
-    failure = install_missing(module, packages)
-    if failure is not None:
-        module.fail_json(msg=failure, changed=True, installed=packages, paths=[])
-    jobs = module.params.get("jobs") or []
-    done, failures, venvs_changed = wait_jobs(jobs, module.params.get("wait", 120))
+    result: dict[str, Any] = {"installed": [], "jobs": [], "paths": changed}
+
+    def fail(msg: str, **extra: Any) -> None:
+        result.update(extra)
+        module.fail_json(msg=msg, changed=True, **result)
+
+    for names in (p.get("venv_packages") or [], None, p.get("packages") or []):
+        if names is None:  # between the two: the builds start while the rest installs
+            if p.get("venvs") and not check:
+                try:
+                    result["jobs"] = start_builds(p.get("venvs"))
+                except OSError as exc:
+                    fail(f"cannot start building the virtualenvs: {exc}")
+            continue
+        names = sorted(set(names))
+        failure = install_missing(module, names)
+        result["installed"] += names
+        if failure is not None:
+            fail(failure)
+    code = p.get("code")
+    if code and not check:
+        try:
+            result["staged"] = str(stage(Path(code["archive"]), str(code["code_dir"])))
+        except CodeError as exc:
+            fail(str(exc))
+    jobs = p.get("jobs") or []
+    done, failures, venvs_changed = wait_jobs(jobs, p.get("wait", 120))
     if failures:
         for job in jobs:
             Path(str(job["results_file"])).unlink(missing_ok=True)
-        module.fail_json(msg=failures[0], changed=bool(packages), installed=packages, paths=[])
+        fail(failures[0])
     if not done:
-        module.exit_json(changed=bool(packages), installed=packages, paths=[], pending=True)
+        module.exit_json(changed=True, pending=True, **result)
     for job in jobs:  # read: the results files go (they hold no secret, only clutter)
         Path(str(job["results_file"])).unlink(missing_ok=True)
-    files = [*module.params["files"], *(job["marker"] for job in jobs)]
+    files = [*p["files"], *(job["marker"] for job in jobs)]
     try:
-        for name in module.params["groups"]:
+        for name in p["groups"]:
             if ensure_group(module, name, check):
                 changed.append(f"group {name}")
-        for user in module.params["users"]:
+        for user in p["users"]:
             if ensure_user(module, user, check):
                 changed.append(f"user {user['user']}")
-        for item in module.params["dirs"]:
+        for item in p["dirs"]:
             if ensure_dir(item, check):
                 changed.append(str(item["path"]))
         for item in files:
@@ -275,19 +342,23 @@ def main() -> None:
                 if diff is not None:
                     diffs.append(diff)
     except (FileError, OSError) as exc:
-        module.fail_json(
-            msg=str(exc), changed=bool(changed or packages), paths=changed, installed=packages
-        )
-    result: dict[str, Any] = {
-        "changed": bool(changed or packages or venvs_changed),
-        "paths": changed,
-        "venvs_changed": venvs_changed,
-    }
-    if packages:
-        result["installed"] = packages
+        fail(str(exc))
+    result["venvs_changed"] = venvs_changed
+    app = p.get("check")
+    if app and not check and (p.get("staged") or "staged" in result or venvs_changed):
+        problems = check_app(
+            app["services"], str(app["code_dir"]), str(app["shim_dir"]), str(app["shim"]),
+            float(app.get("timeout") or 300),
+        )  # fmt: skip
+        result["checked"] = [str(s["unit"]) for s in app["services"]]
+        if problems:
+            fail("; ".join(problems), problems=problems)
+    result["problems"] = []
     if diffs:
         result["diff"] = diffs
-    module.exit_json(**result)
+    # In check mode: the virtualenvs it would build change the host too.
+    any_change = bool(changed or result["installed"] or p.get("venvs") or venvs_changed)
+    module.exit_json(changed=any_change or "staged" in result, **result)
 
 
 if __name__ == "__main__":

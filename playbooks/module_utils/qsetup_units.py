@@ -1,7 +1,7 @@
 """Running Python as a service would run it, on the host: the app check and the ping gate.
 
-Shared by ``library/qsetup_app_check.py`` (before any restart: the app loads as each
-service will run it) and ``library/qsetup_wait_nodes.py`` (after a start: each worker
+Shared by ``library/qsetup_files.py`` (the app check, before any restart: the app
+loads as each service will run it) and ``library/qsetup_wait_nodes.py`` (after a start: each worker
 answers ping under its own exact node name). Both run the service's interpreter under
 ``systemd-run`` with the unit's user and environment file, so no password is ever on a
 command line, and both report only redacted lines: the end of a Python error or of a
@@ -102,6 +102,46 @@ def run_all(argvs: Sequence[Sequence[str]], timeout: float) -> list[tuple[int, s
             out, err = proc.communicate()
             results.append((-1, out, err))
     return results
+
+
+# The marker tells a load that finished from one that printed nothing and exited 0.
+LOADS = "qsetup-app-loads"
+CHECK = (
+    "import sys; from celery.app.utils import find_app; app = find_app(sys.argv[1]); "
+    "app.loader.import_default_modules(); app.finalize(auto=True); "
+    f'print("{LOADS}", len(app.tasks))'
+)
+
+
+def check_app(
+    services: Sequence[Mapping[str, Any]], code_dir: str, shim_dir: str, shim: str, timeout: float
+) -> list[str]:
+    """Load the app once per service (one per interpreter), all at once; what fails.
+
+    Each loads from ``code_dir`` (the staged ``<code>.next`` after a push) as its unit
+    will: its user, its interpreter, its own environment file, the -A module (qsetup's
+    shim, which loads the app the environment file names); the app's task modules
+    import and the app finalizes. One line per service whose app does not load, with
+    the end of its Python error (URL passwords replaced).
+    """
+    argvs = [
+        as_service(
+            str(s["env_file"]),
+            str(s["user"]),
+            ["/usr/bin/env", f"PYTHONPATH={code_dir}:{shim_dir}", str(s["python"]),
+             "-c", CHECK, shim],
+            workdir=code_dir,
+        )
+        for s in services
+    ]  # fmt: skip
+    problems = []
+    for service, (rc, out, err) in zip(services, run_all(argvs, timeout), strict=True):
+        if rc == 0 and LOADS in out:
+            continue
+        error = python_error(err + "\n" + out)
+        why = " | ".join(error) or (f"exit code {rc}" if rc >= 0 else "timed out")
+        problems.append(f"the app does not load for {service['unit']} ({service['python']}): {why}")
+    return problems
 
 
 # Prints what `celery inspect ping` prints for an answer.

@@ -177,26 +177,22 @@ def configure_steps(
     stale_venvs = set(view["stale_venvs"])
     venvs = [v for v in hv.get("qsetup_venvs") or () if v["name"] in stale_venvs]
     packages = set(view["packages"])
-    first = (
-        packages & set(hv.get("qsetup_venv_apt") or ())
-        if any(not v.get("site_packages") for v in venvs)
-        else set()
-    )
     stale = set(view["stale"])
     broker = bool(hv.get("qsetup_is_broker"))
     # RabbitMQ's files (configuration, plugins, limit, cookie) or epmd's drop-in differ.
     broker_files = view["epmd"].get("file") is not None or any(
         f["dest"] in stale for f in hv.get("qsetup_broker_files") or ()
     )
-    coded = any(s.get("code") for s in hv.get("qsetup_services") or ())
+    early = any(not v.get("site_packages") for v in venvs)
     wanted = [
         ("host", "dropped", bool(view["removals"].get("any"))),
-        # the packages virtualenvs are built with go in the same task (venvs.yml)
-        ("celery", "venvs", any(not v.get("site_packages") for v in venvs)),
+        # with the virtualenvs that take nothing from Debian's Python packages: the
+        # packages they are built with go first, then they start building
         (
             "host",
             "users",
-            bool(packages - first)
+            early
+            or bool(packages)
             or bool(view["os_groups"] or view["os_users"] or view["stale_dirs"])
             or bool(view["manifest_stale"])
             # the same task loads the firewall, still open to the clients the inventory dropped
@@ -216,13 +212,14 @@ def configure_steps(
             and (broker_files or bool(view["broker_unit_down"])),
         ),
         ("results", "main", bool(hv.get("qsetup_is_results"))),
-        ("celery", "code", bool(view["code_stale"])),
+        # the app's code staged, the builds waited for, the services' files, the app check
         (
             "celery",
             "main",
-            bool(venvs) or any(f["dest"] in stale for f in hv.get("qsetup_files") or ()),
+            bool(view["code_stale"])
+            or bool(venvs)
+            or any(f["dest"] in stale for f in hv.get("qsetup_files") or ()),
         ),
-        ("celery", "check_code", coded and (bool(view["code_stale"]) or bool(venvs))),
         ("broker", "definitions", bool(hv.get("qsetup_is_broker_primary"))),
     ]
     return [

@@ -309,6 +309,10 @@ class _Collector:
             self.emit(DeployEvent("changed" if changed else "ok", host, task))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             msg = self.redact(_message(res))
+            if any(f.host == host and msg == f"{f.task}: {f.message}" for f in self.failures):
+                # A block's rescue repeating the failure it caught (TASK: MESSAGE) to stop
+                # the host: the failure is named once, by the task that failed.
+                return self.keep_events
             self.failures.append(TaskFailure(host, task, msg))
             self.emit(DeployEvent("failed", host, task, msg))
         elif kind == "runner_on_unreachable":

@@ -124,6 +124,14 @@ EVENTS: list[dict[str, Any]] = [
         },
         ignore_errors=None,
     ),
+    # a block's rescue repeating that failure to stop the host: named once
+    event(
+        "runner_on_failed",
+        host="worker1",
+        task="Report the failure",
+        res={"msg": "Check that the new code imports: SyntaxError: invalid syntax"},
+        ignore_errors=None,
+    ),
     # an ignored failure is no failure
     event(
         "runner_on_failed",

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from unitdata import playbook_module
 
 from qsetup.desired.state import CELERY_APT_MARK, RELEASES, apt_packages_by_release

@@ -1,4 +1,4 @@
-"""The app check and the ping gate (library/qsetup_app_check.py, qsetup_wait_nodes.py).
+"""The app check and the ping gate (module_utils/qsetup_units.py, library/qsetup_wait_nodes.py).
 
 Both run on the host through ``systemd-run``: here a stand-in on PATH drops systemd-run's
 options and runs the command, and stand-in interpreters say what a real app would.
@@ -15,7 +15,6 @@ import pytest
 from unitdata import playbook_module, run_module
 
 units: Any = playbook_module("module_utils/qsetup_units.py")
-check: Any = playbook_module("library/qsetup_app_check.py")
 wait: Any = playbook_module("library/qsetup_wait_nodes.py")
 
 PING_BOTH = """->  apt-workers-1@qs3: OK
@@ -91,9 +90,7 @@ def _service(unit: str, python: str) -> dict[str, str]:
     return {"unit": unit, "python": python, "user": "celery", "env_file": "/etc/qsetup/x.env"}
 
 
-def test_the_app_check_names_each_service_whose_app_does_not_load(
-    host: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_app_check_names_each_service_whose_app_does_not_load(host: Path) -> None:
     good = _script(host / "good-python", 'echo "qsetup-app-loads 3"\n')
     bad = _script(
         host / "bad-python",
@@ -102,18 +99,11 @@ def test_the_app_check_names_each_service_whose_app_does_not_load(
         'echo "ImportError: no amqp://u:pw-123@h/v" >&2\nexit 1\n',
     )
     silent = _script(host / "silent-python", "exit 0\n")
-    params = {"code_dir": "/opt/qsetup/apps/proj.next", "shim_dir": "/s", "shim": "qsetup_celery",
-              "timeout": 30}  # fmt: skip
-    result = _run(monkeypatch, check, {**params, "services": [_service("w@.service", good)]})
-    assert not result.get("failed") and result["problems"] == []
-    result = _run(
-        monkeypatch,
-        check,
-        {**params, "services": [_service("a@.service", bad), _service("b@.service", good),
-                                _service("c@.service", silent)]},
-    )  # fmt: skip
-    assert result["failed"]
-    first, second = result["problems"]
+    args = ("/opt/qsetup/apps/proj.next", "/s", "qsetup_celery", 30)
+    assert units.check_app([_service("w@.service", good)], *args) == []
+    services = [_service("a@.service", bad), _service("b@.service", good),
+                _service("c@.service", silent)]  # fmt: skip
+    first, second = units.check_app(services, *args)
     assert first.startswith(f"the app does not load for a@.service ({bad}): ")
     assert "ImportError" in first and "pw-123" not in first and "amqp://u:***@h" in first
     # Exit 0 without the marker is no proof that the app loaded.

@@ -73,9 +73,9 @@ def test_an_app_that_does_not_load_on_another_host_stops_this_one_before_anythin
         "ansible_play_hosts_all": ["w1", "w2", "w3", "mq"],
         "ansible_play_hosts": ["w1", "w3", "mq"],  # w2 failed its check
         "hostvars": {
-            "w1": {"qsetup_code_check": {"problems": []}},
-            "w2": {"qsetup_code_check": {"failed": True, "problems": ["the app does not load"]}},
-            "w3": {"qsetup_code_check": {"skipped": True}},
+            "w1": {"qsetup_service_files": {"problems": []}},
+            "w2": {"qsetup_service_files": {"failed": True, "problems": ["the app does not load"]}},
+            "w3": {"qsetup_service_files": {"skipped": True}},
             "mq": {},
         },
     }
@@ -97,7 +97,7 @@ def test_an_app_that_does_not_load_on_another_host_stops_this_one_before_anythin
     )
     assert "add_group" not in result
     # w2 failed for another reason (its packages): the app check does not stop w1
-    task_vars["hostvars"]["w2"] = {"qsetup_code_check": {"problems": []}}
+    task_vars["hostvars"]["w2"] = {"qsetup_service_files": {"problems": []}}
     answers = {"qsetup_services": {"changed": True, "started": [], "launched": []}}
     result, calls = _run(monkeypatch, args, answers, task_vars=task_vars)
     assert [c[0] for c in calls] == ["qsetup_services"] and not result.get("failed")

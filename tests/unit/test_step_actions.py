@@ -132,6 +132,55 @@ def test_packages_builds_and_files_are_one_module_run(monkeypatch: pytest.Monkey
     assert result["changed"] and result["installed"] == ["python3-requests"]
 
 
+def test_the_code_is_sent_staged_once_and_its_temporary_directory_removed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The archive goes into a temporary directory of its own, the module stages it in
+    its first call (a build still running makes the action ask again, told the code is
+    staged) and the directory goes; in check mode nothing is sent."""
+    done: list[tuple[str, Any]] = []
+    action = object.__new__(files_action.ActionModule)
+    action._task = SimpleNamespace(
+        args={"files": [CONF], "code": {"src": "/scratch/app.tar", "code_dir": "/opt/app"},
+              "check": {"services": [], "code_dir": "/opt/app.next"}},
+        check_mode=False,
+    )  # fmt: skip
+    action._connection = SimpleNamespace(
+        _shell=SimpleNamespace(tmpdir=None, join_path=lambda *p: "/".join(p))
+    )
+    rounds = iter([{"pending": True, "changed": True, "staged": "/opt/app.next"},
+                   {"changed": True, "problems": []}])  # fmt: skip
+    calls: Calls = []
+
+    def execute(module_name: str, module_args: dict[str, Any], task_vars: Any) -> Any:
+        calls.append((module_name, json.loads(json.dumps(module_args))))
+        return next(rounds)
+
+    monkeypatch.setattr(action, "_execute_module", execute, raising=False)
+    monkeypatch.setattr(action, "_make_tmp_path", lambda: "/tmp/ansible-tmp-1", raising=False)
+    monkeypatch.setattr(action, "_transfer_file", lambda s, d: done.append(("sent", (s, d))),
+                        raising=False)  # fmt: skip
+    monkeypatch.setattr(action, "_fixup_perms2", lambda paths: None, raising=False)
+    monkeypatch.setattr(action, "_remove_tmp_path", lambda p: done.append(("removed", p)),
+                        raising=False)  # fmt: skip
+    monkeypatch.setattr(files_action.ActionBase, "run", lambda self, tmp=None, task_vars=None: {})
+    result = action.run(task_vars={})
+    assert done == [("sent", ("/scratch/app.tar", "/tmp/ansible-tmp-1/app.tar")),
+                    ("removed", "/tmp/ansible-tmp-1")]  # fmt: skip
+    first, second = (c[1] for c in calls)
+    assert first["code"] == {"archive": "/tmp/ansible-tmp-1/app.tar", "code_dir": "/opt/app"}
+    assert "code" not in second and second["staged"] is True
+    assert second["check"] == {"services": [], "code_dir": "/opt/app.next"}
+    assert result["staged"] == "/opt/app.next" and result["code_sent"]
+
+    result, calls = _run(
+        monkeypatch, files_action, {"code": {"src": "/x.tar", "code_dir": "/opt/app"}},
+        {"qsetup_files": {"changed": False}}, check=True,
+    )  # fmt: skip
+    assert "code" not in calls[0][1] and "staged" not in result
+    assert result["code_sent"] and result["changed"]  # a change, though nothing was sent
+
+
 def test_a_firewall_nft_refuses_fails_the_task_and_no_files_means_no_files_trip(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
