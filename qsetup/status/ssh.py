@@ -135,16 +135,24 @@ def known_hosts_path(loaded: LoadedInventory) -> Path:
 MARK = "@@qsetup-read "
 """Starts the line that holds the read's answer (JSON), whatever else the host prints."""
 
-# Compiles the read's source (its length in bytes on the first line of stdin, then the
-# source: each client sends them as it starts, so the host compiles while the controller
-# plans), then waits for the parameters' line, runs the read and prints its answer on
-# one marked line.
+# Loads the read (prefetch.read_preamble: a header line, then the compressed source and
+# the compressed code, which each client sends as it starts, so the host loads it while
+# the controller plans): the code when the host's Python has the controller's cache tag,
+# else the source compiled. Then it waits for the parameters' line, runs the read and
+# prints its answer on one marked line.
 BOOT = (
-    "import json,sys\n"
+    "import json,sys,zlib\n"
     "b=sys.stdin.buffer\n"
-    "s=b.read(int(b.readline()))\n"
+    "n,m,t=b.readline().split()\n"
+    "s=b.read(int(n))\n"
+    "c=b.read(int(m))\n"
     "g={'__name__':'qsetup_read'}\n"
-    "exec(compile(s,'qsetup_read.py','exec'),g)\n"
+    "if t.decode()==str(sys.implementation.cache_tag):\n"
+    " import marshal\n"
+    " k=marshal.loads(zlib.decompress(c))\n"
+    "else:\n"
+    " k=compile(zlib.decompress(s),'qsetup_read.py','exec')\n"
+    "exec(k,g)\n"
     "p=json.loads(b.readline())\n"
     f"sys.stdout.write({MARK!r}+json.dumps(g['read_host'](p,g['run_argv']))+'\\n')\n"
 )

@@ -34,7 +34,7 @@ def spawned(monkeypatch: pytest.MonkeyPatch) -> list[_Started]:
     started: list[_Started] = []
 
     def spawn(argv: list[str], first: bytes) -> Any:
-        assert first.split(b"\n", 1)[0].isdigit()  # the read's source, its length first
+        assert first.split(b"\n", 1)[0].split()[0].isdigit()  # the read, its length first
         started.append(_Started(list(argv)))
         return started[-1]
 

@@ -8,8 +8,11 @@ comparison finds nothing, and name each hand-made change in one line.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import marshal
 import os
+import py_compile
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +41,7 @@ from qsetup.artifacts.tls import prepare
 from qsetup.converge.target import HostTarget
 from qsetup.desired.state import ADMIN_SECRET
 from qsetup.inventory.loader import LoadedInventory, load_inventory
+from qsetup.status import prefetch
 from qsetup.status.hosts import Outcome, assemble_hosts, beat_problems, host_problems
 from qsetup.status.model import HostStatus
 from qsetup.status.ssh import BOOT, MARK, read_command, read_preamble, ssh_targets
@@ -259,9 +263,11 @@ esac
 """
 
 
-def test_the_boot_line_runs_the_shipped_read_from_stdin(tmp_path: Path) -> None:
-    """What a host runs: python3 -c BOOT, the source then the parameters on stdin, one
-    marked line."""
+@pytest.mark.parametrize("tag", ["same", "other"])
+def test_the_boot_line_runs_the_shipped_read_from_stdin(tmp_path: Path, tag: str) -> None:
+    """What a host runs: python3 -c BOOT, the read then the parameters on stdin, one
+    marked line; a host whose Python has this one's cache tag runs the code sent, any
+    other compiles the source sent."""
     fake = tmp_path / "bin" / "systemctl"
     fake.parent.mkdir()
     fake.write_text(FAKE_SYSTEMCTL, encoding="utf-8")
@@ -276,7 +282,12 @@ def test_the_boot_line_runs_the_shipped_read_from_stdin(tmp_path: Path) -> None:
         "check_candidates": False,
     }
     (tmp_path / "etc" / "a.env").write_text("A=1\n", encoding="utf-8")
-    stdin = read_preamble() + json.dumps(params).encode() + b"\n"
+    header, _, read = read_preamble().partition(b"\n")
+    if tag == "other":  # a Python of another minor version: the code would not load
+        length, code_length, _ = header.split()
+        header = b"%s %s cpython-399" % (length, code_length)
+        read = read[: int(length)] + b"not marshalled code".ljust(int(code_length), b"!")
+    stdin = header + b"\n" + read + json.dumps(params).encode() + b"\n"
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
     run = subprocess.run([sys.executable, "-c", BOOT], input=stdin, capture_output=True, env=env)
     assert run.returncode == 0, run.stderr
@@ -286,6 +297,27 @@ def test_the_boot_line_runs_the_shipped_read_from_stdin(tmp_path: Path) -> None:
     assert facts["units"]["qsetup-worker-a@1.service"]["NRestarts"] == "2"
     assert [f["path"] for f in facts["found"]["files"]] == [str(tmp_path / "etc" / "a.env")]
     assert facts["hostname"]
+
+
+def test_the_code_sent_is_the_installed_bytecode_only_while_it_matches_the_source(
+    tmp_path: Path,
+) -> None:
+    """pip's bytecode beside the source is sent as is; a stale one (another timestamp or
+    size, as Python's import checks them) is not: the source is compiled instead."""
+    source = tmp_path / "qsetup_read.py"
+    source.write_text("X = 1\n", encoding="utf-8")
+    py_compile.compile(str(source), doraise=True)  # the timestamp-checked .pyc pip writes
+    pyc = Path(importlib.util.cache_from_source(str(source)))
+    text = source.read_bytes()
+    assert prefetch.compiled(source, text) == pyc.read_bytes()[16:]
+    # A .pyc whose code says X = 2 but is stale: never sent.
+    source.write_text("X = 2\n", encoding="utf-8")
+    py_compile.compile(str(source), doraise=True)
+    source.write_text("X = 3\n", encoding="utf-8")
+    os.utime(source, (1, 1))
+    scope: dict[str, object] = {}
+    exec(marshal.loads(prefetch.compiled(source, source.read_bytes())), scope)  # noqa: S102
+    assert scope["X"] == 3
 
 
 def test_the_source_sent_at_connect_fits_in_a_pipe() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ class _Client:
 
     argv: list[str]
     answer: SshResult
+    first: bytes = b""
     stdin: str = ""
     returncode: int = 0
 
@@ -42,7 +44,7 @@ def _fake_round(
     def spawn(argv: list[str], first: bytes) -> _Client:
         address = argv[argv.index("--") + 1]
         answer = SshResult(MARK + json.dumps({"hostname": names[address]}) + "\n", "", 0)
-        made[names[address]] = _Client(list(argv), answers.get(address, answer), first.decode())
+        made[names[address]] = _Client(list(argv), answers.get(address, answer), first)
         return made[names[address]]
 
     monkeypatch.setattr(status_ssh, "_spawn", spawn)
@@ -81,13 +83,14 @@ def test_each_host_gets_its_own_command_in_one_round(
     assert command["mq"].startswith("sudo -n python3 -S -c ")
     assert command["w2"].startswith("sudo -n python3 -S -c ")
     assert command["w1"].startswith("python3 -S -c ")
-    # the source's length and the source first, then each host's own parameters on the
-    # last line of its stdin, never in the command line
+    # the read first (its source and code, compressed, their lengths on the first line),
+    # then each host's own parameters on the last line of its stdin, never in the
+    # command line
     for name, host in made.items():
-        length, _, rest = host.stdin.partition("\n")
-        source, params = rest[: int(length)], rest[int(length) :]
-        assert "def read_host(" in source
-        assert json.loads(params)["secret"] == f"pw-{name}"
+        header, _, rest = host.first.partition(b"\n")
+        length, _code_length, _tag = header.split()
+        assert b"def read_host(" in zlib.decompress(rest[: int(length)])
+        assert json.loads(host.stdin)["secret"] == f"pw-{name}"
         assert not any(f"pw-{name}" in arg for arg in host.argv)
     assert all(h.facts == {"hostname": h_name} for h_name, h in hosts.items()), hosts
 
