@@ -299,7 +299,7 @@ def find_leader(rec: HostRecord) -> tuple[int, int] | None:
     for child in child_pids(rec.pid):
         try:
             comm = Path(f"/proc/{child}/comm").read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # a child that ended meanwhile
             continue
         start = process_start_time(child)
         if comm == "systemd" and start is not None:

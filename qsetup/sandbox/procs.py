@@ -96,7 +96,7 @@ def child_pids(pid: int) -> list[int]:
     children: list[int] = []
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return children
     for task in tasks:
         try:

@@ -165,3 +165,29 @@ def test_up_without_a_release_keeps_the_sandboxs_release(
     assert _up_on_trixie_sandbox(monkeypatch, state_dir, None) == "built trixie"
     refused = _up_on_trixie_sandbox(monkeypatch, state_dir, "bookworm")
     assert refused.startswith("the sandbox runs Debian trixie, not bookworm")
+
+
+def test_a_child_of_nspawn_that_ends_while_it_is_looked_at_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CI once failed `sandbox up` with ProcessLookupError: a child of systemd-nspawn
+    ended between the listing of the children and the read of its name."""
+    from qsetup.sandbox import host as hostmod
+
+    gone, leader = 2**22 + 1, 2**22 + 2
+    real_read = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if str(self) == f"/proc/{gone}/comm":
+            raise ProcessLookupError(3, "No such process")
+        if str(self) == f"/proc/{leader}/comm":
+            return "systemd\n"
+        return real_read(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(hostmod, "is_same_process", lambda pid, start: True)
+    monkeypatch.setattr(hostmod, "child_pids", lambda pid: [gone, leader])
+    monkeypatch.setattr(hostmod, "process_start_time", lambda pid: 42)
+    rec = HostRecord(name="qs1", address="10.213.7.11", netns="qs-qs1", veth_host="v",
+                     veth_peer="p", host_dir="/nonexistent", pid=1, pid_start=1)  # fmt: skip
+    assert hostmod.find_leader(rec) == (leader, 42)
