@@ -75,6 +75,7 @@ import yaml
 from fleet_floor import address, broker_url, floor_scripts  # beside this file
 
 from qsetup.inventory.loader import LoadedInventory, load_inventory
+from qsetup.sandbox.cgroup import host_cgroups
 from qsetup.sandbox.host import ssh_args
 
 # -P: the qsetup installed in this interpreter, never the checkout in the working directory
@@ -177,6 +178,31 @@ def machine_cpu() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def hosts_cpu(loaded: LoadedInventory) -> float:
+    """CPU seconds the inventory's sandbox hosts have used (each host's own cgroup).
+
+    The machine's busy CPU less this is the controller's part (and the kernel's work for
+    the bridge) across a step.
+    """
+    total = 0
+    for name in loaded.inventory.hosts:
+        for group in host_cgroups(name):
+            try:
+                text = (group / "cpu.stat").read_text(encoding="ascii")
+            except OSError:
+                continue
+            total += next(
+                (
+                    int(line.split()[1])
+                    for line in text.splitlines()
+                    if line.startswith("usage_usec")
+                ),
+                0,
+            )
+            break
+    return total / 1e6
+
+
 def qsetup(
     hosts: HostSet,
     *args: str,
@@ -252,6 +278,7 @@ def expected_nodes(loaded: LoadedInventory) -> list[str]:
 class FloorResult:
     seconds: float
     cpu: float = 0.0
+    hosts_cpu: float = 0.0
     hosts: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -262,7 +289,7 @@ def run_floor(loaded: LoadedInventory, key: Path) -> FloorResult:
     result = FloorResult(0.0)
     errors: list[str] = []
     started = time.monotonic()
-    cpu_before = machine_cpu()
+    cpu_before, hosts_before = machine_cpu(), hosts_cpu(loaded)
 
     def one(host: str) -> None:
         args = [*ssh_args(key, address(loaded, host), user=LOGIN_USER), "sudo", "-n", "bash", "-s"]
@@ -286,6 +313,7 @@ def run_floor(loaded: LoadedInventory, key: Path) -> FloorResult:
         raise SystemExit("floor: Flower never answered")
     result.seconds = time.monotonic() - started
     result.cpu = machine_cpu() - cpu_before
+    result.hosts_cpu = hosts_cpu(loaded) - hosts_before
     return result
 
 
@@ -572,6 +600,9 @@ class SizeResult:
     firsts: list[float] = field(default_factory=list)
     floor_cpus: list[float] = field(default_factory=list)
     first_cpus: list[float] = field(default_factory=list)
+    # The hosts' part of each (their cgroups); the rest is the controller's.
+    floor_hosts_cpus: list[float] = field(default_factory=list)
+    first_hosts_cpus: list[float] = field(default_factory=list)
     noop_cpus: list[float] = field(default_factory=list)
     tasks: TaskTimes | None = None
     load: dict[str, float] = field(default_factory=dict)
@@ -579,7 +610,7 @@ class SizeResult:
 
 def first_deploy(loaded: LoadedInventory, res: SizeResult) -> tuple[float, str]:
     """qsetup's first deploy on fresh hosts: its wall time and machine CPU go into ``res``."""
-    cpu_before = machine_cpu()
+    cpu_before, hosts_before = machine_cpu(), hosts_cpu(loaded)
     # Its event files give the per-task timings (task_times); deploy keeps them only when asked.
     took, out = qsetup(
         QSETUP_SET,
@@ -590,9 +621,11 @@ def first_deploy(loaded: LoadedInventory, res: SizeResult) -> tuple[float, str]:
         env={"QSETUP_KEEP_EVENTS": "1"},
     )
     res.first_cpus.append(machine_cpu() - cpu_before)
+    res.first_hosts_cpus.append(hosts_cpu(loaded) - hosts_before)
     res.firsts.append(took)
     print(
-        f"  qsetup first deploy: {took:.1f} s, machine CPU {res.first_cpus[-1]:.0f} core-s",
+        f"  qsetup first deploy: {took:.1f} s, machine CPU {res.first_cpus[-1]:.0f} core-s"
+        f" (hosts {res.first_hosts_cpus[-1]:.0f})",
         flush=True,
     )
     return took, out
@@ -639,10 +672,13 @@ def run_size(
         loaded = fresh_sandbox(FLOOR_SET, size, work)
         floor = run_floor(loaded, FLOOR_SET.key)
         print(
-            f"  floor script: {floor.seconds:.1f} s, machine CPU {floor.cpu:.0f} core-s", flush=True
+            f"  floor script: {floor.seconds:.1f} s, machine CPU {floor.cpu:.0f} core-s"
+            f" (hosts {floor.hosts_cpu:.0f})",
+            flush=True,
         )
         res.floors.append(floor.seconds)
         res.floor_cpus.append(floor.cpu)
+        res.floor_hosts_cpus.append(floor.hosts_cpu)
         if res.floor is None:
             res.load["floor"] = os.getloadavg()[0]
             res.floor = floor
@@ -726,6 +762,10 @@ def report(results: list[SizeResult], rounds: int, deploy_rounds: int, qsetup_fi
     row(
         "machine CPU, floor / first deploy",
         [f"{med(r.floor_cpus):.0f} / {med(r.first_cpus):.0f} core-s" for r in results],
+    )
+    row(
+        "  of it the hosts', floor / first deploy",
+        [f"{med(r.floor_hosts_cpus):.0f} / {med(r.first_hosts_cpus):.0f} core-s" for r in results],
     )
     row(
         "cores busy, floor / first deploy",
