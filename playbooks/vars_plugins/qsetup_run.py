@@ -34,6 +34,10 @@ name: qsetup_run
 short_description: Each host's variables for a qsetup deploy (secrets, read, comparison)
 description:
   - Loads <QSETUP_RUN_VARS_DIR>/<inventory host name>.yml as that host's variables.
+# No options, said: a vars plugin whose documentation has no options is never recorded
+# as configured, so Ansible parsed this YAML again on every variables lookup (each
+# task of each host; about 0.05 ms each).
+options: {}
 """
 
 ENV = "QSETUP_RUN_VARS_DIR"

@@ -104,3 +104,15 @@ def test_no_payload_cache_where_none_can_be_made(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert runner.payload_cache_dir(blocker / "cache") is None
+
+
+def test_ansible_parses_the_plugins_documentation_once_not_per_lookup() -> None:
+    """Ansible records a configurable plugin's options from its documentation, parsed
+    on each load until recorded; documentation without ``options`` was never recorded,
+    so every variables lookup (each task of each host) parsed it again."""
+    from ansible import constants as C  # noqa: N812
+    from ansible.plugins.loader import vars_loader
+
+    vars_loader.add_directory(str(Path(run_vars.__file__).parent))
+    assert vars_loader.get("qsetup_run") is not None
+    assert C.config.has_configuration_definition("vars", "qsetup_run")
