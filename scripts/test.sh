@@ -28,7 +28,8 @@ echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
 # The Python under playbooks/, strict too; action_plugins/ apart (its modules share
 # their names with library/'s).
-mypy playbooks/filter_plugins playbooks/library playbooks/module_utils
+mypy playbooks/filter_plugins playbooks/library playbooks/module_utils \
+    playbooks/vars_plugins playbooks/strategy_plugins
 mypy playbooks/action_plugins
 echo "== ansible-lint"; ansible-lint playbooks/site.yml playbooks/restart.yml
 echo "== yamllint"; yamllint --strict playbooks

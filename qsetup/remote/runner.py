@@ -33,9 +33,10 @@ KEEP_EVENTS_ENV = "QSETUP_KEEP_EVENTS"
 # they go into an ansible.cfg of the run's own, which ANSIBLE_CONFIG points at.
 # Only this cfg is read: no ansible.cfg of the machine, the user or the working directory.
 ANSIBLE_CFG_DEFAULTS = {
-    # How long Ansible's main process sleeps between polls of its workers (default 0.001 s,
-    # a busy loop on the controller): 0.01 s cut a no-op deploy's controller CPU by about
-    # a tenth at the same wall time; 0.05 s made it a fifth slower.
+    # How long Ansible's main process sleeps between its passes over the hosts (default
+    # 0.001 s, a busy loop on the controller). Between passes, qsetup's strategies also
+    # wait for a result to come (qsetup/remote/wake.py), so this is the most a result
+    # waits once it came, not how often the workers are polled.
     "internal_poll_interval": "0.01",
 }
 
@@ -191,6 +192,9 @@ def ansible_envvars(inv: Inventory, inventory_path: Path, scratch: Path) -> dict
         **({PAYLOAD_CACHE_ENV: str(cache)} if cache is not None else {}),
         "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "ANSIBLE_PIPELINING": "True",
+        # Plays that name no strategy: linear, woken by results (qsetup/remote/wake.py;
+        # the others name qsetup_free). Both live in playbooks/strategy_plugins.
+        "ANSIBLE_STRATEGY": "qsetup_linear",
         "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist=60s {ssh_opts}",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(scratch / "cp"),
         "ANSIBLE_HOST_KEY_CHECKING": "False" if checking == "off" else "True",
