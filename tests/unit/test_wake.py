@@ -20,7 +20,7 @@ class _Base:
         self._results: Any = []
         self._pending_results = 1
 
-    def _process_pending_results(self) -> list[Any]:
+    def _process_pending_results(self, max_passes: int | None = None) -> list[Any]:
         out = list(self._results)
         self._results.clear()
         self._pending_results -= len(out)
@@ -42,6 +42,15 @@ def test_a_look_with_nothing_come_waits_then_a_result_wakes_it_at_once() -> None
     started = time.monotonic()
     assert strategy._process_pending_results() == ["done"]
     assert time.monotonic() - started < wake.WAIT  # woken by the result, not the timeout
+
+
+def test_linears_look_between_queued_tasks_does_not_wait() -> None:
+    """Linear looks for results (with max_passes) after queueing each host's task: a
+    wait there would delay the next host's task."""
+    strategy = _Woken()
+    started = time.monotonic()
+    strategy._process_pending_results(max_passes=1)
+    assert time.monotonic() - started < wake.WAIT / 2
 
 
 def test_nothing_pending_waits_for_nothing() -> None:
