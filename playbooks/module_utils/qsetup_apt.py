@@ -1,9 +1,9 @@
 """Installing missing Debian packages on the host, services held until configured.
 
-Shared by ``library/qsetup_venvs.py`` (the packages virtualenvs are built with, in the
-module run that starts their builds) and ``library/qsetup_files.py`` (the host's other
-packages, in the same module run as its users, directories and files): one Python
-start on the host fewer each, about 160 ms of its CPU.
+Used by ``library/qsetup_files.py``: the packages virtualenvs are built with, then the
+host's other packages, in the same module run that starts the builds and puts the
+users, directories and files in place (one Python start on the host, about 160 ms of
+its CPU, where each was a module run of its own).
 
 One ``apt-get install`` of the missing packages with a ``policy-rc.d`` in place, so that
 no package starts its service (RabbitMQ would boot once with a random Erlang cookie and

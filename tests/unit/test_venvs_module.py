@@ -1,6 +1,7 @@
-"""The virtualenvs' module (playbooks/library/qsetup_venvs.py): packages first, services held
-while apt runs (module_utils/qsetup_apt.py), then builds detached from the module run
-(module_utils/qsetup_venv.py) that the files step waits for (module_utils/qsetup_jobs.py)."""
+"""Packages and virtualenv builds (playbooks/library/qsetup_files.py): packages first,
+services held while apt runs (module_utils/qsetup_apt.py), then builds detached from the
+module run (module_utils/qsetup_venv.py) that the files step waits for
+(module_utils/qsetup_jobs.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from unitdata import playbook_module
 
-pkgs: Any = playbook_module("library/qsetup_venvs.py")
+pkgs: Any = playbook_module("library/qsetup_files.py")
 apt: Any = sys.modules["ansible.module_utils.qsetup_apt"]
 venv: Any = playbook_module("module_utils/qsetup_venv.py")
 jobs: Any = playbook_module("module_utils/qsetup_jobs.py")
@@ -27,7 +28,8 @@ class FakeModule:
     """Stands in for AnsibleModule: records commands, answers with scripted results."""
 
     def __init__(self, params: dict[str, Any], answers: list[tuple[int, str, str]]) -> None:
-        self.params = {"venvs": [], **params}
+        self.params = {"venvs": [], "groups": [], "users": [], "dirs": [], "files": [], **params}
+        self._diff = False
         self.check_mode = False
         self.answers = answers
         self.calls: list[tuple[list[str], bool]] = []
