@@ -26,6 +26,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    # Click's plain help: typer's rich panels cut long option names and help words with
+    # an ellipsis in 80 columns and print a <bool> metavar after every flag.
+    rich_markup_mode=None,
 )
 sandbox_app = typer.Typer(
     help="Local test hosts (systemd-nspawn containers) to try qsetup on. Needs root.",
@@ -941,6 +944,26 @@ def ssh(
 # --- end sandbox commands -----------------------------------------------------
 
 
+def _whole_summaries(*apps: typer.Typer) -> None:
+    """List each command (and group) with its whole first sentence, wrapped, not cut short.
+
+    Click shortens a docstring's first sentence to fit one line of the commands list and
+    ends it with "..."; an explicit ``short_help`` is wrapped instead.
+    """
+    for sub in apps:
+        for info in sub.registered_commands:
+            doc = (info.callback.__doc__ or "") if info.callback else ""
+            first = " ".join(doc.strip().split("\n\n", 1)[0].split())
+            if info.short_help is None and first:
+                info.short_help = first
+        for group in sub.registered_groups:
+            if group.typer_instance is not None:
+                group.short_help = group.typer_instance.info.help
+
+
+_whole_summaries(app, sandbox_app, secrets_app)
+
+
 _EARLY: list[Any] = []
 """``qsetup status``'s prefetched SSH clients, started in :func:`main` (see ``status``)."""
 
@@ -987,12 +1010,38 @@ def _early_status(argv: list[str]) -> None:
     _EARLY.append(Prefetch(*args).start())
 
 
+def _usage_error(exc: Exception) -> int:
+    """Say what was wrong with the command line in one red line; the exit code (1).
+
+    Click's own report is three lines (usage, "Try ... --help", the error) and exit 2;
+    qsetup says bad input in one line and exits 1, as every other check of its input
+    does. With no arguments at all (``no_args_is_help``) the help is printed, exit 0.
+    """
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        out.print(ctx.get_help(), markup=False, highlight=False)
+        return 0
+    path = str(getattr(ctx, "command_path", "") or "qsetup")
+    message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+    line = f"{path}: {message.rstrip('.')}; see '{path} --help'"
+    err.print(Text(line, style="red"), highlight=False)
+    return EXIT_BAD_INPUT
+
+
 def main() -> None:
     """Entry point of the ``qsetup`` console script."""
     _early_status(sys.argv)
     try:
-        app(prog_name="qsetup")
+        code = app(prog_name="qsetup", standalone_mode=False)
+    except Exception as exc:
+        # Click's ClickException (typer's vendored click or the click package), by shape.
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        code = _usage_error(exc)
+    except typer.Abort:  # a prompt ended by end of input
+        err.print(Text("aborted", style="red"))
+        code = EXIT_BAD_INPUT
     finally:
         for early in _EARLY:
             early.discard()
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from unitdata import BASE_INVENTORY, WriteInventory
 
 import qsetup
+from qsetup import cli
 from qsetup.cli import app
 
 runner = CliRunner()
@@ -274,10 +276,66 @@ def test_validate_missing_file_and_directory(tmp_path: Path) -> None:
     )
 
 
-def test_validate_needs_an_inventory_option() -> None:
-    code, output = run("validate")
-    assert code == 2
-    assert "Missing option '--inventory'" in output
+def run_main(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, str, str]:
+    """The console script as a user runs it: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["qsetup", *args])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err
+
+
+def test_a_command_line_error_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, errors = run_main(capsys, monkeypatch, "validate")
+    assert (code, out) == (1, "")
+    assert errors.splitlines() == [
+        "qsetup validate: Missing option '--inventory' / '-i'; see 'qsetup validate --help'"
+    ]
+    code, _, errors = run_main(capsys, monkeypatch, "status", "-i", "x.yml", "--timeout", "0.1")
+    assert code == 1 and len(errors.splitlines()) == 1
+    assert errors.startswith("qsetup status: Invalid value for '--timeout'")
+    code, _, errors = run_main(capsys, monkeypatch, "no-such-command")
+    assert (code, errors.strip()) == (
+        1,
+        "qsetup: No such command 'no-such-command'; see 'qsetup --help'",
+    )
+    code, _, errors = run_main(capsys, monkeypatch, "secrets", "rotate")
+    assert code == 1
+    assert errors.strip() == (
+        "qsetup secrets rotate: Missing argument 'NAME'; see 'qsetup secrets rotate --help'"
+    )
+
+
+def test_help_and_a_commands_own_exit_code_pass_through_main(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    code, out, errors = run_main(capsys, monkeypatch)
+    assert (code, errors) == (0, "")
+    assert out.startswith("Usage: qsetup [OPTIONS] COMMAND [ARGS]...")
+    code, out, _ = run_main(capsys, monkeypatch, "status", "--help")
+    assert code == 0 and "-i, --inventory <path>" in out
+    assert "<bool>" not in out  # a flag takes no value
+    code, out, _ = run_main(capsys, monkeypatch, "--version")
+    assert (code, out.strip()) == (0, f"qsetup {qsetup.__version__}")
+    code, _, errors = run_main(capsys, monkeypatch, "validate", "-i", str(tmp_path / "nope.yml"))
+    assert code == 1
+    assert errors.strip().endswith("(file): inventory not found; check the path")
+
+
+def test_the_commands_list_gives_each_whole_summary(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_main(capsys, monkeypatch, "--help")
+    assert code == 0
+    listing = " ".join(out.split("Commands:", 1)[1].split())
+    assert "..." not in listing
+    assert "(strong generated passwords, 0600)" in listing
+    assert "encrypted (ansible-vault format); rotate one password" in listing
 
 
 # --- render -------------------------------------------------------------------------
