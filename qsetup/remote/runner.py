@@ -432,6 +432,11 @@ def run_playbook(
     elapsed = time.monotonic() - started
     scrub_run_dir(run_dir, redact)
 
+    failures = list(collector.failures)
+    rc = int(runner.rc or 0)
+    if rc != 0 and not failures:
+        # Ansible itself stopped (a playbook error), not a task on a host: say why.
+        failures.append(TaskFailure("", "ansible-playbook", ansible_error(run_dir, rc)))
     hosts: dict[str, HostResult] = {}
     targets = limit or tuple(inv.hosts)
     for name in targets:
@@ -445,12 +450,38 @@ def run_playbook(
         )
     return DeployResult(
         status=str(runner.status),
-        rc=int(runner.rc or 0),
+        rc=rc,
         hosts=hosts,
-        failures=tuple(collector.failures),
+        failures=tuple(failures),
         run_dir=run_dir,
         elapsed=elapsed,
         diffs=tuple(collector.diffs),
+    )
+
+
+def ansible_error(run_dir: Path, rc: int) -> str:
+    """Why ansible-playbook ended with ``rc`` when no task on a host failed: its error line.
+
+    Read from the run's log (already scrubbed of secret values), the first line Ansible
+    marks as an error (``[ERROR]:``, or ``ERROR!`` before ansible-core 2.19).
+    """
+    log = run_dir / "artifacts" / "run" / "stdout"
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    said = next(
+        (
+            line.strip()
+            for line in text.splitlines()
+            if line.lstrip().startswith(("[ERROR]:", "ERROR!"))
+        ),
+        "",
+    )
+    said = said.removeprefix("[ERROR]:").removeprefix("ERROR!").strip()
+    return (
+        f"exited {rc} before any host failed: {said or 'no error line in its log'}; "
+        f"qsetup's playbooks should not do that, please report it (log: {log})"
     )
 
 

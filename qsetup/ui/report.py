@@ -82,7 +82,12 @@ def deploy_summary(result: DeployResult, what: str = "deploy") -> Group:
     parts: list[Any] = [table]
     for f in result.failures:
         # An unreachable host's line says so itself; which task met it is no help.
-        line = f"{f.host}: {f.message}" if f.unreachable else f"{f.host}: {f.task}: {f.message}"
+        if f.unreachable:
+            line = f"{f.host}: {f.message}"
+        elif not f.host:  # Ansible itself stopped, no host's task failed
+            line = f"{f.task}: {f.message}"
+        else:
+            line = f"{f.host}: {f.task}: {f.message}"
         parts.append(Text(line, style="red"))
     if not result.ansible_ran:
         verdict = Text(

@@ -575,3 +575,31 @@ def test_a_host_that_did_not_answer_leaves_every_read_to_ansible(
     assert seen["groups"]["qsetup_changing"] in ({}, None)
     assert seen["groups"]["qsetup_configuring"] in ({}, None)
     assert all("qsetup_converge" not in v for v in seen["vars"].values())
+
+
+def test_ansible_stopping_before_any_host_failed_is_named(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A playbook error (no task failed on a host) is one failure line, not silence."""
+    import ansible_runner
+
+    def fake_run(**kwargs: Any) -> _Runner:
+        log = Path(kwargs["private_data_dir"]) / "artifacts" / "run" / "stdout"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(
+            "PLAY [x] ***\n[ERROR]: The 'ansible.builtin.add_host' module bypasses the host"
+            " loop, which is currently not supported in the free strategy.\nOrigin: x.yml\n"
+        )
+        return _Runner(status="failed", rc=2)
+
+    monkeypatch.setattr(ansible_runner, "run", fake_run)
+    monkeypatch.setattr(deploy, "start_read", lambda *_: None)
+    monkeypatch.setattr(deploy, "read_differences", lambda *_: deploy.FirstRead((), False, {}))
+    result = run_deploy(load_inventory(write_inventory()), DeployOptions())
+    assert result.ok is False
+    [failure] = result.failures
+    assert (failure.host, failure.task) == ("", "ansible-playbook")
+    assert failure.message.startswith(
+        "exited 2 before any host failed: The 'ansible.builtin.add_host' module bypasses"
+    )
+    assert str(Path(result.run_dir) / "artifacts" / "run" / "stdout") in failure.message
