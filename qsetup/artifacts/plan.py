@@ -401,6 +401,9 @@ def build_ansible_inventory(
         )
         hosts[name] = hv
     service_hosts = {n: None for n, p in plans.items() if p.services}
+    worker_hosts = {
+        n: None for n, p in plans.items() if any(s["role"] == "workers" for s in p.services)
+    }
     common = {
         "qsetup_app_name": inv.app.name,
         "qsetup_releases": dict(RELEASES),
@@ -439,6 +442,9 @@ def build_ansible_inventory(
             "vars": common,
             "children": {
                 "qsetup_services": {"hosts": service_hosts},
+                # whose workers wait to answer again after RabbitMQ restarted
+                # (broker/tasks/reconnect.yml)
+                "qsetup_workers": {"hosts": worker_hosts},
                 "qsetup_brokers": {"hosts": {n: None for n in inv.broker.hosts if plans[n].broker}},
             },
         }

@@ -1,7 +1,8 @@
 """``qsetup restart`` on real sandbox hosts: a warm, rolling restart loses no running task.
 
-The module deploys its own copy of the shared sandbox inventory and only restarts
-services, so the hosts stay up and deployed for whichever module runs next.
+The module deploys its own copy of the shared sandbox inventory and restarts services
+(RabbitMQ too; its last test stops it and deploys), so the hosts stay up and deployed
+for whichever module runs next.
 """
 
 from __future__ import annotations
@@ -62,3 +63,26 @@ def test_restart_limited_to_one_host_leaves_the_others_alone(site: Site) -> None
     assert before[f"{unit_a}@{first}"] != after[f"{unit_a}@{first}"]
     assert before[f"{unit_b}@{second}"] == after[f"{unit_b}@{second}"]
     wait_for_ping(site)
+
+
+def test_after_rabbitmq_restarts_the_command_ends_with_every_worker_answering(site: Site) -> None:
+    """A broker restart, then a broker stopped for 20 s and started again by a deploy.
+
+    The workers lose RabbitMQ and retry with Celery's growing backoff (2 s, 4 s, 6 s ...),
+    so they came back up to 10 s after the command ended, and a status right after was
+    degraded. Now each command waits until every worker answers ping as its own node.
+    """
+    proc = site.qsetup("restart", "--role", "broker", "--json", timeout=600)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    code, data, _ = site.status()
+    assert code == 0, data["problems"]
+    assert {n for n, w in data["workers"].items() if w["answers_ping"]} == site.expected_nodes()
+
+    broker = site.loaded().inventory.broker.host
+    site.ssh(broker, "systemctl stop rabbitmq-server.service", check=True)
+    time.sleep(20)  # the workers' retries are 8 s apart by now
+    code, result = site.deploy()
+    assert code == 0, result["failures"]
+    code, data, _ = site.status()
+    assert code == 0, data["problems"]
+    assert {n for n, w in data["workers"].items() if w["answers_ping"]} == site.expected_nodes()

@@ -135,6 +135,7 @@ def test_only_hosts_with_services_are_in_the_services_group() -> None:
     groups = plan(no_flower, BASE_SECRETS)["all"]["children"]
     assert groups == {
         "qsetup_services": {"hosts": {"worker1": None}},
+        "qsetup_workers": {"hosts": {"worker1": None}},
         "qsetup_brokers": {"hosts": {"rabbit1": None}},
     }
 
@@ -286,3 +287,9 @@ def test_an_absolute_key_is_kept_and_no_key_means_none() -> None:
     base = hosts_of(plan(BASE_INVENTORY, BASE_SECRETS))
     assert all("ansible_ssh_private_key_file" not in h for h in base.values())
     assert ssh_vars(base["worker1"])["ansible_host"] == "10.0.0.2"
+
+
+def test_the_workers_group_holds_the_hosts_with_worker_units_only() -> None:
+    groups = plan(BASE_INVENTORY, BASE_SECRETS)["all"]["children"]
+    assert set(groups["qsetup_services"]["hosts"]) == {"worker1", "rabbit1"}  # Flower's host
+    assert groups["qsetup_workers"] == {"hosts": {"worker1": None}}

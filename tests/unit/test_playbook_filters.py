@@ -398,9 +398,12 @@ def test_unit_states_decide_what_a_deploy_starts() -> None:
     result = filters.qsetup_converge(read(units=units), plan(qsetup_services=services))
     assert result["units_failed"] == ["a@2.service"]
     assert result["units_down"] == ["a@2.service", "b.service"]
-    # Nothing known (a first deploy): every service is started.
+    # The workers that run wait to answer again when RabbitMQ restarts (site.yml).
+    assert result["workers_up"] == ["a@1.service"]
+    # Nothing known (a first deploy): every service is started, none waits to reconnect.
     first = filters.qsetup_converge(read(units={}), plan(qsetup_services=services))
     assert len(first["units_down"]) == 3
+    assert first["workers_up"] == []
 
 
 # --- a no-op deploy ends after the preflight on clean hosts --------------------------
