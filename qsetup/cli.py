@@ -219,10 +219,13 @@ def validate(
     """Check an inventory and its secrets; print FILE:LINE:COL: field: message per problem."""
     loaded = _load(inventory, secrets, vault_password_file, check_files=True)
     inv = loaded.inventory
-    out.print(
-        f"{inventory}: valid ({len(inv.hosts)} hosts, {len(inv.workers)} worker groups, "
-        f"{len(inv.broker.users)} broker users)"
+    counts = (
+        (len(inv.hosts), "host"),
+        (len(inv.workers), "worker group"),
+        (len(inv.broker.users), "broker user"),
     )
+    said = ", ".join(f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in counts)
+    out.print(f"{inventory}: valid ({said})", markup=False)
 
 
 @app.command()

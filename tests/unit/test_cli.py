@@ -61,7 +61,7 @@ def test_init_yes_writes_files_that_validate(in_tmp: Path) -> None:
     code, output = run("validate", "--inventory", "inventory.yml")
     assert (code, output.strip()) == (
         0,
-        "inventory.yml: valid (3 hosts, 1 worker groups, 2 broker users)",
+        "inventory.yml: valid (3 hosts, 1 worker group, 2 broker users)",
     )
 
 
@@ -209,7 +209,7 @@ def test_validate_ok(write_inventory: WriteInventory) -> None:
     inventory = write_inventory()
     code, output = run("validate", "--inventory", str(inventory))
     assert code == 0
-    assert output.strip() == f"{inventory}: valid (2 hosts, 1 worker groups, 1 broker users)"
+    assert output.strip() == f"{inventory}: valid (2 hosts, 1 worker group, 1 broker user)"
 
 
 def test_validate_problems_one_line_each(write_inventory: WriteInventory) -> None:
