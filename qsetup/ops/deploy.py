@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,9 +164,10 @@ def _run_playbook(
         plans = plan_hosts(loaded, material, scratch / "app.tar", options.tags or PARTS)
         differences: tuple[Difference, ...] = ()
         views: dict[str, dict[str, Any]] = {}
+        unreachable: dict[str, str] = {}
         if reads:
             first = read_differences(loaded, plans, reading)
-            differences, views = first.differences, first.views
+            differences, views, unreachable = first.differences, first.views, first.unreachable
             if first.complete and host_clean(differences):
                 return DeployResult(
                     "successful",
@@ -233,6 +234,7 @@ def _run_playbook(
             verbose=options.verbose,
             progress=progress,
             redact=redact,
+            unreachable_why=unreachable,
         )
         return replace(result, differences=differences)
 
@@ -303,6 +305,9 @@ class FirstRead:
     views: dict[str, dict[str, Any]]
     """Each host's read and comparison for the roles (``write_host_vars``); empty unless
     every host answered, something differs and no host is refused."""
+    unreachable: dict[str, str] = field(default_factory=dict)
+    """Why the read could not reach a host (its SSH client's words, e.g. the address does
+    not resolve): Ansible's run says the same host is unreachable, often without why."""
 
 
 def read_differences(
@@ -342,4 +347,5 @@ def read_differences(
             }
         if any(v["qsetup_converge"]["refusals"] for v in views.values()):
             views = {}  # Ansible's preflight reports them, host by host, and stops
-    return FirstRead(differences, complete, views)
+    unreachable = {n: h.error for n, h in hosts.items() if not h.reachable and h.error}
+    return FirstRead(differences, complete, views, unreachable)

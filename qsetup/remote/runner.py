@@ -253,21 +253,26 @@ def _last_line(value: Any) -> str:
     return lines[-1].strip()[:500] if lines else ""
 
 
-def unreachable_message(res: Any, address: str | None, changed: bool) -> str:
+def unreachable_message(
+    res: Any, address: str | None, changed: bool, known: str | None = None
+) -> str:
     """One line for a host SSH could not reach: where, why when known, and what to do.
 
     The task that met the dead host may handle secrets (no_log): its result then carries
-    no SSH error, and the line says so plainly instead of "details hidden".
+    no SSH error, and the line says why as the deploy's first read found it (``known``),
+    else plainly that SSH could not connect, never "details hidden".
     """
     reason = "" if not isinstance(res, dict) or res.get("censored") else _message(res)
-    if not reason or reason == "failed (no message)":
-        reason = "SSH could not connect"
     where = f" ({address})" if address else ""
     after = (
         "it was changed before it went away: run this again once it is back"
         if changed
         else "no change was made there"
     )
+    if (not reason or reason == "failed (no message)") and known:
+        return f"unreachable{where}: {known}; fix that, then run this again; {after}"
+    if not reason or reason == "failed (no message)":
+        reason = "SSH could not connect"
     return (
         f"unreachable{where}: {reason}; power it on or check its SSH access "
         f"(address, port, user, key), then run this again; {after}"
@@ -281,8 +286,10 @@ class _Collector:
         redact: Callable[[str], str] = str,
         keep_events: bool = False,
         addresses: Mapping[str, str] | None = None,
+        unreachable_why: Mapping[str, str] | None = None,
     ) -> None:
         self.progress = progress
+        self.unreachable_why = dict(unreachable_why or {})
         self.redact = redact
         self.keep_events = keep_events
         self.addresses = dict(addresses or {})
@@ -323,7 +330,11 @@ class _Collector:
             if any(f.host == host and f.unreachable for f in self.failures):
                 return self.keep_events  # one line per dead host, however many tasks met it
             address = self.addresses.get(host)
-            msg = self.redact(unreachable_message(res, address, host in self.changed_hosts))
+            msg = self.redact(
+                unreachable_message(
+                    res, address, host in self.changed_hosts, self.unreachable_why.get(host)
+                )
+            )
             self.failures.append(TaskFailure(host, task, msg, unreachable=True))
             self.emit(DeployEvent("unreachable", host, task, msg))
         elif kind == "runner_on_skipped":
@@ -395,11 +406,14 @@ def run_playbook(
     verbose: bool = False,
     progress: Callable[[DeployEvent], None] | None = None,
     redact: Callable[[str], str] = str,
+    unreachable_why: Mapping[str, str] | None = None,
 ) -> DeployResult:
     """Run ``playbook`` with ansible-runner and return what happened on each host.
 
     ``redact`` hides secret values in failure messages and in the run directory's logs;
-    ``started`` (``time.monotonic()``) is when the caller began preparing the run.
+    ``started`` (``time.monotonic()``) is when the caller began preparing the run;
+    ``unreachable_why``: why a host could not be read before the run, for the line of a
+    host Ansible then finds unreachable without saying why.
 
     Raises:
         DeployError: when ansible-runner is missing.
@@ -411,7 +425,7 @@ def run_playbook(
     if diff:
         cmdline.append("--diff")
     addresses = {name: h.address for name, h in inv.hosts.items()}
-    collector = _Collector(progress, redact, keep_events(verbose), addresses)
+    collector = _Collector(progress, redact, keep_events(verbose), addresses, unreachable_why)
     (scratch / "ansible.cfg").write_text(render_ansible_cfg(ANSIBLE_CFG_DEFAULTS), encoding="utf-8")
     forks = max(len(inv.hosts), 5)
     runner = ansible_runner.run(

@@ -53,7 +53,7 @@ _SSH_FAILURES: tuple[tuple[str, str], ...] = (
     ("Connection refused", "connection refused on port {port} (is sshd running?)"),
     ("No route to host", "no route to host (is it powered on?)"),
     ("Network is unreachable", "no route to host (is it powered on?)"),
-    ("timed out", "no answer within {timeout:g} s (SSH connect timeout)"),
+    ("timed out", "no answer within {timeout:g} s (SSH connect timeout; is it powered on?)"),
     (
         "IDENTIFICATION HAS CHANGED",
         "its host key differs from the known one; if the host was rebuilt, "
@@ -65,15 +65,15 @@ _SSH_FAILURES: tuple[tuple[str, str], ...] = (
         "run qsetup deploy with accept-new once",
     ),
     ("Permission denied", "SSH authentication failed; check ssh.user and ssh.key"),
-    ("Could not resolve hostname", "its address does not resolve; check hosts.<name>.address"),
+    ("Could not resolve hostname", "its address does not resolve; check hosts.{host}.address"),
 )
 
 
-def describe_ssh_failure(stderr: str, timeout: float, port: int) -> str:
-    """Say in a few words why OpenSSH's client could not run the read on a host."""
+def describe_ssh_failure(stderr: str, timeout: float, port: int, host: str = "<name>") -> str:
+    """Say in a few words why OpenSSH's client could not run the read on ``host``."""
     for pattern, text in _SSH_FAILURES:
         if pattern in stderr:
-            return text.format(timeout=timeout, port=port)
+            return text.format(timeout=timeout, port=port, host=host)
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     return f"SSH failed: {lines[-1]}" if lines else "SSH failed without saying why"
 
@@ -353,7 +353,9 @@ def _outcome(
             if isinstance(facts, dict):
                 return Outcome(address, facts, None)
     if result.exited == 255:  # the client's own failure: the read never ran
-        return Outcome(address, None, describe_ssh_failure(result.stderr, timeout, target.port))
+        return Outcome(
+            address, None, describe_ssh_failure(result.stderr, timeout, target.port, target.name)
+        )
     stderr = str(result.stderr).strip().splitlines()
     why = stderr[-1] if stderr else "no output"
     if why.startswith("sudo:") and uses_sudo(target):

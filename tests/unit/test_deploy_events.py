@@ -603,3 +603,25 @@ def test_ansible_stopping_before_any_host_failed_is_named(
         "exited 2 before any host failed: The 'ansible.builtin.add_host' module bypasses"
     )
     assert str(Path(result.run_dir) / "artifacts" / "run" / "stdout") in failure.message
+
+
+def test_an_unreachable_host_says_why_the_first_read_found_it_unreachable() -> None:
+    """A no_log task met the dead host (no SSH error in its result): the first read's why."""
+    why = "its address does not resolve; check hosts.worker1.address"
+    collector = _Collector(None, str, False, {"worker1": "w1.example"}, {"worker1": why})
+    event = {
+        "event": "runner_on_unreachable",
+        "event_data": {"host": "worker1", "task": "Read this host", "res": {"censored": "x"}},
+    }
+    collector(event)
+    [failure] = collector.failures
+    assert failure.unreachable
+    assert failure.message == (
+        f"unreachable (w1.example): {why}; fix that, then run this again; no change was made there"
+    )
+    # Without a reason from the read, the line says what to check.
+    plain = _Collector(None, str, False, {"worker1": "w1.example"})
+    plain(event)
+    assert plain.failures[0].message.startswith(
+        "unreachable (w1.example): SSH could not connect; power it on or check its SSH access"
+    )

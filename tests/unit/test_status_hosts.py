@@ -81,6 +81,13 @@ def test_describe_ssh_failure(stderr: str, words: str) -> None:
     assert words in describe_ssh_failure(stderr, 5.0, 2200)
 
 
+def test_an_address_that_does_not_resolve_names_the_hosts_field() -> None:
+    said = describe_ssh_failure(
+        "ssh: Could not resolve hostname mq-1: Name or service not known\n", 5.0, 22, "mq1"
+    )
+    assert said == "its address does not resolve; check hosts.mq1.address"
+
+
 def test_describe_a_read_that_did_not_finish_or_no_client() -> None:
     assert "did not finish within 5 s" in describe_ssh_error(ReadTimedOut(), 5.0)
     missing = FileNotFoundError(errno.ENOENT, "No such file or directory", "ssh")
