@@ -269,9 +269,9 @@ def unreachable_message(
         if changed
         else "no change was made there"
     )
-    if (not reason or reason == "failed (no message)") and known:
-        return f"unreachable{where}: {known}; fix that, then run this again; {after}"
     if not reason or reason == "failed (no message)":
+        if known:
+            return f"unreachable{where}: {known}; fix that, then run this again; {after}"
         reason = "SSH could not connect"
     return (
         f"unreachable{where}: {reason}; power it on or check its SSH access "
