@@ -48,6 +48,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_BAD_INPUT = 1
 EXIT_DEGRADED = 3
 EXIT_INTERNAL = 4
+_QUICK_EXIT: list[bool] = []
+"""Set by a read-only command that has printed its result: :func:`main` then ends the
+process without Python's teardown (see :func:`_exit`)."""
 
 
 def _debug_log_path() -> Path:
@@ -426,6 +429,7 @@ def status(
         if maybe is None:
             raise typer.Exit(130)
         result = maybe
+    _QUICK_EXIT.append(True)
     raise typer.Exit(0 if result.healthy else EXIT_DEGRADED)
 
 
@@ -1033,6 +1037,7 @@ def _usage_error(exc: Exception) -> int:
 
 def main() -> None:
     """Entry point of the ``qsetup`` console script."""
+    _QUICK_EXIT.clear()
     _early_status(sys.argv)
     try:
         code = app(prog_name="qsetup", standalone_mode=False)
@@ -1047,4 +1052,25 @@ def main() -> None:
     finally:
         for early in _EARLY:
             early.discard()
-    sys.exit(code if isinstance(code, int) else 0)
+    _exit(code if isinstance(code, int) else 0)
+
+
+def _exit(code: int) -> None:
+    """End with ``code``; after ``status`` printed its result, without Python's teardown.
+
+    Freeing every module and object status imported (pydantic's schemas, kombu, typer)
+    took 70-90 ms of one core after the report was printed: 6% of 3-host status
+    (farm-bench, 15 pairs: 0.708 s against 0.744 s). status holds nothing to clean up by
+    then: its temporary directory is gone, its threads are done, its SSH clients ended.
+    Every other command, and status on an error, exits the ordinary way (a temporary
+    file may still be removed at exit).
+    """
+    if _QUICK_EXIT:
+        _QUICK_EXIT.clear()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more to say
+                pass
+        os._exit(code)
+    sys.exit(code)

@@ -224,6 +224,40 @@ def test_cli_degraded_exit_3_json(inventory: Path, monkeypatch: pytest.MonkeyPat
     assert data["healthy"] is False and data["problems"]
 
 
+def test_status_through_main_ends_without_teardown_after_its_report(
+    inventory: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The console script: the report is out (flushed) and the code is status's own."""
+    import os
+    import sys
+
+    import qsetup.cli as cli
+
+    ended: list[int] = []
+
+    def quick(code: int) -> None:
+        ended.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", quick)
+    for problems, code in (((), 0), (("worker2: unreachable (10.0.0.3): no route",), 3)):
+        _patch(monkeypatch, _status(problems))
+        monkeypatch.setattr(sys, "argv", ["qsetup", "status", "-i", str(inventory), "--json"])
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert ended.pop() == code
+        assert json.loads(capsys.readouterr().out)["healthy"] is (code == 0)
+    # status on bad input, and every other command, exit the ordinary way
+    monkeypatch.setattr(sys, "argv", ["qsetup", "status", "-i", str(inventory.parent / "no.yml")])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert (exited.value.code, ended) == (1, [])
+    monkeypatch.setattr(sys, "argv", ["qsetup", "validate", "-i", str(inventory)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert (exited.value.code, ended) == (0, [])
+
+
 def test_cli_bad_inventory_exit_1(tmp_path: Path) -> None:
     res = runner.invoke(app, ["status", "--inventory", str(tmp_path / "nope.yml")])
     assert res.exit_code == 1
