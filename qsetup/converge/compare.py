@@ -304,12 +304,14 @@ def _broker_differences(
     out: list[Difference] = []
     if target.broker is not None:
         if not facts.definitions:
+            running = facts.unit("rabbitmq-server.service").active_state == "active"
+            why = "as qsetup-admin" if running else "(rabbitmq-server.service is not running)"
             out.append(
                 Difference(
                     target.host,
                     "broker_api",
                     "broker management API",
-                    "its definitions could not be read as qsetup-admin; run qsetup deploy",
+                    f"its definitions could not be read {why}; run qsetup deploy",
                     "set",
                 )
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -26,7 +26,14 @@ from qsetup.status.certs import certificate_problems, check_certificates
 from qsetup.status.cluster import place_nodes
 from qsetup.status.flower import check_flower, flower_problems
 from qsetup.status.hosts import assemble_hosts, beat_problems, beat_status, host_problems
-from qsetup.status.model import BrokerStatus, FlowerStatus, HostStatus, SystemStatus, TlsStatus
+from qsetup.status.model import (
+    BrokerStatus,
+    FlowerStatus,
+    HostStatus,
+    SystemStatus,
+    TlsStatus,
+    UnitStatus,
+)
 from qsetup.status.ssh import ReadRound, effective_timeout, start_reading
 from qsetup.status.workers import (
     InspectResult,
@@ -57,6 +64,41 @@ def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
             line = line.replace(value, "***")
         out.append(line)
     return tuple(out)
+
+
+def _stopped(hosts: Mapping[str, HostStatus], host: str | None, role: str) -> UnitStatus | None:
+    """``role``'s unit on ``host`` when the read found it there and not running."""
+    found = hosts.get(host or "")
+    if found is None or not found.reachable:
+        return None
+    return next((u for u in found.units if u.role == role and not u.ok), None)
+
+
+def _refused(error: str, unit: UnitStatus | None) -> str:
+    if unit is None or not error.startswith("cannot connect"):
+        return error
+    return f"cannot connect: {unit.name} is {unit.active_state} ({unit.sub_state}) there"
+
+
+def explain_refusals(
+    broker: BrokerStatus, flower: FlowerStatus | None, hosts: Mapping[str, HostStatus]
+) -> tuple[BrokerStatus, FlowerStatus | None]:
+    """A connection refused by a host whose unit the read found stopped says that.
+
+    The API's own reason guesses (the management plugin, the firewall's allow_from);
+    the host's read knows when RabbitMQ or Flower is simply not running there.
+    """
+    errors = tuple(
+        (host, _refused(error, _stopped(hosts, host, "broker")))
+        for host, error in broker.api_errors
+    )
+    if errors != broker.api_errors:
+        error = errors[0][1] if broker.error is not None and len(errors) == 1 else broker.error
+        broker = replace(broker, api_errors=errors, error=error)
+    if flower is not None and flower.error is not None:
+        unit = _stopped(hosts, flower.host, "flower")
+        flower = replace(flower, error=_refused(flower.error, unit))
+    return broker, flower
 
 
 def import_clients(loaded: LoadedInventory) -> None:
@@ -170,6 +212,7 @@ def check_status(
     broker, flower = http.result()
     tls = certs.result()
     broker = place_nodes(inv, broker, hostnames)
+    broker, flower = explain_refusals(broker, flower, hosts)
     read_drift = next((h.broker_drift for h in hosts.values() if h.broker_drift is not None), None)
     if read_drift is not None and broker is not None and broker.error is None:
         # The read's comparison checks passwords too; the same lines, said once.

@@ -370,3 +370,22 @@ def test_the_broker_target_from_the_plan_is_the_desired_state(full: LoadedInvent
     for name, hv in hosts.items():
         t = HostTarget.from_plan(name, hv, plan["all"]["vars"], {})
         assert {s.unit for s in t.services} >= {s["unit"] for s in hv["qsetup_services"]}
+
+
+def test_definitions_not_read_say_whether_rabbitmq_runs() -> None:
+    broker = HostTarget(host="mq", broker=STATE, broker_node=True)
+    rabbit = "rabbitmq-server.service"
+
+    def line(units: dict[str, UnitFact]) -> str:
+        diffs = compare_host(broker, HostFacts("mq", "bookworm", units=units), SECRETS)
+        return next(d.line for d in diffs if d.kind == "broker_api")
+
+    assert line({rabbit: running(rabbit)}) == (
+        "mq: broker management API: its definitions could not be read as qsetup-admin; "
+        "run qsetup deploy"
+    )
+    stopped = UnitFact(rabbit, "loaded", "inactive", "dead", "enabled")
+    assert line({rabbit: stopped}) == (
+        "mq: broker management API: its definitions could not be read "
+        "(rabbitmq-server.service is not running); run qsetup deploy"
+    )

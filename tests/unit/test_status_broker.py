@@ -343,6 +343,36 @@ def test_api_failure_is_one_line(base: Inventory) -> None:
     ]
 
 
+def test_a_refusal_from_a_stopped_unit_says_the_unit_not_a_guess(base: Inventory) -> None:
+    from qsetup.status.check import explain_refusals
+    from qsetup.status.model import FlowerStatus, HostStatus, UnitStatus
+
+    guess = "cannot connect (is RabbitMQ's management plugin running?) (firewall.enabled: ...)"
+    broker = failed_broker(base, guess, (("rabbit1", guess),))
+    flower = FlowerStatus("rabbit1", "http://10.0.0.1:5555/api/workers", None, None,
+                          "cannot connect (is qsetup-flower.service running?)")  # fmt: skip
+
+    def host(*units: UnitStatus) -> dict[str, HostStatus]:
+        return {"rabbit1": HostStatus("rabbit1", "10.0.0.1", ("broker", "flower"), True, None,
+                                      "rabbit1", units, (), None, None)}  # fmt: skip
+
+    rabbit = UnitStatus("rabbitmq-server.service", "broker", "loaded", "inactive", "dead", None, 0)
+    flowers = UnitStatus("qsetup-flower.service", "flower", "loaded", "failed", "failed", None, 5)
+    said, flower_said = explain_refusals(broker, flower, host(rabbit, flowers))
+    assert broker_problems(base, said) == [
+        "rabbit1: broker management API http://10.0.0.1:15672/api: cannot connect: "
+        "rabbitmq-server.service is inactive (dead) there"
+    ]
+    assert said.error == said.api_errors[0][1]
+    assert flower_said is not None
+    assert flower_said.error == "cannot connect: qsetup-flower.service is failed (failed) there"
+    # Running units (or a host not read) leave the API's own reason.
+    running = UnitStatus("rabbitmq-server.service", "broker", "loaded", "active", "running",
+                         None, 0)  # fmt: skip
+    assert explain_refusals(broker, flower, host(running)) == (broker, flower)
+    assert explain_refusals(broker, flower, {}) == (broker, flower)
+
+
 def test_an_idle_queue_without_consumers_is_not_a_problem(base: Inventory) -> None:
     # Right after a worker starts the API may still count 0 consumers (5 s statistics).
     answers = _api(base, queues=[{"vhost": "orders", "name": "celery", "consumers": 0}])

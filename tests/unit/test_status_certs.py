@@ -405,6 +405,7 @@ def test_check_status_runs_the_handshakes_and_lists_their_problems(
     on_loopback: None,
 ) -> None:
     from qsetup.status import check
+    from qsetup.status.broker import failed_broker
     from qsetup.status.workers import InspectResult
 
     ca = make_ca()
@@ -414,7 +415,7 @@ def test_check_status_runs_the_handshakes_and_lists_their_problems(
         loaded = load_inventory(path)
         monkeypatch.setattr(check, "start_reading", lambda *_: None)  # no host is contacted
         monkeypatch.setattr(check, "read_hosts", lambda *_: {})
-        monkeypatch.setattr(check, "fetch_broker", lambda *_: None)
+        monkeypatch.setattr(check, "fetch_broker", lambda *_: failed_broker(loaded.inventory, "-"))
         monkeypatch.setattr(check, "broker_problems", lambda *_: [])
         monkeypatch.setattr(check, "place_nodes", lambda inv, broker, names: broker)
         monkeypatch.setattr(check, "check_flower", lambda *_: None)
