@@ -318,7 +318,8 @@ def build_ansible_inventory(
         _plan_workers(inv, plans)
     if "beat" in selected:
         _plan_beat(inv, plans)
-    for host, units in units_by_host(inv).items():
+    by_host = units_by_host(inv)
+    for host, units in by_host.items():
         plans[host].services = [
             _service(u)
             for u in units
@@ -381,6 +382,11 @@ def build_ansible_inventory(
                 "qsetup_results_files": _file_vars(a for a in arts if a.role == "results"),
                 "qsetup_is_results": plan.results,
                 "qsetup_services": plan.services,
+                # Every worker on the host, whatever --tags picked: after RabbitMQ restarts
+                # (a --tags broker deploy too) those that ran wait to answer again.
+                "qsetup_worker_services": [
+                    _service(u) for u in by_host[name] if u.role == "worker"
+                ],
                 "qsetup_ship_code": plan.ship_code,
                 "qsetup_is_broker": plan.broker,
                 "qsetup_is_broker_primary": plan.broker and name == inv.broker.host,
@@ -401,9 +407,7 @@ def build_ansible_inventory(
         )
         hosts[name] = hv
     service_hosts = {n: None for n, p in plans.items() if p.services}
-    worker_hosts = {
-        n: None for n, p in plans.items() if any(s["role"] == "workers" for s in p.services)
-    }
+    worker_hosts = {n: None for n, hv in hosts.items() if hv["qsetup_worker_services"]}
     common = {
         "qsetup_app_name": inv.app.name,
         "qsetup_releases": dict(RELEASES),
@@ -443,7 +447,7 @@ def build_ansible_inventory(
             "children": {
                 "qsetup_services": {"hosts": service_hosts},
                 # whose workers wait to answer again after RabbitMQ restarted
-                # (broker/tasks/reconnect.yml)
+                # (broker/tasks/reconnecting.yml)
                 "qsetup_workers": {"hosts": worker_hosts},
                 "qsetup_brokers": {"hosts": {n: None for n in inv.broker.hosts if plans[n].broker}},
             },

@@ -133,6 +133,8 @@ class HostTarget:
     os_users: tuple[str, ...] = ()
     os_groups: tuple[str, ...] = ()
     services: tuple[ServiceTarget, ...] = ()
+    worker_units: tuple[str, ...] = ()
+    """Every worker unit the inventory puts on the host, whatever ``--tags`` picked."""
     broker: BrokerState | None = None
     """The broker's objects, on the node that manages them (the first broker node)."""
     broker_node: bool = False
@@ -216,6 +218,7 @@ class HostTarget:
             os_users=tuple(str(u["user"]) for u in hv.get("qsetup_os_users", ())),
             os_groups=tuple(str(g) for g in hv.get("qsetup_os_groups", ())),
             services=tuple(services),
+            worker_units=tuple(str(s["unit"]) for s in hv.get("qsetup_worker_services", ())),
             broker=broker_from_plan(common["qsetup_broker"]) if primary else None,
             broker_node=is_broker,
             cluster_size=max(1, len(nodes)),

@@ -54,22 +54,21 @@ def host_view(
 
     ``hv``: the host's plan variables (the configure play's ``steps`` follow from them).
 
-    Returns ``clean`` (nothing a deploy changes), the missing ``packages``,
-    ``os_groups`` and ``os_users`` (names), the ``stale`` files' destinations,
-    ``stale_dirs``, ``stale_venvs`` (names), ``code_stale``, ``units_down`` and
-    ``units_failed`` (the services' units that are not running and enabled, and those
-    of them systemd holds failed), ``workers_up`` (the worker units that run and are
+    Returns ``clean`` (nothing a deploy changes), the missing ``packages``, ``os_groups``
+    and ``os_users`` (names), the ``stale`` files' destinations, ``stale_dirs``,
+    ``stale_venvs`` (names), ``code_stale``, ``units_down`` and ``units_failed`` (the
+    services' units that are not running and enabled, and those of them systemd holds
+    failed), ``workers_up`` (the host's worker units, ``--tags`` or not, that run and are
     enabled: after RabbitMQ restarts they wait to answer again), ``broker_unit_down``,
-    ``broker_active`` (RabbitMQ's unit runs), ``broker_blank`` (a cluster node whose
-    host has no RabbitMQ yet), ``hosts_block`` (the cluster's lines in /etc/hosts,
-    None for none) with ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
+    ``broker_active`` (RabbitMQ's unit runs), ``broker_blank`` (a cluster node whose host
+    has no RabbitMQ yet), ``hosts_block`` (the cluster's lines in /etc/hosts, None for none)
+    with ``hosts_block_stale``, ``removals`` (what the inventory dropped, as
     ``converge.removals``), ``manifest_stale`` (the manifest to record differs from the
-    host's), ``epmd`` (its drop-in, see :func:`_epmd`), ``firewall`` (the rulesets to
-    load, see :func:`_firewall`), ``results_restart`` (the managed result backend's
-    files, unit or users differ), ``refusals`` (why the host cannot be deployed: every
-    ``refuse`` difference, see ``converge.compare.refusals``; the preflight stops on
-    them), ``differences`` (one line each, no secret) and ``steps``
-    (:func:`configure_steps`).
+    host's), ``epmd`` (its drop-in, see :func:`_epmd`), ``firewall`` (the rulesets to load,
+    see :func:`_firewall`), ``results_restart`` (the managed result backend's files, unit or
+    users differ), ``refusals`` (why the host cannot be deployed: every ``refuse``
+    difference, see ``converge.compare.refusals``; the preflight stops on them),
+    ``differences`` (one line each, no secret) and ``steps`` (:func:`configure_steps`).
     """
     host = target.host
     differences = compare_host(target, facts, secrets)
@@ -87,7 +86,9 @@ def host_view(
         "code_stale": code_stale(target, facts),
         "units_down": down,
         "units_failed": [u for u in down if facts.unit(u).active_state == "failed"],
-        "workers_up": [s.unit for s in services if s.role == "workers" and s.unit not in down],
+        "workers_up": [
+            u for u in target.worker_units if unit_difference(host, facts.unit(u)) is None
+        ],
         "broker_unit_down": target.broker_node
         and unit_difference(host, facts.unit("rabbitmq-server.service")) is not None,
         "broker_active": target.broker_node

@@ -66,7 +66,7 @@ def test_restart_limited_to_one_host_leaves_the_others_alone(site: Site) -> None
 
 
 def test_after_rabbitmq_restarts_the_command_ends_with_every_worker_answering(site: Site) -> None:
-    """A broker restart, then a broker stopped for 20 s and started again by a deploy.
+    """A broker restart; a broker stopped for 20 s, started by a deploy, then by ``--tags broker``.
 
     The workers lose RabbitMQ and retry with Celery's growing backoff (2 s, 4 s, 6 s ...),
     so they came back up to 10 s after the command ended, and a status right after was
@@ -82,6 +82,15 @@ def test_after_rabbitmq_restarts_the_command_ends_with_every_worker_answering(si
     site.ssh(broker, "systemctl stop rabbitmq-server.service", check=True)
     time.sleep(20)  # the workers' retries are 8 s apart by now
     code, result = site.deploy()
+    assert code == 0, result["failures"]
+    code, data, _ = site.status()
+    assert code == 0, data["problems"]
+    assert {n for n, w in data["workers"].items() if w["answers_ping"]} == site.expected_nodes()
+
+    # A deploy of the broker alone plans no worker; the workers that ran still wait.
+    site.ssh(broker, "systemctl stop rabbitmq-server.service", check=True)
+    time.sleep(20)
+    code, result = site.deploy("--tags", "broker")
     assert code == 0, result["failures"]
     code, data, _ = site.status()
     assert code == 0, data["problems"]

@@ -293,3 +293,11 @@ def test_the_workers_group_holds_the_hosts_with_worker_units_only() -> None:
     groups = plan(BASE_INVENTORY, BASE_SECRETS)["all"]["children"]
     assert set(groups["qsetup_services"]["hosts"]) == {"worker1", "rabbit1"}  # Flower's host
     assert groups["qsetup_workers"] == {"hosts": {"worker1": None}}
+    # A deploy of the broker alone (--tags broker) keeps every worker host in the group,
+    # with its workers, to wait for them after RabbitMQ restarts.
+    broker_only = plan(BASE_INVENTORY, BASE_SECRETS, parts=("broker",))
+    assert broker_only["all"]["children"]["qsetup_workers"] == {"hosts": {"worker1": None}}
+    worker1 = hosts_of(broker_only)["worker1"]
+    assert worker1["qsetup_services"] == []
+    every = hosts_of(plan(BASE_INVENTORY, BASE_SECRETS))["worker1"]["qsetup_services"]
+    assert [s["unit"] for s in worker1["qsetup_worker_services"]] == [s["unit"] for s in every]

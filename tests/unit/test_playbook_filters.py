@@ -395,15 +395,19 @@ def test_unit_states_decide_what_a_deploy_starts() -> None:
         "a@2.service": dict(ACTIVE, ActiveState="failed", SubState="failed"),
         "b.service": dict(ACTIVE, UnitFileState="disabled"),
     }
-    result = filters.qsetup_converge(read(units=units), plan(qsetup_services=services))
+    hv = plan(qsetup_services=services, qsetup_worker_services=services)
+    result = filters.qsetup_converge(read(units=units), hv)
     assert result["units_failed"] == ["a@2.service"]
     assert result["units_down"] == ["a@2.service", "b.service"]
     # The workers that run wait to answer again when RabbitMQ restarts (site.yml).
     assert result["workers_up"] == ["a@1.service"]
     # Nothing known (a first deploy): every service is started, none waits to reconnect.
-    first = filters.qsetup_converge(read(units={}), plan(qsetup_services=services))
+    first = filters.qsetup_converge(read(units={}), hv)
     assert len(first["units_down"]) == 3
     assert first["workers_up"] == []
+    # --tags broker plans no worker service, but the workers that run still wait.
+    broker_only = plan(qsetup_services=[], qsetup_worker_services=services)
+    assert filters.qsetup_converge(read(units=units), broker_only)["workers_up"] == ["a@1.service"]
 
 
 # --- a no-op deploy ends after the preflight on clean hosts --------------------------
