@@ -304,8 +304,8 @@ def _broker_differences(
     out: list[Difference] = []
     if target.broker is not None:
         if not facts.definitions:
-            running = facts.unit("rabbitmq-server.service").active_state == "active"
-            why = "as qsetup-admin" if running else "(rabbitmq-server.service is not running)"
+            up = facts.unit("rabbitmq-server.service").active_state == "active"
+            why = "as qsetup-admin" if up else "(rabbitmq-server.service is not running)"
             out.append(
                 Difference(
                     target.host,
