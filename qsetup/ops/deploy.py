@@ -30,7 +30,7 @@ from qsetup.artifacts.tls import TlsMaterial
 from qsetup.artifacts.tls import prepare as prepare_tls
 from qsetup.converge.compare import Difference, host_clean
 from qsetup.desired.state import RELEASES, broker_admin_password
-from qsetup.errors import DeployError
+from qsetup.errors import BrokerError, DeployError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, tls_hosts
 from qsetup.inventory.secrets import redactor
@@ -117,8 +117,45 @@ def run_restart(
             raise DeployError(f"--role: unknown role '{role}'; use one of {', '.join(ROLES)}")
     options = DeployOptions(limit=limit)
     check_options(loaded.inventory, options)
+    if "workers" in roles and "broker" not in roles:
+        _refuse_without_broker(loaded)
     return _run_playbook(
         loaded, options, "restart.yml", {"qsetup_restart_roles": list(roles)}, progress
+    )
+
+
+def _refuse_without_broker(loaded: LoadedInventory) -> None:
+    """Refuse a worker restart, before any host is touched, when no RabbitMQ node runs.
+
+    A restarted worker answers ping only through the broker: with RabbitMQ stopped on
+    every node, the first host's workers went down and the rollout stopped there after
+    the gate's 60 s. One read of the broker hosts' RabbitMQ unit (the one read, one SSH
+    round trip) decides; one node running is enough, the workers fail over to it.
+
+    Raises:
+        BrokerError: no broker node's rabbitmq-server.service is active (exit 3).
+    """
+    from qsetup.converge.facts import HostFacts
+    from qsetup.status.ssh import effective_timeout, read_round
+
+    inv = loaded.inventory
+    unit = "rabbitmq-server.service"
+    params = {h: {"releases": dict(RELEASES), "units": [unit]} for h in inv.broker.hosts}
+    why: list[str] = []
+    for host, outcome in read_round(loaded, effective_timeout(loaded, None), params).items():
+        if outcome.facts is None:
+            why.append(f"{host} unreachable ({outcome.error})")
+            continue
+        state = HostFacts.from_read(outcome.facts).unit(unit)
+        if state.active_state == "active":
+            return
+        why.append(f"{host} {unit} {state.active_state} ({state.sub_state})")
+    raise BrokerError(
+        [
+            f"restart --role workers: RabbitMQ runs on no broker node ({'; '.join(why)}); "
+            "a restarted worker could not connect, so no worker was restarted; start "
+            "RabbitMQ first (qsetup deploy, or qsetup restart --role broker)"
+        ]
     )
 
 

@@ -625,3 +625,40 @@ def test_an_unreachable_host_says_why_the_first_read_found_it_unreachable() -> N
     assert plain.failures[0].message.startswith(
         "unreachable (w1.example): SSH could not connect; power it on or check its SSH access"
     )
+
+
+def test_a_worker_restart_is_refused_before_any_host_when_no_rabbitmq_runs(
+    write_inventory: WriteInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qsetup.errors import BrokerError
+    from qsetup.status import ssh
+    from qsetup.status.hosts import Outcome
+
+    loaded = load_inventory(write_inventory())
+    reads: list[dict[str, Any]] = []
+    state = {"ActiveState": "inactive", "SubState": "dead", "LoadState": "loaded"}
+
+    def read_round(_loaded: Any, _timeout: float, params: dict[str, Any]) -> dict[str, Outcome]:
+        reads.append(params)
+        unit = {"rabbitmq-server.service": dict(state)}
+        return {h: Outcome("10.0.0.1", {"units": unit}, None) for h in params}
+
+    played: list[str] = []
+    monkeypatch.setattr(ssh, "read_round", read_round)
+    monkeypatch.setattr(deploy, "_run_playbook", lambda *a: played.append(a[2]) or "ran")
+    with pytest.raises(BrokerError) as refused:
+        deploy.run_restart(loaded, ("workers",))
+    assert played == [] and list(reads[0]) == ["rabbit1"]
+    assert refused.value.exit_code == 3
+    assert refused.value.lines() == [
+        "restart --role workers: RabbitMQ runs on no broker node (rabbit1 "
+        "rabbitmq-server.service inactive (dead)); a restarted worker could not connect, "
+        "so no worker was restarted; start RabbitMQ first (qsetup deploy, or qsetup restart "
+        "--role broker)"
+    ]
+    # RabbitMQ running: the restart goes on; the broker's own restart reads nothing first.
+    state.update(ActiveState="active", SubState="running")
+    assert deploy.run_restart(loaded, ("workers",)) == "ran"
+    assert deploy.run_restart(loaded, ("broker", "workers")) == "ran"
+    assert deploy.run_restart(loaded, ("flower",)) == "ran"
+    assert len(reads) == 2 and played == ["restart.yml"] * 3
