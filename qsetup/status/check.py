@@ -32,7 +32,6 @@ from qsetup.status.model import (
     HostStatus,
     SystemStatus,
     TlsStatus,
-    UnitStatus,
 )
 from qsetup.status.ssh import ReadRound, effective_timeout, start_reading
 from qsetup.status.workers import (
@@ -66,16 +65,15 @@ def scrub(lines: Iterable[str], secrets: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _stopped(hosts: Mapping[str, HostStatus], host: str | None, role: str) -> UnitStatus | None:
-    """``role``'s unit on ``host`` when the read found it there and not running."""
+def _refused(error: str, hosts: Mapping[str, HostStatus], host: str | None, role: str) -> str:
+    """``error`` (an API's), or what the host's read says when it could not connect."""
     found = hosts.get(host or "")
-    if found is None or not found.reachable:
-        return None
-    return next((u for u in found.units if u.role == role and not u.ok), None)
-
-
-def _refused(error: str, unit: UnitStatus | None) -> str:
-    if unit is None or not error.startswith("cannot connect"):
+    if found is None or not error.startswith("cannot connect"):
+        return error
+    if not found.reachable:
+        return "cannot connect, and the host could not be read either (see its line)"
+    unit = next((u for u in found.units if u.role == role and not u.ok), None)
+    if unit is None:
         return error
     return f"cannot connect: {unit.name} is {unit.active_state} ({unit.sub_state}) there"
 
@@ -86,18 +84,17 @@ def explain_refusals(
     """A connection refused by a host whose unit the read found stopped says that.
 
     The API's own reason guesses (the management plugin, the firewall's allow_from);
-    the host's read knows when RabbitMQ or Flower is simply not running there.
+    the host's read knows when RabbitMQ or Flower is simply not running there, or that
+    the host does not answer at all.
     """
     errors = tuple(
-        (host, _refused(error, _stopped(hosts, host, "broker")))
-        for host, error in broker.api_errors
+        (host, _refused(error, hosts, host, "broker")) for host, error in broker.api_errors
     )
     if errors != broker.api_errors:
         error = errors[0][1] if broker.error is not None and len(errors) == 1 else broker.error
         broker = replace(broker, api_errors=errors, error=error)
     if flower is not None and flower.error is not None:
-        unit = _stopped(hosts, flower.host, "flower")
-        flower = replace(flower, error=_refused(flower.error, unit))
+        flower = replace(flower, error=_refused(flower.error, hosts, flower.host, "flower"))
     return broker, flower
 
 

@@ -371,6 +371,12 @@ def test_a_refusal_from_a_stopped_unit_says_the_unit_not_a_guess(base: Inventory
                          None, 0)  # fmt: skip
     assert explain_refusals(broker, flower, host(running)) == (broker, flower)
     assert explain_refusals(broker, flower, {}) == (broker, flower)
+    # A host whose read failed too (SSH, sudo): said, not guessed.
+    off = HostStatus("rabbit1", "10.0.0.1", ("broker",), False, "refused", None, (), (), None, None)
+    down = {"rabbit1": off}
+    said, flower_said = explain_refusals(broker, flower, down)
+    both = "cannot connect, and the host could not be read either (see its line)"
+    assert said.error == both and flower_said is not None and flower_said.error == both
 
 
 def test_an_idle_queue_without_consumers_is_not_a_problem(base: Inventory) -> None:
