@@ -449,8 +449,10 @@ def restart(
     """Restart services one host at a time, waiting until each host's workers answer ping.
 
     Each worker gets a warm shutdown (running tasks finish within TimeoutStopSec).
-    A host that does not come back stops the restart there. Exit codes: 0 done,
-    3 a host failed or did not come back, 1 bad input, 4 internal error.
+    A host that does not come back stops the restart there. With RabbitMQ running on
+    no broker node, a worker restart is refused before any host is touched. Exit
+    codes: 0 done, 3 a host failed or did not come back (or no RabbitMQ runs), 1 bad
+    input, 4 internal error.
     """
     import json
 
