@@ -29,7 +29,7 @@ from qsetup.artifacts.targets import (
 from qsetup.artifacts.tls import TlsMaterial
 from qsetup.artifacts.tls import prepare as prepare_tls
 from qsetup.converge.compare import Difference, host_clean
-from qsetup.desired.state import RELEASES, broker_admin_password
+from qsetup.desired.state import BROKER_UNIT, RELEASES, broker_admin_password
 from qsetup.errors import BrokerError, DeployError
 from qsetup.inventory.loader import LoadedInventory
 from qsetup.inventory.model import Inventory, tls_hosts
@@ -139,17 +139,16 @@ def _refuse_without_broker(loaded: LoadedInventory) -> None:
     from qsetup.status.ssh import effective_timeout, read_round
 
     inv = loaded.inventory
-    unit = "rabbitmq-server.service"
-    params = {h: {"releases": dict(RELEASES), "units": [unit]} for h in inv.broker.hosts}
+    params = {h: {"releases": dict(RELEASES), "units": [BROKER_UNIT]} for h in inv.broker.hosts}
     why: list[str] = []
     for host, outcome in read_round(loaded, effective_timeout(loaded, None), params).items():
         if outcome.facts is None:
             why.append(f"{host} unreachable ({outcome.error})")
             continue
-        state = HostFacts.from_read(outcome.facts).unit(unit)
+        state = HostFacts.from_read(outcome.facts).unit(BROKER_UNIT)
         if state.active_state == "active":
             return
-        why.append(f"{host} {unit} {state.active_state} ({state.sub_state})")
+        why.append(f"{host} {BROKER_UNIT} {state.active_state} ({state.sub_state})")
     raise BrokerError(
         [
             f"restart --role workers: RabbitMQ runs on no broker node ({'; '.join(why)}); "
